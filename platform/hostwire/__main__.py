@@ -1,0 +1,5 @@
+import sys
+
+from hostwire.cli import main
+
+sys.exit(main())

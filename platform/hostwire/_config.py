@@ -1,0 +1,192 @@
+"""Plug-in configuration (Contract 4): a YAML or JSON file listing plug-ins.
+
+A Bifrost ``config.json`` loads as is: its other top-level sections are
+ignored, its plug-in fields (name, enabled, path, config, version, placement,
+order) are understood, and entries without a path or url (Bifrost built-ins)
+are skipped with a warning.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from hostwire._errors import ConfigError
+from hostwire._hostfn import HostFunction
+from hostwire._limits import Limits
+from hostwire._runtime import Plugin
+from hostwire._source import fetch_url, read_path
+
+log = logging.getLogger("hostwire.config")
+_DEFAULTS = Limits()
+
+
+class LimitsConfig(BaseModel):
+    """Per-plug-in limits; every field defaults to a safe value."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    timeout_ms: int = Field(_DEFAULTS.timeout_ms, ge=1, le=600_000)
+    memory_mib: int = Field(_DEFAULTS.memory_mib, ge=2, le=4096)
+    max_input_bytes: int = Field(_DEFAULTS.max_input_bytes, ge=1)
+    max_output_bytes: int = Field(_DEFAULTS.max_output_bytes, ge=1)
+    max_host_calls: int = Field(_DEFAULTS.max_host_calls, ge=0)
+    max_instances: int = Field(_DEFAULTS.max_instances, ge=1, le=1024)
+
+    def to_limits(self) -> Limits:
+        return Limits(**self.model_dump())
+
+
+class PluginConfig(BaseModel):
+    """One entry of ``plugins:``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    path: str | None = None
+    url: str | None = Field(None, pattern=r"^https?://")
+    sha256: str | None = Field(None, pattern=r"^[0-9a-fA-F]{64}$")
+    enabled: bool = True
+    config: dict[str, Any] = Field(default_factory=dict)
+    grants: list[str] = Field(default_factory=list)
+    limits: LimitsConfig = Field(default_factory=LimitsConfig)
+    allowed_hosts: list[str] = Field(default_factory=list)
+    allowed_paths: dict[str, str] = Field(default_factory=dict)
+    # Bifrost's DB-backed metadata: accepted so its config.json loads, unused here.
+    version: int | None = None
+    placement: Literal["pre_builtin", "builtin", "post_builtin"] | None = None
+    order: int | None = None
+
+    @model_validator(mode="after")
+    def _one_source(self) -> PluginConfig:
+        if self.path and self.url:
+            raise ValueError("give either path or url, not both")
+        if self.url and not self.sha256:
+            raise ValueError("a url plug-in needs sha256 (the hex digest of the .wasm file)")
+        return self
+
+    @property
+    def is_wasm(self) -> bool:
+        return bool(self.path or self.url)
+
+    def read(self, base_dir: Path) -> bytes:
+        """The plug-in's binary module, fetched or read and hash-checked."""
+        if self.url:
+            return fetch_url(self.name, self.url, self.sha256)
+        if not self.path:
+            raise ConfigError(f'Plug-in "{self.name}" has neither path nor url.')
+        return read_path(self.name, base_dir / self.path, self.sha256)
+
+    def load(self, base_dir: Path, host_functions: Iterable[HostFunction] = ()) -> Plugin:
+        """Read, verify, compile and return the plug-in."""
+        return Plugin(
+            self.name,
+            self.read(base_dir),
+            limits=self.limits.to_limits(),
+            config=self.config,
+            host_functions=host_functions,
+            allowed_hosts=self.allowed_hosts,
+            allowed_paths=self.allowed_paths,
+        )
+
+
+class HostwireConfig(BaseModel):
+    """A whole configuration file. ``base_dir`` resolves relative paths."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    openapi: str | None = None
+    plugins: list[PluginConfig] = Field(default_factory=list)
+    base_dir: Path = Field(default=Path("."), exclude=True)
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> HostwireConfig:
+        seen: set[str] = set()
+        for plugin in self.plugins:
+            if plugin.name in seen:
+                raise ValueError(f'two plug-ins are named "{plugin.name}"')
+            seen.add(plugin.name)
+        return self
+
+    @property
+    def enabled_plugins(self) -> list[PluginConfig]:
+        """Enabled WebAssembly plug-ins, in the file's order."""
+        result = []
+        for plugin in self.plugins:
+            if not plugin.enabled:
+                continue
+            if not plugin.is_wasm:
+                log.warning(
+                    'Skipping plug-in "%s": it has no path or url (a Bifrost built-in?).',
+                    plugin.name,
+                )
+                continue
+            result.append(plugin)
+        return result
+
+
+def _describe(path: Path, raw: Any, loc: tuple[int | str, ...]) -> str:
+    where = ""
+    fields = list(loc)
+    if len(fields) >= 2 and fields[0] == "plugins" and isinstance(fields[1], int):
+        index = fields[1]
+        name = None
+        if isinstance(raw, dict) and isinstance(raw.get("plugins"), list):
+            entries = raw["plugins"]
+            if index < len(entries) and isinstance(entries[index], dict):
+                name = entries[index].get("name")
+        where = f'plugin "{name}" (plugins[{index}])' if name else f"plugins[{index}]"
+        fields = fields[2:]
+    field = ".".join(str(f) for f in fields)
+    return ": ".join(part for part in (str(path), where, field) if part)
+
+
+def parse_config(raw: Any, *, path: Path) -> HostwireConfig:
+    """Validate an already-parsed document; errors name file, plug-in and field."""
+    if not isinstance(raw, dict):
+        raise ConfigError(
+            f"{path}: the top level must be a mapping with a plugins list, "
+            f"not {type(raw).__name__}.",
+            path=str(path),
+        )
+    try:
+        config = HostwireConfig.model_validate(raw)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        message = first["msg"].removeprefix("Value error, ")
+        extra = f" (and {exc.error_count() - 1} more problems)" if exc.error_count() > 1 else ""
+        raise ConfigError(
+            f"{_describe(path, raw, tuple(first['loc']))}: {message}{extra}", path=str(path)
+        ) from exc
+    config.base_dir = path.parent
+    return config
+
+
+def load_config(path: str | Path) -> HostwireConfig:
+    """Read a YAML or JSON plug-in configuration file."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError as exc:
+        raise ConfigError(f"{path}: no such configuration file.", path=str(path)) from exc
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read it: {exc}.", path=str(path)) from exc
+    try:
+        raw = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(
+            f"{path}: invalid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}.",
+            path=str(path),
+        ) from exc
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError(f"{path}: invalid YAML{at}: {problem}.", path=str(path)) from exc
+    return parse_config(raw, path=path)

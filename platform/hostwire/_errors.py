@@ -1,0 +1,109 @@
+"""The exceptions hostwire raises.
+
+HostwireError
+├── ConfigError                  a plug-in configuration file is wrong
+└── PluginError                  something went wrong with one plug-in
+    ├── PluginLoadError          the module cannot be read, fetched or compiled
+    │   └── PluginIntegrityError its sha256 is not the one configured
+    ├── PluginInputError         the input is over the plug-in's size limit
+    ├── PluginBusyError          too many calls in flight for one plug-in
+    ├── PluginExportError        the export does not exist
+    ├── PluginCallError          the export ran and reported an error itself
+    ├── PluginTimeoutError       the export ran past timeout_ms
+    ├── PluginMemoryError        the export needed more than memory_mib
+    ├── PluginTrapError          the export trapped (unreachable, bad access...)
+    ├── PluginOutputError        the output is over the plug-in's size limit
+    └── HostFunctionError        a host function failed during the call
+        └── HostCallLimitError   the export made too many host-function calls
+
+Every PluginError carries the plug-in's name and, when known, the export.
+`exit_code` is what the command line exits with for that kind of error.
+"""
+
+from __future__ import annotations
+
+
+class HostwireError(Exception):
+    """Base class of every error hostwire raises on purpose."""
+
+    exit_code = 1
+
+
+class ConfigError(HostwireError):
+    """A plug-in configuration file is missing, malformed or invalid."""
+
+    exit_code = 2
+
+    def __init__(self, message: str, *, path: str | None = None) -> None:
+        super().__init__(message)
+        self.path = path
+
+
+class PluginError(HostwireError):
+    """A failure of one plug-in, named with its export when there is one."""
+
+    exit_code = 3
+
+    def __init__(self, message: str, *, plugin: str, export: str | None = None) -> None:
+        super().__init__(message)
+        self.plugin = plugin
+        self.export = export
+
+
+class PluginLoadError(PluginError):
+    """The plug-in cannot be read, fetched, verified or compiled."""
+
+
+class PluginIntegrityError(PluginLoadError):
+    """The plug-in's bytes do not have the configured sha256."""
+
+    def __init__(self, message: str, *, plugin: str, expected: str, actual: str) -> None:
+        super().__init__(message, plugin=plugin)
+        self.expected = expected
+        self.actual = actual
+
+
+class PluginInputError(PluginError):
+    """The input given to an export is larger than the plug-in allows."""
+
+
+class PluginBusyError(PluginError):
+    """The plug-in already has as many calls in flight as it may."""
+
+
+class PluginExportError(PluginError):
+    """The plug-in has no export of that name."""
+
+
+class PluginCallError(PluginError):
+    """The export ran to the end and reported an error of its own."""
+
+
+class PluginTimeoutError(PluginError):
+    """The export ran longer than the plug-in's timeout."""
+
+
+class PluginMemoryError(PluginError):
+    """The export tried to use more memory than the plug-in's limit."""
+
+
+class PluginTrapError(PluginError):
+    """The export trapped: unreachable, out-of-bounds access, stack overflow..."""
+
+
+class PluginOutputError(PluginError):
+    """The export's output is larger than the plug-in allows."""
+
+
+class HostFunctionError(PluginError):
+    """A host function called by the export failed; the cause is chained."""
+
+    def __init__(
+        self, message: str, *, plugin: str, export: str | None = None, function: str
+    ) -> None:
+        super().__init__(message, plugin=plugin, export=export)
+        self.function = function
+
+
+class HostCallLimitError(HostFunctionError):
+    """The export called host functions more often than the plug-in allows."""

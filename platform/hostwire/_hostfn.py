@@ -1,0 +1,135 @@
+"""Host functions: Python callables that plug-ins import and call.
+
+Every host function has the wasm signature ``(i64) -> i64``: the guest passes
+the offset of an Extism memory block holding its input and receives the
+offset of a block holding the output. All of them share one cffi trampoline;
+each is bound explicitly to the plug-ins that get it, never through the
+Extism SDK's process-wide registry.
+
+The SDK ignores exceptions raised in a host function (cffi prints them and the
+guest reads offset 0). The trampoline instead records the exception in the
+call's context and cancels the running plug-in, and the runtime re-raises it
+when ``call`` returns, so a failing host function always fails the call.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import extism
+from extism.extism import _ffi, _lib
+
+from hostwire._errors import HostCallLimitError, HostFunctionError
+from hostwire._wasm import USER_MODULE
+
+
+@dataclass(eq=False)
+class CallContext:
+    """State of one plug-in call, visible to the host functions it calls."""
+
+    plugin: str
+    export: str
+    max_host_calls: int
+    host_calls: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+    error: BaseException | None = None
+    _cancel: Any = None
+
+    def fail(self, exc: BaseException) -> None:
+        """Remember the first failure and stop the plug-in as soon as possible."""
+        if self.error is None:
+            self.error = exc
+        if self._cancel is not None:
+            self._cancel.cancel()
+
+
+HostHandler = Callable[[CallContext, bytes], bytes]
+
+
+@dataclass(frozen=True, slots=True)
+class HostFunction:
+    """A host function: ``handler(context, input_bytes) -> output_bytes``."""
+
+    name: str
+    handler: HostHandler
+    namespace: str = USER_MODULE
+
+    def to_extism(self) -> extism.Function:
+        # The Function keeps the cffi handle to ``self`` alive; the compiled
+        # plug-in keeps the Function alive.
+        return extism.Function(
+            self.namespace,
+            self.name,
+            [extism.ValType.I64],
+            [extism.ValType.I64],
+            _trampoline,
+            self,
+        )
+
+
+def _read_block(current: Any, offset: int) -> bytes:
+    length = _lib.extism_current_plugin_memory_length(current, offset)
+    if length == 0:
+        return b""
+    base = _lib.extism_current_plugin_memory(current)
+    return bytes(_ffi.buffer(base + offset, length))
+
+
+def _write_block(current: Any, data: bytes) -> int:
+    offset = _lib.extism_current_plugin_memory_alloc(current, len(data))
+    if offset == 0:
+        raise MemoryError(
+            f"the plug-in's memory limit leaves no room for a {len(data)}-byte host-function result"
+        )
+    base = _lib.extism_current_plugin_memory(current)
+    _ffi.buffer(base + offset, len(data))[:] = data
+    return int(offset)
+
+
+@_ffi.callback(
+    "void(ExtismCurrentPlugin*, const ExtismVal*, ExtismSize, ExtismVal*, ExtismSize, void*)"
+)
+def _trampoline(
+    current: Any, inputs: Any, n_inputs: int, outputs: Any, n_outputs: int, user_data: Any
+) -> None:
+    function: HostFunction = _ffi.from_handle(user_data)[0]
+    outputs[0].v.i64 = 0
+    raw_context = _lib.extism_current_plugin_host_context(current)
+    if raw_context == _ffi.NULL:
+        return  # called outside hostwire's runtime: nothing to report to
+    context: CallContext | None = _ffi.from_handle(raw_context)
+    if not isinstance(context, CallContext):
+        return
+    try:
+        context.host_calls += 1
+        if context.host_calls > context.max_host_calls:
+            raise HostCallLimitError(
+                f'Plug-in "{context.plugin}" export "{context.export}" made more than '
+                f"{context.max_host_calls} host-function calls (limit max_host_calls); "
+                f'the call to "{function.name}" was refused.',
+                plugin=context.plugin,
+                export=context.export,
+                function=function.name,
+            )
+        data = _read_block(current, inputs[0].v.i64)
+        outputs[0].v.i64 = _write_block(current, function.handler(context, data))
+    except BaseException as exc:  # every failure must reach the caller, see module doc
+        context.fail(_as_host_error(function, context, exc))
+
+
+def _as_host_error(
+    function: HostFunction, context: CallContext, exc: BaseException
+) -> BaseException:
+    if isinstance(exc, HostFunctionError):
+        return exc
+    wrapped = HostFunctionError(
+        f'Plug-in "{context.plugin}" export "{context.export}" failed because host function '
+        f'"{function.name}" raised {type(exc).__name__}: {exc}',
+        plugin=context.plugin,
+        export=context.export,
+        function=function.name,
+    )
+    wrapped.__cause__ = exc
+    return wrapped

@@ -1,0 +1,329 @@
+"""The plug-in runtime: compile once, call from a pool of instances.
+
+An Extism ``Plugin`` is not thread-safe, so each concurrent call takes its own
+instance from a pool over one ``CompiledPlugin`` (instantiating costs about a
+quarter of a millisecond; compiling costs milliseconds). An instance that
+trapped, timed out, ran out of memory or was cancelled is freed, never reused.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any, Self
+
+# Rust captures a full native backtrace for every trap when RUST_BACKTRACE is
+# set (it is on many developer machines), which makes a trap cost ~250 ms.
+# hostwire reports the wasm reason instead, so library backtraces are off.
+os.environ.setdefault("RUST_LIB_BACKTRACE", "0")
+
+import extism  # noqa: E402
+from extism.extism import CompiledPlugin  # noqa: E402
+
+from hostwire._errors import (  # noqa: E402
+    HostFunctionError,
+    PluginBusyError,
+    PluginCallError,
+    PluginError,
+    PluginExportError,
+    PluginInputError,
+    PluginLoadError,
+    PluginMemoryError,
+    PluginOutputError,
+    PluginTimeoutError,
+    PluginTrapError,
+)
+from hostwire._hostfn import CallContext, HostFunction  # noqa: E402
+from hostwire._limits import Limits  # noqa: E402
+from hostwire._logs import ROUTER  # noqa: E402
+from hostwire._text import one_line  # noqa: E402
+from hostwire._wasm import USER_MODULE, ModuleInfo, inspect_module  # noqa: E402
+
+_TRAP_PREFIX = "error while executing"
+
+
+@dataclass(eq=False, slots=True)
+class _Instance:
+    plugin: extism.Plugin
+    cancel: Any
+    uuid: str
+
+
+def _config_value(value: object) -> str:
+    # Extism config is a string-to-string map; anything else travels as JSON.
+    return value if isinstance(value, str) else json.dumps(value)
+
+
+def _host_failure(context: CallContext) -> HostFunctionError:
+    error = context.error
+    if isinstance(error, HostFunctionError):
+        return error
+    wrapped = HostFunctionError(
+        f'Plug-in "{context.plugin}" export "{context.export}" failed in a host function: {error}',
+        plugin=context.plugin,
+        export=context.export,
+        function="?",
+    )
+    wrapped.__cause__ = error
+    return wrapped
+
+
+class Plugin:
+    """One loaded plug-in: a compiled module, its limits and a pool of instances.
+
+    Safe to call from many threads at once. Use as a context manager or call
+    ``close()`` (idempotent) to free the native resources.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        wasm: bytes,
+        *,
+        limits: Limits | None = None,
+        config: Mapping[str, object] | None = None,
+        host_functions: Iterable[HostFunction] = (),
+        allowed_hosts: Sequence[str] = (),
+        allowed_paths: Mapping[str, str] | None = None,
+    ) -> None:
+        self.name = name
+        self.limits = limits or Limits()
+        self.host_functions = {f.name: f for f in host_functions}
+        try:
+            self.info: ModuleInfo = inspect_module(wasm)
+        except ValueError as exc:
+            raise PluginLoadError(
+                f'Plug-in "{name}" is not a valid WebAssembly module: {exc}', plugin=name
+            ) from exc
+        self._check_imports()
+        manifest = {
+            "wasm": [{"data": wasm}],
+            "memory": {"max_pages": self.limits.max_pages},
+            "timeout_ms": self.limits.timeout_ms,
+            "allowed_hosts": list(allowed_hosts),
+            "allowed_paths": dict(allowed_paths or {}),
+            "config": {str(k): _config_value(v) for k, v in (config or {}).items()},
+        }
+        ROUTER.start()
+        try:
+            self._compiled: CompiledPlugin | None = CompiledPlugin(
+                manifest,
+                wasi=self.info.uses_wasi or bool(allowed_paths),
+                functions=[f.to_extism() for f in self.host_functions.values()],
+            )
+        except extism.Error as exc:
+            raise PluginLoadError(
+                f'Plug-in "{name}" failed to compile: {one_line(str(exc))}', plugin=name
+            ) from exc
+        self._lock = threading.Lock()
+        self._idle: list[_Instance] = []
+        self._in_flight = 0
+        self._closed = False
+        # Instantiate one now so link errors surface at load time, not first call.
+        self._release(self._new_instance())
+
+    @property
+    def exports(self) -> frozenset[str]:
+        """The names of the functions the plug-in exports."""
+        return self.info.function_exports
+
+    def _check_imports(self) -> None:
+        for imp in self.info.imports_from(USER_MODULE):
+            if imp.name not in self.host_functions:
+                offered = ", ".join(sorted(self.host_functions)) or "none"
+                raise PluginLoadError(
+                    f'Plug-in "{self.name}" imports host function "{imp.name}" from '
+                    f'"{USER_MODULE}", which this host does not provide '
+                    f"(host functions available: {offered}).",
+                    plugin=self.name,
+                )
+
+    # -- the pool -----------------------------------------------------------
+
+    def _new_instance(self) -> _Instance:
+        if self._compiled is None:
+            raise PluginError(f'Plug-in "{self.name}" is closed.', plugin=self.name)
+        try:
+            plugin = extism.Plugin(self._compiled, functions=[])
+        except extism.Error as exc:
+            raise PluginLoadError(
+                f'Plug-in "{self.name}" failed to instantiate: {one_line(str(exc))}',
+                plugin=self.name,
+            ) from exc
+        instance = _Instance(plugin, plugin.cancel_handle(), str(plugin.id))
+        ROUTER.register(instance.uuid, self.name)
+        return instance
+
+    def _acquire(self, export: str) -> _Instance:
+        with self._lock:
+            if self._closed:
+                raise PluginError(f'Plug-in "{self.name}" is closed.', plugin=self.name)
+            if self._in_flight >= self.limits.max_instances:
+                raise PluginBusyError(
+                    f'Plug-in "{self.name}" already runs {self._in_flight} calls '
+                    f"(limit max_instances); the call to {export} was refused.",
+                    plugin=self.name,
+                    export=export,
+                )
+            self._in_flight += 1
+            if self._idle:
+                return self._idle.pop()
+        try:
+            return self._new_instance()
+        except BaseException:
+            with self._lock:
+                self._in_flight -= 1
+            raise
+
+    def _release(self, instance: _Instance) -> None:
+        with self._lock:
+            if not self._closed:
+                self._idle.append(instance)
+                return
+        self._free(instance)
+
+    def _discard(self, instance: _Instance) -> None:
+        self._free(instance)
+
+    def _free(self, instance: _Instance) -> None:
+        ROUTER.unregister(instance.uuid)
+        instance.plugin.__del__()  # the SDK's only way to free a Plugin now
+
+    # -- calls --------------------------------------------------------------
+
+    def call(self, export: str, data: bytes | str = b"", **extra: Any) -> bytes:
+        """Run ``export`` with ``data`` as input and return its output.
+
+        Keyword arguments are put in the call's ``CallContext.extra`` for the
+        host functions it calls. Raises a ``PluginError`` subclass on failure.
+        """
+        if isinstance(data, str):
+            data = data.encode()
+        if len(data) > self.limits.max_input_bytes:
+            raise PluginInputError(
+                f'Input for plug-in "{self.name}" export "{export}" is {len(data)} bytes, '
+                f"over its limit of {self.limits.max_input_bytes} (max_input_bytes).",
+                plugin=self.name,
+                export=export,
+            )
+        if export not in self.exports:
+            available = ", ".join(sorted(self.exports)) or "none"
+            raise PluginExportError(
+                f'Plug-in "{self.name}" has no export "{export}" (exports: {available}).',
+                plugin=self.name,
+                export=export,
+            )
+        instance = self._acquire(export)
+        context = CallContext(self.name, export, self.limits.max_host_calls, extra=extra)
+        context._cancel = instance.cancel
+        try:
+            output: bytes = instance.plugin.call(export, data, host_context=context)
+        except extism.Error as exc:
+            failure = _host_failure(context) if context.error else self._failure(export, exc, instance)
+            self._end(instance, reuse=False)
+            if context.error is not None:
+                raise failure  # noqa: B904 (its cause is the host function's error)
+            raise failure from exc
+        except BaseException:
+            self._end(instance, reuse=False)
+            raise
+        ROUTER.drain()
+        if context.error is not None:
+            # The call "succeeded" after a host function failed: never a silent success.
+            self._end(instance, reuse=False)
+            raise _host_failure(context)
+        self._end(instance, reuse=True)
+        if len(output) > self.limits.max_output_bytes:
+            raise PluginOutputError(
+                f'Plug-in "{self.name}" export "{export}" returned {len(output)} bytes, '
+                f"over its limit of {self.limits.max_output_bytes} (max_output_bytes).",
+                plugin=self.name,
+                export=export,
+            )
+        return output
+
+    def call_json(self, export: str, value: Any = None, **extra: Any) -> Any:
+        """Call ``export`` with ``value`` as JSON and parse its JSON output.
+
+        Empty output gives ``None``; output that is not JSON raises
+        ``PluginOutputError``.
+        """
+        output = self.call(export, json.dumps(value).encode(), **extra)
+        if not output.strip():
+            return None
+        try:
+            return json.loads(output)
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise PluginOutputError(
+                f'Plug-in "{self.name}" export "{export}" returned invalid JSON: {exc}',
+                plugin=self.name,
+                export=export,
+            ) from exc
+
+    def _end(self, instance: _Instance, *, reuse: bool) -> None:
+        with self._lock:
+            self._in_flight -= 1
+        if reuse:
+            self._release(instance)
+        else:
+            self._discard(instance)
+
+    def _failure(self, export: str, exc: extism.Error, instance: _Instance) -> PluginError:
+        reason = ROUTER.take_error(instance.uuid)
+        message = str(exc)
+        where = f'Plug-in "{self.name}" export "{export}"'
+        if message == "timeout":
+            return PluginTimeoutError(
+                f"{where} timed out after {self.limits.timeout_ms} ms (limit timeout_ms); "
+                "the instance was stopped and discarded.",
+                plugin=self.name,
+                export=export,
+            )
+        if message == "oom":
+            return PluginMemoryError(
+                f"{where} ran out of memory: it needed more than {self.limits.memory_mib} MiB "
+                "(limit memory_mib); the instance was discarded.",
+                plugin=self.name,
+                export=export,
+            )
+        if message.startswith(_TRAP_PREFIX):
+            detail = reason or one_line(message)
+            return PluginTrapError(
+                f"{where} trapped: {detail}; the instance was discarded.",
+                plugin=self.name,
+                export=export,
+            )
+        detail = one_line(message)
+        if reason and reason not in detail:
+            detail = f"{detail} ({reason})"
+        return PluginCallError(
+            f"{where} failed: {detail}", plugin=self.name, export=export
+        )
+
+    # -- lifetime -----------------------------------------------------------
+
+    def close(self) -> None:
+        """Free every idle instance and the compiled module. Idempotent."""
+        with self._lock:
+            self._closed = True
+            idle, self._idle = self._idle, []
+            compiled, self._compiled = self._compiled, None
+        for instance in idle:
+            self._free(instance)
+        if compiled is not None:
+            compiled.__del__()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()

@@ -1,0 +1,177 @@
+"""The ``hostwire`` command line (Contract 5)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from hostwire._errors import HostwireError, PluginLoadError
+from hostwire._exports import http_hook_exports, lifecycle_exports
+from hostwire._limits import Limits
+from hostwire._runtime import Plugin
+from hostwire._source import read_path, sha256_hex
+from hostwire._wasm import KERNEL_MODULE, USER_MODULE, inspect_module
+
+USAGE_ERROR = 2
+
+
+class UsageError(HostwireError):
+    exit_code = USAGE_ERROR
+
+
+def _read_plugin(path: str) -> tuple[str, bytes]:
+    file = Path(path)
+    name = file.stem if file.stem != "plugin" else file.parent.parent.name or file.stem
+    return name, read_path(name, file)
+
+
+def _config_pairs(pairs: Sequence[str]) -> dict[str, str]:
+    config = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise UsageError(f"--config expects KEY=VALUE, got {pair!r}.")
+        config[key] = value
+    return config
+
+
+def cmd_plugin_call(args: argparse.Namespace) -> int:
+    if args.input is not None and args.input_file is not None:
+        raise UsageError("give --input or --input-file, not both.")
+    data = args.input.encode() if args.input is not None else b""
+    if args.input_file is not None:
+        try:
+            data = Path(args.input_file).read_bytes()
+        except OSError as exc:
+            raise UsageError(f"cannot read --input-file {args.input_file}: {exc.strerror}.") from exc
+    name, wasm = _read_plugin(args.file)
+    defaults = Limits()
+    try:
+        limits = Limits(
+            timeout_ms=args.timeout_ms or defaults.timeout_ms,
+            memory_mib=args.memory_mib or defaults.memory_mib,
+        )
+    except ValueError as exc:
+        raise UsageError(f"{exc}.") from exc
+    with Plugin(
+        name,
+        wasm,
+        limits=limits,
+        config=_config_pairs(args.config),
+        allowed_hosts=args.allow_host,
+    ) as plugin:
+        output = plugin.call(args.function, data)
+    sys.stdout.buffer.write(output)
+    if output and not output.endswith(b"\n") and sys.stdout.isatty():
+        sys.stdout.write("\n")
+    sys.stdout.flush()
+    return 0
+
+
+def _inspect(path: str) -> dict[str, Any]:
+    name, wasm = _read_plugin(path)
+    try:
+        info = inspect_module(wasm)
+    except ValueError as exc:
+        raise PluginLoadError(f"{path} is not a valid WebAssembly module: {exc}", plugin=name) from exc
+    functions = info.function_exports
+    return {
+        "file": path,
+        "size_bytes": len(wasm),
+        "sha256": sha256_hex(Path(path).read_bytes()),
+        "wasi": info.uses_wasi,
+        "exports": [
+            {"name": e.name, "kind": e.kind, "signature": e.signature} for e in info.exports
+        ],
+        "imports": [
+            {"module": i.module, "name": i.name, "kind": i.kind, "signature": i.signature}
+            for i in info.imports
+        ],
+        "host_functions": sorted(i.name for i in info.imports_from(USER_MODULE)),
+        "kernel_functions": sorted(i.name for i in info.imports_from(KERNEL_MODULE)),
+        "lifecycle_events": lifecycle_exports(functions),
+        "http_hooks": http_hook_exports(functions),
+    }
+
+
+def cmd_plugin_inspect(args: argparse.Namespace) -> int:
+    report = _inspect(args.file)
+    if args.json:
+        print(json.dumps(report, indent=2))
+        return 0
+    print(f"plug-in   {report['file']} ({report['size_bytes']} bytes)")
+    print(f"sha256    {report['sha256']}")
+    print(f"WASI      {'yes (no files, environment or sockets are given)' if report['wasi'] else 'no'}")
+    print("exports")
+    for e in report["exports"]:
+        print(f"  {e['kind']:<7} {e['name']}{' ' + e['signature'] if e['signature'] else ''}")
+    print("imports")
+    for i in report["imports"]:
+        print(f"  {i['kind']:<7} {i['module']}::{i['name']} {i['signature']}".rstrip())
+    host = report["host_functions"]
+    print(f"host functions it calls   {', '.join(host) if host else 'none'}")
+    print(f"lifecycle events handled  {', '.join(report['lifecycle_events']) or 'none'}")
+    print(f"HTTP hooks                {', '.join(report['http_hooks']) or 'none'}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="hostwire", description="OpenAPI-driven WebAssembly plug-ins on Extism."
+    )
+    parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    plugin = commands.add_parser("plugin", help="inspect or run one plug-in file")
+    plugin_commands = plugin.add_subparsers(dest="plugin_command", required=True, metavar="ACTION")
+
+    call = plugin_commands.add_parser("call", help="run one export and print its output")
+    call.add_argument("file", help="plug-in file, .wasm or .wat")
+    call.add_argument("function", help="name of the export to run")
+    call.add_argument("--input", help="input given to the export (text or JSON)")
+    call.add_argument("--input-file", help="read the input from this file")
+    call.add_argument(
+        "--config", action="append", default=[], metavar="KEY=VALUE", help="plug-in config entry"
+    )
+    call.add_argument("--timeout-ms", type=int, help=f"default {Limits().timeout_ms}")
+    call.add_argument("--memory-mib", type=int, help=f"default {Limits().memory_mib}")
+    call.add_argument(
+        "--allow-host", action="append", default=[], metavar="HOST",
+        help="let the plug-in make HTTP requests to HOST (denied by default)",
+    )
+    call.set_defaults(handler=cmd_plugin_call)
+
+    inspect = plugin_commands.add_parser("inspect", help="list exports, imports and needs")
+    inspect.add_argument("file", help="plug-in file, .wasm or .wat")
+    inspect.add_argument("--json", action="store_true", help="print JSON")
+    inspect.set_defaults(handler=cmd_plugin_inspect)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.debug else logging.INFO,
+        format="%(name)s: %(levelname)s: %(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        code: int = args.handler(args)
+    except HostwireError as exc:
+        if args.debug:
+            raise
+        print(f"hostwire: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        return 130
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

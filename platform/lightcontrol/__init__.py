@@ -1,0 +1,1 @@
+"""lightcontrol: the reference smart-light app hosting plug-ins through hostwire."""
