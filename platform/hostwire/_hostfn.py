@@ -15,7 +15,7 @@ when ``call`` returns, so a failing host function always fails the call.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import extism
@@ -25,17 +25,29 @@ from hostwire._errors import HostCallLimitError, HostFunctionError
 from hostwire._wasm import USER_MODULE
 
 
-@dataclass(eq=False)
 class CallContext:
-    """State of one plug-in call, visible to the host functions it calls."""
+    """State of one plug-in call, visible to the host functions it calls.
 
-    plugin: str
-    export: str
-    max_host_calls: int
-    host_calls: int = 0
-    extra: dict[str, Any] = field(default_factory=dict)
-    error: BaseException | None = None
-    _cancel: Any = None
+    ``extra`` holds what the caller of ``Plugin.call`` passed as keywords.
+    """
+
+    __slots__ = ("_cancel", "error", "export", "extra", "host_calls", "max_host_calls", "plugin")
+
+    def __init__(
+        self,
+        plugin: str,
+        export: str,
+        max_host_calls: int,
+        cancel: Any = None,
+        extra: dict[str, Any] | None = None,
+    ) -> None:
+        self.plugin = plugin
+        self.export = export
+        self.max_host_calls = max_host_calls
+        self.host_calls = 0
+        self.extra: dict[str, Any] = extra if extra is not None else {}
+        self.error: BaseException | None = None
+        self._cancel = cancel
 
     def fail(self, exc: BaseException) -> None:
         """Remember the first failure and stop the plug-in as soon as possible."""
@@ -88,10 +100,10 @@ def _write_block(current: Any, data: bytes) -> int:
     return int(offset)
 
 
-@_ffi.callback(
+@_ffi.callback(  # type: ignore[untyped-decorator]
     "void(ExtismCurrentPlugin*, const ExtismVal*, ExtismSize, ExtismVal*, ExtismSize, void*)"
 )
-def _trampoline(
+def _trampoline(  # noqa: PLR0917 (the signature cffi calls)
     current: Any, inputs: Any, n_inputs: int, outputs: Any, n_outputs: int, user_data: Any
 ) -> None:
     function: HostFunction = _ffi.from_handle(user_data)[0]

@@ -21,10 +21,10 @@ from typing import Any, Self
 # hostwire reports the wasm reason instead, so library backtraces are off.
 os.environ.setdefault("RUST_LIB_BACKTRACE", "0")
 
-import extism  # noqa: E402
-from extism.extism import CompiledPlugin  # noqa: E402
+import extism
+from extism.extism import CompiledPlugin
 
-from hostwire._errors import (  # noqa: E402
+from hostwire._errors import (
     HostFunctionError,
     PluginBusyError,
     PluginCallError,
@@ -37,11 +37,11 @@ from hostwire._errors import (  # noqa: E402
     PluginTimeoutError,
     PluginTrapError,
 )
-from hostwire._hostfn import CallContext, HostFunction  # noqa: E402
-from hostwire._limits import Limits  # noqa: E402
-from hostwire._logs import ROUTER  # noqa: E402
-from hostwire._text import one_line  # noqa: E402
-from hostwire._wasm import USER_MODULE, ModuleInfo, inspect_module  # noqa: E402
+from hostwire._hostfn import CallContext, HostFunction
+from hostwire._limits import Limits
+from hostwire._logs import ROUTER
+from hostwire._text import one_line
+from hostwire._wasm import KERNEL_MODULE, USER_MODULE, ModuleInfo, inspect_module
 
 _TRAP_PREFIX = "error while executing"
 
@@ -100,6 +100,9 @@ class Plugin:
                 f'Plug-in "{name}" is not a valid WebAssembly module: {exc}', plugin=name
             ) from exc
         self._check_imports()
+        self._exports = self.info.function_exports
+        # Only plug-ins that can log need the log buffer drained after each call.
+        self._logs = any(i.name.startswith("log_") for i in self.info.imports_from(KERNEL_MODULE))
         manifest = {
             "wasm": [{"data": wasm}],
             "memory": {"max_pages": self.limits.max_pages},
@@ -119,6 +122,7 @@ class Plugin:
             raise PluginLoadError(
                 f'Plug-in "{name}" failed to compile: {one_line(str(exc))}', plugin=name
             ) from exc
+        self._max_host_calls = self.limits.max_host_calls
         self._lock = threading.Lock()
         self._idle: list[_Instance] = []
         self._in_flight = 0
@@ -129,7 +133,7 @@ class Plugin:
     @property
     def exports(self) -> frozenset[str]:
         """The names of the functions the plug-in exports."""
-        return self.info.function_exports
+        return self._exports
 
     def _check_imports(self) -> None:
         for imp in self.info.imports_from(USER_MODULE):
@@ -186,9 +190,6 @@ class Plugin:
                 return
         self._free(instance)
 
-    def _discard(self, instance: _Instance) -> None:
-        self._free(instance)
-
     def _free(self, instance: _Instance) -> None:
         ROUTER.unregister(instance.uuid)
         instance.plugin.__del__()  # the SDK's only way to free a Plugin now
@@ -210,7 +211,7 @@ class Plugin:
                 plugin=self.name,
                 export=export,
             )
-        if export not in self.exports:
+        if export not in self._exports:
             available = ", ".join(sorted(self.exports)) or "none"
             raise PluginExportError(
                 f'Plug-in "{self.name}" has no export "{export}" (exports: {available}).',
@@ -218,12 +219,13 @@ class Plugin:
                 export=export,
             )
         instance = self._acquire(export)
-        context = CallContext(self.name, export, self.limits.max_host_calls, extra=extra)
-        context._cancel = instance.cancel
+        context = CallContext(self.name, export, self._max_host_calls, instance.cancel, extra)
         try:
             output: bytes = instance.plugin.call(export, data, host_context=context)
         except extism.Error as exc:
-            failure = _host_failure(context) if context.error else self._failure(export, exc, instance)
+            failure = (
+                _host_failure(context) if context.error else self._failure(export, exc, instance)
+            )
             self._end(instance, reuse=False)
             if context.error is not None:
                 raise failure  # noqa: B904 (its cause is the host function's error)
@@ -231,7 +233,8 @@ class Plugin:
         except BaseException:
             self._end(instance, reuse=False)
             raise
-        ROUTER.drain()
+        if self._logs:
+            ROUTER.drain()
         if context.error is not None:
             # The call "succeeded" after a host function failed: never a silent success.
             self._end(instance, reuse=False)
@@ -267,10 +270,10 @@ class Plugin:
     def _end(self, instance: _Instance, *, reuse: bool) -> None:
         with self._lock:
             self._in_flight -= 1
-        if reuse:
-            self._release(instance)
-        else:
-            self._discard(instance)
+            if reuse and not self._closed:
+                self._idle.append(instance)
+                return
+        self._free(instance)
 
     def _failure(self, export: str, exc: extism.Error, instance: _Instance) -> PluginError:
         reason = ROUTER.take_error(instance.uuid)
@@ -297,11 +300,9 @@ class Plugin:
                 plugin=self.name,
                 export=export,
             )
-        detail = one_line(message)
-        if reason and reason not in detail:
-            detail = f"{detail} ({reason})"
+        # The export set an error itself (error_set + non-zero return): its words.
         return PluginCallError(
-            f"{where} failed: {detail}", plugin=self.name, export=export
+            f"{where} failed: {one_line(message)}", plugin=self.name, export=export
         )
 
     # -- lifetime -----------------------------------------------------------

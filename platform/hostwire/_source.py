@@ -38,7 +38,9 @@ def read_path(name: str, path: Path, sha256: str | None = None) -> bytes:
     try:
         data = path.read_bytes()
     except FileNotFoundError as exc:
-        raise PluginLoadError(f'Plug-in "{name}": file {path} does not exist.', plugin=name) from exc
+        raise PluginLoadError(
+            f'Plug-in "{name}": file {path} does not exist.', plugin=name
+        ) from exc
     except OSError as exc:
         raise PluginLoadError(
             f'Plug-in "{name}": cannot read {path}: {exc.strerror}.', plugin=name

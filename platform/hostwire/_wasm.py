@@ -112,4 +112,3 @@ def inspect_module(wasm: bytes) -> ModuleInfo:
 def read_module_file(path: Path) -> bytes:
     """Read a ``.wasm`` or ``.wat`` file and return the binary module."""
     return to_binary(path.read_bytes(), path.name)
-

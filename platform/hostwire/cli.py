@@ -26,7 +26,11 @@ class UsageError(HostwireError):
 
 def _read_plugin(path: str) -> tuple[str, bytes]:
     file = Path(path)
-    name = file.stem if file.stem != "plugin" else file.parent.parent.name or file.stem
+    # <name>/plugin.wat and <name>/build/plugin.wasm are named after the project folder.
+    name = file.stem
+    if name == "plugin":
+        folder = file.resolve().parent
+        name = folder.parent.name if folder.name == "build" else folder.name
     return name, read_path(name, file)
 
 
@@ -48,7 +52,9 @@ def cmd_plugin_call(args: argparse.Namespace) -> int:
         try:
             data = Path(args.input_file).read_bytes()
         except OSError as exc:
-            raise UsageError(f"cannot read --input-file {args.input_file}: {exc.strerror}.") from exc
+            raise UsageError(
+                f"cannot read --input-file {args.input_file}: {exc.strerror}."
+            ) from exc
     name, wasm = _read_plugin(args.file)
     defaults = Limits()
     try:
@@ -67,8 +73,8 @@ def cmd_plugin_call(args: argparse.Namespace) -> int:
     ) as plugin:
         output = plugin.call(args.function, data)
     sys.stdout.buffer.write(output)
-    if output and not output.endswith(b"\n") and sys.stdout.isatty():
-        sys.stdout.write("\n")
+    if output and not output.endswith(b"\n"):
+        sys.stdout.buffer.write(b"\n")
     sys.stdout.flush()
     return 0
 
@@ -78,7 +84,9 @@ def _inspect(path: str) -> dict[str, Any]:
     try:
         info = inspect_module(wasm)
     except ValueError as exc:
-        raise PluginLoadError(f"{path} is not a valid WebAssembly module: {exc}", plugin=name) from exc
+        raise PluginLoadError(
+            f"{path} is not a valid WebAssembly module: {exc}", plugin=name
+        ) from exc
     functions = info.function_exports
     return {
         "file": path,
@@ -106,7 +114,8 @@ def cmd_plugin_inspect(args: argparse.Namespace) -> int:
         return 0
     print(f"plug-in   {report['file']} ({report['size_bytes']} bytes)")
     print(f"sha256    {report['sha256']}")
-    print(f"WASI      {'yes (no files, environment or sockets are given)' if report['wasi'] else 'no'}")
+    wasi = "yes (no files, environment or sockets are given)" if report["wasi"] else "no"
+    print(f"WASI      {wasi}")
     print("exports")
     for e in report["exports"]:
         print(f"  {e['kind']:<7} {e['name']}{' ' + e['signature'] if e['signature'] else ''}")
@@ -141,7 +150,10 @@ def build_parser() -> argparse.ArgumentParser:
     call.add_argument("--timeout-ms", type=int, help=f"default {Limits().timeout_ms}")
     call.add_argument("--memory-mib", type=int, help=f"default {Limits().memory_mib}")
     call.add_argument(
-        "--allow-host", action="append", default=[], metavar="HOST",
+        "--allow-host",
+        action="append",
+        default=[],
+        metavar="HOST",
         help="let the plug-in make HTTP requests to HOST (denied by default)",
     )
     call.set_defaults(handler=cmd_plugin_call)

@@ -1,0 +1,55 @@
+# hostwire — `make demo` and `make test` work on a fresh machine: they create
+# .venv and build the sample plug-ins they need, idempotently.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+C_PLUGINS := $(patsubst %/plugin.c,%/build/plugin.wasm,$(wildcard sample_plugins/*/plugin.c))
+PLUGINS := $(C_PLUGINS)
+
+.PHONY: all demo test lint bench plugins clean
+
+all: plugins
+
+$(VENV)/bin/python:
+	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11)' 2>/dev/null || \
+	  { echo "hostwire needs Python 3.11 or newer as '$(PYTHON)' (set PYTHON=...)."; exit 1; }
+	@$(PYTHON) -m venv $(VENV) 2>/dev/null || { \
+	  rm -rf $(VENV); \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    apt-get update -qq && apt-get install -y -qq python3-venv && $(PYTHON) -m venv $(VENV); \
+	  else \
+	    echo "Python cannot create a virtual environment; run: sudo apt-get install python3-venv"; \
+	    exit 1; \
+	  fi; }
+
+$(STAMP): pyproject.toml | $(VENV)/bin/python
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	@touch $@
+
+# C plug-ins: zig's bundled clang from PyPI, no root and no system compiler needed.
+sample_plugins/%/build/plugin.wasm: sample_plugins/%/plugin.c $(STAMP)
+	@mkdir -p $(dir $@)
+	$(PY) -m ziglang cc --target=wasm32-freestanding -O2 -nostdlib -Wl,--no-entry -o $@ $<
+
+plugins: $(PLUGINS)
+
+demo: $(STAMP) plugins
+	@bash scripts/demo.sh
+
+test: $(STAMP) plugins
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check platform tests benchmarks
+	$(VENV)/bin/ruff format --check platform tests benchmarks
+	$(VENV)/bin/mypy
+
+bench: $(STAMP) plugins
+	$(PY) benchmarks/bench_runtime.py
+
+clean:
+	rm -rf sample_plugins/*/build .pytest_cache .mypy_cache .ruff_cache

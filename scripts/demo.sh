@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# The demo `make demo` runs: sample plug-ins built from source, run through the
+# hostwire CLI, and hostile plug-ins contained by their limits.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+HW=".venv/bin/hostwire"
+step() { printf '\n\033[1m$ %s\033[0m\n' "$*"; "$@"; printf '(exit status %s)\n' "$?"; }
+
+echo "hostwire demo: Extism plug-ins with limits that always hold."
+step $HW plugin inspect sample_plugins/count_vowels/build/plugin.wasm
+step $HW plugin call sample_plugins/count_vowels/build/plugin.wasm count_vowels --input "Hello, hostwire!"
+step $HW plugin call sample_plugins/count_vowels/build/plugin.wasm count_vowels --input "Hello, hostwire!" --config vowels=lw
+echo
+echo "A plug-in that misbehaves fails alone, with a one-line reason:"
+step $HW plugin call sample_plugins/hostile/plugin.wat spin --timeout-ms 200
+step $HW plugin call sample_plugins/hostile/plugin.wat hog --memory-mib 8
+step $HW plugin call sample_plugins/hostile/plugin.wat crash
+step $HW plugin call sample_plugins/hostile/plugin.wat echo --input '{"still": "fine"}'
+echo
+echo "Try your own: $HW plugin call FILE.wasm|FILE.wat EXPORT --input TEXT"

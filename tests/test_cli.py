@@ -1,0 +1,146 @@
+"""The command line, run as a user would: `python -m hostwire ...`."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import wat
+from conftest import ROOT
+
+
+def hostwire(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "hostwire", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+        check=False,
+    )
+
+
+@pytest.fixture
+def hostile_wat(tmp_path: Path) -> Path:
+    path = tmp_path / "hostile.wat"
+    path.write_text(_without_host_calls())
+    return path
+
+
+def _without_host_calls() -> str:
+    # The CLI has no host functions yet, so drop the exports that need one.
+    lines = wat.HOSTILE.splitlines()
+    kept: list[str] = []
+    skipping = False
+    for line in lines:
+        if '"extism:host/user"' in line:
+            continue
+        if '(func (export "call_host' in line:
+            skipping = True
+        elif skipping and line.strip().startswith("(func"):
+            skipping = False
+        if not skipping:
+            kept.append(line)
+    return "\n".join(kept)
+
+
+def test_call_count_vowels(count_vowels_wasm: Path) -> None:
+    result = hostwire("plugin", "call", str(count_vowels_wasm), "count_vowels", "--input", "Hello")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout) == {"count": 2, "total": 5, "vowels": "aeiouAEIOU"}
+    assert "counted vowels: 2" in result.stderr  # the plug-in's log line
+
+
+def test_call_with_config(count_vowels_wasm: Path) -> None:
+    result = hostwire(
+        "plugin",
+        "call",
+        str(count_vowels_wasm),
+        "count_vowels",
+        "--input",
+        "Hello",
+        "--config",
+        "vowels=lH",
+    )
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["count"] == 3
+
+
+def test_call_wat_file_and_input_file(hostile_wat: Path, tmp_path: Path) -> None:
+    data = tmp_path / "in.json"
+    data.write_text('{"from": "a file"}')
+    result = hostwire("plugin", "call", str(hostile_wat), "echo", "--input-file", str(data))
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout) == {"from": "a file"}
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "message"),
+    [
+        pytest.param(
+            ["infinite_loop", "--timeout-ms", "100"], 3, "timed out after 100 ms", id="timeout"
+        ),
+        pytest.param(["memory_grow_bomb", "--memory-mib", "4"], 3, "more than 4 MiB", id="oom"),
+        pytest.param(["unreachable_trap"], 3, "`unreachable` instruction executed", id="trap"),
+        pytest.param(["nope"], 3, 'no export "nope"', id="no-such-export"),
+        pytest.param(["echo", "--memory-mib", "1"], 2, "memory_mib must be at least 2", id="limit"),
+    ],
+)
+def test_call_failures_are_one_line(
+    hostile_wat: Path, args: list[str], code: int, message: str
+) -> None:
+    result = hostwire("plugin", "call", str(hostile_wat), *args)
+    assert result.returncode == code
+    assert message in result.stderr
+    assert result.stderr.count("\n") == 1
+    assert result.stderr.startswith("hostwire: error: ")
+    assert "Traceback" not in result.stderr
+
+
+def test_missing_file() -> None:
+    result = hostwire("plugin", "call", "nowhere/plugin.wasm", "run")
+    assert result.returncode == 3
+    assert "does not exist" in result.stderr
+    assert result.stderr.count("\n") == 1
+
+
+def test_debug_shows_the_traceback(hostile_wat: Path) -> None:
+    result = hostwire("--debug", "plugin", "call", str(hostile_wat), "unreachable_trap")
+    assert result.returncode != 0
+    assert "Traceback" in result.stderr
+
+
+def test_inspect_lists_exports_imports_and_events(count_vowels_wasm: Path) -> None:
+    result = hostwire("plugin", "inspect", str(count_vowels_wasm), "--json")
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert {"name": "count_vowels", "kind": "func", "signature": "() -> (i32)"} in report["exports"]
+    assert "config_get" in report["kernel_functions"]
+    assert report["host_functions"] == []
+    assert report["wasi"] is False
+
+
+def test_inspect_text_output(tmp_path: Path) -> None:
+    path = tmp_path / "events.wat"
+    path.write_text(
+        '(module (import "extism:host/user" "get_states" (func (param i64) (result i64)))'
+        ' (func (export "light_before_save") (result i32) i32.const 0)'
+        ' (func (export "http_pre_hook") (result i32) i32.const 0))'
+    )
+    result = hostwire("plugin", "inspect", str(path))
+    assert result.returncode == 0, result.stderr
+    assert "host functions it calls   get_states" in result.stdout
+    assert "lifecycle events handled  light_before_save" in result.stdout
+    assert "HTTP hooks                http_pre_hook" in result.stdout
+
+
+def test_inspect_garbage(tmp_path: Path) -> None:
+    path = tmp_path / "junk.wasm"
+    path.write_bytes(b"\0asm\x01\0\0\0\xff\xff")
+    result = hostwire("plugin", "inspect", str(path))
+    assert result.returncode == 3
+    assert "not a valid WebAssembly module" in result.stderr

@@ -1,0 +1,98 @@
+"""Loading plug-in bytes from files and from URLs pinned by sha256."""
+
+from __future__ import annotations
+
+import hashlib
+import http.server
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+import wat
+from hostwire import PluginIntegrityError, PluginLoadError, fetch_url, read_path
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, bytes]]:
+    """An HTTP server on 127.0.0.1 serving hostile.wat; yields (base URL, bytes)."""
+    root = tmp_path_factory.mktemp("www")
+    data = wat.HOSTILE.encode()
+    (root / "hostile.wat").write_bytes(data)
+
+    class Handler(http.server.SimpleHTTPRequestHandler):
+        def __init__(self, *args: object, **kwargs: object) -> None:
+            super().__init__(*args, directory=str(root), **kwargs)  # type: ignore[arg-type]
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}", data
+    server.shutdown()
+    server.server_close()
+
+
+def test_url_with_the_right_hash_loads(served: tuple[str, bytes]) -> None:
+    base, data = served
+    wasm = fetch_url("remote", f"{base}/hostile.wat", hashlib.sha256(data).hexdigest())
+    assert wasm.startswith(b"\0asm")
+
+
+def test_url_with_a_wrong_hash_is_refused_naming_both(served: tuple[str, bytes]) -> None:
+    base, data = served
+    wrong = "0" * 64
+    with pytest.raises(PluginIntegrityError) as caught:
+        fetch_url("remote", f"{base}/hostile.wat", wrong)
+    actual = hashlib.sha256(data).hexdigest()
+    assert wrong in str(caught.value)
+    assert actual in str(caught.value)
+    assert (caught.value.expected, caught.value.actual) == (wrong, actual)
+
+
+def test_url_without_a_hash_is_refused(served: tuple[str, bytes]) -> None:
+    base, _ = served
+    with pytest.raises(PluginLoadError, match="without a sha256"):
+        fetch_url("remote", f"{base}/hostile.wat", None)
+
+
+def test_url_not_found(served: tuple[str, bytes]) -> None:
+    base, _ = served
+    with pytest.raises(PluginLoadError, match="answered 404"):
+        fetch_url("remote", f"{base}/missing.wasm", "0" * 64)
+
+
+def test_unreachable_url() -> None:
+    with pytest.raises(PluginLoadError, match=r"cannot fetch http://127\.0\.0\.1:9/x\.wasm"):
+        fetch_url("remote", "http://127.0.0.1:9/x.wasm", "0" * 64)
+
+
+def test_path_wat_and_wasm(tmp_path: Path) -> None:
+    text = tmp_path / "p.wat"
+    text.write_text(wat.HOSTILE)
+    wasm = read_path("p", text)
+    binary = tmp_path / "p.wasm"
+    binary.write_bytes(wasm)
+    assert read_path("p", binary) == wasm
+
+
+def test_path_missing(tmp_path: Path) -> None:
+    with pytest.raises(PluginLoadError, match=r"file .*nope.wasm does not exist"):
+        read_path("p", tmp_path / "nope.wasm")
+
+
+def test_path_with_a_wrong_hash(tmp_path: Path) -> None:
+    file = tmp_path / "p.wat"
+    file.write_text(wat.HOSTILE)
+    with pytest.raises(PluginIntegrityError, match="has sha256"):
+        read_path("p", file, "a" * 64)
+
+
+def test_broken_wat_names_line_and_column(tmp_path: Path) -> None:
+    file = tmp_path / "broken.wat"
+    file.write_text('(module\n  (func (export "f") (result i32) i32.konst 1))')
+    with pytest.raises(PluginLoadError, match=r"not valid WebAssembly text: .*\(line 2, column"):
+        read_path("broken", file)

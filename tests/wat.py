@@ -1,0 +1,107 @@
+"""WebAssembly text for test plug-ins, hostile ones included."""
+
+KERNEL = """
+  (import "extism:host/env" "input_length" (func $input_length (result i64)))
+  (import "extism:host/env" "input_offset" (func $input_offset (result i64)))
+  (import "extism:host/env" "output_set" (func $output_set (param i64 i64)))
+  (import "extism:host/env" "length" (func $length (param i64) (result i64)))
+  (import "extism:host/env" "alloc" (func $alloc (param i64) (result i64)))
+  (import "extism:host/env" "store_u8" (func $store_u8 (param i64 i32)))
+  (import "extism:host/env" "log_info" (func $log_info (param i64)))
+  (import "extism:host/env" "log_warn" (func $log_warn (param i64)))
+  (import "extism:host/env" "config_get" (func $config_get (param i64) (result i64)))
+  (import "extism:host/env" "error_set" (func $error_set (param i64)))
+  (import "extism:host/env" "http_request" (func $http_request (param i64 i64) (result i64)))
+"""
+
+# Copies linear memory [ptr, ptr+len) into a new Extism block.
+TO_BLOCK = """
+  (func $to_block (param $ptr i32) (param $len i32) (result i64)
+    (local $block i64) (local $i i32)
+    (local.set $block (call $alloc (i64.extend_i32_u (local.get $len))))
+    (block $done
+      (loop $copy
+        (br_if $done (i32.ge_u (local.get $i) (local.get $len)))
+        (call $store_u8
+          (i64.add (local.get $block) (i64.extend_i32_u (local.get $i)))
+          (i32.load8_u (i32.add (local.get $ptr) (local.get $i))))
+        (local.set $i (i32.add (local.get $i) (i32.const 1)))
+        (br $copy)))
+    (local.get $block))
+"""
+
+HOSTILE = f"""
+(module
+  {KERNEL}
+  (import "extism:host/user" "host_echo" (func $host_echo (param i64) (result i64)))
+  (memory (export "memory") 1)
+  (data (i32.const 0) "hello from the plug-in")
+  (data (i32.const 64) "greeting")
+  (data (i32.const 96) "the plug-in refuses this input")
+  (data (i32.const 160) "{{\\"url\\": \\"http://127.0.0.1:9/\\", \\"method\\": \\"GET\\"}}")
+  {TO_BLOCK}
+  (func (export "echo") (result i32)
+    (call $output_set (call $input_offset) (call $input_length))
+    (i32.const 0))
+  (func (export "log") (result i32)
+    (call $log_info (call $to_block (i32.const 0) (i32.const 22)))
+    (call $log_warn (call $input_offset))
+    (i32.const 0))
+  (func (export "config") (result i32) (local $value i64)
+    (local.set $value (call $config_get (call $to_block (i32.const 64) (i32.const 8))))
+    (if (i64.eqz (local.get $value)) (then (return (i32.const 0))))
+    (call $output_set (local.get $value) (call $length (local.get $value)))
+    (i32.const 0))
+  (func (export "fail") (result i32)
+    (call $error_set (call $to_block (i32.const 96) (i32.const 30)))
+    (i32.const 1))
+  (func (export "call_host") (result i32) (local $result i64)
+    (local.set $result (call $host_echo (call $input_offset)))
+    (call $output_set (local.get $result) (call $length (local.get $result)))
+    (i32.const 0))
+  (func (export "call_host_forever") (result i32)
+    (loop $again (drop (call $host_echo (call $input_offset))) (br $again))
+    (i32.const 0))
+  (func (export "http") (result i32) (local $response i64)
+    (local.set $response
+      (call $http_request (call $to_block (i32.const 160) (i32.const 47)) (i64.const 0)))
+    (call $output_set (local.get $response) (call $length (local.get $response)))
+    (i32.const 0))
+  (func (export "big_output") (result i32)
+    (call $output_set (call $alloc (i64.const 2097152)) (i64.const 2097152))
+    (i32.const 0))
+  (func (export "infinite_loop") (result i32) (loop $forever (br $forever)) (i32.const 0))
+  (func (export "memory_grow_bomb") (result i32)
+    (loop $grow (br_if $grow (i32.ne (memory.grow (i32.const 16)) (i32.const -1))))
+    (unreachable))
+  (func (export "alloc_bomb") (result i32)
+    (loop $more (drop (call $alloc (i64.const 1048576))) (br $more))
+    (i32.const 0))
+  (func (export "unreachable_trap") (result i32) (unreachable))
+  (func (export "out_of_bounds") (result i32) (i32.load (i32.const 0x7ffffff0)))
+  (func $recurse (export "infinite_recursion") (result i32)
+    (i32.add (call $recurse) (i32.const 1)))
+)
+"""
+
+# A WASI module: counts the environment variables and preopened directories
+# it can see and outputs them as two decimal digits ("00" = nothing at all).
+WASI_PROBE = f"""
+(module
+  (import "wasi_snapshot_preview1" "environ_sizes_get"
+    (func $environ_sizes_get (param i32 i32) (result i32)))
+  (import "wasi_snapshot_preview1" "fd_prestat_get"
+    (func $fd_prestat_get (param i32 i32) (result i32)))
+  {KERNEL}
+  (memory (export "memory") 1)
+  {TO_BLOCK}
+  (func (export "probe") (result i32) (local $dirs i32)
+    (drop (call $environ_sizes_get (i32.const 200) (i32.const 204)))
+    (if (i32.eqz (call $fd_prestat_get (i32.const 3) (i32.const 208)))
+      (then (local.set $dirs (i32.const 1))))
+    (i32.store8 (i32.const 300) (i32.add (i32.const 48) (i32.load (i32.const 200))))
+    (i32.store8 (i32.const 301) (i32.add (i32.const 48) (local.get $dirs)))
+    (call $output_set (call $to_block (i32.const 300) (i32.const 2)) (i64.const 2))
+    (i32.const 0))
+)
+"""
