@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
@@ -271,3 +272,10 @@ def test_limits_are_validated() -> None:
     with pytest.raises(ValueError, match="timeout_ms must be at least 1"):
         Limits(timeout_ms=0)
     assert Limits(memory_mib=16).max_pages == 256
+
+
+def test_wasi_plugin_sees_a_directory_only_when_granted(tmp_path: Path) -> None:
+    with Plugin(
+        "wasi", compile_wat(wat.WASI_PROBE), allowed_paths={str(tmp_path): "/data"}
+    ) as plugin:
+        assert plugin.call("probe") == b"01"
