@@ -7,6 +7,7 @@ import json
 import logging
 import sys
 from collections.abc import Sequence
+from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,8 @@ from hostwire._source import read_path, sha256_hex
 from hostwire._wasm import KERNEL_MODULE, USER_MODULE, inspect_module
 
 USAGE_ERROR = 2
+# Apps register a factory ``(db_path) -> ASGI app`` here; hostwire imports none.
+APPS_GROUP = "hostwire.apps"
 
 
 class UsageError(HostwireError):
@@ -129,12 +132,33 @@ def cmd_plugin_inspect(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    import uvicorn  # the CLI's other commands should not pay for importing a server
+
+    found = entry_points(group=APPS_GROUP, name=args.app)
+    if not found:
+        names = ", ".join(sorted(ep.name for ep in entry_points(group=APPS_GROUP))) or "none"
+        raise UsageError(f'No app named "{args.app}" is installed (apps: {names}).')
+    factory = next(iter(found)).load()
+    app = factory(db_path=args.db)
+    print(f"hostwire: serving {args.app} on http://{args.host}:{args.port}", file=sys.stderr)
+    uvicorn.run(app, host=args.host, port=args.port, log_level="info", access_log=False)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="hostwire", description="OpenAPI-driven WebAssembly plug-ins on Extism."
     )
     parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    serve = commands.add_parser("serve", help="run the app (lightcontrol) with uvicorn")
+    serve.add_argument("--host", default="127.0.0.1", help="default 127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000, help="default 8000")
+    serve.add_argument("--db", default="lightcontrol.db", help="SQLite file, default ./lightcontrol.db")
+    serve.add_argument("--app", default="lightcontrol", help=argparse.SUPPRESS)
+    serve.set_defaults(handler=cmd_serve)
 
     plugin = commands.add_parser("plugin", help="inspect or run one plug-in file")
     plugin_commands = plugin.add_subparsers(dest="plugin_command", required=True, metavar="ACTION")

@@ -1,0 +1,265 @@
+"""The lightcontrol ASGI app: routes, errors and the middleware stack."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import secrets
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import anyio.to_thread
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.routing import Route
+
+from lightcontrol import _spec
+from lightcontrol._middleware import (
+    BearerAuthMiddleware,
+    BodyLimitMiddleware,
+    ConcurrencyLimitMiddleware,
+    RequestIdMiddleware,
+    error_body,
+)
+from lightcontrol.store import DEFAULT_LIGHT_ID, LightError, LightInvalid, LightStore
+
+log = logging.getLogger("lightcontrol")
+PUBLIC_PATHS = frozenset(
+    {"/openapi.json", "/openapi.yaml", "/.well-known/ai-plugin.json", "/logo.png", "/legal"}
+)
+COLORS = {"ToRed": "red", "ToGreen": "green", "ToBlue": "blue", "ToWhite": "white", "Reset": "white"}
+STATUSES = {"TurnOn": "on", "TurnOff": "off"}
+
+
+@dataclass
+class Settings:
+    """How to run lightcontrol; ``from_env`` reads the LIGHTCONTROL_* variables."""
+
+    db_path: str = "lightcontrol.db"
+    token: str = field(default_factory=lambda: secrets.token_urlsafe(24))
+    public_url: str | None = None
+    cors_origins: list[str] = field(default_factory=list)
+    max_body_bytes: int = 1024 * 1024
+    max_concurrent: int = 64
+
+    @classmethod
+    def from_env(cls, **overrides: Any) -> Settings:
+        env = os.environ
+        values: dict[str, Any] = {}
+        if env.get("LIGHTCONTROL_TOKEN"):
+            values["token"] = env["LIGHTCONTROL_TOKEN"]
+        if env.get("LIGHTCONTROL_PUBLIC_URL"):
+            values["public_url"] = env["LIGHTCONTROL_PUBLIC_URL"]
+        if env.get("LIGHTCONTROL_CORS_ORIGINS"):
+            values["cors_origins"] = [
+                o.strip() for o in env["LIGHTCONTROL_CORS_ORIGINS"].split(",") if o.strip()
+            ]
+        if env.get("LIGHTCONTROL_MAX_CONCURRENT"):
+            values["max_concurrent"] = int(env["LIGHTCONTROL_MAX_CONCURRENT"])
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**values)
+
+
+def _json(data: Any, status: int = 200) -> JSONResponse:
+    return JSONResponse(data, status_code=status)
+
+
+def _error(status: int, code: str, message: str, details: list[dict[str, str]] | None = None) -> Response:
+    return Response(error_body(code, message, details), status, media_type="application/json")
+
+
+async def _body(request: Request, schema: str) -> dict[str, Any]:
+    raw = await request.body()
+    try:
+        value = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise _BadJson(f"The body is not valid JSON: {exc}.") from exc
+    found = _spec.problems(schema, value)
+    if found:
+        first = found[0]
+        raise LightInvalid(f"{first['field']}: {first['message']}.", found)
+    assert isinstance(value, dict)
+    return value
+
+
+class _BadJson(Exception):
+    pass
+
+
+def _states(light: dict[str, Any]) -> dict[str, Any]:
+    return {"status": light["status"], "color": light["color"]}
+
+
+def _store(request: Request) -> LightStore:
+    store: LightStore = request.app.state.store
+    return store
+
+
+def build_routes() -> list[Route]:
+    async def run(fn: Callable[..., Any], *args: Any) -> Any:
+        # The model path blocks (SQLite, and plug-ins later): never on the loop.
+        return await anyio.to_thread.run_sync(fn, *args)
+
+    async def get_states(request: Request) -> Response:
+        return _json(_states(await run(_store(request).get, DEFAULT_LIGHT_ID)))
+
+    async def control_light(request: Request) -> Response:
+        body = await _body(request, "ControlLightRequest")
+        light = await run(_store(request).update, DEFAULT_LIGHT_ID, {"status": STATUSES[body["action"]]})
+        return _json(_states(light))
+
+    async def set_light_color(request: Request) -> Response:
+        body = await _body(request, "SetLightColorRequest")
+        light = await run(_store(request).update, DEFAULT_LIGHT_ID, {"color": COLORS[body["action"]]})
+        return _json(_states(light))
+
+    async def list_lights(request: Request) -> Response:
+        return _json({"lights": await run(_store(request).list)})
+
+    async def create_light(request: Request) -> Response:
+        body = await _body(request, "LightCreate")
+        return _json(await run(_store(request).create, body), 201)
+
+    async def get_light(request: Request) -> Response:
+        return _json(await run(_store(request).get, request.path_params["id"]))
+
+    async def update_light(request: Request) -> Response:
+        body = await _body(request, "LightUpdate")
+        return _json(await run(_store(request).update, request.path_params["id"], body))
+
+    async def delete_light(request: Request) -> Response:
+        await run(_store(request).destroy, request.path_params["id"])
+        return Response(status_code=204)
+
+    return [
+        Route("/states", get_states, methods=["GET"], name="getStates"),
+        Route("/light_control", control_light, methods=["POST"], name="controlLight"),
+        Route("/light_color", set_light_color, methods=["POST"], name="setLightColor"),
+        Route("/lights", list_lights, methods=["GET"], name="listLights"),
+        Route("/lights", create_light, methods=["POST"], name="createLight"),
+        Route("/lights/{id}", get_light, methods=["GET"], name="getLight"),
+        Route("/lights/{id}", update_light, methods=["PATCH"], name="updateLight"),
+        Route("/lights/{id}", delete_light, methods=["DELETE"], name="deleteLight"),
+    ]
+
+
+def build_metadata_routes(settings: Settings) -> list[Route]:
+    resources = _spec.resource_dir()
+
+    def base_url(request: Request) -> str:
+        return (settings.public_url or str(request.base_url)).rstrip("/")
+
+    async def openapi_json(request: Request) -> Response:
+        return _json(_spec.spec())
+
+    async def openapi_yaml(request: Request) -> Response:
+        return Response(_spec.spec_text(), media_type="application/yaml")
+
+    async def ai_plugin(request: Request) -> Response:
+        text = (resources / "ai-plugin.json").read_text(encoding="utf-8")
+        return Response(text.replace("{base_url}", base_url(request)), media_type="application/json")
+
+    async def logo(request: Request) -> Response:
+        return Response((resources / "logo.png").read_bytes(), media_type="image/png")
+
+    async def legal(request: Request) -> Response:
+        return PlainTextResponse((resources / "legal.txt").read_text(encoding="utf-8"))
+
+    return [
+        Route("/openapi.json", openapi_json, methods=["GET"]),
+        Route("/openapi.yaml", openapi_yaml, methods=["GET"]),
+        Route("/.well-known/ai-plugin.json", ai_plugin, methods=["GET"]),
+        Route("/logo.png", logo, methods=["GET"]),
+        Route("/legal", legal, methods=["GET"]),
+    ]
+
+
+ExceptionHandler = Callable[[Request, Exception], Awaitable[Response]]
+
+
+async def _light_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, LightError)
+    return _error(exc.status, exc.code, str(exc), exc.details)
+
+
+async def _bad_json(request: Request, exc: Exception) -> Response:
+    return _error(400, "invalid_json", str(exc))
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    codes = {404: "not_found", 405: "method_not_allowed"}
+    message = {
+        404: f"No route for {request.url.path}.",
+        405: f"{request.method} is not allowed on {request.url.path}.",
+    }.get(exc.status_code, str(exc.detail))
+    response = _error(exc.status_code, codes.get(exc.status_code, "http_error"), message)
+    response.headers.update(exc.headers or {})
+    return response
+
+
+async def _internal_error(request: Request, exc: Exception) -> Response:
+    log.exception("unhandled error", exc_info=exc)
+    return _error(500, "internal_error", "The server failed; the error is in its log.")
+
+
+def create_app(settings: Settings | None = None, *, store: LightStore | None = None) -> Starlette:
+    """Build the app. It opens the SQLite store at startup and closes it at shutdown."""
+    settings = settings or Settings.from_env()
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        own = store is None
+        active = store or LightStore(Path(settings.db_path))
+        app.state.store = active
+        try:
+            yield
+        finally:
+            if own:
+                active.close()
+
+    handlers: dict[Any, ExceptionHandler] = {
+        LightError: _light_error,
+        _BadJson: _bad_json,
+        HTTPException: _http_error,
+        Exception: _internal_error,
+    }
+    middleware = [
+        Middleware(RequestIdMiddleware),
+        Middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["GET", "POST", "PATCH", "DELETE"],
+            allow_headers=["authorization", "content-type", "x-request-id"],
+            expose_headers=["x-request-id"],
+        ),
+        Middleware(ConcurrencyLimitMiddleware, max_concurrent=settings.max_concurrent),
+        Middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes),
+        Middleware(BearerAuthMiddleware, token=settings.token, public_paths=PUBLIC_PATHS),
+    ]
+    app = Starlette(
+        routes=[*build_metadata_routes(settings), *build_routes()],
+        middleware=middleware,
+        exception_handlers=handlers,
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    return app
+
+
+def serve_app(db_path: str | None = None) -> Starlette:
+    """The factory ``hostwire serve`` uses (entry point group ``hostwire.apps``)."""
+    settings = Settings.from_env(db_path=db_path)
+    if not os.environ.get("LIGHTCONTROL_TOKEN"):
+        log.warning(
+            "LIGHTCONTROL_TOKEN is not set; this run's bearer token is %s", settings.token
+        )
+    return create_app(settings)

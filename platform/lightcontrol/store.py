@@ -1,0 +1,329 @@
+"""Lights in SQLite, changed only through one model path with lifecycle steps.
+
+Every change runs these steps, in this order, and nothing writes around them:
+
+- create:  before_validation, after_validation, before_save, before_create,
+           (write), after_create, after_save
+- update:  before_validation, after_validation, before_save, before_update,
+           (write), after_update, after_save
+- destroy: before_destroy, (delete), after_destroy
+
+``before_*`` steps run outside the write lock, so an observer may take time
+(or call back into the API); the write then checks that the light did not
+change meanwhile and, if it did, runs the change again on the fresh state.
+``after_*`` steps run inside the write's transaction, after the write and
+before the commit, so anything they record (an outbox row) commits with it.
+A write that returns has been committed with ``synchronous=FULL``: it survives
+the process being killed.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal
+
+from lightcontrol._spec import problems
+
+Action = Literal["create", "update", "destroy"]
+DEFAULT_LIGHT_ID = "default"
+MAX_ATTEMPTS = 20
+
+STEPS: dict[Action, tuple[str, ...]] = {
+    "create": (
+        "before_validation",
+        "after_validation",
+        "before_save",
+        "before_create",
+        "after_create",
+        "after_save",
+    ),
+    "update": (
+        "before_validation",
+        "after_validation",
+        "before_save",
+        "before_update",
+        "after_update",
+        "after_save",
+    ),
+    "destroy": ("before_destroy", "after_destroy"),
+}
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS lights (
+    id TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    status TEXT NOT NULL CHECK (status IN ('on', 'off')),
+    color TEXT NOT NULL CHECK (color IN ('red', 'green', 'blue', 'white')),
+    brightness INTEGER NOT NULL CHECK (brightness BETWEEN 0 AND 100),
+    created_at TEXT NOT NULL,
+    updated_at TEXT NOT NULL,
+    revision INTEGER NOT NULL,
+    seq INTEGER NOT NULL
+);
+"""
+_COLUMNS = ("id", "name", "status", "color", "brightness", "created_at", "updated_at", "revision")
+
+
+class LightError(Exception):
+    """Base of the model's errors; ``status`` and ``code`` are for the API."""
+
+    status = 400
+    code = "bad_request"
+
+    def __init__(self, message: str, details: list[dict[str, str]] | None = None) -> None:
+        super().__init__(message)
+        self.details = details or []
+
+
+class LightNotFound(LightError):
+    status = 404
+    code = "not_found"
+
+
+class LightInvalid(LightError):
+    status = 422
+    code = "invalid_request"
+
+
+class LightRejected(LightError):
+    """An observer of a before step refused the change."""
+
+    status = 422
+    code = "rejected"
+
+
+class LightConflict(LightError):
+    status = 409
+    code = "conflict"
+
+
+@dataclass
+class Change:
+    """What the observers of one change see. Before steps may edit ``record``."""
+
+    model: str
+    action: Action
+    step: str
+    record: dict[str, Any]
+    previous: dict[str, Any] | None
+    connection: sqlite3.Connection | None = None
+    changes: dict[str, Any] = field(default_factory=dict)
+
+
+Observer = Callable[[Change], None]
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _diff(previous: dict[str, Any] | None, record: dict[str, Any]) -> dict[str, Any]:
+    before = previous or {}
+    return {
+        key: {"from": before.get(key), "to": value}
+        for key, value in record.items()
+        if before.get(key) != value
+    }
+
+
+class LightStore:
+    """The lights table and the one model path that changes it. Thread-safe."""
+
+    def __init__(self, path: str | Path, observers: list[Observer] | None = None) -> None:
+        self.path = str(path)
+        self.observers: list[Observer] = list(observers or [])
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        self._db.row_factory = sqlite3.Row
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.execute("PRAGMA busy_timeout=5000")
+        self._db.executescript(_SCHEMA)
+        if self.get_or_none(DEFAULT_LIGHT_ID) is None:
+            self.create({"name": "Default light"}, light_id=DEFAULT_LIGHT_ID)
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    # -- reads --------------------------------------------------------------
+
+    def get_or_none(self, light_id: str) -> dict[str, Any] | None:
+        with self._lock:
+            row = self._db.execute(
+                f"SELECT {', '.join(_COLUMNS)} FROM lights WHERE id = ?", (light_id,)
+            ).fetchone()
+        return dict(row) if row else None
+
+    def get(self, light_id: str) -> dict[str, Any]:
+        light = self.get_or_none(light_id)
+        if light is None:
+            raise LightNotFound(f'No light has the id "{light_id}".')
+        return light
+
+    def list(self) -> list[dict[str, Any]]:
+        with self._lock:
+            rows = self._db.execute(
+                f"SELECT {', '.join(_COLUMNS)} FROM lights ORDER BY seq"
+            ).fetchall()
+        return [dict(row) for row in rows]
+
+    # -- the model path -----------------------------------------------------
+
+    def create(self, fields: dict[str, Any], *, light_id: str | None = None) -> dict[str, Any]:
+        input_problems = problems("LightCreate", fields)
+        if input_problems:
+            raise LightInvalid("The new light is not valid.", input_problems)
+        now = _now()
+        record = {
+            "id": light_id or uuid.uuid4().hex[:12],
+            "name": fields["name"],
+            "status": fields.get("status", "off"),
+            "color": fields.get("color", "white"),
+            "brightness": fields.get("brightness", 100),
+            "created_at": now,
+            "updated_at": now,
+            "revision": 1,
+        }
+        record = self._before("create", record, None)
+        with self._transaction() as db:
+            if db.execute("SELECT 1 FROM lights WHERE id = ?", (record["id"],)).fetchone():
+                raise LightConflict(f'A light with the id "{record["id"]}" already exists.')
+            db.execute(
+                f"INSERT INTO lights ({', '.join(_COLUMNS)}, seq) VALUES "
+                f"({', '.join('?' for _ in _COLUMNS)}, "
+                "(SELECT COALESCE(MAX(seq), 0) + 1 FROM lights))",
+                tuple(record[c] for c in _COLUMNS),
+            )
+            self._after("create", record, None, db)
+        return record
+
+    def update(self, light_id: str, changes: dict[str, Any]) -> dict[str, Any]:
+        input_problems = problems("LightUpdate", changes)
+        if input_problems:
+            raise LightInvalid("The change is not valid.", input_problems)
+        for _ in range(MAX_ATTEMPTS):
+            previous = self.get(light_id)
+            record = {
+                **previous,
+                **changes,
+                "id": previous["id"],
+                "created_at": previous["created_at"],
+                "updated_at": _now(),
+                "revision": previous["revision"] + 1,
+            }
+            record = self._before("update", record, previous)
+            with self._transaction() as db:
+                current = db.execute(
+                    "SELECT revision FROM lights WHERE id = ?", (light_id,)
+                ).fetchone()
+                if current is None:
+                    raise LightNotFound(f'No light has the id "{light_id}".')
+                if current["revision"] != previous["revision"]:
+                    continue  # changed while the before steps ran: run them again
+                db.execute(
+                    "UPDATE lights SET name = ?, status = ?, color = ?, brightness = ?, "
+                    "updated_at = ?, revision = ? WHERE id = ?",
+                    (
+                        record["name"],
+                        record["status"],
+                        record["color"],
+                        record["brightness"],
+                        record["updated_at"],
+                        record["revision"],
+                        light_id,
+                    ),
+                )
+                self._after("update", record, previous, db)
+            return record
+        raise LightConflict(
+            f'Light "{light_id}" kept changing during {MAX_ATTEMPTS} attempts; try again.'
+        )
+
+    def destroy(self, light_id: str) -> dict[str, Any]:
+        for _ in range(MAX_ATTEMPTS):
+            previous = self.get(light_id)
+            self._run("destroy", "before_destroy", dict(previous), previous, None)
+            with self._transaction() as db:
+                deleted = db.execute(
+                    "DELETE FROM lights WHERE id = ? AND revision = ?",
+                    (light_id, previous["revision"]),
+                ).rowcount
+                if deleted == 0:
+                    if self._exists(db, light_id):
+                        continue
+                    raise LightNotFound(f'No light has the id "{light_id}".')
+                self._run("destroy", "after_destroy", dict(previous), previous, db)
+            return previous
+        raise LightConflict(
+            f'Light "{light_id}" kept changing during {MAX_ATTEMPTS} attempts; try again.'
+        )
+
+    # -- steps --------------------------------------------------------------
+
+    def _before(
+        self, action: Action, record: dict[str, Any], previous: dict[str, Any] | None
+    ) -> dict[str, Any]:
+        steps = STEPS[action]
+        record = self._run(action, steps[0], record, previous, None)  # before_validation
+        record_problems = problems("Light", record)
+        if record_problems:
+            raise LightInvalid("The light would not be valid.", record_problems)
+        for step in steps[1:4]:  # after_validation, before_save, before_<action>
+            record = self._run(action, step, record, previous, None)
+        # An observer may have replaced the record in a before step: validate again.
+        record_problems = problems("Light", record)
+        if record_problems:
+            raise LightInvalid("A plug-in made the light invalid.", record_problems)
+        immutable = {"id", "created_at", "revision"}
+        if previous is not None and any(record[k] != previous[k] for k in immutable - {"revision"}):
+            raise LightInvalid("A light's id and created_at cannot change.")
+        return record
+
+    def _after(
+        self,
+        action: Action,
+        record: dict[str, Any],
+        previous: dict[str, Any] | None,
+        db: sqlite3.Connection,
+    ) -> None:
+        for step in STEPS[action][4:]:
+            self._run(action, step, record, previous, db)
+
+    def _run(
+        self,
+        action: Action,
+        step: str,
+        record: dict[str, Any],
+        previous: dict[str, Any] | None,
+        db: sqlite3.Connection | None,
+    ) -> dict[str, Any]:
+        change = Change(
+            "light", action, step, dict(record), previous, db, _diff(previous, record)
+        )
+        for observer in self.observers:
+            observer(change)
+        return change.record if step.startswith("before_") else record
+
+    @staticmethod
+    def _exists(db: sqlite3.Connection, light_id: str) -> bool:
+        return db.execute("SELECT 1 FROM lights WHERE id = ?", (light_id,)).fetchone() is not None
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            else:
+                self._db.execute("COMMIT")
