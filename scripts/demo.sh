@@ -6,7 +6,7 @@ cd "$(dirname "$0")/.."
 HW=".venv/bin/hostwire"
 step() { printf '\n\033[1m$ %s\033[0m\n' "$*"; "$@"; printf '(exit status %s)\n' "$?"; }
 
-echo "hostwire demo: Extism plug-ins with limits that always hold."
+echo "hostwire demo: Extism plug-ins with limits that always hold, then lightcontrol."
 step $HW plugin inspect sample_plugins/count_vowels/build/plugin.wasm
 step $HW plugin call sample_plugins/count_vowels/build/plugin.wasm count_vowels --input "Hello, hostwire!"
 step $HW plugin call sample_plugins/count_vowels/build/plugin.wasm count_vowels --input "Hello, hostwire!" --config vowels=lw
@@ -16,5 +16,20 @@ step $HW plugin call sample_plugins/hostile/plugin.wat spin --timeout-ms 200
 step $HW plugin call sample_plugins/hostile/plugin.wat hog --memory-mib 8
 step $HW plugin call sample_plugins/hostile/plugin.wat crash
 step $HW plugin call sample_plugins/hostile/plugin.wat echo --input '{"still": "fine"}'
-echo
-echo "Try your own: $HW plugin call FILE.wasm|FILE.wat EXPORT --input TEXT"
+
+PORT="${PORT:-8000}"
+export LIGHTCONTROL_TOKEN="${LIGHTCONTROL_TOKEN:-demo-token}"
+URL="http://127.0.0.1:$PORT"
+cat <<MSG
+
+Now lightcontrol, the reference app, on $URL (Ctrl-C stops it).
+From another terminal:
+  curl $URL/openapi.json
+  curl $URL/.well-known/ai-plugin.json
+  curl -H "Authorization: Bearer $LIGHTCONTROL_TOKEN" $URL/states
+  curl -H "Authorization: Bearer $LIGHTCONTROL_TOKEN" -H "Content-Type: application/json" \\
+       -d '{"action": "TurnOn"}' $URL/light_control
+  curl -H "Authorization: Bearer $LIGHTCONTROL_TOKEN" -H "Content-Type: application/json" \\
+       -d '{"name": "Kitchen", "color": "blue"}' $URL/lights
+MSG
+exec $HW serve --host 127.0.0.1 --port "$PORT" --db lightcontrol.db

@@ -8,9 +8,8 @@ from urllib.parse import parse_qs, urlsplit
 import httpx
 from openapi_core import OpenAPI
 from openapi_core.datatypes import RequestParameters
-from werkzeug.datastructures import Headers, ImmutableMultiDict
-
 from openapi_core.templating.paths.exceptions import OperationNotFound, PathNotFound
+from werkzeug.datastructures import Headers, ImmutableMultiDict
 
 from lightcontrol._spec import problems, spec
 

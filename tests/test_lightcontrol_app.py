@@ -8,13 +8,13 @@ from pathlib import Path
 import anyio
 import pytest
 import yaml
-from openapi_check import SpecChecker
 from openapi_spec_validator import validate
 from starlette.testclient import TestClient
 
 from lightcontrol._middleware import ConcurrencyLimitMiddleware
 from lightcontrol._spec import resource_dir, spec
 from lightcontrol.app import Settings, create_app
+from openapi_check import SpecChecker
 
 TOKEN = "test-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -116,16 +116,33 @@ def test_lights_collection(client: TestClient) -> None:
     [
         pytest.param("POST", "/light_control", b"{nope", 400, "invalid_json", None, id="bad-json"),
         pytest.param(
-            "POST", "/light_control", b'{"action": "Dim"}', 422, "invalid_request", "/action",
+            "POST",
+            "/light_control",
+            b'{"action": "Dim"}',
+            422,
+            "invalid_request",
+            "/action",
             id="wrong-enum",
         ),
-        pytest.param("POST", "/light_color", b"{}", 422, "invalid_request", "/action", id="missing"),
         pytest.param(
-            "POST", "/lights", b'{"name": "x", "brightness": 101}', 422, "invalid_request",
-            "/brightness", id="out-of-range",
+            "POST", "/light_color", b"{}", 422, "invalid_request", "/action", id="missing"
         ),
         pytest.param(
-            "POST", "/lights", b'{"name": "x", "watts": 9}', 422, "invalid_request", "/",
+            "POST",
+            "/lights",
+            b'{"name": "x", "brightness": 101}',
+            422,
+            "invalid_request",
+            "/brightness",
+            id="out-of-range",
+        ),
+        pytest.param(
+            "POST",
+            "/lights",
+            b'{"name": "x", "watts": 9}',
+            422,
+            "invalid_request",
+            "/",
             id="unknown-field",
         ),
         pytest.param("PATCH", "/lights/default", b"{}", 422, "invalid_request", "/", id="empty"),
@@ -187,7 +204,9 @@ def test_ai_plugin_uses_the_configured_public_url(tmp_path: Path) -> None:
 
 def test_body_over_one_mib_gets_413(client: TestClient) -> None:
     response = client.post(
-        "/lights", headers={**AUTH, "content-type": "application/json"}, content=b" " * (1 << 20 + 1)
+        "/lights",
+        headers={**AUTH, "content-type": "application/json"},
+        content=b" " * (1 << 20 + 1),
     )
     assert response.status_code == 413
     assert response.json()["error"]["code"] == "payload_too_large"

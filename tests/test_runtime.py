@@ -250,10 +250,14 @@ def test_busy_plugin_refuses_rather_than_deadlocks(hostile_wasm: bytes) -> None:
         holder.append(p)
         with pytest.raises(HostFunctionError) as caught:
             p.call("call_host", b"x")
-        inner = caught.value
-        while not isinstance(inner, PluginBusyError):
-            assert inner.__cause__ is not None
-            inner = inner.__cause__  # type: ignore[assignment]
+        chain: list[BaseException] = []
+        link: BaseException | None = caught.value
+        while link is not None:
+            chain.append(link)
+            link = link.__cause__
+        busy = [e for e in chain if isinstance(e, PluginBusyError)]
+        assert busy, [f"{type(e).__name__}: {e}" for e in chain]
+        inner = busy[0]
         assert "limit max_instances" in str(inner)
         assert p.call("echo", b"ok") == b"ok"
 

@@ -9,6 +9,7 @@ import sys
 from collections.abc import Sequence
 from importlib.metadata import entry_points
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 from hostwire._errors import HostwireError, PluginLoadError
@@ -133,7 +134,15 @@ def cmd_plugin_inspect(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    import uvicorn  # the CLI's other commands should not pay for importing a server
+    import uvicorn  # noqa: PLC0415 (other commands should not pay for importing a server)
+
+    class _CleanExitServer(uvicorn.Server):
+        # uvicorn re-raises SIGTERM/SIGINT after a graceful shutdown, so the
+        # process dies "by signal". A shutdown that was asked for and completed
+        # is a success: exit status 0.
+        def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+            super().handle_exit(sig, frame)
+            self._captured_signals.clear()
 
     found = entry_points(group=APPS_GROUP, name=args.app)
     if not found:
@@ -142,7 +151,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     factory = next(iter(found)).load()
     app = factory(db_path=args.db)
     print(f"hostwire: serving {args.app} on http://{args.host}:{args.port}", file=sys.stderr)
-    uvicorn.run(app, host=args.host, port=args.port, log_level="info", access_log=False)
+    config = uvicorn.Config(app, host=args.host, port=args.port, access_log=False)
+    _CleanExitServer(config).run()
     return 0
 
 
@@ -156,7 +166,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve = commands.add_parser("serve", help="run the app (lightcontrol) with uvicorn")
     serve.add_argument("--host", default="127.0.0.1", help="default 127.0.0.1")
     serve.add_argument("--port", type=int, default=8000, help="default 8000")
-    serve.add_argument("--db", default="lightcontrol.db", help="SQLite file, default ./lightcontrol.db")
+    serve.add_argument(
+        "--db", default="lightcontrol.db", help="SQLite file, default ./lightcontrol.db"
+    )
     serve.add_argument("--app", default="lightcontrol", help=argparse.SUPPRESS)
     serve.set_defaults(handler=cmd_serve)
 

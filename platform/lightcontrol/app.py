@@ -35,7 +35,13 @@ log = logging.getLogger("lightcontrol")
 PUBLIC_PATHS = frozenset(
     {"/openapi.json", "/openapi.yaml", "/.well-known/ai-plugin.json", "/logo.png", "/legal"}
 )
-COLORS = {"ToRed": "red", "ToGreen": "green", "ToBlue": "blue", "ToWhite": "white", "Reset": "white"}
+COLORS = {
+    "ToRed": "red",
+    "ToGreen": "green",
+    "ToBlue": "blue",
+    "ToWhite": "white",
+    "Reset": "white",
+}
 STATUSES = {"TurnOn": "on", "TurnOff": "off"}
 
 
@@ -72,7 +78,9 @@ def _json(data: Any, status: int = 200) -> JSONResponse:
     return JSONResponse(data, status_code=status)
 
 
-def _error(status: int, code: str, message: str, details: list[dict[str, str]] | None = None) -> Response:
+def _error(
+    status: int, code: str, message: str, details: list[dict[str, str]] | None = None
+) -> Response:
     return Response(error_body(code, message, details), status, media_type="application/json")
 
 
@@ -113,12 +121,16 @@ def build_routes() -> list[Route]:
 
     async def control_light(request: Request) -> Response:
         body = await _body(request, "ControlLightRequest")
-        light = await run(_store(request).update, DEFAULT_LIGHT_ID, {"status": STATUSES[body["action"]]})
+        light = await run(
+            _store(request).update, DEFAULT_LIGHT_ID, {"status": STATUSES[body["action"]]}
+        )
         return _json(_states(light))
 
     async def set_light_color(request: Request) -> Response:
         body = await _body(request, "SetLightColorRequest")
-        light = await run(_store(request).update, DEFAULT_LIGHT_ID, {"color": COLORS[body["action"]]})
+        light = await run(
+            _store(request).update, DEFAULT_LIGHT_ID, {"color": COLORS[body["action"]]}
+        )
         return _json(_states(light))
 
     async def list_lights(request: Request) -> Response:
@@ -165,7 +177,9 @@ def build_metadata_routes(settings: Settings) -> list[Route]:
 
     async def ai_plugin(request: Request) -> Response:
         text = (resources / "ai-plugin.json").read_text(encoding="utf-8")
-        return Response(text.replace("{base_url}", base_url(request)), media_type="application/json")
+        return Response(
+            text.replace("{base_url}", base_url(request)), media_type="application/json"
+        )
 
     async def logo(request: Request) -> Response:
         return Response((resources / "logo.png").read_bytes(), media_type="image/png")
@@ -259,7 +273,5 @@ def serve_app(db_path: str | None = None) -> Starlette:
     """The factory ``hostwire serve`` uses (entry point group ``hostwire.apps``)."""
     settings = Settings.from_env(db_path=db_path)
     if not os.environ.get("LIGHTCONTROL_TOKEN"):
-        log.warning(
-            "LIGHTCONTROL_TOKEN is not set; this run's bearer token is %s", settings.token
-        )
+        log.warning("LIGHTCONTROL_TOKEN is not set; this run's bearer token is %s", settings.token)
     return create_app(settings)

@@ -8,9 +8,11 @@ Every change runs these steps, in this order, and nothing writes around them:
            (write), after_update, after_save
 - destroy: before_destroy, (delete), after_destroy
 
-``before_*`` steps run outside the write lock, so an observer may take time
-(or call back into the API); the write then checks that the light did not
-change meanwhile and, if it did, runs the change again on the fresh state.
+``before_*`` steps run outside the database lock, so an observer may take
+time (or call back into the API). Changes to one light are serialized by a
+per-light lock held from reading the light to committing, and the write also
+checks the light's revision: if it moved anyway, the change runs again on the
+fresh state. No change is ever computed from a stale read.
 ``after_*`` steps run inside the write's transaction, after the write and
 before the commit, so anything they record (an outbox row) commits with it.
 A write that returns has been committed with ``synchronous=FULL``: it survives
@@ -34,6 +36,8 @@ from lightcontrol._spec import problems
 Action = Literal["create", "update", "destroy"]
 DEFAULT_LIGHT_ID = "default"
 MAX_ATTEMPTS = 20
+LOCK_TIMEOUT_S = 30.0
+_STRIPES = 64
 
 STEPS: dict[Action, tuple[str, ...]] = {
     "create": (
@@ -140,6 +144,7 @@ class LightStore:
         self.path = str(path)
         self.observers: list[Observer] = list(observers or [])
         self._lock = threading.Lock()
+        self._light_locks = [threading.RLock() for _ in range(_STRIPES)]
         self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
         self._db.row_factory = sqlite3.Row
         self._db.execute("PRAGMA journal_mode=WAL")
@@ -209,6 +214,10 @@ class LightStore:
         input_problems = problems("LightUpdate", changes)
         if input_problems:
             raise LightInvalid("The change is not valid.", input_problems)
+        with self._light_lock(light_id):
+            return self._update(light_id, changes)
+
+    def _update(self, light_id: str, changes: dict[str, Any]) -> dict[str, Any]:
         for _ in range(MAX_ATTEMPTS):
             previous = self.get(light_id)
             record = {
@@ -248,6 +257,10 @@ class LightStore:
         )
 
     def destroy(self, light_id: str) -> dict[str, Any]:
+        with self._light_lock(light_id):
+            return self._destroy(light_id)
+
+    def _destroy(self, light_id: str) -> dict[str, Any]:
         for _ in range(MAX_ATTEMPTS):
             previous = self.get(light_id)
             self._run("destroy", "before_destroy", dict(previous), previous, None)
@@ -305,9 +318,7 @@ class LightStore:
         previous: dict[str, Any] | None,
         db: sqlite3.Connection | None,
     ) -> dict[str, Any]:
-        change = Change(
-            "light", action, step, dict(record), previous, db, _diff(previous, record)
-        )
+        change = Change("light", action, step, dict(record), previous, db, _diff(previous, record))
         for observer in self.observers:
             observer(change)
         return change.record if step.startswith("before_") else record
@@ -315,6 +326,16 @@ class LightStore:
     @staticmethod
     def _exists(db: sqlite3.Connection, light_id: str) -> bool:
         return db.execute("SELECT 1 FROM lights WHERE id = ?", (light_id,)).fetchone() is not None
+
+    @contextmanager
+    def _light_lock(self, light_id: str) -> Iterator[None]:
+        lock = self._light_locks[hash(light_id) % _STRIPES]
+        if not lock.acquire(timeout=LOCK_TIMEOUT_S):
+            raise LightConflict(f'Light "{light_id}" is busy with another change; try again.')
+        try:
+            yield
+        finally:
+            lock.release()
 
     @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:

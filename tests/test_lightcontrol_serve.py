@@ -1,0 +1,129 @@
+"""`hostwire serve` as a real uvicorn process: durability, races, shutdown."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+
+from conftest import ROOT
+from openapi_check import SpecChecker
+
+TOKEN = "serve-test-token"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextmanager
+def server(db: Path) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
+    port = free_port()
+    env = {**os.environ, "LIGHTCONTROL_TOKEN": TOKEN}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "hostwire", "serve", "--port", str(port), "--db", str(db)],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    try:
+        while True:
+            try:
+                httpx.get(f"{url}/openapi.json", timeout=1)
+                break
+            except httpx.TransportError:
+                if process.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(
+                        f"server did not start: {process.stderr.read().decode()[-2000:]}"  # type: ignore[union-attr]
+                    ) from None
+                time.sleep(0.05)  # waiting for the port to open, not timing anything
+        yield process, url
+    finally:
+        if process.poll() is None:
+            process.kill()
+        process.wait(timeout=30)
+        if process.stderr:
+            process.stderr.close()
+
+
+def test_acknowledged_writes_survive_sigkill(tmp_path: Path) -> None:
+    db = tmp_path / "lights.db"
+    created_ids = []
+    with server(db) as (process, url):
+        with httpx.Client(base_url=url, headers=AUTH) as client:
+            for n in range(5):
+                response = client.post("/lights", json={"name": f"lamp {n}"})
+                assert response.status_code == 201
+                created_ids.append(response.json()["id"])
+            assert client.post("/light_color", json={"action": "ToBlue"}).status_code == 200
+        process.send_signal(signal.SIGKILL)  # right after the last response
+        process.wait(timeout=30)
+    with server(db) as (_, url), httpx.Client(base_url=url, headers=AUTH) as client:
+        ids = [light["id"] for light in client.get("/lights").json()["lights"]]
+        assert ids[1:] == created_ids
+        assert client.get("/states").json()["color"] == "blue"
+
+
+def test_concurrent_clients_leave_a_consistent_state(tmp_path: Path) -> None:
+    checker = SpecChecker()
+    with server(tmp_path / "lights.db") as (_, url):
+        successes = 0
+        lock = threading.Lock()
+        errors: list[str] = []
+
+        def client_loop(n: int) -> None:
+            nonlocal successes
+            with httpx.Client(
+                base_url=url, headers=AUTH, timeout=30, event_hooks={"response": [checker]}
+            ) as client:
+                for i in range(25):
+                    if (n + i) % 2:
+                        body = {"action": "TurnOn" if i % 2 else "TurnOff"}
+                        response = client.post("/light_control", json=body)
+                    else:
+                        body = {"action": ["ToRed", "ToGreen", "ToBlue"][i % 3]}
+                        response = client.post("/light_color", json=body)
+                    if response.status_code == 200:
+                        with lock:
+                            successes += 1
+                    else:
+                        errors.append(response.text)
+
+        threads = [threading.Thread(target=client_loop, args=(n,)) for n in range(6)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=120)
+        assert not errors
+        with httpx.Client(base_url=url, headers=AUTH) as client:
+            light = client.get("/lights/default").json()
+        assert light["revision"] == 1 + successes == 151
+        assert checker.checked == 150
+
+
+def test_sigterm_shuts_down_cleanly(tmp_path: Path) -> None:
+    with server(tmp_path / "lights.db") as (process, url):
+        assert httpx.get(f"{url}/states", headers=AUTH).status_code == 200
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=30) == 0
+
+
+def test_sigint_shuts_down_cleanly(tmp_path: Path) -> None:
+    with server(tmp_path / "lights.db") as (process, _):
+        process.send_signal(signal.SIGINT)
+        assert process.wait(timeout=30) == 0
