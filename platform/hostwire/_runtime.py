@@ -51,6 +51,7 @@ class _Instance:
     plugin: extism.Plugin
     cancel: Any
     uuid: str
+    context: CallContext
 
 
 def _config_value(value: object) -> str:
@@ -123,6 +124,8 @@ class Plugin:
                 f'Plug-in "{name}" failed to compile: {one_line(str(exc))}', plugin=name
             ) from exc
         self._max_host_calls = self.limits.max_host_calls
+        self._max_input = self.limits.max_input_bytes
+        self._max_output = self.limits.max_output_bytes
         self._lock = threading.Lock()
         self._idle: list[_Instance] = []
         self._in_flight = 0
@@ -158,7 +161,9 @@ class Plugin:
                 f'Plug-in "{self.name}" failed to instantiate: {one_line(str(exc))}',
                 plugin=self.name,
             ) from exc
-        instance = _Instance(plugin, plugin.cancel_handle(), str(plugin.id))
+        cancel = plugin.cancel_handle()
+        context = CallContext(self.name, "", self._max_host_calls, cancel)
+        instance = _Instance(plugin, cancel, str(plugin.id), context)
         ROUTER.register(instance.uuid, self.name)
         return instance
 
@@ -204,7 +209,7 @@ class Plugin:
         """
         if isinstance(data, str):
             data = data.encode()
-        if len(data) > self.limits.max_input_bytes:
+        if len(data) > self._max_input:
             raise PluginInputError(
                 f'Input for plug-in "{self.name}" export "{export}" is {len(data)} bytes, '
                 f"over its limit of {self.limits.max_input_bytes} (max_input_bytes).",
@@ -219,7 +224,12 @@ class Plugin:
                 export=export,
             )
         instance = self._acquire(export)
-        context = CallContext(self.name, export, self._max_host_calls, instance.cancel, extra)
+        # Each instance reuses one context: it runs one call at a time.
+        context = instance.context
+        context.export = export
+        context.extra = extra
+        context.host_calls = 0
+        context.error = None
         try:
             output: bytes = instance.plugin.call(export, data, host_context=context)
         except extism.Error as exc:
@@ -240,7 +250,7 @@ class Plugin:
             self._end(instance, reuse=False)
             raise _host_failure(context)
         self._end(instance, reuse=True)
-        if len(output) > self.limits.max_output_bytes:
+        if len(output) > self._max_output:
             raise PluginOutputError(
                 f'Plug-in "{self.name}" export "{export}" returned {len(output)} bytes, '
                 f"over its limit of {self.limits.max_output_bytes} (max_output_bytes).",
