@@ -49,7 +49,6 @@ _TRAP_PREFIX = "error while executing"
 @dataclass(eq=False, slots=True)
 class _Instance:
     plugin: extism.Plugin
-    cancel: Any
     uuid: str
     context: CallContext
 
@@ -131,7 +130,7 @@ class Plugin:
         self._in_flight = 0
         self._closed = False
         # Instantiate one now so link errors surface at load time, not first call.
-        self._release(self._new_instance())
+        self._idle.append(self._new_instance())
 
     @property
     def exports(self) -> frozenset[str]:
@@ -161,9 +160,8 @@ class Plugin:
                 f'Plug-in "{self.name}" failed to instantiate: {one_line(str(exc))}',
                 plugin=self.name,
             ) from exc
-        cancel = plugin.cancel_handle()
-        context = CallContext(self.name, "", self._max_host_calls, cancel)
-        instance = _Instance(plugin, cancel, str(plugin.id), context)
+        context = CallContext(self.name, "", self._max_host_calls, plugin.cancel_handle())
+        instance = _Instance(plugin, str(plugin.id), context)
         ROUTER.register(instance.uuid, self.name)
         return instance
 
@@ -187,13 +185,6 @@ class Plugin:
             with self._lock:
                 self._in_flight -= 1
             raise
-
-    def _release(self, instance: _Instance) -> None:
-        with self._lock:
-            if not self._closed:
-                self._idle.append(instance)
-                return
-        self._free(instance)
 
     def _free(self, instance: _Instance) -> None:
         ROUTER.unregister(instance.uuid)

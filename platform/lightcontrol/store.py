@@ -199,7 +199,7 @@ class LightStore:
         }
         record = self._before("create", record, None)
         with self._transaction() as db:
-            if db.execute("SELECT 1 FROM lights WHERE id = ?", (record["id"],)).fetchone():
+            if self._exists(db, record["id"]):
                 raise LightConflict(f'A light with the id "{record["id"]}" already exists.')
             db.execute(
                 f"INSERT INTO lights ({', '.join(_COLUMNS)}, seq) VALUES "
