@@ -105,3 +105,20 @@ WASI_PROBE = f"""
     (i32.const 0))
 )
 """
+
+
+def caller(*functions: str) -> str:
+    """A plug-in with one export per host function ``f``: ``call_f`` passes its
+    input to ``f`` and outputs what ``f`` returned."""
+    imports = "\n".join(
+        f'  (import "extism:host/user" "{f}" (func ${f} (param i64) (result i64)))'
+        for f in functions
+    )
+    exports = "\n".join(
+        f"""  (func (export "call_{f}") (result i32) (local $r i64)
+    (local.set $r (call ${f} (call $input_offset)))
+    (call $output_set (local.get $r) (call $length (local.get $r)))
+    (i32.const 0))"""
+        for f in functions
+    )
+    return f'(module\n{KERNEL}\n{imports}\n  (memory (export "memory") 1)\n{exports}\n)'

@@ -1,5 +1,6 @@
 """hostwire: an application's OpenAPI document as a WebAssembly plug-in system."""
 
+from hostwire._apprunner import run_app
 from hostwire._config import (
     HostwireConfig,
     LimitsConfig,
@@ -7,6 +8,7 @@ from hostwire._config import (
     load_config,
     parse_config,
 )
+from hostwire._dispatch import AsgiTarget, Caller, DispatchError, HttpTarget, Reply, Target
 from hostwire._errors import (
     ConfigError,
     HostCallLimitError,
@@ -23,22 +25,35 @@ from hostwire._errors import (
     PluginOutputError,
     PluginTimeoutError,
     PluginTrapError,
+    SpecError,
 )
+from hostwire._hostapi import HostApi
 from hostwire._hostfn import CallContext, HostFunction
 from hostwire._limits import Limits
+from hostwire._openapi import OpenAPIDocument, Operation, load_openapi, snake_case
 from hostwire._runtime import Plugin
 from hostwire._source import fetch_url, read_path
+from hostwire._threads import to_thread
+from hostwire._validate import HttpCall
 
 __all__ = [
+    "AsgiTarget",
     "CallContext",
+    "Caller",
     "ConfigError",
+    "DispatchError",
+    "HostApi",
     "HostCallLimitError",
     "HostFunction",
     "HostFunctionError",
     "HostwireConfig",
     "HostwireError",
+    "HttpCall",
+    "HttpTarget",
     "Limits",
     "LimitsConfig",
+    "OpenAPIDocument",
+    "Operation",
     "Plugin",
     "PluginBusyError",
     "PluginCallError",
@@ -52,8 +67,15 @@ __all__ = [
     "PluginOutputError",
     "PluginTimeoutError",
     "PluginTrapError",
+    "Reply",
+    "SpecError",
+    "Target",
     "fetch_url",
     "load_config",
+    "load_openapi",
     "parse_config",
     "read_path",
+    "run_app",
+    "snake_case",
+    "to_thread",
 ]

@@ -2,6 +2,7 @@
 
 HostwireError
 ├── ConfigError                  a plug-in configuration file is wrong
+│   └── SpecError                an OpenAPI document is missing or invalid
 └── PluginError                  something went wrong with one plug-in
     ├── PluginLoadError          the module cannot be read, fetched or compiled
     │   └── PluginIntegrityError its sha256 is not the one configured
@@ -37,6 +38,10 @@ class ConfigError(HostwireError):
     def __init__(self, message: str, *, path: str | None = None) -> None:
         super().__init__(message)
         self.path = path
+
+
+class SpecError(ConfigError):
+    """An OpenAPI document cannot be read, is invalid, or cannot become host functions."""
 
 
 class PluginError(HostwireError):

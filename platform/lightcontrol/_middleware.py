@@ -75,13 +75,14 @@ class RequestIdMiddleware:
             await self.app(scope, receive, send_with_id)
         finally:
             access_log.info(
-                '%s "%s %s" %d %.1fms request_id=%s',
+                '%s "%s %s" %d %.1fms request_id=%s principal=%s',
                 (scope.get("client") or ("-",))[0],
                 scope["method"],
                 scope["path"],
                 status,
                 (time.perf_counter() - started) * 1000,
                 request_id,
+                scope["state"].get("principal", "-"),
             )
 
 
@@ -141,7 +142,9 @@ class ConcurrencyLimitMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        if self.in_flight >= self.max_concurrent:
+        # A plug-in's in-process call is part of work already admitted; shedding
+        # it would fail the request that is waiting for it.
+        if self.in_flight >= self.max_concurrent and in_process_plugin(scope) is None:
             await send_error(
                 send,
                 503,
@@ -157,13 +160,46 @@ class ConcurrencyLimitMiddleware:
             self.in_flight -= 1
 
 
-class BearerAuthMiddleware:
-    """Requires ``Authorization: Bearer <token>`` on every path but the public ones."""
+def in_process_plugin(scope: Scope) -> str | None:
+    """The plug-in behind an in-process hostwire call (a scope extension no client can send)."""
+    extension = scope.get("extensions", {}).get("hostwire")
+    return str(extension["plugin"]) if extension else None
 
-    def __init__(self, app: ASGIApp, token: str, public_paths: frozenset[str]) -> None:
+
+class BearerAuthMiddleware:
+    """Requires ``Authorization: Bearer <token>`` on every path but the public ones.
+
+    The app's own token and each plug-in's token are accepted; plug-ins called
+    in process are known by the scope. ``scope["state"]["principal"]`` says who
+    it is (``user`` or ``plugin:<name>``) for the access log and the routes.
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        token: str,
+        public_paths: frozenset[str],
+        plugin_tokens: dict[str, str] | None = None,
+    ) -> None:
         self.app = app
-        self.token = token.encode()
+        self.tokens = [(token.encode(), "user")] + [
+            (secret.encode(), f"plugin:{name}") for name, secret in (plugin_tokens or {}).items()
+        ]
         self.public_paths = public_paths
+
+    def _principal(self, scope: Scope) -> str | None:
+        plugin = in_process_plugin(scope)
+        if plugin is not None:
+            return f"plugin:{plugin}"
+        header = dict(scope["headers"]).get(b"authorization", b"")
+        scheme, _, given = header.partition(b" ")
+        if scheme.lower() != b"bearer":
+            return None
+        found = None
+        for secret, principal in self.tokens:  # compare them all: no timing hint
+            if hmac.compare_digest(given.strip(), secret):
+                found = principal
+        return found
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if (
@@ -173,11 +209,12 @@ class BearerAuthMiddleware:
         ):
             await self.app(scope, receive, send)
             return
-        header = dict(scope["headers"]).get(b"authorization", b"")
-        scheme, _, given = header.partition(b" ")
-        if scheme.lower() == b"bearer" and hmac.compare_digest(given.strip(), self.token):
+        principal = self._principal(scope)
+        if principal is not None:
+            scope.setdefault("state", {})["principal"] = principal
             await self.app(scope, receive, send)
             return
+        header = dict(scope["headers"]).get(b"authorization", b"")
         problem = "missing" if not header else "wrong"
         await send_error(
             send,

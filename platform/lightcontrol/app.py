@@ -12,7 +12,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import anyio.to_thread
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
@@ -21,6 +20,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
+from hostwire import to_thread
 from lightcontrol import _spec
 from lightcontrol._middleware import (
     BearerAuthMiddleware,
@@ -55,6 +55,8 @@ class Settings:
     cors_origins: list[str] = field(default_factory=list)
     max_body_bytes: int = 1024 * 1024
     max_concurrent: int = 64
+    # Bearer tokens of plug-ins calling over HTTP, by plug-in name.
+    plugin_tokens: dict[str, str] = field(default_factory=dict)
 
     @classmethod
     def from_env(cls, **overrides: Any) -> Settings:
@@ -113,11 +115,15 @@ def _store(request: Request) -> LightStore:
 
 def build_routes() -> list[Route]:
     async def run(fn: Callable[..., Any], *args: Any) -> Any:
-        # The model path blocks (SQLite, and plug-ins later): never on the loop.
-        return await anyio.to_thread.run_sync(fn, *args)
+        # The model path blocks (SQLite fsync, plug-ins): never on the loop.
+        # hostwire.to_thread keeps a pool per nesting depth, so a plug-in
+        # calling back into this app cannot starve it of threads.
+        return await to_thread(fn, *args)
 
+    # Reads take microseconds on their own WAL connection, less than a hop to
+    # a worker thread: they run on the loop.
     async def get_states(request: Request) -> Response:
-        return _json(_states(await run(_store(request).get, DEFAULT_LIGHT_ID)))
+        return _json(_states(_store(request).get(DEFAULT_LIGHT_ID)))
 
     async def control_light(request: Request) -> Response:
         body = await _body(request, "ControlLightRequest")
@@ -134,14 +140,14 @@ def build_routes() -> list[Route]:
         return _json(_states(light))
 
     async def list_lights(request: Request) -> Response:
-        return _json({"lights": await run(_store(request).list)})
+        return _json({"lights": _store(request).list()})
 
     async def create_light(request: Request) -> Response:
         body = await _body(request, "LightCreate")
         return _json(await run(_store(request).create, body), 201)
 
     async def get_light(request: Request) -> Response:
-        return _json(await run(_store(request).get, request.path_params["id"]))
+        return _json(_store(request).get(request.path_params["id"]))
 
     async def update_light(request: Request) -> Response:
         body = await _body(request, "LightUpdate")
@@ -257,7 +263,12 @@ def create_app(settings: Settings | None = None, *, store: LightStore | None = N
         ),
         Middleware(ConcurrencyLimitMiddleware, max_concurrent=settings.max_concurrent),
         Middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes),
-        Middleware(BearerAuthMiddleware, token=settings.token, public_paths=PUBLIC_PATHS),
+        Middleware(
+            BearerAuthMiddleware,
+            token=settings.token,
+            public_paths=PUBLIC_PATHS,
+            plugin_tokens=settings.plugin_tokens,
+        ),
     ]
     app = Starlette(
         routes=[*build_metadata_routes(settings), *build_routes()],

@@ -151,18 +151,25 @@ class LightStore:
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.execute("PRAGMA busy_timeout=5000")
         self._db.executescript(_SCHEMA)
+        # Reads use their own connection: in WAL mode they never wait for a
+        # writer's transaction or fsync, so they are cheap enough to run on
+        # the event loop.
+        self._read_lock = threading.Lock()
+        self._reader = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        self._reader.row_factory = sqlite3.Row
         if self.get_or_none(DEFAULT_LIGHT_ID) is None:
             self.create({"name": "Default light"}, light_id=DEFAULT_LIGHT_ID)
 
     def close(self) -> None:
-        with self._lock:
+        with self._lock, self._read_lock:
             self._db.close()
+            self._reader.close()
 
     # -- reads --------------------------------------------------------------
 
     def get_or_none(self, light_id: str) -> dict[str, Any] | None:
-        with self._lock:
-            row = self._db.execute(
+        with self._read_lock:
+            row = self._reader.execute(
                 f"SELECT {', '.join(_COLUMNS)} FROM lights WHERE id = ?", (light_id,)
             ).fetchone()
         return dict(row) if row else None
@@ -174,8 +181,8 @@ class LightStore:
         return light
 
     def list(self) -> list[dict[str, Any]]:
-        with self._lock:
-            rows = self._db.execute(
+        with self._read_lock:
+            rows = self._reader.execute(
                 f"SELECT {', '.join(_COLUMNS)} FROM lights ORDER BY seq"
             ).fetchall()
         return [dict(row) for row in rows]

@@ -1,0 +1,61 @@
+"""Run an ASGI app in process for synchronous callers (the CLI, tests, scripts)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import anyio
+import anyio.from_thread
+import anyio.lowlevel
+from starlette.types import ASGIApp, Message
+
+from hostwire._dispatch import AsgiTarget
+
+
+class AppStartupError(RuntimeError):
+    pass
+
+
+class _Lifespan:
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+        self.state: dict[str, Any] = {}
+        self._to_app, self._app_inbox = anyio.create_memory_object_stream[Message](math.inf)
+        self._from_app, self._outbox = anyio.create_memory_object_stream[Message](math.inf)
+
+    async def run(self) -> None:
+        scope = {"type": "lifespan", "asgi": {"version": "3.0"}, "state": self.state}
+        try:
+            await self.app(scope, self._app_inbox.receive, self._from_app.send)
+        except Exception as exc:  # an app without lifespan support raises here
+            await self._from_app.send({"type": "lifespan.unsupported", "message": repr(exc)})
+
+    async def step(self, kind: str) -> None:
+        await self._to_app.send({"type": f"lifespan.{kind}"})
+        reply = await self._outbox.receive()
+        if reply["type"].endswith(".failed"):
+            raise AppStartupError(f"the app's {kind} failed: {reply.get('message', '')}")
+
+
+@contextmanager
+def run_app(app: ASGIApp) -> Iterator[AsgiTarget]:
+    """Start ``app`` (its lifespan) on a private event loop; yield a bound ``AsgiTarget``."""
+    with anyio.from_thread.start_blocking_portal() as portal:
+        lifespan = _Lifespan(app)
+        task = portal.start_task_soon(lifespan.run)
+        portal.call(lifespan.step, "startup")
+        target = AsgiTarget(app)
+        portal.call(_bind, target)
+        try:
+            yield target
+        finally:
+            target.unbind()
+            if not task.done():
+                portal.call(lifespan.step, "shutdown")
+
+
+async def _bind(target: AsgiTarget) -> None:
+    target.bind()

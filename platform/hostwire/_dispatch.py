@@ -1,0 +1,310 @@
+"""Where host-function calls go: an ASGI app in process, or a base URL over HTTP.
+
+Both targets take a validated ``HttpCall`` and the ``Caller`` (which plug-in,
+its credentials, the chain of nested calls) and return a ``Reply``. Failures of
+the platform itself raise ``DispatchError`` with the status the plug-in sees:
+502 when the app cannot be reached or fails, 504 when it is too slow.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+from urllib.parse import unquote, urlencode
+
+import anyio
+import anyio.from_thread
+import anyio.lowlevel
+import httpx
+from starlette.types import ASGIApp, Message
+
+from hostwire._threads import CHAIN
+from hostwire._validate import RESERVED_HEADERS, RESERVED_PREFIX, HttpCall
+
+log = logging.getLogger("hostwire.dispatch")
+PLUGIN_HEADER = "x-hostwire-plugin"
+ASGI_EXTENSION = "hostwire"
+MAX_RESPONSE_BYTES = 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class Caller:
+    """Who makes a host-function call."""
+
+    plugin: str
+    token: str | None = None
+    chain: tuple[str, ...] = ()
+
+
+@dataclass(slots=True)
+class Reply:
+    status: int
+    headers: dict[str, str] = field(default_factory=dict)
+    body: bytes = b""
+
+
+class DispatchError(Exception):
+    """The call could not be completed; ``status`` and ``code`` go to the plug-in."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+
+
+class Target(Protocol):
+    """Sends validated calls somewhere and returns the app's reply."""
+
+    def send(self, call: HttpCall, caller: Caller) -> Reply: ...
+
+    def close(self) -> None: ...
+
+
+def _merge_headers(raw: list[tuple[bytes, bytes]]) -> dict[str, str]:
+    merged: dict[str, str] = {}
+    for key, value in raw:
+        name, text = key.decode("latin-1").lower(), value.decode("latin-1")
+        merged[name] = f"{merged[name]}, {text}" if name in merged else text
+    return merged
+
+
+def _plugin_headers(call: HttpCall, caller: Caller) -> list[tuple[str, str]]:
+    # The validator already refuses reserved headers; dropping them again here
+    # keeps the guarantee local to the code that sends.
+    headers = [
+        (k, v)
+        for k, v in call.headers
+        if k.lower() not in RESERVED_HEADERS and not k.lower().startswith(RESERVED_PREFIX)
+    ]
+    headers.append((PLUGIN_HEADER, caller.plugin))
+    if call.content_type and call.body is not None:
+        headers.append(("content-type", call.content_type))
+    if caller.token:
+        headers.append(("authorization", f"Bearer {caller.token}"))
+    return headers
+
+
+class _TooLarge(Exception):
+    pass
+
+
+class AsgiTarget:
+    """Calls an ASGI app in process, on the event loop that serves it (no socket).
+
+    Plug-ins run in worker threads; each call hops onto the app's loop with
+    ``anyio.from_thread.run``. From an AnyIO worker thread no setup is needed;
+    other threads need the loop's token: call ``bind()`` on the loop (for
+    example in the app's lifespan), or run the app with ``hostwire.run_app``.
+    The app sees the plug-in in the ``X-Hostwire-Plugin`` header and in the
+    scope extension ``hostwire`` (which no network client can forge).
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        timeout_s: float = 30.0,
+        max_response_bytes: int = MAX_RESPONSE_BYTES,
+        host: str = "hostwire.internal",
+    ) -> None:
+        self.app = app
+        self.timeout_s = timeout_s
+        self.max_response_bytes = max_response_bytes
+        self.host = host
+        self._token: anyio.lowlevel.EventLoopToken | None = None
+        self._loop_thread: int | None = None
+
+    def bind(self, token: anyio.lowlevel.EventLoopToken | None = None) -> None:
+        """Remember the running event loop so any thread can reach the app."""
+        self._token = token or anyio.lowlevel.current_token()
+        self._loop_thread = threading.get_ident()
+
+    def unbind(self) -> None:
+        self._token = None
+        self._loop_thread = None
+
+    def send(self, call: HttpCall, caller: Caller) -> Reply:
+        if self._loop_thread == threading.get_ident():
+            raise DispatchError(
+                500,
+                "blocking_call_on_event_loop",
+                "The plug-in was called on the event loop's own thread, so the app cannot "
+                "answer it; run plug-ins with hostwire.to_thread or anyio.to_thread.run_sync.",
+            )
+        try:
+            return anyio.from_thread.run(self._request, call, caller, token=self._token)
+        except anyio.NoEventLoopError as exc:
+            raise DispatchError(
+                502,
+                "app_not_running",
+                "The in-process app has no running event loop to answer on (call bind() "
+                "in its lifespan, or use hostwire.run_app).",
+            ) from exc
+        except anyio.RunFinishedError as exc:
+            raise DispatchError(502, "app_not_running", "The in-process app has stopped.") from exc
+
+    def _scope(self, call: HttpCall, caller: Caller) -> dict[str, Any]:
+        headers = [(b"host", self.host.encode())]
+        headers += [
+            (k.lower().encode("latin-1"), v.encode("latin-1"))
+            for k, v in _plugin_headers(call, caller)
+        ]
+        if call.body is not None:
+            headers.append((b"content-length", str(len(call.body)).encode()))
+        return {
+            "type": "http",
+            "asgi": {"version": "3.0", "spec_version": "2.3"},
+            "http_version": "1.1",
+            "method": call.method,
+            "scheme": "http",
+            "path": unquote(call.path),
+            "raw_path": call.path.encode("ascii"),
+            "query_string": urlencode(call.query).encode("ascii"),
+            "root_path": "",
+            "headers": headers,
+            "client": None,
+            "server": (self.host, 80),
+            "extensions": {ASGI_EXTENSION: {"plugin": caller.plugin, "chain": list(caller.chain)}},
+        }
+
+    async def _request(self, call: HttpCall, caller: Caller) -> Reply:
+        CHAIN.set(caller.chain)  # this task's context: nested calls see the chain
+        scope = self._scope(call, caller)
+        body = call.body or b""
+        reply = Reply(0)
+        chunks: list[bytes] = []
+        size = 0
+        done = anyio.Event()
+        sent_request = False
+
+        async def receive() -> Message:
+            nonlocal sent_request
+            if not sent_request:
+                sent_request = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            await done.wait()
+            return {"type": "http.disconnect"}
+
+        async def send(message: Message) -> None:
+            nonlocal size
+            if message["type"] == "http.response.start":
+                reply.status = int(message["status"])
+                reply.headers = _merge_headers(list(message.get("headers", [])))
+            elif message["type"] == "http.response.body":
+                chunk = bytes(message.get("body", b""))
+                size += len(chunk)
+                if size > self.max_response_bytes:
+                    raise _TooLarge
+                chunks.append(chunk)
+                if not message.get("more_body", False):
+                    done.set()
+
+        try:
+            with anyio.fail_after(self.timeout_s):
+                await self.app(scope, receive, send)
+        except TimeoutError as exc:
+            raise DispatchError(
+                504, "upstream_timeout", f"The app did not answer within {self.timeout_s:g} s."
+            ) from exc
+        except _TooLarge as exc:
+            raise DispatchError(
+                502,
+                "response_too_large",
+                f"The app's response is over {self.max_response_bytes} bytes.",
+            ) from exc
+        except Exception as exc:
+            if reply.status and done.is_set():
+                log.warning("the app failed after answering %s %s: %r", call.method, call.path, exc)
+            else:
+                log.exception("the app failed on %s %s", call.method, call.path)
+                raise DispatchError(
+                    502, "app_error", f"The app failed on {call.method} {call.path}: {exc!r}"
+                ) from exc
+        finally:
+            done.set()
+        if not reply.status:
+            raise DispatchError(502, "app_error", "The app returned without a response.")
+        reply.body = b"".join(chunks)
+        return reply
+
+    def close(self) -> None:
+        self.unbind()
+
+
+Credentials = Mapping[str, str] | Callable[[str], str | None]
+
+
+class HttpTarget:
+    """Calls the app at a fixed base URL over HTTP with each plug-in's bearer token.
+
+    Redirects are not followed and the final URL is checked: a call can never
+    leave the base URL's scheme, host, port or path prefix.
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        timeout_s: float = 10.0,
+        max_response_bytes: int = MAX_RESPONSE_BYTES,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        self.base = httpx.URL(base_url)
+        if self.base.scheme not in {"http", "https"} or not self.base.host:
+            raise ValueError(f"base URL must be http(s)://host[:port][/prefix], not {base_url!r}")
+        self._prefix = self.base.raw_path.split(b"?")[0].rstrip(b"/")
+        self.timeout_s = timeout_s
+        self.max_response_bytes = max_response_bytes
+        self._client = httpx.Client(
+            timeout=timeout_s, follow_redirects=False, trust_env=False, transport=transport
+        )
+
+    def url_for(self, call: HttpCall) -> httpx.URL:
+        raw = self._prefix + call.path.encode("ascii")
+        if call.query:
+            raw += b"?" + urlencode(call.query).encode("ascii")
+        url = self.base.copy_with(raw_path=raw)
+        same_origin = (url.scheme, url.host, url.port) == (
+            self.base.scheme,
+            self.base.host,
+            self.base.port,
+        )
+        if not same_origin or not url.raw_path.startswith(self._prefix + b"/"):
+            raise DispatchError(400, "invalid_request", f"{call.path!r} leaves the app's base URL.")
+        return url
+
+    def send(self, call: HttpCall, caller: Caller) -> Reply:
+        url = self.url_for(call)
+        request = self._client.build_request(
+            call.method, url, headers=_plugin_headers(call, caller), content=call.body
+        )
+        try:
+            response = self._client.send(request, stream=True)
+            try:
+                chunks, size = [], 0
+                for chunk in response.iter_bytes():
+                    size += len(chunk)
+                    if size > self.max_response_bytes:
+                        raise DispatchError(
+                            502,
+                            "response_too_large",
+                            f"The app's response is over {self.max_response_bytes} bytes.",
+                        )
+                    chunks.append(chunk)
+            finally:
+                response.close()
+        except httpx.TimeoutException as exc:
+            raise DispatchError(
+                504, "upstream_timeout", f"{self.base} did not answer within {self.timeout_s:g} s."
+            ) from exc
+        except httpx.HTTPError as exc:
+            raise DispatchError(
+                502, "upstream_unreachable", f"Cannot reach {self.base}: {exc!r}"
+            ) from exc
+        return Reply(response.status_code, _merge_headers(response.headers.raw), b"".join(chunks))
+
+    def close(self) -> None:
+        self._client.close()

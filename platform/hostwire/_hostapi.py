@@ -1,0 +1,148 @@
+"""An OpenAPI document plus a target: the host functions plug-ins import (Contract 1)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from hostwire._dispatch import Caller, DispatchError, Reply, Target
+from hostwire._errors import ConfigError
+from hostwire._hostfn import CallContext, HostFunction
+from hostwire._openapi import OpenAPIDocument, Operation, dumps, load_openapi
+from hostwire._threads import CHAIN, describe
+from hostwire._validate import InvalidCall, OperationValidator
+
+log = logging.getLogger("hostwire.hostapi")
+ALL_OPERATIONS = "*"
+DEFAULT_MAX_DEPTH = 8
+
+
+def error_reply(status: int, code: str, message: str, details: Any = None) -> bytes:
+    error: dict[str, Any] = {"code": code, "message": message}
+    if details:
+        error["details"] = details
+    return dumps({"status": status, "headers": {}, "body": {"error": error}})
+
+
+def _reply_json(reply: Reply) -> bytes:
+    body: Any = None
+    if reply.body:
+        content_type = reply.headers.get("content-type", "")
+        text = reply.body.decode("utf-8", errors="replace")
+        body = text
+        if "json" in content_type:
+            try:
+                body = json.loads(text)
+            except json.JSONDecodeError:
+                body = text
+    return dumps({"status": reply.status, "headers": reply.headers, "body": body})
+
+
+class HostApi:
+    """Turns every operation of an OpenAPI document into a host function.
+
+    Calls are validated against their operation, checked against the calling
+    plug-in's grants, then sent to ``target`` (``AsgiTarget`` or ``HttpTarget``).
+    """
+
+    def __init__(
+        self,
+        spec: OpenAPIDocument | str | Path,
+        target: Target,
+        *,
+        max_depth: int = DEFAULT_MAX_DEPTH,
+    ) -> None:
+        self.spec = spec if isinstance(spec, OpenAPIDocument) else load_openapi(spec)
+        self.target = target
+        self.max_depth = max_depth
+        self._validators = {
+            name: OperationValidator(self.spec, op) for name, op in self.spec.operations.items()
+        }
+
+    @property
+    def operations(self) -> dict[str, Operation]:
+        """Operations by host-function name."""
+        return self.spec.operations
+
+    def resolve_grants(self, grants: Iterable[str], *, plugin: str = "") -> frozenset[str]:
+        """Host-function names for ``grants`` (operationIds, names or ``*``)."""
+        names: set[str] = set()
+        for grant in grants:
+            if grant == ALL_OPERATIONS:
+                names.update(self.operations)
+                continue
+            op = self.spec.operation(grant)
+            if op is None:
+                known = ", ".join(sorted(o.grant for o in self.operations.values()))
+                who = f'Plug-in "{plugin}" grants' if plugin else "Grant"
+                raise ConfigError(
+                    f'{who} "{grant}", which is not an operation of {self.spec.source} '
+                    f"(operations: {known})."
+                )
+            names.add(op.name)
+        return frozenset(names)
+
+    def host_functions(
+        self, plugin: str, grants: Iterable[str] = (), *, token: str | None = None
+    ) -> list[HostFunction]:
+        """One host function per operation, for the plug-in named ``plugin``.
+
+        Operations outside ``grants`` stay importable but answer 403 not_granted.
+        ``token`` is the plug-in's own credential, sent as a bearer token.
+        """
+        allowed = self.resolve_grants(grants, plugin=plugin)
+        return [
+            HostFunction(name, self._handler(op, name in allowed, token))
+            for name, op in sorted(self.operations.items())
+        ]
+
+    def _handler(self, op: Operation, granted: bool, token: str | None) -> Any:
+        validator = self._validators[op.name]
+
+        def handle(context: CallContext, data: bytes) -> bytes:
+            if not granted:
+                return error_reply(
+                    403,
+                    "not_granted",
+                    f'Plug-in "{context.plugin}" is not granted operation "{op.grant}"; '
+                    "add it to the plug-in's grants.",
+                )
+            chain = (*CHAIN.get(), f"{context.plugin}.{context.export} → {op.name}")
+            if len(chain) > self.max_depth:
+                return error_reply(
+                    508,
+                    "depth_exceeded",
+                    f"Nested plug-in calls went deeper than {self.max_depth}: {describe(chain)}.",
+                )
+            try:
+                value = json.loads(data) if data.strip() else {}
+            except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+                return error_reply(400, "invalid_request", f"The input is not JSON: {exc}.")
+            try:
+                call = validator.prepare(value)
+            except InvalidCall as exc:
+                return error_reply(400, "invalid_request", str(exc), exc.details)
+            started = time.perf_counter()
+            try:
+                reply = self.target.send(call, Caller(context.plugin, token, chain))
+            except DispatchError as exc:
+                log.warning("%s: %s %s failed: %s", context.plugin, call.method, call.path, exc)
+                return error_reply(exc.status, exc.code, str(exc))
+            log.debug(
+                "%s: %s %s → %d in %.2f ms",
+                context.plugin,
+                call.method,
+                call.path,
+                reply.status,
+                (time.perf_counter() - started) * 1000,
+            )
+            return _reply_json(reply)
+
+        return handle
+
+    def close(self) -> None:
+        self.target.close()

@@ -1,0 +1,275 @@
+"""OpenAPI documents: load one, resolve its $refs and list its operations.
+
+Each operation becomes one host function (Contract 1). Its name is the
+operationId in snake_case, or ``<method>_<path>`` when it has none; two
+operations that map to one name make the document unusable.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urldefrag, urljoin
+
+import yaml
+from openapi_spec_validator import validate as validate_spec
+from openapi_spec_validator.validation.exceptions import OpenAPIValidationError
+from referencing import Registry, Resource
+from referencing.exceptions import NoSuchResource, Unresolvable
+from referencing.jsonschema import DRAFT4, DRAFT202012
+
+from hostwire._errors import SpecError
+from hostwire._text import one_line
+
+METHODS = ("get", "put", "post", "delete", "options", "head", "patch", "trace")
+_WORD_BOUNDARY = re.compile(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])")
+_NOT_WORD = re.compile(r"[^A-Za-z0-9]+")
+
+
+def snake_case(text: str) -> str:
+    """``getStates`` → ``get_states``, ``HTTPStatus`` → ``http_status``."""
+    words = _NOT_WORD.sub("_", _WORD_BOUNDARY.sub("_", text)).strip("_").lower()
+    name = re.sub(r"_+", "_", words)
+    return f"op_{name}" if name[:1].isdigit() else name
+
+
+def _pointer_part(part: str | int) -> str:
+    return str(part).replace("~", "~0").replace("/", "~1")
+
+
+@dataclass(frozen=True, slots=True)
+class Node:
+    """A value in the document and the absolute URI (with JSON pointer) it lives at."""
+
+    uri: str
+    value: Any
+
+    def child(self, *parts: str | int) -> Node:
+        uri, value = self.uri, self.value
+        for part in parts:
+            uri = f"{uri}/{_pointer_part(part)}"
+            value = value[part]
+        return Node(uri, value)
+
+
+@dataclass(frozen=True, slots=True)
+class Parameter:
+    name: str
+    location: str  # path, query, header or cookie
+    required: bool
+    schema: Node | None
+    description: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class RequestBody:
+    required: bool
+    media_type: str
+    schema: Node | None
+
+
+@dataclass(frozen=True, slots=True)
+class Operation:
+    """One operation of the document and the host function it becomes."""
+
+    name: str
+    operation_id: str | None
+    method: str
+    path: str
+    summary: str
+    parameters: tuple[Parameter, ...]
+    body: RequestBody | None
+    responses: tuple[str, ...] = ()
+
+    @property
+    def grant(self) -> str:
+        """What a plug-in's ``grants`` list names to be allowed this operation."""
+        return self.operation_id or self.name
+
+    def __str__(self) -> str:
+        return f"{self.method.upper()} {self.path}"
+
+
+def _load_text(text: str, where: str) -> Any:
+    try:
+        return yaml.safe_load(text)  # YAML is a superset of JSON
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise SpecError(f"{where}: invalid YAML or JSON{at}: {problem}.", path=where) from exc
+
+
+def _read_document(path: Path) -> Any:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError as exc:
+        raise SpecError(f"{path}: no such OpenAPI document.", path=str(path)) from exc
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SpecError(f"{path}: cannot read it: {exc}.", path=str(path)) from exc
+    return _load_text(text, str(path))
+
+
+@dataclass
+class OpenAPIDocument:
+    """A loaded, validated OpenAPI 3.0 or 3.1 document and its operations."""
+
+    source: str
+    document: dict[str, Any]
+    uri: str
+    registry: Registry[Any] = field(repr=False)
+    operations: dict[str, Operation] = field(default_factory=dict, repr=False)
+
+    @property
+    def version(self) -> str:
+        return str(self.document.get("openapi", ""))
+
+    @property
+    def is_v30(self) -> bool:
+        return self.version.startswith("3.0")
+
+    def operation(self, name_or_id: str) -> Operation | None:
+        """The operation named ``name_or_id`` (host-function name or operationId)."""
+        found = self.operations.get(name_or_id)
+        if found is not None:
+            return found
+        return next((op for op in self.operations.values() if op.operation_id == name_or_id), None)
+
+    def deref(self, node: Node) -> Node:
+        """Follow ``$ref`` until a value that is not a reference."""
+        seen = set()
+        while isinstance(node.value, dict) and isinstance(node.value.get("$ref"), str):
+            target = urljoin(node.uri, node.value["$ref"])
+            if target in seen:
+                raise SpecError(f"{self.source}: $ref cycle at {target}.", path=self.source)
+            seen.add(target)
+            try:
+                resolved = self.registry.resolver().lookup(target)
+            except (Unresolvable, NoSuchResource) as exc:
+                raise SpecError(
+                    f"{self.source}: cannot resolve $ref {node.value['$ref']!r}: {exc}.",
+                    path=self.source,
+                ) from exc
+            base, fragment = urldefrag(target)
+            node = Node(f"{base}#{fragment}", resolved.contents)
+        return node
+
+
+def _specification(document: dict[str, Any]) -> Any:
+    return DRAFT4 if str(document.get("openapi", "")).startswith("3.0") else DRAFT202012
+
+
+def load_openapi(path: str | Path) -> OpenAPIDocument:
+    """Load an OpenAPI document (YAML or JSON) whose $refs point inside it or to files."""
+    path = Path(path).resolve()
+    document = _read_document(path)
+    if not isinstance(document, dict) or "openapi" not in document:
+        raise SpecError(f"{path}: not an OpenAPI document (no 'openapi' field).", path=str(path))
+    try:
+        validate_spec(document, base_uri=path.as_uri())
+    except OpenAPIValidationError as exc:
+        where = "/".join(str(p) for p in exc.absolute_path) or "top level"
+        raise SpecError(
+            f"{path}: invalid OpenAPI document at {where}: {one_line(exc.message)}.",
+            path=str(path),
+        ) from exc
+    specification = _specification(document)
+
+    def retrieve(uri: str) -> Resource[Any]:
+        if not uri.startswith("file://"):
+            raise NoSuchResource(ref=uri)  # type: ignore[call-arg]
+        contents = _read_document(Path(uri.removeprefix("file://")))
+        resource: Resource[Any] = specification.create_resource(contents)
+        return resource
+
+    uri = path.as_uri()
+    registry: Registry[Any] = Registry(retrieve=retrieve).with_resource(  # type: ignore[call-arg]
+        uri, specification.create_resource(document)
+    )
+    spec = OpenAPIDocument(str(path), document, uri, registry)
+    spec.operations = _collect_operations(spec)
+    return spec
+
+
+def _parameters(spec: OpenAPIDocument, holder: Node) -> dict[tuple[str, str], Parameter]:
+    found: dict[tuple[str, str], Parameter] = {}
+    if "parameters" not in holder.value:
+        return found
+    for index in range(len(holder.value["parameters"])):
+        node = spec.deref(holder.child("parameters", index))
+        raw = node.value
+        location = raw["in"]
+        schema = node.child("schema") if "schema" in raw else None
+        if schema is None and "content" in raw:
+            media = next(iter(raw["content"]))
+            if "schema" in raw["content"][media]:
+                schema = node.child("content", media, "schema")
+        found[(raw["name"], location)] = Parameter(
+            name=raw["name"],
+            location=location,
+            required=bool(raw.get("required", location == "path")),
+            schema=schema,
+            description=str(raw.get("description", "")),
+        )
+    return found
+
+
+def _is_json(media_type: str) -> bool:
+    base = media_type.split(";", 1)[0].strip().lower()
+    return base == "application/json" or base.endswith("+json")
+
+
+def _request_body(spec: OpenAPIDocument, operation: Node) -> RequestBody | None:
+    if "requestBody" not in operation.value:
+        return None
+    node = spec.deref(operation.child("requestBody"))
+    content = node.value.get("content", {})
+    media = next((m for m in content if _is_json(m)), next(iter(content), "application/json"))
+    schema = node.child("content", media, "schema") if "schema" in content.get(media, {}) else None
+    return RequestBody(bool(node.value.get("required", False)), media, schema)
+
+
+def _walk(spec: OpenAPIDocument) -> Iterator[tuple[str, str, Node, Node]]:
+    root = Node(f"{spec.uri}#", spec.document)
+    for path in sorted(spec.document.get("paths") or {}):
+        item = spec.deref(root.child("paths", path))
+        for method in METHODS:
+            if method in item.value:
+                yield path, method, item, item.child(method)
+
+
+def _collect_operations(spec: OpenAPIDocument) -> dict[str, Operation]:
+    operations: dict[str, Operation] = {}
+    for path, method, item, node in _walk(spec):
+        raw = node.value
+        operation_id = raw.get("operationId")
+        name = snake_case(operation_id) if operation_id else snake_case(f"{method}_{path}")
+        parameters = _parameters(spec, item) | _parameters(spec, node)
+        operation = Operation(
+            name=name,
+            operation_id=operation_id,
+            method=method,
+            path=path,
+            summary=str(raw.get("summary") or raw.get("description") or "").strip(),
+            parameters=tuple(parameters.values()),
+            body=_request_body(spec, node),
+            responses=tuple(sorted(str(code) for code in raw.get("responses") or {})),
+        )
+        if name in operations:
+            other = operations[name]
+            raise SpecError(
+                f"{spec.source}: operations {other} and {operation} both map to host function "
+                f'"{name}"; give one of them a different operationId.',
+                path=spec.source,
+            )
+        operations[name] = operation
+    return operations
+
+
+def dumps(value: Any) -> bytes:
+    """Compact JSON, the way host functions answer."""
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
