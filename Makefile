@@ -6,8 +6,11 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
+NPM_STAMP := node_modules/.installed
+
 C_PLUGINS := $(patsubst %/plugin.c,%/build/plugin.wasm,$(wildcard sample_plugins/*/plugin.c))
-PLUGINS := $(C_PLUGINS)
+AS_PLUGINS := $(patsubst %/assembly/index.ts,%/build/plugin.wasm,$(wildcard sample_plugins/*/assembly/index.ts))
+PLUGINS := $(C_PLUGINS) $(AS_PLUGINS)
 
 .PHONY: all demo test lint bench plugins clean
 
@@ -34,6 +37,26 @@ $(STAMP): pyproject.toml | $(VENV)/bin/python
 sample_plugins/%/build/plugin.wasm: sample_plugins/%/plugin.c $(STAMP)
 	@mkdir -p $(dir $@)
 	$(PY) -m ziglang cc --target=wasm32-freestanding -O2 -nostdlib -Wl,--no-entry -o $@ $<
+
+# AssemblyScript plug-ins: the compiler and PDK come from npm (package.json).
+$(NPM_STAMP): package.json package-lock.json
+	@command -v npm >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    apt-get update -qq && apt-get install -y -qq nodejs npm; \
+	  else \
+	    echo "Building the AssemblyScript plug-ins needs npm; run: sudo apt-get install nodejs npm"; \
+	    exit 1; \
+	  fi; }
+	npm ci --no-audit --no-fund --silent
+	@touch $@
+
+# Without --use abort=... the module imports env.abort, which Extism lacks. The
+# incremental runtime frees garbage; stub and minimal run out of memory in a
+# long-lived plug-in.
+sample_plugins/%/build/plugin.wasm: sample_plugins/%/assembly/index.ts $(NPM_STAMP)
+	@mkdir -p $(dir $@)
+	node_modules/.bin/asc $< -O3 --runtime incremental \
+	  --use abort=sample_plugins/$*/assembly/index/abortPlugin --outFile $@
 
 plugins: $(PLUGINS)
 

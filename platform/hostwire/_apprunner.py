@@ -33,6 +33,10 @@ class _Lifespan:
         except Exception as exc:  # an app without lifespan support raises here
             await self._from_app.send({"type": "lifespan.unsupported", "message": repr(exc)})
 
+    def close(self) -> None:
+        for stream in (self._to_app, self._app_inbox, self._from_app, self._outbox):
+            stream.close()
+
     async def step(self, kind: str) -> None:
         await self._to_app.send({"type": f"lifespan.{kind}"})
         reply = await self._outbox.receive()
@@ -41,20 +45,29 @@ class _Lifespan:
 
 
 @contextmanager
-def run_app(app: ASGIApp) -> Iterator[AsgiTarget]:
+def run_app(
+    app: ASGIApp, *, path_prefix: str = "", timeout_s: float = 30.0
+) -> Iterator[AsgiTarget]:
     """Start ``app`` (its lifespan) on a private event loop; yield a bound ``AsgiTarget``."""
     with anyio.from_thread.start_blocking_portal() as portal:
         lifespan = _Lifespan(app)
         task = portal.start_task_soon(lifespan.run)
-        portal.call(lifespan.step, "startup")
-        target = AsgiTarget(app)
+        try:
+            portal.call(lifespan.step, "startup")
+        except BaseException:
+            lifespan.close()
+            raise
+        target = AsgiTarget(app, path_prefix=path_prefix, timeout_s=timeout_s)
         portal.call(_bind, target)
         try:
             yield target
         finally:
             target.unbind()
-            if not task.done():
-                portal.call(lifespan.step, "shutdown")
+            try:
+                if not task.done():
+                    portal.call(lifespan.step, "shutdown")
+            finally:
+                lifespan.close()
 
 
 async def _bind(target: AsgiTarget) -> None:

@@ -100,17 +100,20 @@ class AsgiTarget:
     example in the app's lifespan), or run the app with ``hostwire.run_app``.
     The app sees the plug-in in the ``X-Hostwire-Plugin`` header and in the
     scope extension ``hostwire`` (which no network client can forge).
+    ``path_prefix`` is where the API lives in the app (its ``servers`` path).
     """
 
     def __init__(
         self,
         app: ASGIApp,
         *,
+        path_prefix: str = "",
         timeout_s: float = 30.0,
         max_response_bytes: int = MAX_RESPONSE_BYTES,
         host: str = "hostwire.internal",
     ) -> None:
         self.app = app
+        self.path_prefix = path_prefix.rstrip("/")
         self.timeout_s = timeout_s
         self.max_response_bytes = max_response_bytes
         self.host = host
@@ -154,14 +157,15 @@ class AsgiTarget:
         ]
         if call.body is not None:
             headers.append((b"content-length", str(len(call.body)).encode()))
+        path = self.path_prefix + call.path
         return {
             "type": "http",
             "asgi": {"version": "3.0", "spec_version": "2.3"},
             "http_version": "1.1",
             "method": call.method,
             "scheme": "http",
-            "path": unquote(call.path),
-            "raw_path": call.path.encode("ascii"),
+            "path": unquote(path),
+            "raw_path": path.encode("ascii"),
             "query_string": urlencode(call.query).encode("ascii"),
             "root_path": "",
             "headers": headers,

@@ -1,0 +1,329 @@
+"""Round trip of one host call (get_states): in process vs over HTTP on loopback.
+
+Four variants run in one process, interleaved in rounds so that machine noise
+hits them alike:
+
+- raw Extism echo: a bare ``extism.Plugin`` echoing the reply's bytes, the
+  floor of a plug-in call;
+- in process: a hostwire guest calls host function ``get_states``, which
+  dispatches to lightcontrol on its own event loop (no socket);
+- HTTP client: ``httpx.Client`` sends GET /states to lightcontrol served by
+  ``hostwire serve`` (uvicorn) in a subprocess on 127.0.0.1;
+- guest via HTTP: the same guest, its host function calling that server over
+  HTTP (the way the Lago demo's Ruby host called back into its app).
+
+Both apps log every request to a file at INFO, as ``hostwire serve`` does.
+Goal (issue 3): HTTP client / in process >= 5 at the median. A breakdown of
+the in-process round trip follows the table.
+
+    make bench    # or: .venv/bin/python benchmarks/bench_hostcalls.py [--calls N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import logging
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "platform"))
+
+import anyio
+import anyio.from_thread
+import extism
+import httpx
+from extism.extism import CompiledPlugin
+
+from hostwire import Caller, HostApi, HostFunction, HttpCall, HttpTarget, Limits, Plugin, run_app
+from hostwire._hostfn import CallContext
+from hostwire._wasm import to_binary
+from lightcontrol.app import Settings, create_app
+
+SPEC = ROOT / "openapi" / "light.yaml"
+TOKEN = "bench-token"
+GOAL = 5.0
+SERVER_START_S = 20.0
+
+KERNEL = """
+  (import "extism:host/env" "input_length" (func $input_length (result i64)))
+  (import "extism:host/env" "input_offset" (func $input_offset (result i64)))
+  (import "extism:host/env" "output_set" (func $output_set (param i64 i64)))
+  (import "extism:host/env" "length" (func $length (param i64) (result i64)))
+"""
+ECHO_WAT = f"""
+(module
+  {KERNEL}
+  (memory (export "memory") 1)
+  (func (export "echo") (result i32)
+    (call $output_set (call $input_offset) (call $input_length))
+    (i32.const 0)))
+"""
+# Passes its input to host function get_states and outputs what it returned.
+GUEST_WAT = f"""
+(module
+  {KERNEL}
+  (import "extism:host/user" "get_states" (func $get_states (param i64) (result i64)))
+  (memory (export "memory") 1)
+  (func (export "call_get_states") (result i32) (local $r i64)
+    (local.set $r (call $get_states (call $input_offset)))
+    (call $output_set (local.get $r) (call $length (local.get $r)))
+    (i32.const 0)))
+"""
+OK_REPLY = b'{"status":200,'
+
+
+Sampler = Callable[[int], list[float]]  # n -> n timings in µs
+
+
+def measure(fn: Callable[[], Any], check: Callable[[Any], bool], calls: int) -> list[float]:
+    timings = []
+    clock = time.perf_counter_ns
+    for _ in range(calls):
+        start = clock()
+        result = fn()
+        timings.append((clock() - start) / 1000)
+        if not check(result):
+            raise RuntimeError(f"unexpected result: {result!r:.300}")
+    return timings
+
+
+def sampler(fn: Callable[[], Any], check: Callable[[Any], bool]) -> Sampler:
+    return lambda calls: measure(fn, check, calls)
+
+
+def summary(samples: list[float]) -> tuple[float, float]:
+    ordered = sorted(samples)
+    return statistics.median(ordered), ordered[max(0, int(len(ordered) * 0.99) - 1)]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@contextlib.contextmanager
+def served_app(tmp: Path) -> Iterator[str]:
+    """``hostwire serve`` in a subprocess on a free loopback port; yields its base URL."""
+    port = free_port()
+    executable = Path(sys.executable).with_name("hostwire")
+    command = [str(executable)] if executable.exists() else [sys.executable, "-m", "hostwire"]
+    command += ["serve", "--host", "127.0.0.1", "--port", str(port), "--db", str(tmp / "served.db")]
+    env = {**os.environ, "LIGHTCONTROL_TOKEN": TOKEN, "PYTHONPATH": str(ROOT / "platform")}
+    log_path = tmp / "server.log"
+    base = f"http://127.0.0.1:{port}"
+    with log_path.open("wb") as log_file:
+        server = subprocess.Popen(
+            command, stdin=subprocess.DEVNULL, stdout=log_file, stderr=log_file, env=env
+        )
+    try:
+        deadline = time.monotonic() + SERVER_START_S
+        while True:
+            if server.poll() is not None:
+                raise RuntimeError(
+                    f"the server exited with {server.returncode}:\n{log_path.read_text()[-2000:]}"
+                )
+            with contextlib.suppress(httpx.TransportError):
+                if httpx.get(f"{base}/openapi.json", timeout=1.0).status_code == 200:
+                    break
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the server did not answer within {SERVER_START_S:g} s")
+            time.sleep(0.05)
+        yield base
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
+
+
+def log_like_the_server(tmp: Path) -> None:
+    # hostwire serve logs at INFO, so its access log writes a line per request;
+    # the in-process app does the same here so both sides do the same work.
+    handler = logging.FileHandler(tmp / "inprocess.log")
+    handler.setFormatter(logging.Formatter("%(name)s: %(levelname)s: %(message)s"))
+    app_log = logging.getLogger("lightcontrol")
+    app_log.setLevel(logging.INFO)
+    app_log.addHandler(handler)
+    app_log.propagate = False
+
+
+def run_rounds(
+    variants: dict[str, tuple[Callable[[], Any], Callable[[Any], bool]]],
+    rounds: int,
+    per_round: int,
+    max_seconds: float,
+) -> tuple[dict[str, list[float]], int]:
+    for fn, check in variants.values():  # warm up
+        measure(fn, check, max(50, per_round // 3))
+    samples: dict[str, list[float]] = {name: [] for name in variants}
+    deadline = time.monotonic() + max_seconds
+    done = 0
+    while done < rounds and (done == 0 or time.monotonic() < deadline):
+        for name, (fn, check) in variants.items():
+            samples[name].extend(measure(fn, check, per_round))
+        done += 1
+    return samples, done
+
+
+def print_table(stats: dict[str, tuple[float, float]], width: int = 34) -> None:
+    print(f"{'variant':<{width}} {'median µs':>10} {'p99 µs':>10}")
+    for name, (median, p99) in stats.items():
+        print(f"{name:<{width}} {median:>10.1f} {p99:>10.1f}")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--calls", type=int, default=3000, help="calls per variant")
+    parser.add_argument("--rounds", type=int, default=10)
+    parser.add_argument(
+        "--max-seconds", type=float, default=60.0, help="stop after the round that passes this"
+    )
+    args = parser.parse_args()
+    per_round = max(1, args.calls // args.rounds)
+
+    with contextlib.ExitStack() as stack:
+        tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-hostcalls-")))
+        log_like_the_server(tmp)
+        base = stack.enter_context(served_app(tmp))
+        app = create_app(Settings(db_path=str(tmp / "inprocess.db"), token=TOKEN))
+        target = stack.enter_context(run_app(app))
+
+        guest = to_binary(GUEST_WAT.encode(), "guest.wat")
+        local_api = HostApi(SPEC, target)
+        in_process = stack.enter_context(
+            Plugin("bench", guest, host_functions=local_api.host_functions("bench", ["getStates"]))
+        )
+        remote_api = HostApi(SPEC, HttpTarget(base))
+        stack.callback(remote_api.close)
+        via_http = stack.enter_context(
+            Plugin(
+                "bench",
+                guest,
+                host_functions=remote_api.host_functions("bench", ["getStates"], token=TOKEN),
+            )
+        )
+        client = stack.enter_context(httpx.Client(base_url=base, trust_env=False))
+        auth = {"Authorization": f"Bearer {TOKEN}"}
+
+        reply = in_process.call("call_get_states", b"{}")
+        if not reply.startswith(OK_REPLY):
+            raise RuntimeError(f"in-process get_states failed: {reply!r}")
+        limits = Limits()
+        raw = extism.Plugin(
+            CompiledPlugin(
+                {
+                    "wasm": [{"data": to_binary(ECHO_WAT.encode(), "echo.wat")}],
+                    "memory": {"max_pages": limits.max_pages},
+                    "timeout_ms": limits.timeout_ms,
+                },
+                functions=[],
+            ),
+            functions=[],
+        )
+
+        def ok_reply(out: bytes) -> bool:
+            return out.startswith(OK_REPLY)
+
+        variants: dict[str, tuple[Callable[[], Any], Callable[[Any], bool]]] = {
+            "raw extism echo": (lambda: raw.call("echo", reply), lambda out: out == reply),
+            "in process": (lambda: in_process.call("call_get_states", b"{}"), ok_reply),
+            "HTTP client": (
+                lambda: client.get("/states", headers=auth),
+                lambda r: r.status_code == 200,
+            ),
+            "guest via HTTP": (lambda: via_http.call("call_get_states", b"{}"), ok_reply),
+        }
+        samples, rounds = run_rounds(variants, args.rounds, per_round, args.max_seconds)
+        print(
+            f"get_states round trip, {per_round * rounds} calls each, {rounds} interleaved rounds"
+            f" ({len(reply)}-byte reply)"
+        )
+        stats = {name: summary(values) for name, values in samples.items()}
+        print_table(stats)
+        local = stats["in process"][0]
+        http_ratio = stats["HTTP client"][0] / local
+        guest_ratio = stats["guest via HTTP"][0] / local
+        print(f"HTTP client / in process at the median:    {http_ratio:6.2f}  (goal >= {GOAL:g})")
+        print(f"guest via HTTP / in process at the median: {guest_ratio:6.2f}  (goal >= {GOAL:g})")
+        floor = stats["raw extism echo"][0]
+        print(f"in process / raw extism at the median:     {local / floor:6.2f}  (platform cost)")
+        print("goal met" if http_ratio >= GOAL else "goal missed")
+
+        # Where the in-process time goes: each layer on its own.
+        handler = next(
+            f for f in local_api.host_functions("bench", ["getStates"]) if f.name == "get_states"
+        )
+        context = CallContext("bench", "call_get_states", limits.max_host_calls)
+        const = stack.enter_context(
+            Plugin("const", guest, host_functions=[HostFunction("get_states", lambda c, d: reply)])
+        )
+        call = HttpCall("GET", "/states")
+        caller = Caller("bench")
+
+        async def nothing() -> None:
+            pass
+
+        async def app_on_loop(n: int) -> list[float]:
+            # target._request is what send() runs on the loop, without the hop.
+            timings = []
+            for _ in range(n):
+                start = time.perf_counter_ns()
+                answer = await target._request(call, caller)
+                timings.append((time.perf_counter_ns() - start) / 1000)
+                if answer.status != 200:
+                    raise RuntimeError(f"app answered {answer.status}")
+            return timings
+
+        layers: dict[str, tuple[Callable[[], Any], Callable[[Any], bool]]] = {
+            "guest + constant host function": (
+                lambda: const.call("call_get_states", b"{}"),
+                lambda out: out == reply,
+            ),
+            "host function handler alone": (
+                lambda: handler.handler(context, b"{}"),
+                ok_reply,
+            ),
+            "target.send alone": (lambda: target.send(call, caller), lambda r: r.status == 200),
+            "thread hop (from_thread.run no-op)": (
+                lambda: anyio.from_thread.run(nothing, token=target._token),
+                lambda r: r is None,
+            ),
+        }
+        layer_samples, _ = run_rounds(layers, args.rounds, per_round, args.max_seconds)
+        layer_samples["app on its loop (no hop)"] = []
+        for _ in range(args.rounds):
+            layer_samples["app on its loop (no hop)"].extend(
+                anyio.from_thread.run(app_on_loop, per_round, token=target._token)
+            )
+        layer_stats = {name: summary(values) for name, values in layer_samples.items()}
+        print("\nin-process breakdown (each layer measured alone)")
+        print_table(layer_stats)
+        wasm = layer_stats["guest + constant host function"][0]
+        handler_cost = layer_stats["host function handler alone"][0]
+        send = layer_stats["target.send alone"][0]
+        hop = layer_stats["thread hop (from_thread.run no-op)"][0]
+        app_cost = layer_stats["app on its loop (no hop)"][0]
+        print(
+            f"≈ guest+trampoline {wasm:.1f} + validate/JSON {handler_cost - send:.1f}"
+            f" + hop {hop:.1f} + app {app_cost:.1f} = {wasm + handler_cost - send + hop + app_cost:.1f}"
+            f" µs (measured in process: {local:.1f} µs)"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
