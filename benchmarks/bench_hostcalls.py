@@ -1,7 +1,7 @@
 """Round trip of one host call (get_states): in process vs over HTTP on loopback.
 
-Four variants run in one process, interleaved in rounds so that machine noise
-hits them alike:
+Four variants, measured from one process and interleaved in rounds so that
+machine noise hits them alike:
 
 - raw Extism echo: a bare ``extism.Plugin`` echoing the reply's bytes, the
   floor of a plug-in call;
@@ -13,7 +13,7 @@ hits them alike:
   HTTP (the way the Lago demo's Ruby host called back into its app).
 
 Both apps log every request to a file at INFO, as ``hostwire serve`` does.
-Goal (issue 3): HTTP client / in process >= 5 at the median. A breakdown of
+Goal: HTTP client / in process >= 5 at the median. A breakdown of
 the in-process round trip follows the table.
 
     make bench    # or: .venv/bin/python benchmarks/bench_hostcalls.py [--calls N]
@@ -31,7 +31,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -43,8 +43,20 @@ import anyio.from_thread
 import extism
 import httpx
 from extism.extism import CompiledPlugin
+from starlette.types import Receive, Scope, Send
 
-from hostwire import Caller, HostApi, HostFunction, HttpCall, HttpTarget, Limits, Plugin, run_app
+from hostwire import (
+    AsgiTarget,
+    Caller,
+    HostApi,
+    HostFunction,
+    HttpCall,
+    HttpTarget,
+    Limits,
+    Plugin,
+    Reply,
+    run_app,
+)
 from hostwire._hostfn import CallContext
 from hostwire._wasm import to_binary
 from lightcontrol.app import Settings, create_app
@@ -95,6 +107,10 @@ def measure(fn: Callable[[], Any], check: Callable[[Any], bool], calls: int) -> 
         if not check(result):
             raise RuntimeError(f"unexpected result: {result!r:.300}")
     return timings
+
+
+def ok_reply(out: bytes) -> bool:
+    return out.startswith(OK_REPLY)
 
 
 def sampler(fn: Callable[[], Any], check: Callable[[Any], bool]) -> Sampler:
@@ -162,27 +178,104 @@ def log_like_the_server(tmp: Path) -> None:
 
 
 def run_rounds(
-    variants: dict[str, tuple[Callable[[], Any], Callable[[Any], bool]]],
-    rounds: int,
-    per_round: int,
-    max_seconds: float,
-) -> tuple[dict[str, list[float]], int]:
-    for fn, check in variants.values():  # warm up
-        measure(fn, check, max(50, per_round // 3))
+    variants: dict[str, Sampler], rounds: int, per_round: int, max_seconds: float
+) -> tuple[dict[str, tuple[float, float]], int]:
+    """Warm up, then run every variant ``per_round`` times per round, in turn."""
+    for sample in variants.values():
+        sample(max(50, per_round // 3))
     samples: dict[str, list[float]] = {name: [] for name in variants}
     deadline = time.monotonic() + max_seconds
     done = 0
     while done < rounds and (done == 0 or time.monotonic() < deadline):
-        for name, (fn, check) in variants.items():
-            samples[name].extend(measure(fn, check, per_round))
+        for name, sample in variants.items():
+            samples[name].extend(sample(per_round))
         done += 1
-    return samples, done
+    return {name: summary(values) for name, values in samples.items()}, done
 
 
-def print_table(stats: dict[str, tuple[float, float]], width: int = 34) -> None:
+def print_table(stats: dict[str, tuple[float, float]], width: int = 44) -> None:
     print(f"{'variant':<{width}} {'median µs':>10} {'p99 µs':>10}")
     for name, (median, p99) in stats.items():
         print(f"{name:<{width}} {median:>10.1f} {p99:>10.1f}")
+
+
+async def noop_app(scope: Scope, receive: Receive, send: Send) -> None:
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    await send({"type": "http.response.body", "body": b"{}"})
+
+
+def breakdown(
+    *,
+    target: AsgiTarget,
+    api: HostApi,
+    guest: bytes,
+    reply: bytes,
+    full: Sampler,
+    args: argparse.Namespace,
+) -> None:
+    """Each layer of the in-process round trip measured on its own, interleaved."""
+    handler = next(
+        f.handler for f in api.host_functions("bench", ["getStates"]) if f.name == "get_states"
+    )
+    context = CallContext("bench", "call_get_states", Limits().max_host_calls)
+    constant = Plugin(
+        "const", guest, host_functions=[HostFunction("get_states", lambda c, d: reply)]
+    )
+    call = HttpCall("GET", "/states")
+    caller = Caller("bench")
+    noop = AsgiTarget(noop_app)  # only its adapter runs, on the app's loop
+
+    def on_loop(request: Callable[[], Awaitable[Reply]]) -> Sampler:
+        async def timings(calls: int) -> list[float]:
+            found = []
+            clock = time.perf_counter_ns
+            for _ in range(calls):
+                start = clock()
+                answer = await request()
+                found.append((clock() - start) / 1000)
+                if answer.status != 200:
+                    raise RuntimeError(f"the app answered {answer.status}")
+            return found
+
+        # _request is what send() runs on the app's loop, after the hop.
+        return lambda calls: anyio.from_thread.run(timings, calls, token=target._token)
+
+    layers = {
+        "in process (whole round trip)": full,
+        "guest calling a constant host function": sampler(
+            lambda: constant.call("call_get_states", b"{}"), lambda out: out == reply
+        ),
+        "HostApi handler called from Python": sampler(lambda: handler(context, b"{}"), ok_reply),
+        "target.send alone": sampler(lambda: target.send(call, caller), lambda r: r.status == 200),
+        "_request on the app's loop (no hop)": on_loop(lambda: target._request(call, caller)),
+        "_request of a no-op ASGI app, on the loop": on_loop(lambda: noop._request(call, caller)),
+    }
+    try:
+        stats, _ = run_rounds(
+            layers, args.rounds, max(1, args.calls // args.rounds), args.max_seconds
+        )
+    finally:
+        constant.close()
+    print("\nin-process breakdown (each layer alone, interleaved)")
+    print_table(stats)
+    median = {name: value[0] for name, value in stats.items()}
+    wasm = median["guest calling a constant host function"]
+    hostapi = median["HostApi handler called from Python"] - median["target.send alone"]
+    hop = median["target.send alone"] - median["_request on the app's loop (no hop)"]
+    adapter = median["_request of a no-op ASGI app, on the loop"]
+    app = median["_request on the app's loop (no hop)"] - adapter
+    parts = {
+        "wasm call + trampoline (Plugin.call, constant host fn)": wasm,
+        "HostApi handler: parse, validate, encode reply": hostapi,
+        "hop to the app's loop and back (send - on loop)": hop,
+        "AsgiTarget adapter (scope, fail_after, event)": adapter,
+        "lightcontrol: middleware, routing, SQLite, access log": app,
+    }
+    for name, value in parts.items():
+        print(f"  {name:<56} {value:>7.1f} µs")
+    total = sum(parts.values())
+    whole = median["in process (whole round trip)"]
+    print(f"  {'sum':<56} {total:>7.1f} µs  (whole round trip: {whole:.1f} µs)")
 
 
 def main() -> int:
@@ -192,6 +285,7 @@ def main() -> int:
     parser.add_argument(
         "--max-seconds", type=float, default=60.0, help="stop after the round that passes this"
     )
+    parser.add_argument("--no-breakdown", action="store_true", help="skip the in-process breakdown")
     args = parser.parse_args()
     per_round = max(1, args.calls // args.rounds)
 
@@ -220,7 +314,7 @@ def main() -> int:
         auth = {"Authorization": f"Bearer {TOKEN}"}
 
         reply = in_process.call("call_get_states", b"{}")
-        if not reply.startswith(OK_REPLY):
+        if not ok_reply(reply):
             raise RuntimeError(f"in-process get_states failed: {reply!r}")
         limits = Limits()
         raw = extism.Plugin(
@@ -235,93 +329,31 @@ def main() -> int:
             functions=[],
         )
 
-        def ok_reply(out: bytes) -> bool:
-            return out.startswith(OK_REPLY)
-
-        variants: dict[str, tuple[Callable[[], Any], Callable[[Any], bool]]] = {
-            "raw extism echo": (lambda: raw.call("echo", reply), lambda out: out == reply),
-            "in process": (lambda: in_process.call("call_get_states", b"{}"), ok_reply),
-            "HTTP client": (
-                lambda: client.get("/states", headers=auth),
-                lambda r: r.status_code == 200,
+        full = sampler(lambda: in_process.call("call_get_states", b"{}"), ok_reply)
+        variants = {
+            "raw extism echo": sampler(lambda: raw.call("echo", reply), lambda out: out == reply),
+            "in process": full,
+            "HTTP client": sampler(
+                lambda: client.get("/states", headers=auth), lambda r: r.status_code == 200
             ),
-            "guest via HTTP": (lambda: via_http.call("call_get_states", b"{}"), ok_reply),
+            "guest via HTTP": sampler(lambda: via_http.call("call_get_states", b"{}"), ok_reply),
         }
-        samples, rounds = run_rounds(variants, args.rounds, per_round, args.max_seconds)
+        stats, rounds = run_rounds(variants, args.rounds, per_round, args.max_seconds)
         print(
             f"get_states round trip, {per_round * rounds} calls each, {rounds} interleaved rounds"
             f" ({len(reply)}-byte reply)"
         )
-        stats = {name: summary(values) for name, values in samples.items()}
         print_table(stats)
         local = stats["in process"][0]
         http_ratio = stats["HTTP client"][0] / local
         guest_ratio = stats["guest via HTTP"][0] / local
+        floor = stats["raw extism echo"][0]
         print(f"HTTP client / in process at the median:    {http_ratio:6.2f}  (goal >= {GOAL:g})")
         print(f"guest via HTTP / in process at the median: {guest_ratio:6.2f}  (goal >= {GOAL:g})")
-        floor = stats["raw extism echo"][0]
         print(f"in process / raw extism at the median:     {local / floor:6.2f}  (platform cost)")
         print("goal met" if http_ratio >= GOAL else "goal missed")
-
-        # Where the in-process time goes: each layer on its own.
-        handler = next(
-            f for f in local_api.host_functions("bench", ["getStates"]) if f.name == "get_states"
-        )
-        context = CallContext("bench", "call_get_states", limits.max_host_calls)
-        const = stack.enter_context(
-            Plugin("const", guest, host_functions=[HostFunction("get_states", lambda c, d: reply)])
-        )
-        call = HttpCall("GET", "/states")
-        caller = Caller("bench")
-
-        async def nothing() -> None:
-            pass
-
-        async def app_on_loop(n: int) -> list[float]:
-            # target._request is what send() runs on the loop, without the hop.
-            timings = []
-            for _ in range(n):
-                start = time.perf_counter_ns()
-                answer = await target._request(call, caller)
-                timings.append((time.perf_counter_ns() - start) / 1000)
-                if answer.status != 200:
-                    raise RuntimeError(f"app answered {answer.status}")
-            return timings
-
-        layers: dict[str, tuple[Callable[[], Any], Callable[[Any], bool]]] = {
-            "guest + constant host function": (
-                lambda: const.call("call_get_states", b"{}"),
-                lambda out: out == reply,
-            ),
-            "host function handler alone": (
-                lambda: handler.handler(context, b"{}"),
-                ok_reply,
-            ),
-            "target.send alone": (lambda: target.send(call, caller), lambda r: r.status == 200),
-            "thread hop (from_thread.run no-op)": (
-                lambda: anyio.from_thread.run(nothing, token=target._token),
-                lambda r: r is None,
-            ),
-        }
-        layer_samples, _ = run_rounds(layers, args.rounds, per_round, args.max_seconds)
-        layer_samples["app on its loop (no hop)"] = []
-        for _ in range(args.rounds):
-            layer_samples["app on its loop (no hop)"].extend(
-                anyio.from_thread.run(app_on_loop, per_round, token=target._token)
-            )
-        layer_stats = {name: summary(values) for name, values in layer_samples.items()}
-        print("\nin-process breakdown (each layer measured alone)")
-        print_table(layer_stats)
-        wasm = layer_stats["guest + constant host function"][0]
-        handler_cost = layer_stats["host function handler alone"][0]
-        send = layer_stats["target.send alone"][0]
-        hop = layer_stats["thread hop (from_thread.run no-op)"][0]
-        app_cost = layer_stats["app on its loop (no hop)"][0]
-        print(
-            f"≈ guest+trampoline {wasm:.1f} + validate/JSON {handler_cost - send:.1f}"
-            f" + hop {hop:.1f} + app {app_cost:.1f} = {wasm + handler_cost - send + hop + app_cost:.1f}"
-            f" µs (measured in process: {local:.1f} µs)"
-        )
+        if not args.no_breakdown:
+            breakdown(target=target, api=local_api, guest=guest, reply=reply, full=full, args=args)
     return 0
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -144,3 +145,101 @@ def test_inspect_garbage(tmp_path: Path) -> None:
     result = hostwire("plugin", "inspect", str(path))
     assert result.returncode == 3
     assert "not a valid WebAssembly module" in result.stderr
+
+
+CYCLE = "sample_plugins/cycle_color/build/plugin.wasm"
+LIGHTS = "openapi/light.yaml"
+
+
+def test_call_runs_a_plugin_against_a_throwaway_lightcontrol() -> None:
+    grants = ["--grant", "getStates", "--grant", "setLightColor"]
+    first = hostwire("plugin", "call", CYCLE, "run", "--spec", LIGHTS, *grants)
+    assert first.returncode == 0, first.stderr
+    assert json.loads(first.stdout) == {"from": "white", "to": "red", "status": 200}
+    # Each run starts from a fresh store: no state leaks between calls.
+    again = hostwire(
+        "plugin", "call", CYCLE, "run", "--spec", LIGHTS, *grants, "--config", "order=blue"
+    )
+    assert json.loads(again.stdout) == {"from": "white", "to": "blue", "status": 200}
+    assert again.stderr == ""
+
+
+def test_call_outside_the_grants_fails_with_the_reason() -> None:
+    result = hostwire("plugin", "call", CYCLE, "run", "--spec", LIGHTS, "--grant", "getStates")
+    assert result.returncode == 3
+    (line,) = result.stderr.strip().splitlines()
+    assert "403" in line
+    assert 'not granted operation "setLightColor"' in line
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "message"),
+    [
+        pytest.param(
+            ["--spec", LIGHTS, "--grant", "paint"],
+            2,
+            'grants "paint", which is not an operation',
+            id="unknown-grant",
+        ),
+        pytest.param(
+            ["--grant", "getStates"], 2, "--grant and --url need --spec", id="grant-without-spec"
+        ),
+        pytest.param(
+            [], 2, "calls host functions (get_states, set_light_color): give --spec", id="no-spec"
+        ),
+        pytest.param(
+            ["--spec", "nope.yaml"], 2, "nope.yaml: no such OpenAPI document", id="missing-spec"
+        ),
+    ],
+)
+def test_call_usage_errors_are_one_line(args: list[str], code: int, message: str) -> None:
+    result = hostwire("plugin", "call", CYCLE, "run", *args)
+    assert result.returncode == code
+    (line,) = result.stderr.strip().splitlines()
+    assert message in line
+
+
+def test_call_over_http_reports_an_unreachable_app() -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    result = hostwire(
+        "plugin",
+        "call",
+        CYCLE,
+        "run",
+        "--spec",
+        LIGHTS,
+        "--grant",
+        "*",
+        "--url",
+        f"http://127.0.0.1:{port}",
+        "--token",
+        "t",
+    )
+    assert result.returncode == 3
+    assert "status 502: upstream_unreachable" in result.stderr
+
+
+def test_inspect_with_spec_lists_operations_and_grants() -> None:
+    result = hostwire("plugin", "inspect", CYCLE, "--spec", LIGHTS, "--json")
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["host_functions"] == ["get_states", "set_light_color"]
+    assert report["operations"] == [
+        {
+            "function": "get_states",
+            "operation": "GET /states",
+            "grant": "getStates",
+            "summary": "Get the on/off status and colour of the default light.",
+        },
+        {
+            "function": "set_light_color",
+            "operation": "POST /light_color",
+            "grant": "setLightColor",
+            "summary": "Change the colour of the default light.",
+        },
+    ]
+    assert report["grants_needed"] == ["getStates", "setLightColor"]
+    text = hostwire("plugin", "inspect", CYCLE, "--spec", LIGHTS).stdout
+    assert "grants it needs           getStates setLightColor" in text

@@ -29,11 +29,11 @@ def free_port() -> int:
 
 
 @contextmanager
-def server(db: Path) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
+def server(db: Path, *extra: str) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
     port = free_port()
     env = {**os.environ, "LIGHTCONTROL_TOKEN": TOKEN}
     process = subprocess.Popen(
-        [sys.executable, "-m", "hostwire", "serve", "--port", str(port), "--db", str(db)],
+        [sys.executable, "-m", "hostwire", "serve", "--port", str(port), "--db", str(db), *extra],
         cwd=ROOT,
         env=env,
         stdout=subprocess.DEVNULL,
@@ -127,3 +127,47 @@ def test_sigint_shuts_down_cleanly(tmp_path: Path) -> None:
     with server(tmp_path / "lights.db") as (process, _):
         process.send_signal(signal.SIGINT)
         assert process.wait(timeout=30) == 0
+
+
+def test_serve_loads_the_configured_plugins(tmp_path: Path) -> None:
+    with server(tmp_path / "lights.db", "--config", "plugins.yaml") as (process, url):
+        assert httpx.get(f"{url}/states", headers=AUTH).status_code == 200
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=30) == 0
+        log = process.stderr.read().decode()  # type: ignore[union-attr]
+    assert 'loaded plug-in "cycle-color": events none; HTTP hooks none; calls get_states, ' in log
+    assert 'loaded plug-in "count-vowels"' in log
+
+
+def test_serve_refuses_a_bad_plugin_before_serving(tmp_path: Path) -> None:
+    config = tmp_path / "plugins.yaml"
+    config.write_text(
+        f"plugins:\n  - name: cycle\n    path: {ROOT}/sample_plugins/cycle_color/build/plugin.wasm\n"
+        "    grants: [getStates, paintItBlack]\n"
+    )
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "hostwire",
+            "serve",
+            "--port",
+            str(free_port()),
+            "--config",
+            str(config),
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert (
+        result.stderr.strip()
+        .splitlines()[-1]
+        .startswith(
+            'hostwire: error: Plug-in "cycle" grants "paintItBlack", which is not an operation'
+        )
+    )
+    assert not (tmp_path / "lightcontrol.db").exists()

@@ -31,6 +31,7 @@ from hostwire._hostapi import HostApi
 from hostwire._hostfn import CallContext, HostFunction
 from hostwire._limits import Limits
 from hostwire._openapi import OpenAPIDocument, Operation, load_openapi, snake_case
+from hostwire._pluginset import PluginSet
 from hostwire._runtime import Plugin
 from hostwire._source import fetch_url, read_path
 from hostwire._threads import to_thread
@@ -65,6 +66,7 @@ __all__ = [
     "PluginLoadError",
     "PluginMemoryError",
     "PluginOutputError",
+    "PluginSet",
     "PluginTimeoutError",
     "PluginTrapError",
     "Reply",

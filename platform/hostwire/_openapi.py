@@ -129,6 +129,14 @@ class OpenAPIDocument:
         return str(self.document.get("openapi", ""))
 
     @property
+    def base_path(self) -> str:
+        """The path of the first server URL (``/api`` for ``https://x/api``), or empty."""
+        servers = self.document.get("servers") or [{}]
+        url = str(servers[0].get("url", "/"))
+        path = url.split("://", 1)[1].partition("/")[2] if "://" in url else url.lstrip("/")
+        return f"/{path}".rstrip("/") if path else ""
+
+    @property
     def is_v30(self) -> bool:
         return self.version.startswith("3.0")
 

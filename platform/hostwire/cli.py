@@ -6,15 +6,23 @@ import argparse
 import json
 import logging
 import sys
-from collections.abc import Sequence
+import tempfile
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from importlib.metadata import entry_points
 from pathlib import Path
 from types import FrameType
 from typing import Any
 
+from hostwire._apprunner import run_app
+from hostwire._config import load_config
+from hostwire._dispatch import HttpTarget
 from hostwire._errors import HostwireError, PluginLoadError
 from hostwire._exports import http_hook_exports, lifecycle_exports
+from hostwire._hostapi import HostApi
+from hostwire._hostfn import HostFunction
 from hostwire._limits import Limits
+from hostwire._openapi import load_openapi
 from hostwire._runtime import Plugin
 from hostwire._source import read_path, sha256_hex
 from hostwire._wasm import KERNEL_MODULE, USER_MODULE, inspect_module
@@ -48,6 +56,37 @@ def _config_pairs(pairs: Sequence[str]) -> dict[str, str]:
     return config
 
 
+def _app_factory(name: str) -> Callable[..., Any]:
+    found = entry_points(group=APPS_GROUP, name=name)
+    if not found:
+        names = ", ".join(sorted(ep.name for ep in entry_points(group=APPS_GROUP))) or "none"
+        raise UsageError(f'No app named "{name}" is installed (apps: {names}).')
+    factory: Callable[..., Any] = next(iter(found)).load()
+    return factory
+
+
+@contextmanager
+def _host_functions(args: argparse.Namespace, plugin: str) -> Iterator[list[HostFunction]]:
+    """The plug-in's host functions: the app in process with a throw-away store, or --url."""
+    if args.spec is None:
+        if args.grant or args.url:
+            raise UsageError("--grant and --url need --spec (the OpenAPI document to call).")
+        yield []
+        return
+    spec = load_openapi(args.spec)
+    if args.url:
+        api = HostApi(spec, HttpTarget(args.url))
+        try:
+            yield api.host_functions(plugin, args.grant, token=args.token)
+        finally:
+            api.close()
+        return
+    with tempfile.TemporaryDirectory(prefix="hostwire-call-") as scratch:
+        app = _app_factory(args.app)(db_path=str(Path(scratch) / "throwaway.db"))
+        with run_app(app, path_prefix=spec.base_path) as target:
+            yield HostApi(spec, target).host_functions(plugin, args.grant)
+
+
 def cmd_plugin_call(args: argparse.Namespace) -> int:
     if args.input is not None and args.input_file is not None:
         raise UsageError("give --input or --input-file, not both.")
@@ -60,6 +99,16 @@ def cmd_plugin_call(args: argparse.Namespace) -> int:
                 f"cannot read --input-file {args.input_file}: {exc.strerror}."
             ) from exc
     name, wasm = _read_plugin(args.file)
+    if args.spec is None:
+        try:
+            calls = sorted(i.name for i in inspect_module(wasm).imports_from(USER_MODULE))
+        except ValueError:
+            calls = []  # not a module: Plugin() below says so in its own words
+        if calls:
+            raise UsageError(
+                f"{args.file} calls host functions ({', '.join(calls)}): give --spec FILE "
+                "and --grant OP to run it against the app."
+            )
     defaults = Limits()
     try:
         limits = Limits(
@@ -68,13 +117,21 @@ def cmd_plugin_call(args: argparse.Namespace) -> int:
         )
     except ValueError as exc:
         raise UsageError(f"{exc}.") from exc
-    with Plugin(
-        name,
-        wasm,
-        limits=limits,
-        config=_config_pairs(args.config),
-        allowed_hosts=args.allow_host,
-    ) as plugin:
+    if not args.debug:
+        # The app's own logs (its access log, its warnings) are not this command's output.
+        logging.getLogger().setLevel(logging.ERROR)
+        logging.getLogger("hostwire").setLevel(logging.INFO)
+    with (
+        _host_functions(args, name) as functions,
+        Plugin(
+            name,
+            wasm,
+            limits=limits,
+            config=_config_pairs(args.config),
+            host_functions=functions,
+            allowed_hosts=args.allow_host,
+        ) as plugin,
+    ):
         output = plugin.call(args.function, data)
     sys.stdout.buffer.write(output)
     if output and not output.endswith(b"\n"):
@@ -83,7 +140,24 @@ def cmd_plugin_call(args: argparse.Namespace) -> int:
     return 0
 
 
-def _inspect(path: str) -> dict[str, Any]:
+def _operations(spec_path: str, imported: list[str]) -> dict[str, Any]:
+    spec = load_openapi(spec_path)
+    operations = []
+    for name in imported:
+        op = spec.operations.get(name)
+        if op is not None:
+            operations.append(
+                {"function": name, "operation": str(op), "grant": op.grant, "summary": op.summary}
+            )
+    return {
+        "spec": spec_path,
+        "operations": operations,
+        "grants_needed": sorted(o["grant"] for o in operations),
+        "unknown_imports": [n for n in imported if n not in spec.operations],
+    }
+
+
+def _inspect(path: str, spec: str | None = None) -> dict[str, Any]:
     name, wasm = _read_plugin(path)
     try:
         info = inspect_module(wasm)
@@ -92,7 +166,8 @@ def _inspect(path: str) -> dict[str, Any]:
             f"{path} is not a valid WebAssembly module: {exc}", plugin=name
         ) from exc
     functions = info.function_exports
-    return {
+    imported = sorted(i.name for i in info.imports_from(USER_MODULE))
+    report = {
         "file": path,
         "size_bytes": len(wasm),
         "sha256": sha256_hex(Path(path).read_bytes()),
@@ -109,10 +184,13 @@ def _inspect(path: str) -> dict[str, Any]:
         "lifecycle_events": lifecycle_exports(functions),
         "http_hooks": http_hook_exports(functions),
     }
+    if spec is not None:
+        report |= _operations(spec, imported)
+    return report
 
 
 def cmd_plugin_inspect(args: argparse.Namespace) -> int:
-    report = _inspect(args.file)
+    report = _inspect(args.file, args.spec)
     if args.json:
         print(json.dumps(report, indent=2))
         return 0
@@ -130,6 +208,13 @@ def cmd_plugin_inspect(args: argparse.Namespace) -> int:
     print(f"host functions it calls   {', '.join(host) if host else 'none'}")
     print(f"lifecycle events handled  {', '.join(report['lifecycle_events']) or 'none'}")
     print(f"HTTP hooks                {', '.join(report['http_hooks']) or 'none'}")
+    if "operations" in report:
+        print(f"operations it calls ({report['spec']})")
+        for op in report["operations"]:
+            print(f"  {op['function']:<24} {op['operation']:<28} grant {op['grant']}")
+        for name in report["unknown_imports"]:
+            print(f"  {name:<24} NOT AN OPERATION: the plug-in will not load against this spec")
+        print(f"grants it needs           {' '.join(report['grants_needed']) or 'none'}")
     return 0
 
 
@@ -144,12 +229,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
             super().handle_exit(sig, frame)
             self._captured_signals.clear()
 
-    found = entry_points(group=APPS_GROUP, name=args.app)
-    if not found:
-        names = ", ".join(sorted(ep.name for ep in entry_points(group=APPS_GROUP))) or "none"
-        raise UsageError(f'No app named "{args.app}" is installed (apps: {names}).')
-    factory = next(iter(found)).load()
-    app = factory(db_path=args.db)
+    factory = _app_factory(args.app)
+    if args.config:
+        app = factory(db_path=args.db, config=load_config(args.config))
+    else:
+        app = factory(db_path=args.db)
     print(f"hostwire: serving {args.app} on http://{args.host}:{args.port}", file=sys.stderr)
     config = uvicorn.Config(app, host=args.host, port=args.port, access_log=False)
     _CleanExitServer(config).run()
@@ -169,6 +253,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--db", default="lightcontrol.db", help="SQLite file, default ./lightcontrol.db"
     )
+    serve.add_argument("--config", help="plug-in configuration file (YAML or JSON)")
     serve.add_argument("--app", default="lightcontrol", help=argparse.SUPPRESS)
     serve.set_defaults(handler=cmd_serve)
 
@@ -192,11 +277,27 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="HOST",
         help="let the plug-in make HTTP requests to HOST (denied by default)",
     )
+    call.add_argument(
+        "--spec", help="OpenAPI document whose operations the plug-in may call (host functions)"
+    )
+    call.add_argument(
+        "--grant",
+        action="append",
+        default=[],
+        metavar="OP",
+        help="let the plug-in call operation OP (operationId, or * for all); repeatable",
+    )
+    call.add_argument(
+        "--url", help="call the app at this base URL instead of in process with a throw-away store"
+    )
+    call.add_argument("--token", help="the plug-in's bearer token for --url")
+    call.add_argument("--app", default="lightcontrol", help=argparse.SUPPRESS)
     call.set_defaults(handler=cmd_plugin_call)
 
     inspect = plugin_commands.add_parser("inspect", help="list exports, imports and needs")
     inspect.add_argument("file", help="plug-in file, .wasm or .wat")
     inspect.add_argument("--json", action="store_true", help="print JSON")
+    inspect.add_argument("--spec", help="OpenAPI document: list the operations it calls and grants")
     inspect.set_defaults(handler=cmd_plugin_inspect)
     return parser
 

@@ -20,7 +20,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
-from hostwire import to_thread
+from hostwire import AsgiTarget, HostApi, HostwireConfig, PluginSet, to_thread
 from lightcontrol import _spec
 from lightcontrol._middleware import (
     BearerAuthMiddleware,
@@ -231,8 +231,17 @@ async def _internal_error(request: Request, exc: Exception) -> Response:
     return _error(500, "internal_error", "The server failed; the error is in its log.")
 
 
-def create_app(settings: Settings | None = None, *, store: LightStore | None = None) -> Starlette:
-    """Build the app. It opens the SQLite store at startup and closes it at shutdown."""
+def create_app(
+    settings: Settings | None = None,
+    *,
+    store: LightStore | None = None,
+    plugins: HostwireConfig | None = None,
+) -> Starlette:
+    """Build the app. It opens the SQLite store at startup and closes it at shutdown.
+
+    ``plugins`` is a hostwire configuration: its plug-ins are loaded now (a
+    bad one fails here, before serving) and call this app in process.
+    """
     settings = settings or Settings.from_env()
 
     @asynccontextmanager
@@ -240,11 +249,15 @@ def create_app(settings: Settings | None = None, *, store: LightStore | None = N
         own = store is None
         active = store or LightStore(Path(settings.db_path))
         app.state.store = active
+        target.bind()
         try:
             yield
         finally:
+            target.unbind()
             if own:
                 active.close()
+            if hosted is not None:
+                hosted.close()
 
     handlers: dict[Any, ExceptionHandler] = {
         LightError: _light_error,
@@ -277,12 +290,18 @@ def create_app(settings: Settings | None = None, *, store: LightStore | None = N
         lifespan=lifespan,
     )
     app.state.settings = settings
+    target = AsgiTarget(app)
+    hosted = None
+    if plugins is not None:
+        spec = PluginSet.spec_path(plugins, _spec.resource_dir() / "light.yaml")
+        hosted = PluginSet(plugins, HostApi(spec, target))
+    app.state.plugins = hosted
     return app
 
 
-def serve_app(db_path: str | None = None) -> Starlette:
+def serve_app(db_path: str | None = None, config: HostwireConfig | None = None) -> Starlette:
     """The factory ``hostwire serve`` uses (entry point group ``hostwire.apps``)."""
     settings = Settings.from_env(db_path=db_path)
     if not os.environ.get("LIGHTCONTROL_TOKEN"):
         log.warning("LIGHTCONTROL_TOKEN is not set; this run's bearer token is %s", settings.token)
-    return create_app(settings)
+    return create_app(settings, plugins=config)
