@@ -142,7 +142,8 @@ def test_serve_loads_the_configured_plugins(tmp_path: Path) -> None:
 def test_serve_refuses_a_bad_plugin_before_serving(tmp_path: Path) -> None:
     config = tmp_path / "plugins.yaml"
     config.write_text(
-        f"plugins:\n  - name: cycle\n    path: {ROOT}/sample_plugins/cycle_color/build/plugin.wasm\n"
+        "plugins:\n  - name: cycle\n"
+        f"    path: {ROOT}/sample_plugins/cycle_color/build/plugin.wasm\n"
         "    grants: [getStates, paintItBlack]\n"
     )
     result = subprocess.run(

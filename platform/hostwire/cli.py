@@ -69,8 +69,6 @@ def _app_factory(name: str) -> Callable[..., Any]:
 def _host_functions(args: argparse.Namespace, plugin: str) -> Iterator[list[HostFunction]]:
     """The plug-in's host functions: the app in process with a throw-away store, or --url."""
     if args.spec is None:
-        if args.grant or args.url:
-            raise UsageError("--grant and --url need --spec (the OpenAPI document to call).")
         yield []
         return
     spec = load_openapi(args.spec)
@@ -100,6 +98,8 @@ def cmd_plugin_call(args: argparse.Namespace) -> int:
             ) from exc
     name, wasm = _read_plugin(args.file)
     if args.spec is None:
+        if args.grant or args.url:
+            raise UsageError("--grant and --url need --spec (the OpenAPI document to call).")
         try:
             calls = sorted(i.name for i in inspect_module(wasm).imports_from(USER_MODULE))
         except ValueError:
