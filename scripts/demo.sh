@@ -11,6 +11,14 @@ step $HW plugin inspect sample_plugins/count_vowels/build/plugin.wasm
 step $HW plugin call sample_plugins/count_vowels/build/plugin.wasm count_vowels --input "Hello, hostwire!"
 step $HW plugin call sample_plugins/count_vowels/build/plugin.wasm count_vowels --input "Hello, hostwire!" --config vowels=lw
 echo
+echo "An AssemblyScript plug-in calling lightcontrol's API through host functions made from"
+echo "openapi/light.yaml (in process, with a throw-away database):"
+step $HW plugin inspect sample_plugins/cycle_color/build/plugin.wasm --spec openapi/light.yaml
+step $HW plugin call sample_plugins/cycle_color/build/plugin.wasm run --spec openapi/light.yaml --grant getStates --grant setLightColor
+step $HW plugin call sample_plugins/cycle_color/build/plugin.wasm run --spec openapi/light.yaml --grant getStates --grant setLightColor --config order=blue,green
+echo "Without the setLightColor grant, the call is refused with 403 and reaches nothing:"
+step $HW plugin call sample_plugins/cycle_color/build/plugin.wasm run --spec openapi/light.yaml --grant getStates
+echo
 echo "A plug-in that misbehaves fails alone, with a one-line reason:"
 step $HW plugin call sample_plugins/hostile/plugin.wat spin --timeout-ms 200
 step $HW plugin call sample_plugins/hostile/plugin.wat hog --memory-mib 8
@@ -22,7 +30,8 @@ export LIGHTCONTROL_TOKEN="${LIGHTCONTROL_TOKEN:-demo-token}"
 URL="http://127.0.0.1:$PORT"
 cat <<MSG
 
-Now lightcontrol, the reference app, on $URL (Ctrl-C stops it).
+Now lightcontrol, the reference app, on $URL with the plug-ins of plugins.yaml
+loaded (Ctrl-C stops it).
 From another terminal:
   curl $URL/openapi.json
   curl $URL/.well-known/ai-plugin.json
@@ -32,4 +41,4 @@ From another terminal:
   curl -H "Authorization: Bearer $LIGHTCONTROL_TOKEN" -H "Content-Type: application/json" \\
        -d '{"name": "Kitchen", "color": "blue"}' $URL/lights
 MSG
-exec $HW serve --host 127.0.0.1 --port "$PORT" --db lightcontrol.db
+exec $HW serve --host 127.0.0.1 --port "$PORT" --db lightcontrol.db --config plugins.yaml
