@@ -109,7 +109,9 @@ def test_every_operation_becomes_a_function_named_by_contract_1() -> None:
         "delete_light",
         "get_light",
         "get_states",
+        "list_event_deliveries",
         "list_lights",
+        "replay_event",
         "set_light_color",
         "update_light",
     ]

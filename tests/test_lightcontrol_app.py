@@ -50,6 +50,7 @@ def test_spec_is_valid_and_complete() -> None:
     assert set(operations) == {
         "getStates", "controlLight", "setLightColor", "listLights",
         "createLight", "getLight", "updateLight", "deleteLight",
+        "listEventDeliveries", "replayEvent",
     }  # fmt: skip
     assert all(op.get("summary") for op in operations.values())
 
@@ -67,6 +68,13 @@ def test_spec_is_valid_and_complete() -> None:
     for item in document["paths"].values():
         for parameter in item.get("parameters", []):
             assert parameter.get("description"), parameter["name"]
+        for op in operations.values():
+            for parameter in op.get("parameters", []):
+                assert parameter.get("description"), parameter["name"]
+    # Every lifecycle event is declared as a webhook with the envelope schema.
+    steps = ["validation", "create", "save", "update", "destroy"]
+    expected = {f"light.{when}_{step}" for when in ("before", "after") for step in steps}
+    assert set(document["webhooks"]) == expected
     assert document["components"]["securitySchemes"]["bearerAuth"]["scheme"] == "bearer"
 
 

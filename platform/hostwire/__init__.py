@@ -11,6 +11,8 @@ from hostwire._config import (
 from hostwire._dispatch import AsgiTarget, Caller, DispatchError, HttpTarget, Reply, Target
 from hostwire._errors import (
     ConfigError,
+    EventHandlerError,
+    EventRejected,
     HostCallLimitError,
     HostFunctionError,
     HostwireError,
@@ -27,10 +29,12 @@ from hostwire._errors import (
     PluginTrapError,
     SpecError,
 )
+from hostwire._events import EventBus, Subscriber, new_envelope
 from hostwire._hostapi import HostApi
 from hostwire._hostfn import CallContext, HostFunction
 from hostwire._limits import Limits
 from hostwire._openapi import OpenAPIDocument, Operation, load_openapi, snake_case
+from hostwire._outbox import Outbox
 from hostwire._pluginset import PluginSet
 from hostwire._runtime import Plugin
 from hostwire._source import fetch_url, read_path
@@ -43,6 +47,9 @@ __all__ = [
     "Caller",
     "ConfigError",
     "DispatchError",
+    "EventBus",
+    "EventHandlerError",
+    "EventRejected",
     "HostApi",
     "HostCallLimitError",
     "HostFunction",
@@ -55,6 +62,7 @@ __all__ = [
     "LimitsConfig",
     "OpenAPIDocument",
     "Operation",
+    "Outbox",
     "Plugin",
     "PluginBusyError",
     "PluginCallError",
@@ -71,10 +79,12 @@ __all__ = [
     "PluginTrapError",
     "Reply",
     "SpecError",
+    "Subscriber",
     "Target",
     "fetch_url",
     "load_config",
     "load_openapi",
+    "new_envelope",
     "parse_config",
     "read_path",
     "run_app",

@@ -55,6 +55,9 @@ class PluginConfig(BaseModel):
     enabled: bool = True
     config: dict[str, Any] = Field(default_factory=dict)
     grants: list[str] = Field(default_factory=list)
+    # What a failing before-event handler means: refuse the change (the safe
+    # default: a guard that crashes lets nothing through) or let it go on.
+    on_error: Literal["fail_closed", "fail_open"] = "fail_closed"
     limits: LimitsConfig = Field(default_factory=LimitsConfig)
     allowed_hosts: list[str] = Field(default_factory=list)
     allowed_paths: dict[str, str] = Field(default_factory=dict)

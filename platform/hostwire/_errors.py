@@ -14,8 +14,10 @@ HostwireError
     ├── PluginMemoryError        the export needed more than memory_mib
     ├── PluginTrapError          the export trapped (unreachable, bad access...)
     ├── PluginOutputError        the output is over the plug-in's size limit
-    └── HostFunctionError        a host function failed during the call
-        └── HostCallLimitError   the export made too many host-function calls
+    ├── HostFunctionError        a host function failed during the call
+    │   └── HostCallLimitError   the export made too many host-function calls
+    ├── EventRejected            a before-event handler refused the change
+    └── EventHandlerError        a before-event handler failed (fail_closed)
 
 Every PluginError carries the plug-in's name and, when known, the export.
 `exit_code` is what the command line exits with for that kind of error.
@@ -112,3 +114,18 @@ class HostFunctionError(PluginError):
 
 class HostCallLimitError(HostFunctionError):
     """The export called host functions more often than the plug-in allows."""
+
+
+class EventRejected(PluginError):
+    """A ``<model>_before_*`` handler answered ``{"reject": {"reason": ...}}``."""
+
+    def __init__(self, message: str, *, plugin: str, export: str, reason: str) -> None:
+        super().__init__(message, plugin=plugin, export=export)
+        self.reason = reason
+
+
+class EventHandlerError(PluginError):
+    """A before-event handler failed and its plug-in's policy is ``fail_closed``.
+
+    The handler's own error is the ``__cause__``.
+    """

@@ -147,6 +147,25 @@ class OpenAPIDocument:
             return found
         return next((op for op in self.operations.values() if op.operation_id == name_or_id), None)
 
+    def webhook_body(self, name: str) -> Node | None:
+        """The JSON request body schema of webhook ``name`` (OpenAPI 3.1), if declared."""
+        root = Node(f"{self.uri}#", self.document)
+        webhooks = self.document.get("webhooks") or {}
+        if name not in webhooks:
+            return None
+        item = self.deref(root.child("webhooks", name))
+        if "post" not in item.value:
+            return None
+        operation = item.child("post")
+        if "requestBody" not in operation.value:
+            return None
+        body = self.deref(operation.child("requestBody"))
+        content = body.value.get("content", {})
+        media = next((m for m in content if _is_json(m)), None)
+        if media is None or "schema" not in content[media]:
+            return None
+        return body.child("content", media, "schema")
+
     def deref(self, node: Node) -> Node:
         """Follow ``$ref`` until a value that is not a reference."""
         seen = set()

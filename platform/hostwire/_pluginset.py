@@ -9,6 +9,7 @@ from types import TracebackType
 from typing import Self
 
 from hostwire._config import HostwireConfig
+from hostwire._events import Subscriber
 from hostwire._exports import http_hook_exports, lifecycle_exports
 from hostwire._hostapi import HostApi
 from hostwire._runtime import Plugin
@@ -29,11 +30,13 @@ class PluginSet:
         self.config = config
         self.api = api
         self.plugins: list[Plugin] = []
+        self.subscribers: list[Subscriber] = []
         try:
             for entry in config.enabled_plugins:
                 functions = api.host_functions(entry.name, entry.grants) if api else []
                 plugin = entry.load(config.base_dir, functions)
                 self.plugins.append(plugin)
+                self.subscribers.append(Subscriber(plugin, entry.on_error))
                 self._describe(plugin, api.resolve_grants(entry.grants) if api else frozenset())
         except BaseException:
             self.close()
@@ -71,6 +74,7 @@ class PluginSet:
     def close(self) -> None:
         """Close every plug-in. Idempotent."""
         plugins, self.plugins = self.plugins, []
+        self.subscribers = []
         for plugin in plugins:
             plugin.close()
 

@@ -127,6 +127,11 @@ class _Schema:
         return found
 
 
+def compile_schema(spec: OpenAPIDocument, node: Node) -> _Schema:
+    """A reusable checker for the schema at ``node``: ``.problems(where, name, value)``."""
+    return _Schema(spec, node)
+
+
 def _field(name: str, error: ValidationError) -> str:
     path = [str(part) for part in error.absolute_path]
     if error.validator == "required" and isinstance(error.instance, dict):

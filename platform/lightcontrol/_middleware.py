@@ -16,10 +16,17 @@ access_log = logging.getLogger("lightcontrol.access")
 _SAFE_ID = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
 
 
-def error_body(code: str, message: str, details: list[dict[str, str]] | None = None) -> bytes:
+def error_body(
+    code: str,
+    message: str,
+    details: list[dict[str, str]] | None = None,
+    plugin: str | None = None,
+) -> bytes:
     error: dict[str, Any] = {"code": code, "message": message}
     if details:
         error["details"] = details
+    if plugin:
+        error["plugin"] = plugin
     return json.dumps({"error": error}).encode()
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 from pathlib import Path
 from typing import Any
@@ -60,4 +61,29 @@ def problems(schema_name: str, value: object) -> list[dict[str, str]]:
             path += missing[:1]
         pointer = "/" + "/".join(path)
         found.append({"field": pointer, "message": error.message})
+    return found
+
+
+def query_problems(operation_id: str, query: dict[str, str]) -> list[dict[str, str]]:
+    """Problems with the query parameters of ``operation_id`` (integers cast first)."""
+    found = []
+    for path, item in spec()["paths"].items():
+        for method, operation in item.items():
+            if not isinstance(operation, dict) or operation.get("operationId") != operation_id:
+                continue
+            for index, param in enumerate(operation.get("parameters", [])):
+                if param.get("in") != "query" or param["name"] not in query:
+                    continue
+                value: object = query[param["name"]]
+                if param.get("schema", {}).get("type") == "integer":
+                    with contextlib.suppress(ValueError):
+                        value = int(str(value))
+                pointer = f"/paths/{path.replace('/', '~1')}/{method}/parameters/{index}/schema"
+                checker = Draft202012Validator(
+                    {"$ref": f"{_SPEC_URI}#{pointer}"}, registry=_registry()
+                )
+                found += [
+                    {"field": param["name"], "message": error.message}
+                    for error in checker.iter_errors(value)
+                ]
     return found

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -20,7 +21,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
-from hostwire import AsgiTarget, HostApi, HostwireConfig, PluginSet, to_thread
+from hostwire import AsgiTarget, EventBus, HostApi, HostwireConfig, Outbox, PluginSet, to_thread
 from lightcontrol import _spec
 from lightcontrol._middleware import (
     BearerAuthMiddleware,
@@ -29,7 +30,14 @@ from lightcontrol._middleware import (
     RequestIdMiddleware,
     error_body,
 )
-from lightcontrol.store import DEFAULT_LIGHT_ID, LightError, LightInvalid, LightStore
+from lightcontrol.events import LightEvents
+from lightcontrol.store import (
+    DEFAULT_LIGHT_ID,
+    LightError,
+    LightInvalid,
+    LightNotFound,
+    LightStore,
+)
 
 log = logging.getLogger("lightcontrol")
 PUBLIC_PATHS = frozenset(
@@ -157,6 +165,32 @@ def build_routes() -> list[Route]:
         await run(_store(request).destroy, request.path_params["id"])
         return Response(status_code=204)
 
+    async def list_event_deliveries(request: Request) -> Response:
+        query = request.query_params
+        problems = _spec.query_problems("listEventDeliveries", dict(query))
+        if problems:
+            first = problems[0]
+            raise LightInvalid(f"{first['field']}: {first['message']}.", problems)
+        outbox: Outbox = request.app.state.outbox
+        found = await run(
+            functools.partial(
+                outbox.deliveries,
+                plugin=query.get("plugin"),
+                state=query.get("state"),
+                event_id=query.get("event_id"),
+                limit=int(query.get("limit", "100")),
+            )
+        )
+        return _json({"deliveries": found})
+
+    async def replay_event(request: Request) -> Response:
+        outbox: Outbox = request.app.state.outbox
+        event_id = request.path_params["event_id"]
+        if not await run(functools.partial(outbox.deliveries, event_id=event_id, limit=1)):
+            raise LightNotFound(f'No event has the id "{event_id}".')
+        count = await run(outbox.replay, event_id, request.query_params.get("plugin"))
+        return _json({"replayed": count})
+
     return [
         Route("/states", get_states, methods=["GET"], name="getStates"),
         Route("/light_control", control_light, methods=["POST"], name="controlLight"),
@@ -166,6 +200,8 @@ def build_routes() -> list[Route]:
         Route("/lights/{id}", get_light, methods=["GET"], name="getLight"),
         Route("/lights/{id}", update_light, methods=["PATCH"], name="updateLight"),
         Route("/lights/{id}", delete_light, methods=["DELETE"], name="deleteLight"),
+        Route("/events/deliveries", list_event_deliveries, methods=["GET"]),
+        Route("/events/{event_id}/replay", replay_event, methods=["POST"]),
     ]
 
 
@@ -207,7 +243,9 @@ ExceptionHandler = Callable[[Request, Exception], Awaitable[Response]]
 
 async def _light_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, LightError)
-    return _error(exc.status, exc.code, str(exc), exc.details)
+    plugin = getattr(exc, "plugin", None)
+    body = error_body(exc.code, str(exc), exc.details, plugin)
+    return Response(body, exc.status, media_type="application/json")
 
 
 async def _bad_json(request: Request, exc: Exception) -> Response:
@@ -249,10 +287,18 @@ def create_app(
         own = store is None
         active = store or LightStore(Path(settings.db_path))
         app.state.store = active
+        outbox = Outbox(active.path)
+        app.state.outbox = outbox
         target.bind()
+        if hosted is not None:
+            LightEvents(
+                EventBus(hosted.subscribers, spec=hosted.api.spec if hosted.api else None), outbox
+            ).attach(active)
+            outbox.start(p for p in hosted if any(e.startswith("light_after_") for e in p.exports))
         try:
             yield
         finally:
+            outbox.stop()
             target.unbind()
             if own:
                 active.close()

@@ -102,6 +102,23 @@ class LightRejected(LightError):
     status = 422
     code = "rejected"
 
+    def __init__(
+        self, message: str, details: list[dict[str, str]] | None = None, plugin: str | None = None
+    ) -> None:
+        super().__init__(message, details)
+        self.plugin = plugin
+
+
+class LightPluginFailed(LightError):
+    """A plug-in handling a before step failed, and its policy refuses the change."""
+
+    status = 502
+    code = "plugin_failed"
+
+    def __init__(self, message: str, plugin: str) -> None:
+        super().__init__(message)
+        self.plugin = plugin
+
 
 class LightConflict(LightError):
     status = 409
@@ -143,6 +160,8 @@ class LightStore:
     def __init__(self, path: str | Path, observers: list[Observer] | None = None) -> None:
         self.path = str(path)
         self.observers: list[Observer] = list(observers or [])
+        # Called after every committed write (e.g. to wake an outbox's workers).
+        self.after_commit: list[Callable[[], None]] = []
         self._lock = threading.Lock()
         self._light_locks = [threading.RLock() for _ in range(_STRIPES)]
         self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
@@ -355,3 +374,5 @@ class LightStore:
                 raise
             else:
                 self._db.execute("COMMIT")
+        for hook in self.after_commit:
+            hook()
