@@ -122,3 +122,28 @@ def caller(*functions: str) -> str:
         for f in functions
     )
     return f'(module\n{KERNEL}\n{imports}\n  (memory (export "memory") 1)\n{exports}\n)'
+
+
+def event_handler(*exports: str) -> str:
+    """A plug-in whose exports report their input to host function ``note``, then
+    trap if config ``trap`` is set, else output config ``answer`` (if any)."""
+    functions = "\n".join(
+        f"""  (func (export "{e}") (result i32) (local $v i64)
+    (drop (call $note (call $input_offset)))
+    (if (i64.ne (call $config_get (call $to_block (i32.const 16) (i32.const 4))) (i64.const 0))
+      (then unreachable))
+    (local.set $v (call $config_get (call $to_block (i32.const 0) (i32.const 6))))
+    (if (i64.eqz (local.get $v)) (then (return (i32.const 0))))
+    (call $output_set (local.get $v) (call $length (local.get $v)))
+    (i32.const 0))"""
+        for e in exports
+    )
+    return f"""(module
+{KERNEL}
+  (import "extism:host/user" "note" (func $note (param i64) (result i64)))
+  (memory (export "memory") 1)
+  (data (i32.const 0) "answer")
+  (data (i32.const 16) "trap")
+{TO_BLOCK}
+{functions}
+)"""

@@ -2,6 +2,7 @@
 
 from hostwire._apprunner import run_app
 from hostwire._config import (
+    EventsConfig,
     HostwireConfig,
     LimitsConfig,
     PluginConfig,
@@ -50,6 +51,7 @@ __all__ = [
     "EventBus",
     "EventHandlerError",
     "EventRejected",
+    "EventsConfig",
     "HostApi",
     "HostCallLimitError",
     "HostFunction",

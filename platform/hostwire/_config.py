@@ -99,6 +99,18 @@ class PluginConfig(BaseModel):
         )
 
 
+class EventsConfig(BaseModel):
+    """How after-events are delivered from the outbox."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_attempts: int = Field(8, ge=1, le=1000)
+    backoff_s: float = Field(0.5, gt=0, le=3600)
+    max_backoff_s: float = Field(300.0, gt=0, le=86400)
+    poll_s: float = Field(1.0, gt=0, le=3600)
+    max_depth: int = Field(8, ge=1, le=64)
+
+
 class HostwireConfig(BaseModel):
     """A whole configuration file. ``base_dir`` resolves relative paths."""
 
@@ -106,6 +118,7 @@ class HostwireConfig(BaseModel):
 
     openapi: str | None = None
     plugins: list[PluginConfig] = Field(default_factory=list)
+    events: EventsConfig = Field(default_factory=EventsConfig)
     base_dir: Path = Field(default=Path("."), exclude=True)
 
     @model_validator(mode="after")

@@ -243,6 +243,13 @@ class _Worker(threading.Thread):
 
     def run(self) -> None:
         db = self.outbox.connect()
+        # A restart often follows a fix (a grant added, a plug-in updated): retry
+        # this plug-in's pending deliveries now rather than after their backoff.
+        db.execute(
+            "UPDATE hostwire_deliveries SET next_attempt_at = ? "
+            "WHERE plugin = ? AND state = 'pending'",
+            (time.time(), self.plugin.name),
+        )
         try:
             while not self.halt.is_set():
                 self.wake.clear()  # before looking: a later notify is never lost

@@ -287,7 +287,11 @@ def create_app(
         own = store is None
         active = store or LightStore(Path(settings.db_path))
         app.state.store = active
-        outbox = Outbox(active.path)
+        events = plugins.events if plugins is not None else None
+        outbox = Outbox(
+            active.path,
+            **(events.model_dump(exclude={"max_depth"}) if events is not None else {}),
+        )
         app.state.outbox = outbox
         target.bind()
         if hosted is not None:
@@ -343,7 +347,7 @@ def create_app(
     hosted = None
     if plugins is not None:
         spec = PluginSet.spec_path(plugins, _spec.resource_dir() / "light.yaml")
-        hosted = PluginSet(plugins, HostApi(spec, target))
+        hosted = PluginSet(plugins, HostApi(spec, target, max_depth=plugins.events.max_depth))
     app.state.plugins = hosted
     return app
 

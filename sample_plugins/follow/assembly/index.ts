@@ -41,10 +41,12 @@ function bytes(text: string): Uint8Array {
 
 // ---- JSON helpers ---------------------------------------------------------
 
-// assemblyscript-json aborts on malformed JSON, and an abort is a trap: the
-// instance is discarded and the message is lost. This strict syntax check runs
-// first so that bad input is an ordinary error. It also refuses "\f", which
-// that parser does not know.
+// assemblyscript-json aborts on malformed JSON with a message about its own
+// source ("Unexpected input end at ~lib/assemblyscript-json/..."), leaves its
+// parser half-way (the same instance then misreads the next, valid, text) and
+// accepts some text that is not JSON ({"a": 1} x). This strict check runs
+// first, so bad input is a plain error that names the byte. It also refuses
+// "\f", which that parser does not know.
 class Syntax {
   at: i32 = 0;
   constructor(private text: Uint8Array) {}
@@ -66,7 +68,9 @@ class Syntax {
   }
 
   private space(): void {
-    while (this.peek() == 0x20 || this.peek() == 0x0a || this.peek() == 0x0d || this.peek() == 0x09) this.at++;
+    for (let c = this.peek(); c == 0x20 || c == 0x0a || c == 0x0d || c == 0x09; c = this.peek()) {
+      this.at++;
+    }
   }
 
   private digits(): bool {
@@ -184,7 +188,9 @@ export function light_after_update(): i32 {
   const sourceValue = Config.get("source");
   const source = sourceValue ? sourceValue : "default";
   const target = Config.get("target");
-  if (!target) return fail('config "target" is missing: the id of the light that follows ' + quote(source));
+  if (!target) {
+    return fail('config "target" is missing: the id of the light that follows ' + quote(source));
+  }
   // The target's own update would be an event for the source again: a loop.
   if (target == source) return fail('config "target" is ' + quote(target) + ', the source itself');
 
@@ -231,11 +237,13 @@ export function light_after_update(): i32 {
       const message = error.getString("message");
       detail = (errorCode ? errorCode.valueOf() + ": " : "") + (message ? message.valueOf() : "");
     }
-    return fail("update_light on " + quote(target) + " failed with status " + code.toString() + ": " + detail);
+    return fail("update_light on " + quote(target) + " failed with status " +
+      code.toString() + ": " + detail);
   }
   // Host.outputString would cut non-ASCII text short (it counts UTF-16 units).
   Host.output(bytes(
-    '{"followed":' + quote(source) + ',"target":' + quote(target) + ',"status":' + code.toString() + "}",
+    '{"followed":' + quote(source) + ',"target":' + quote(target) +
+    ',"status":' + code.toString() + "}",
   ));
   return 0;
 }

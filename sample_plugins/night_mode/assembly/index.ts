@@ -4,7 +4,8 @@
 // a light and may change or refuse it). When the event's time is inside the
 // quiet window and the light is on and white, it either refuses the save
 // ({"reject": {"reason": ...}}, the API answers 422) or turns the light red
-// ({"record": {...}}). Otherwise it outputs {}: go on unchanged.
+// ({"record": {...}}). Otherwise it outputs {}: go on unchanged. The time is
+// the event's timestamp: a plug-in has no clock.
 //
 // Config (all optional):
 //   quiet_from, quiet_to  "HH:MM" in UTC, default 22:00 and 07:00. quiet_from
@@ -38,10 +39,12 @@ function bytes(text: string): Uint8Array {
 
 // ---- JSON helpers ---------------------------------------------------------
 
-// assemblyscript-json aborts on malformed JSON, and an abort is a trap: the
-// instance is discarded and the message is lost. This strict syntax check runs
-// first so that bad input is an ordinary error. It also refuses "\f", which
-// that parser does not know.
+// assemblyscript-json aborts on malformed JSON with a message about its own
+// source ("Unexpected input end at ~lib/assemblyscript-json/..."), leaves its
+// parser half-way (the same instance then misreads the next, valid, text) and
+// accepts some text that is not JSON ({"a": 1} x). This strict check runs
+// first, so bad input is a plain error that names the byte. It also refuses
+// "\f", which that parser does not know.
 class Syntax {
   at: i32 = 0;
   constructor(private text: Uint8Array) {}
@@ -63,7 +66,9 @@ class Syntax {
   }
 
   private space(): void {
-    while (this.peek() == 0x20 || this.peek() == 0x0a || this.peek() == 0x0d || this.peek() == 0x09) this.at++;
+    for (let c = this.peek(); c == 0x20 || c == 0x0a || c == 0x0d || c == 0x09; c = this.peek()) {
+      this.at++;
+    }
   }
 
   private digits(): bool {
@@ -163,7 +168,9 @@ function toJson(value: JSON.Value): string {
     const obj = <JSON.Obj>value;
     const keys = obj.keys;
     const parts = new Array<string>(keys.length);
-    for (let i = 0; i < keys.length; i++) parts[i] = quote(keys[i]) + ":" + toJson(obj.get(keys[i])!);
+    for (let i = 0; i < keys.length; i++) {
+      parts[i] = quote(keys[i]) + ":" + toJson(obj.get(keys[i])!);
+    }
     return "{" + parts.join(",") + "}";
   }
   if (value.isArr) {
@@ -175,7 +182,7 @@ function toJson(value: JSON.Value): string {
   return value.stringify(); // numbers, booleans and null
 }
 
-// ---- times of day -----------------------------------------------------------
+// ---- times of day ---------------------------------------------------------
 
 function isDigit(text: string, at: i32): bool {
   const c = text.charCodeAt(at); // -1 past the end
@@ -192,8 +199,8 @@ function twoDigits(text: string, at: i32): i32 {
 function clock(text: string, at: i32): i32 {
   const hours = twoDigits(text, at);
   const minutes = twoDigits(text, at + 3);
-  if (hours < 0 || hours > 23 || minutes < 0 || minutes > 59 || text.charAt(at + 2) != ":") return -1;
-  return hours * 60 + minutes;
+  const valid = hours >= 0 && hours <= 23 && minutes >= 0 && minutes <= 59;
+  return valid && text.charAt(at + 2) == ":" ? hours * 60 + minutes : -1;
 }
 
 // The UTC minute of the day of an RFC 3339 time such as
@@ -238,7 +245,8 @@ function timeSetting(key: string, fallback: string): string | null {
   const value = Config.get(key);
   if (!value) return fallback;
   if (value.length != 5 || clock(value, 0) < 0) {
-    fail('config "' + key + '": ' + quote(value) + " is not a time of day as HH:MM (00:00 to 23:59, UTC)");
+    fail('config "' + key + '": ' + quote(value) +
+      " is not a time of day as HH:MM (00:00 to 23:59, UTC)");
     return null;
   }
   return value;
@@ -313,7 +321,8 @@ export function light_before_save(): i32 {
       event.record.set("color", "red");
       output = '{"record":' + toJson(event.record) + "}";
     } else {
-      const reason = "night mode: white light is not allowed between " + config.from + " and " + config.to;
+      const reason = "night mode: white light is not allowed between " +
+        config.from + " and " + config.to;
       output = '{"reject":{"reason":' + quote(reason) + "}}";
     }
   }

@@ -1,0 +1,311 @@
+"""Lifecycle events (Contract 2): the generic bus and outbox, with test plug-ins."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import wat
+from conftest import compile_wat
+from hostwire import (
+    CallContext,
+    EventBus,
+    EventHandlerError,
+    EventRejected,
+    HostFunction,
+    Limits,
+    Outbox,
+    Plugin,
+    Subscriber,
+    load_openapi,
+    new_envelope,
+)
+
+LIGHT = {
+    "id": "default",
+    "name": "Default light",
+    "status": "on",
+    "color": "white",
+    "brightness": 100,
+    "created_at": "2026-11-21T20:00:00.000Z",
+    "updated_at": "2026-11-21T23:00:00.000Z",
+    "revision": 2,
+}
+
+
+class Recorder:
+    """Host function ``note``: remembers every envelope a handler received."""
+
+    def __init__(self, fail_first: int = 0) -> None:
+        self.seen: list[tuple[str, dict[str, Any]]] = []
+        self.fail_first = fail_first
+        self.lock = threading.Lock()
+
+    def host_function(self) -> HostFunction:
+        def note(context: CallContext, data: bytes) -> bytes:
+            with self.lock:
+                self.seen.append((context.plugin, json.loads(data)))
+                if len(self.seen) <= self.fail_first:
+                    raise RuntimeError("the handler's downstream is not ready")
+            return b"{}"
+
+        return HostFunction("note", note)
+
+
+def handler(
+    name: str,
+    recorder: Recorder,
+    *,
+    answer: Any = None,
+    trap: bool = False,
+    exports: tuple[str, ...] = ("light_before_save",),
+) -> Plugin:
+    config: dict[str, object] = {}
+    if answer is not None:
+        config["answer"] = answer if isinstance(answer, str) else json.dumps(answer)
+    if trap:
+        config["trap"] = "yes"
+    return Plugin(
+        name,
+        compile_wat(wat.event_handler(*exports)),
+        config=config,
+        host_functions=[recorder.host_function()],
+        limits=Limits(timeout_ms=2000),
+    )
+
+
+@pytest.fixture(scope="module")
+def light_spec() -> Any:
+    return load_openapi("openapi/light.yaml")
+
+
+def before_save(bus: EventBus, record: dict[str, Any] | None = None) -> dict[str, Any]:
+    return bus.before("light", "before_save", record or dict(LIGHT), dict(LIGHT), {})
+
+
+# -- before-events --------------------------------------------------------------
+
+
+def test_only_plugins_that_export_the_event_are_called(light_spec: Any) -> None:
+    recorder = Recorder()
+    with (
+        handler("saver", recorder) as saver,
+        handler("other", recorder, exports=("light_after_update",)) as other,
+    ):
+        bus = EventBus([Subscriber(saver), Subscriber(other)], spec=light_spec)
+        assert bus.handlers("light", "before_save") == [Subscriber(saver)]
+        assert bus.handlers("light", "before_destroy") == []
+        assert before_save(bus) == LIGHT
+    ((plugin, envelope),) = recorder.seen
+    assert plugin == "saver"
+    assert envelope["type"] == "light.before_save"
+    assert envelope["id"].startswith("evt_")
+    assert envelope["data"] == {"record": LIGHT, "previous": LIGHT, "changes": {}}
+    assert bus.problems(envelope) == []  # it matches the webhook declared in light.yaml
+
+
+def test_handlers_run_in_order_and_see_replaced_records(light_spec: Any) -> None:
+    recorder = Recorder()
+    red = {**LIGHT, "color": "red"}
+    dim = {**LIGHT, "color": "red", "brightness": 10}
+    with (
+        handler("first", recorder, answer={"record": red}) as first,
+        handler("second", recorder, answer={}) as second,
+        handler("third", recorder, answer={"record": dim}) as third,
+    ):
+        bus = EventBus([Subscriber(p) for p in (first, second, third)], spec=light_spec)
+        assert before_save(bus) == dim
+    assert [p for p, _ in recorder.seen] == ["first", "second", "third"]
+    assert [e["data"]["record"]["color"] for _, e in recorder.seen] == ["white", "red", "red"]
+    # One event: every handler got the same id.
+    assert len({e["id"] for _, e in recorder.seen}) == 1
+
+
+def test_a_rejection_stops_the_chain_and_names_the_plugin(light_spec: Any) -> None:
+    recorder = Recorder()
+    with (
+        handler("guard", recorder, answer={"reject": {"reason": "too bright at night"}}) as guard,
+        handler("after-guard", recorder) as later,
+    ):
+        bus = EventBus([Subscriber(guard), Subscriber(later)], spec=light_spec)
+        with pytest.raises(EventRejected) as caught:
+            before_save(bus)
+    assert str(caught.value) == 'Plug-in "guard" rejected the change: too bright at night'
+    assert (caught.value.plugin, caught.value.reason) == ("guard", "too bright at night")
+    assert [p for p, _ in recorder.seen] == ["guard"]
+
+
+@pytest.mark.parametrize(
+    ("answer", "trap", "message"),
+    [
+        pytest.param(None, True, "trapped", id="trap"),
+        pytest.param("not json", False, "returned invalid JSON", id="garbage"),
+        pytest.param({"ok": True}, False, "must answer {}", id="unknown-answer"),
+        pytest.param(
+            {"record": [1]}, False, "replaced the record with list", id="record-not-object"
+        ),
+        pytest.param(
+            {"record": {**LIGHT, "color": "purple"}},
+            False,
+            "returned an invalid record: /data/record/color",
+            id="invalid-record",
+        ),
+    ],
+)
+def test_failing_handlers_follow_their_policy(
+    light_spec: Any, answer: Any, trap: bool, message: str
+) -> None:
+    recorder = Recorder()
+    with handler("flaky", recorder, answer=answer, trap=trap) as flaky:
+        closed = EventBus([Subscriber(flaky, "fail_closed")], spec=light_spec)
+        with pytest.raises(EventHandlerError) as caught:
+            before_save(closed)
+        assert message in str(caught.value)
+        assert 'plug-in "flaky" is fail_closed' in str(caught.value)
+        assert caught.value.plugin == "flaky"
+        opened = EventBus([Subscriber(flaky, "fail_open")], spec=light_spec)
+        assert before_save(opened) == LIGHT  # the change goes on, unchanged
+
+
+def test_a_timeout_follows_the_policy(light_spec: Any) -> None:
+    slow = Plugin(
+        "slow",
+        compile_wat(
+            '(module (memory (export "memory") 1)'
+            ' (func (export "light_before_save") (result i32) (loop $l (br $l)) (i32.const 0)))'
+        ),
+        limits=Limits(timeout_ms=50),
+    )
+    with slow:
+        with pytest.raises(EventHandlerError, match="timed out after 50 ms"):
+            before_save(EventBus([Subscriber(slow)], spec=light_spec))
+        assert before_save(EventBus([Subscriber(slow, "fail_open")], spec=light_spec)) == LIGHT
+
+
+# -- the outbox ------------------------------------------------------------------
+
+
+@pytest.fixture
+def db_path(tmp_path: Path) -> Path:
+    return tmp_path / "app.db"
+
+
+def write_event(outbox: Outbox, subject: str, targets: list[tuple[str, str]], **fields: Any) -> str:
+    envelope = new_envelope("light", "after_update", {**LIGHT, **fields}, LIGHT, {})
+    db = outbox.connect()
+    try:
+        db.execute("BEGIN IMMEDIATE")
+        Outbox.add(db, envelope, subject=subject, targets=targets)
+        db.execute("COMMIT")
+    finally:
+        db.close()
+    outbox.notify()
+    event_id: str = envelope["id"]
+    return event_id
+
+
+def wait_for(condition: Callable[[], bool], what: str, timeout_s: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out waiting for {what}")
+        time.sleep(0.005)  # polling a condition, not timing anything
+
+
+@pytest.fixture
+def outbox(db_path: Path) -> Iterator[Outbox]:
+    box = Outbox(db_path, max_attempts=3, backoff_s=0.01, max_backoff_s=0.05, poll_s=0.05)
+    yield box
+    box.stop()
+
+
+def states(outbox: Outbox, plugin: str) -> list[str]:
+    return [d["state"] for d in reversed(outbox.deliveries(plugin=plugin))]
+
+
+def test_deliveries_happen_once_per_plugin_and_in_order(outbox: Outbox) -> None:
+    recorder = Recorder(fail_first=1)  # the first attempt fails: later events must wait
+    targets = [("follower", "light_after_update")]
+    with handler("follower", recorder, exports=("light_after_update",)) as follower:
+        ids = [write_event(outbox, "light/default", targets, brightness=n) for n in (1, 2, 3)]
+        other = write_event(outbox, "light/lamp", targets, brightness=9)
+        outbox.start([follower])
+        wait_for(lambda: states(outbox, "follower") == ["delivered"] * 4, "four deliveries")
+    seen = [e["id"] for _, e in recorder.seen]
+    default_order = [i for i in seen if i in ids]
+    assert default_order == [ids[0], ids[0], ids[1], ids[2]]  # retried, then in order
+    assert seen.count(other) == 1
+    first = outbox.deliveries(event_id=ids[0])[0]
+    assert first["attempts"] == 2
+    assert first["last_error"] is None
+    assert first["delivered_at"] is not None
+
+
+def test_failing_deliveries_back_off_then_go_dead_and_can_be_replayed(outbox: Outbox) -> None:
+    recorder = Recorder(fail_first=3)
+    with handler("broken", recorder, exports=("light_after_update",)) as broken:
+        event = write_event(outbox, "light/default", [("broken", "light_after_update")])
+        outbox.start([broken])
+        wait_for(lambda: states(outbox, "broken") == ["dead"], "the dead letter")
+        (dead,) = outbox.deliveries(state="dead")
+        assert dead["attempts"] == 3
+        assert "the handler's downstream is not ready" in dead["last_error"]
+        assert outbox.replay(event) == 1
+        wait_for(lambda: states(outbox, "broken") == ["delivered"], "the replayed delivery")
+    assert outbox.replay("evt_unknown") == 0
+    assert len(recorder.seen) == 4
+
+
+def test_backoff_is_exponential_capped_and_jittered(db_path: Path) -> None:
+    low = Outbox(db_path, backoff_s=1, max_backoff_s=10, jitter=lambda: 0.0)
+    high = Outbox(db_path, backoff_s=1, max_backoff_s=10, jitter=lambda: 1.0)
+    assert [low.backoff(n) for n in (1, 2, 3, 4, 5, 6)] == [0.5, 1, 2, 4, 5, 5]
+    assert [high.backoff(n) for n in (1, 2, 3, 4, 5, 6)] == [1, 2, 4, 8, 10, 10]
+
+
+def test_an_event_added_in_a_rolled_back_transaction_does_not_exist(outbox: Outbox) -> None:
+    db = outbox.connect()
+    db.execute("BEGIN IMMEDIATE")
+    Outbox.add(
+        db,
+        new_envelope("light", "after_update", LIGHT, LIGHT, {}),
+        subject="s",
+        targets=[("p", "light_after_update")],
+    )
+    db.execute("ROLLBACK")
+    db.close()
+    assert outbox.deliveries() == []
+
+
+def test_a_restart_retries_pending_deliveries_at_once(db_path: Path) -> None:
+    first = Outbox(db_path, backoff_s=3600, max_backoff_s=3600, poll_s=0.05)
+    recorder = Recorder(fail_first=1)
+    with handler("p", recorder, exports=("light_after_update",)) as plugin:
+        write_event(first, "light/default", [("p", "light_after_update")])
+        first.start([plugin])
+        wait_for(lambda: first.deliveries()[0]["attempts"] == 1, "the failed attempt")
+        first.stop()
+        assert states(first, "p") == ["pending"]  # an hour of backoff ahead
+        second = Outbox(db_path, backoff_s=3600, max_backoff_s=3600, poll_s=0.05)
+        second.start([plugin])
+        try:
+            wait_for(lambda: states(second, "p") == ["delivered"], "delivery after the restart")
+        finally:
+            second.stop()
+
+
+def test_outbox_tables_live_in_the_apps_database(db_path: Path, outbox: Outbox) -> None:
+    tables = {
+        row[0]
+        for row in sqlite3.connect(db_path).execute(
+            "SELECT name FROM sqlite_master WHERE type='table'"
+        )
+    }
+    assert {"hostwire_events", "hostwire_deliveries"} <= tables
