@@ -23,6 +23,7 @@ from hostwire._hostapi import HostApi
 from hostwire._hostfn import HostFunction
 from hostwire._limits import Limits
 from hostwire._openapi import load_openapi
+from hostwire._outbox import STATES, Outbox
 from hostwire._runtime import Plugin
 from hostwire._source import read_path, sha256_hex
 from hostwire._wasm import KERNEL_MODULE, USER_MODULE, inspect_module
@@ -240,6 +241,41 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _outbox(db: str) -> Outbox:
+    if not Path(db).is_file():
+        raise UsageError(f"{db}: no such database (give the app's --db file).")
+    return Outbox(db)
+
+
+def cmd_events_list(args: argparse.Namespace) -> int:
+    found = _outbox(args.db).deliveries(
+        plugin=args.plugin, state=args.state, event_id=args.event, limit=args.limit
+    )
+    if args.json:
+        print(json.dumps(found, indent=2))
+        return 0
+    if not found:
+        print("no deliveries")
+        return 0
+    print(f"{'event':<36} {'type':<20} {'plug-in':<14} {'state':<9} tries  last error")
+    for d in found:
+        error = (d["last_error"] or "").replace("\n", " ")
+        print(
+            f"{d['event_id']:<36} {d['type']:<20} {d['plugin']:<14} {d['state']:<9} "
+            f"{d['attempts']:>5}  {error[:80]}"
+        )
+    return 0
+
+
+def cmd_events_replay(args: argparse.Namespace) -> int:
+    outbox = _outbox(args.db)
+    if not outbox.deliveries(event_id=args.event_id, limit=1):
+        raise UsageError(f'No event has the id "{args.event_id}" in {args.db}.')
+    count = outbox.replay(args.event_id, args.plugin)
+    print(f"{count} deliveries queued again; a running server delivers them within a second.")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="hostwire", description="OpenAPI-driven WebAssembly plug-ins on Extism."
@@ -299,6 +335,26 @@ def build_parser() -> argparse.ArgumentParser:
     inspect.add_argument("--json", action="store_true", help="print JSON")
     inspect.add_argument("--spec", help="OpenAPI document: list the operations it calls and grants")
     inspect.set_defaults(handler=cmd_plugin_inspect)
+
+    events = commands.add_parser("events", help="list or replay deliveries of after-events")
+    event_commands = events.add_subparsers(dest="events_command", required=True, metavar="ACTION")
+    listing = event_commands.add_parser("list", help="deliveries, newest first")
+    listing.add_argument("--plugin", help="only this plug-in's deliveries")
+    listing.add_argument("--state", choices=STATES, help="only deliveries in this state")
+    listing.add_argument("--event", help="only this event's deliveries")
+    listing.add_argument("--limit", type=int, default=50, help="default 50")
+    listing.add_argument("--json", action="store_true", help="print JSON")
+    listing.set_defaults(handler=cmd_events_list)
+    replay = event_commands.add_parser("replay", help="deliver a dead or delivered event again")
+    replay.add_argument("event_id", help="the event's id (evt_...)")
+    replay.add_argument("--plugin", help="only to this plug-in")
+    replay.set_defaults(handler=cmd_events_replay)
+    for sub in (listing, replay):
+        sub.add_argument(
+            "--db",
+            default="lightcontrol.db",
+            help="the app's SQLite file, default ./lightcontrol.db",
+        )
     return parser
 
 
