@@ -6,6 +6,7 @@ import json
 import socket
 import threading
 from collections.abc import Iterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -14,13 +15,18 @@ import httpx
 import pytest
 import uvicorn
 from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse
+from starlette.routing import Route
 
 import wat
 from conftest import compile_wat
 from hostwire import (
     AsgiTarget,
+    Caller,
     ConfigError,
     HostApi,
+    HttpCall,
     HttpTarget,
     Limits,
     Plugin,
@@ -498,3 +504,129 @@ def test_a_depth_limit_stops_loops_and_names_the_chain(petstore: Starlette) -> N
         "adopter.call_adopt_pet → adopt_pet."
     )
     assert depth == 3  # three calls got through before the fourth was refused
+
+
+# -- hostile input from the plug-in ----------------------------------------------------
+
+SURROGATE = '"\\ud800"'  # a lone surrogate: valid JSON, not encodable text
+
+
+@pytest.mark.parametrize(
+    ("function", "raw"),
+    [
+        pytest.param(
+            "show_pet_by_id", '{"path": {"petId": ' + SURROGATE + "}}", id="surrogate-path"
+        ),
+        pytest.param("list_pets", '{"query": {"tag": ' + SURROGATE + "}}", id="surrogate-query"),
+        pytest.param("create_pet", '{"body": {"name": ' + SURROGATE + "}}", id="surrogate-body"),
+        pytest.param(
+            "show_pet_by_id",
+            '{"path": {"petId": "1"}, "headers": {"X-Trace": "\\u20ac"}}',
+            id="header-not-latin-1",
+        ),
+        pytest.param(
+            "show_pet_by_id",
+            '{"path": {"petId": "1"}, "headers": {"X-Trace": "a\\r\\nX-Evil: 1"}}',
+            id="header-crlf",
+        ),
+        pytest.param("slow_operation", '{"query": {"seconds": NaN}}', id="nan-literal"),
+        pytest.param("slow_operation", '{"query": {"seconds": "nan"}}', id="nan-string"),
+        pytest.param("slow_operation", '{"query": {"seconds": "inf"}}', id="inf-string"),
+        pytest.param("list_pets", '{"query": {"limit": ' + "9" * 5000 + "}}", id="huge-integer"),
+        pytest.param("list_pets", "[" * 100_000 + "]" * 100_000, id="deep-nesting"),
+        pytest.param("show_pet_by_id", '{"path": {"petId": []}}', id="empty-array-path"),
+        pytest.param("list_pets", '{"query": {"tag": {"a": 1}}}', id="object-in-query"),
+    ],
+)
+def test_hostile_input_gets_400_and_never_reaches_the_app(
+    pet_api: HostApi, petstore: Starlette, function: str, raw: str
+) -> None:
+    with caller_plugin(pet_api, ALL_PETSTORE) as plugin:
+        reply = json.loads(plugin.call(f"call_{function}", raw.encode()))
+        assert call(plugin, "list_pets")["status"] == 200  # and the plug-in works on
+    assert reply["status"] == 400
+    assert reply["body"]["error"]["code"] == "invalid_request"
+    assert [r["method"] for r in petstore.state.seen] == ["GET"]
+
+
+def test_host_calls_get_only_the_time_the_plugin_has_left(petstore: Starlette) -> None:
+    with run_app(petstore, path_prefix="/api", timeout_s=60) as target:
+        api = HostApi(SPEC, target)
+        with Plugin(
+            "hasty",
+            compile_wat(wat.caller("slow_operation")),
+            host_functions=api.host_functions("hasty", ["slowOperation"]),
+            limits=Limits(timeout_ms=300),
+        ) as plugin:
+            reply = call(plugin, "slow_operation", {"query": {"seconds": 20}})
+    assert (reply["status"], reply["body"]["error"]["code"]) == (504, "upstream_timeout")
+
+
+def test_array_query_parameters_are_cast_and_styled(tmp_path: Path) -> None:
+    (tmp_path / "api.yaml").write_text(
+        "openapi: 3.1.0\ninfo: {title: t, version: '1'}\npaths:\n  /a:\n    get:\n"
+        "      operationId: getA\n      parameters:\n"
+        "        - {name: ids, in: query, schema: {type: array, items: {type: integer}}}\n"
+        "        - {name: tags, in: query, explode: false,\n"
+        "           schema: {type: array, items: {type: string}}}\n"
+        "      responses: {'200': {description: ok}}\n"
+    )
+    seen: list[bytes] = []
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            seen.append(scope["query_string"])
+            await send({"type": "http.response.start", "status": 204, "headers": []})
+            await send({"type": "http.response.body", "body": b""})
+
+    with run_app(app) as target:
+        api = HostApi(tmp_path / "api.yaml", target)
+        with caller_plugin(api, ["getA"]) as plugin:
+            assert (
+                call(plugin, "get_a", {"query": {"ids": ["1", 2], "tags": ["x", "y"]}})["status"]
+                == 204
+            )
+            assert call(plugin, "get_a", {"query": {"ids": ["one"]}})["status"] == 400
+    assert seen == [b"ids=1&ids=2&tags=x%2Cy"]
+
+
+# -- running apps in process ------------------------------------------------------------
+
+
+def test_run_app_copes_with_apps_that_ignore_lifespan() -> None:
+    async def bare(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            await send({"type": "http.response.start", "status": 200, "headers": []})
+            await send({"type": "http.response.body", "body": b"hi"})
+
+    with run_app(bare) as target:
+        assert target.send(HttpCall("GET", "/"), Caller("p")).body == b"hi"
+
+
+def test_lifespan_state_reaches_in_process_requests(tmp_path: Path) -> None:
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> Any:
+        yield {"greeting": "hello from the lifespan"}
+
+    async def greet(request: Request) -> PlainTextResponse:
+        return PlainTextResponse(request.state.greeting)
+
+    app = Starlette(routes=[Route("/", greet)], lifespan=lifespan)
+    with run_app(app) as target:
+        assert target.send(HttpCall("GET", "/"), Caller("p")).body == b"hello from the lifespan"
+
+
+def test_ref_cycles_and_odd_paths_in_documents(tmp_path: Path) -> None:
+    cyclic = tmp_path / "cycle.yaml"
+    cyclic.write_text(
+        "openapi: 3.1.0\ninfo: {title: t, version: '1'}\npaths:\n  /a:\n    get:\n"
+        "      requestBody: {$ref: '#/components/requestBodies/A'}\n"
+        "      responses: {'200': {description: ok}}\n"
+        "components:\n  requestBodies:\n    A: {$ref: '#/components/requestBodies/B'}\n"
+        "    B: {$ref: '#/components/requestBodies/A'}\n"
+    )
+    with pytest.raises(SpecError):
+        load_openapi(cyclic)
+    odd = tmp_path / "a folder with spaces"
+    odd.mkdir()
+    test_refs_to_other_local_files_resolve(odd)

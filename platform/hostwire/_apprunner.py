@@ -13,10 +13,13 @@ import anyio.lowlevel
 from starlette.types import ASGIApp, Message
 
 from hostwire._dispatch import AsgiTarget
+from hostwire._errors import HostwireError
+
+STEP_TIMEOUT_S = 60.0
 
 
-class AppStartupError(RuntimeError):
-    pass
+class AppStartupError(HostwireError):
+    """The app's lifespan startup or shutdown failed or did not answer."""
 
 
 class _Lifespan:
@@ -30,8 +33,10 @@ class _Lifespan:
         scope = {"type": "lifespan", "asgi": {"version": "3.0"}, "state": self.state}
         try:
             await self.app(scope, self._app_inbox.receive, self._from_app.send)
-        except Exception as exc:  # an app without lifespan support raises here
+        except Exception as exc:  # an app without lifespan support raises here...
             await self._from_app.send({"type": "lifespan.unsupported", "message": repr(exc)})
+        else:  # ...or simply returns
+            await self._from_app.send({"type": "lifespan.unsupported", "message": "returned"})
 
     def close(self) -> None:
         for stream in (self._to_app, self._app_inbox, self._from_app, self._outbox):
@@ -39,9 +44,12 @@ class _Lifespan:
 
     async def step(self, kind: str) -> None:
         await self._to_app.send({"type": f"lifespan.{kind}"})
-        reply = await self._outbox.receive()
-        if reply["type"].endswith(".failed"):
-            raise AppStartupError(f"the app's {kind} failed: {reply.get('message', '')}")
+        with anyio.move_on_after(STEP_TIMEOUT_S):
+            reply = await self._outbox.receive()
+            if reply["type"].endswith(".failed"):
+                raise AppStartupError(f"The app's {kind} failed: {reply.get('message', '')}")
+            return
+        raise AppStartupError(f"The app's {kind} did not finish within {STEP_TIMEOUT_S:g} s.")
 
 
 @contextmanager
@@ -58,6 +66,7 @@ def run_app(
             lifespan.close()
             raise
         target = AsgiTarget(app, path_prefix=path_prefix, timeout_s=timeout_s)
+        target.state = lifespan.state
         portal.call(_bind, target)
         try:
             yield target

@@ -8,8 +8,10 @@ the platform itself raise ``DispatchError`` with the status the plug-in sees:
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -37,6 +39,20 @@ class Caller:
     plugin: str
     token: str | None = None
     chain: tuple[str, ...] = ()
+    deadline: float | None = None  # time.monotonic() by which the plug-in needs an answer
+
+    def timeout(self, limit_s: float) -> float:
+        """The time this call may take: the target's limit or what the plug-in has left."""
+        if self.deadline is None:
+            return limit_s
+        # Keep a little of the plug-in's time for it to read the answer.
+        left = self.deadline - time.monotonic()
+        left -= min(0.05, left / 10)
+        if left <= 0:
+            raise DispatchError(
+                504, "upstream_timeout", "The plug-in's own time (timeout_ms) is already up."
+            )
+        return min(limit_s, left)
 
 
 @dataclass(slots=True)
@@ -91,6 +107,14 @@ class _TooLarge(Exception):
     pass
 
 
+def _loop_running_here() -> bool:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
+
+
 class AsgiTarget:
     """Calls an ASGI app in process, on the event loop that serves it (no socket).
 
@@ -117,6 +141,8 @@ class AsgiTarget:
         self.timeout_s = timeout_s
         self.max_response_bytes = max_response_bytes
         self.host = host
+        # The app's lifespan state, copied into every request as servers do.
+        self.state: dict[str, Any] = {}
         self._token: anyio.lowlevel.EventLoopToken | None = None
         self._loop_thread: int | None = None
 
@@ -130,7 +156,7 @@ class AsgiTarget:
         self._loop_thread = None
 
     def send(self, call: HttpCall, caller: Caller) -> Reply:
-        if self._loop_thread == threading.get_ident():
+        if self._loop_thread == threading.get_ident() or _loop_running_here():
             raise DispatchError(
                 500,
                 "blocking_call_on_event_loop",
@@ -171,6 +197,7 @@ class AsgiTarget:
             "headers": headers,
             "client": None,
             "server": (self.host, 80),
+            "state": dict(self.state),
             "extensions": {ASGI_EXTENSION: {"plugin": caller.plugin, "chain": list(caller.chain)}},
         }
 
@@ -206,12 +233,13 @@ class AsgiTarget:
                 if not message.get("more_body", False):
                     done.set()
 
+        limit = caller.timeout(self.timeout_s)
         try:
-            with anyio.fail_after(self.timeout_s):
+            with anyio.fail_after(limit):
                 await self.app(scope, receive, send)
         except TimeoutError as exc:
             raise DispatchError(
-                504, "upstream_timeout", f"The app did not answer within {self.timeout_s:g} s."
+                504, "upstream_timeout", f"The app did not answer within {limit:.3g} s."
             ) from exc
         except _TooLarge as exc:
             raise DispatchError(
@@ -229,8 +257,8 @@ class AsgiTarget:
                 ) from exc
         finally:
             done.set()
-        if not reply.status:
-            raise DispatchError(502, "app_error", "The app returned without a response.")
+        if not reply.status or not done.is_set():
+            raise DispatchError(502, "app_error", "The app returned without a whole response.")
         reply.body = b"".join(chunks)
         return reply
 
@@ -281,10 +309,18 @@ class HttpTarget:
         return url
 
     def send(self, call: HttpCall, caller: Caller) -> Reply:
-        url = self.url_for(call)
-        request = self._client.build_request(
-            call.method, url, headers=_plugin_headers(call, caller), content=call.body
-        )
+        limit = caller.timeout(self.timeout_s)
+        try:
+            url = self.url_for(call)
+            request = self._client.build_request(
+                call.method,
+                url,
+                headers=_plugin_headers(call, caller),
+                content=call.body,
+                timeout=limit,
+            )
+        except (httpx.InvalidURL, UnicodeError, ValueError) as exc:
+            raise DispatchError(400, "invalid_request", f"Cannot build the request: {exc}") from exc
         try:
             response = self._client.send(request, stream=True)
             try:
@@ -302,7 +338,7 @@ class HttpTarget:
                 response.close()
         except httpx.TimeoutException as exc:
             raise DispatchError(
-                504, "upstream_timeout", f"{self.base} did not answer within {self.timeout_s:g} s."
+                504, "upstream_timeout", f"{self.base} did not answer within {limit:.3g} s."
             ) from exc
         except httpx.HTTPError as exc:
             raise DispatchError(

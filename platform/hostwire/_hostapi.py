@@ -28,15 +28,19 @@ def error_reply(status: int, code: str, message: str, details: Any = None) -> by
     return dumps({"status": status, "headers": {}, "body": {"error": error}})
 
 
+def _no_constants(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
 def _reply_json(reply: Reply) -> bytes:
     head = dumps({"status": reply.status, "headers": reply.headers})[:-1]
     if not reply.body:
         return head + b',"body":null}'
     if "json" in reply.headers.get("content-type", ""):
         try:
-            json.loads(reply.body)
-        except (UnicodeDecodeError, json.JSONDecodeError):
-            pass
+            json.loads(reply.body.decode("utf-8"), parse_constant=_no_constants)
+        except (ValueError, RecursionError):
+            pass  # not strict JSON in UTF-8: the plug-in gets it as text
         else:
             # Valid JSON from the app goes to the plug-in as sent, not re-encoded.
             return head + b',"body":' + reply.body + b"}"
@@ -120,16 +124,17 @@ class HostApi:
                     f"Nested plug-in calls went deeper than {self.max_depth}: {describe(chain)}.",
                 )
             try:
-                value = json.loads(data) if data.strip() else {}
-            except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+                value = json.loads(data, parse_constant=_no_constants) if data.strip() else {}
+            except (ValueError, RecursionError) as exc:  # JSONDecodeError is a ValueError
                 return error_reply(400, "invalid_request", f"The input is not JSON: {exc}.")
             try:
                 call = validator.prepare(value)
             except InvalidCall as exc:
                 return error_reply(400, "invalid_request", str(exc), exc.details)
             started = time.perf_counter()
+            caller = Caller(context.plugin, token, chain, context.deadline)
             try:
-                reply = self.target.send(call, Caller(context.plugin, token, chain))
+                reply = self.target.send(call, caller)
             except DispatchError as exc:
                 log.warning("%s: %s %s failed: %s", context.plugin, call.method, call.path, exc)
                 return error_reply(exc.status, exc.code, str(exc))

@@ -14,6 +14,7 @@ when ``call`` returns, so a failing host function always fails the call.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -21,7 +22,7 @@ from typing import Any
 import extism
 from extism.extism import _ffi, _lib
 
-from hostwire._errors import HostCallLimitError, HostFunctionError
+from hostwire._errors import HostCallLimitError, HostFunctionError, PluginTimeoutError
 from hostwire._wasm import USER_MODULE
 
 
@@ -31,7 +32,16 @@ class CallContext:
     ``extra`` holds what the caller of ``Plugin.call`` passed as keywords.
     """
 
-    __slots__ = ("_cancel", "error", "export", "extra", "host_calls", "max_host_calls", "plugin")
+    __slots__ = (
+        "_cancel",
+        "deadline",
+        "error",
+        "export",
+        "extra",
+        "host_calls",
+        "max_host_calls",
+        "plugin",
+    )
 
     def __init__(
         self,
@@ -47,6 +57,9 @@ class CallContext:
         self.host_calls = 0
         self.extra: dict[str, Any] = extra if extra is not None else {}
         self.error: BaseException | None = None
+        # time.monotonic() when the call's timeout_ms runs out: host functions
+        # get only what is left, since the runtime cannot interrupt them.
+        self.deadline: float | None = None
         self._cancel = cancel
 
     def fail(self, exc: BaseException) -> None:
@@ -126,7 +139,15 @@ def _trampoline(  # noqa: PLR0917 (the signature cffi calls)
                 function=function.name,
             )
         data = _read_block(current, inputs[0].v.i64)
-        outputs[0].v.i64 = _write_block(current, function.handler(context, data))
+        result = function.handler(context, data)
+        if context.deadline is not None and time.monotonic() > context.deadline:
+            raise PluginTimeoutError(
+                f'Plug-in "{context.plugin}" export "{context.export}" ran out of time '
+                f'(limit timeout_ms) while host function "{function.name}" was running.',
+                plugin=context.plugin,
+                export=context.export,
+            )
+        outputs[0].v.i64 = _write_block(current, result)
     except BaseException as exc:  # every failure must reach the caller, see module doc
         context.fail(_as_host_error(function, context, exc))
 
@@ -134,7 +155,7 @@ def _trampoline(  # noqa: PLR0917 (the signature cffi calls)
 def _as_host_error(
     function: HostFunction, context: CallContext, exc: BaseException
 ) -> BaseException:
-    if isinstance(exc, HostFunctionError):
+    if isinstance(exc, (HostFunctionError, PluginTimeoutError)):
         return exc
     wrapped = HostFunctionError(
         f'Plug-in "{context.plugin}" export "{context.export}" failed because host function '

@@ -13,7 +13,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import urldefrag, urljoin
+from urllib.parse import urldefrag, urljoin, urlparse
+from urllib.request import url2pathname
 
 import yaml
 from openapi_spec_validator import validate as validate_spec
@@ -63,6 +64,7 @@ class Parameter:
     required: bool
     schema: Node | None
     description: str = ""
+    explode: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,7 +163,7 @@ class OpenAPIDocument:
             return None
         body = self.deref(operation.child("requestBody"))
         content = body.value.get("content", {})
-        media = next((m for m in content if _is_json(m)), None)
+        media = next((m for m in content if is_json(m)), None)
         if media is None or "schema" not in content[media]:
             return None
         return body.child("content", media, "schema")
@@ -204,12 +206,17 @@ def load_openapi(path: str | Path) -> OpenAPIDocument:
             f"{path}: invalid OpenAPI document at {where}: {one_line(exc.message)}.",
             path=str(path),
         ) from exc
+    except (RecursionError, Unresolvable, OSError, ValueError) as exc:
+        raise SpecError(
+            f"{path}: cannot check the document: {one_line(str(exc)) or type(exc).__name__}.",
+            path=str(path),
+        ) from exc
     specification = _specification(document)
 
     def retrieve(uri: str) -> Resource[Any]:
         if not uri.startswith("file://"):
             raise NoSuchResource(ref=uri)  # type: ignore[call-arg]
-        contents = _read_document(Path(uri.removeprefix("file://")))
+        contents = _read_document(Path(url2pathname(urlparse(uri).path)))
         resource: Resource[Any] = specification.create_resource(contents)
         return resource
 
@@ -241,11 +248,12 @@ def _parameters(spec: OpenAPIDocument, holder: Node) -> dict[tuple[str, str], Pa
             required=bool(raw.get("required", location == "path")),
             schema=schema,
             description=str(raw.get("description", "")),
+            explode=bool(raw.get("explode", raw.get("style", "form") == "form")),
         )
     return found
 
 
-def _is_json(media_type: str) -> bool:
+def is_json(media_type: str) -> bool:
     base = media_type.split(";", 1)[0].strip().lower()
     return base == "application/json" or base.endswith("+json")
 
@@ -255,7 +263,7 @@ def _request_body(spec: OpenAPIDocument, operation: Node) -> RequestBody | None:
         return None
     node = spec.deref(operation.child("requestBody"))
     content = node.value.get("content", {})
-    media = next((m for m in content if _is_json(m)), next(iter(content), "application/json"))
+    media = next((m for m in content if is_json(m)), next(iter(content), "application/json"))
     schema = node.child("content", media, "schema") if "schema" in content.get(media, {}) else None
     return RequestBody(bool(node.value.get("required", False)), media, schema)
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import threading
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from types import TracebackType
@@ -58,9 +59,9 @@ def _config_value(value: object) -> str:
     return value if isinstance(value, str) else json.dumps(value)
 
 
-def _host_failure(context: CallContext) -> HostFunctionError:
+def _host_failure(context: CallContext) -> PluginError:
     error = context.error
-    if isinstance(error, HostFunctionError):
+    if isinstance(error, PluginError):
         return error
     wrapped = HostFunctionError(
         f'Plug-in "{context.plugin}" export "{context.export}" failed in a host function: {error}',
@@ -123,6 +124,7 @@ class Plugin:
                 f'Plug-in "{name}" failed to compile: {one_line(str(exc))}', plugin=name
             ) from exc
         self._max_host_calls = self.limits.max_host_calls
+        self._timeout_s = self.limits.timeout_ms / 1000
         self._max_input = self.limits.max_input_bytes
         self._max_output = self.limits.max_output_bytes
         self._lock = threading.Lock()
@@ -221,6 +223,7 @@ class Plugin:
         context.extra = extra
         context.host_calls = 0
         context.error = None
+        context.deadline = time.monotonic() + self._timeout_s
         try:
             output: bytes = instance.plugin.call(export, data, host_context=context)
         except extism.Error as exc:

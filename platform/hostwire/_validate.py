@@ -14,6 +14,8 @@ parameter percent-encoded, the query, the headers and the body bytes.
 from __future__ import annotations
 
 import json
+import math
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -27,7 +29,7 @@ from openapi_schema_validator import (
     oas31_format_checker,
 )
 
-from hostwire._openapi import Node, OpenAPIDocument, Operation, Parameter
+from hostwire._openapi import Node, OpenAPIDocument, Operation, Parameter, is_json
 
 # Keys of the input JSON (Contract 1) and where their parameters live.
 SECTIONS = {"path": "path", "query": "query", "headers": "header"}
@@ -49,6 +51,8 @@ RESERVED_HEADERS = frozenset(
     }
 )
 RESERVED_PREFIX = "x-hostwire-"
+# Header values a plug-in may send: visible latin-1 text, tabs and spaces; never CR or LF.
+_HEADER_VALUE = re.compile(r"^[\t\x20-\x7e\x80-\xff]*$")
 
 
 @dataclass(slots=True)
@@ -83,6 +87,14 @@ def _text(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"))
 
 
+def _items(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else [value]
+
+
+def _joined(value: Any) -> str:
+    return ",".join(_text(v) for v in _items(value))
+
+
 def _encode_segment(value: str) -> str:
     # quote() leaves "." alone, and "." or ".." as a whole segment would be
     # collapsed by URL normalisation: the call would escape its path.
@@ -103,6 +115,12 @@ class _Schema:
         resolved = spec.deref(node).value
         kind = resolved.get("type") if isinstance(resolved, dict) else None
         self.kind = kind if isinstance(kind, str) else None
+        self.item_kind = None
+        self.explode = True
+        if self.kind == "array" and isinstance(resolved.get("items"), dict):
+            items = spec.deref(node.child("items")).value
+            item_kind = items.get("type") if isinstance(items, dict) else None
+            self.item_kind = item_kind if isinstance(item_kind, str) else None
 
     def cast(self, value: Any) -> Any:
         """Strings for numbers and booleans arrive as text over HTTP: accept them."""
@@ -112,12 +130,21 @@ class _Schema:
             if self.kind == "integer":
                 return int(value)
             if self.kind == "number":
-                return float(value)
+                number = float(value)
+                return number if math.isfinite(number) else value
         except ValueError:
             return value
         if self.kind == "boolean" and value in {"true", "false"}:
             return value == "true"
         return value
+
+    def cast_item(self, value: Any) -> Any:
+        """Cast one item of an array parameter, the way ``cast`` does a scalar."""
+        kind, self.kind = self.kind, self.item_kind
+        try:
+            return self.cast(value)
+        finally:
+            self.kind = kind
 
     def problems(self, where: str, name: str, value: Any) -> list[dict[str, str]]:
         found = []
@@ -155,6 +182,8 @@ class OperationValidator:
                 self._params[param.location][key] = (param, schema)
         body = operation.body
         self._body_schema = _Schema(spec, body.schema) if body and body.schema else None
+        # OpenAPI's default for query parameters is style form, explode true.
+        self._explode = {p.name: p.explode for p in operation.parameters if p.location == "query"}
 
     def prepare(self, call: Any) -> HttpCall:
         """Validate ``call`` (the plug-in's input JSON) and build the request."""
@@ -182,7 +211,13 @@ class OperationValidator:
                 f"{self.operation.name}: {first['in']} {first['field']}: {first['message']}.",
                 problems,
             )
-        return self._build(values, body)
+        try:
+            return self._build(values, body)
+        except UnicodeEncodeError as exc:  # lone surrogates from "\ud800" escapes
+            raise InvalidCall(
+                f"{self.operation.name}: the input holds text that is not valid Unicode.",
+                [_problem("input", "/", f"cannot be encoded as UTF-8: {exc.reason}")],
+            ) from exc
 
     def _check_section(
         self, location: str, given: Mapping[str, Any], problems: list[dict[str, str]]
@@ -211,11 +246,23 @@ class OperationValidator:
             param, schema = declared[name]
             if value is None:
                 continue
-            cast = schema.cast(value) if schema is not None else value
+            if schema is None:
+                cast = value
+            elif isinstance(value, list):
+                cast = [schema.cast_item(v) for v in value]
+            else:
+                cast = schema.cast(value)
             if schema is not None:
                 problems += schema.problems(location, param.name, cast)
-            if location == "path" and _text(cast) == "":
+            text = _joined(cast)
+            if location == "path" and (text == "" or any(not _text(v) for v in _items(cast))):
                 problems.append(_problem(location, param.name, "must not be empty"))
+            if location == "header" and not _HEADER_VALUE.match(text):
+                problems.append(
+                    _problem(location, param.name, "must be visible latin-1 text, no CR or LF")
+                )
+            if location == "query" and isinstance(cast, dict):
+                problems.append(_problem(location, param.name, "objects are not supported here"))
             accepted[param.name] = cast
         for param, _ in declared.values():
             if (
@@ -245,23 +292,23 @@ class OperationValidator:
         op = self.operation
         path = op.path
         for name, value in values["path"].items():
-            text = ",".join(map(_text, value)) if isinstance(value, list) else _text(value)
-            path = path.replace("{" + name + "}", _encode_segment(text))
+            path = path.replace("{" + name + "}", _encode_segment(_joined(value)))
         query: list[tuple[str, str]] = []
         for name, value in values["query"].items():
-            items = value if isinstance(value, list) else [value]
-            query += [(name, _text(item)) for item in items]
-        headers = [
-            (name, ",".join(map(_text, v)) if isinstance(v, list) else _text(v))
-            for name, v in values["header"].items()
-        ]
+            if self._explode.get(name, True):
+                query += [(name, _text(item)) for item in _items(value)]
+            else:
+                query.append((name, _joined(value)))
+        for _, text in query:
+            text.encode("utf-8")  # fails here, as a 400, rather than in the target
+        headers = [(name, _joined(v)) for name, v in values["header"].items()]
         call = HttpCall(op.method.upper(), path, query, headers)
         if body is not None and op.body is not None:
             media = op.body.media_type
-            call.content_type = media
-            call.body = (
-                body.encode()
-                if isinstance(body, str) and not media.endswith("json")
-                else json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
-            )
+            if is_json(media):
+                call.content_type = media
+                call.body = json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
+            else:
+                call.content_type = "text/plain; charset=utf-8" if "*" in media else media
+                call.body = (body if isinstance(body, str) else json.dumps(body)).encode()
         return call

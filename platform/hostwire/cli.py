@@ -73,8 +73,14 @@ def _host_functions(args: argparse.Namespace, plugin: str) -> Iterator[list[Host
         yield []
         return
     spec = load_openapi(args.spec)
+    if args.token and not args.url:
+        raise UsageError("--token is the plug-in's credential for --url; give --url too.")
     if args.url:
-        api = HostApi(spec, HttpTarget(args.url))
+        try:
+            target = HttpTarget(args.url)
+        except ValueError as exc:
+            raise UsageError(f"--url: {exc}.") from exc
+        api = HostApi(spec, target)
         try:
             yield api.host_functions(plugin, args.grant, token=args.token)
         finally:
@@ -82,8 +88,8 @@ def _host_functions(args: argparse.Namespace, plugin: str) -> Iterator[list[Host
         return
     with tempfile.TemporaryDirectory(prefix="hostwire-call-") as scratch:
         app = _app_factory(args.app)(db_path=str(Path(scratch) / "throwaway.db"))
-        with run_app(app, path_prefix=spec.base_path) as target:
-            yield HostApi(spec, target).host_functions(plugin, args.grant)
+        with run_app(app, path_prefix=spec.base_path) as local:
+            yield HostApi(spec, local).host_functions(plugin, args.grant)
 
 
 def cmd_plugin_call(args: argparse.Namespace) -> int:

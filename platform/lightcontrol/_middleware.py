@@ -189,6 +189,9 @@ class BearerAuthMiddleware:
         plugin_tokens: dict[str, str] | None = None,
     ) -> None:
         self.app = app
+        empty = [name for name, secret in (plugin_tokens or {}).items() if not secret]
+        if not token or empty:
+            raise ValueError(f"empty bearer token for {', '.join(empty) or 'the app'}")
         self.tokens = [(token.encode(), "user")] + [
             (secret.encode(), f"plugin:{name}") for name, secret in (plugin_tokens or {}).items()
         ]

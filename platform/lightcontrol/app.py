@@ -21,7 +21,16 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
-from hostwire import AsgiTarget, EventBus, HostApi, HostwireConfig, Outbox, PluginSet, to_thread
+from hostwire import (
+    AsgiTarget,
+    EventBus,
+    HostApi,
+    HostwireConfig,
+    Outbox,
+    PluginSet,
+    load_openapi,
+    to_thread,
+)
 from lightcontrol import _spec
 from lightcontrol._middleware import (
     BearerAuthMiddleware,
@@ -346,7 +355,8 @@ def create_app(
     target = AsgiTarget(app)
     hosted = None
     if plugins is not None:
-        spec = PluginSet.spec_path(plugins, _spec.resource_dir() / "light.yaml")
+        spec = load_openapi(PluginSet.spec_path(plugins, _spec.resource_dir() / "light.yaml"))
+        target.path_prefix = spec.base_path
         hosted = PluginSet(plugins, HostApi(spec, target, max_depth=plugins.events.max_depth))
     app.state.plugins = hosted
     return app
