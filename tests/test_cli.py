@@ -12,6 +12,7 @@ import pytest
 
 import wat
 from conftest import ROOT
+from hostwire import Outbox, new_envelope
 
 
 def hostwire(*args: str) -> subprocess.CompletedProcess[str]:
@@ -243,3 +244,31 @@ def test_inspect_with_spec_lists_operations_and_grants() -> None:
     assert report["grants_needed"] == ["getStates", "setLightColor"]
     text = hostwire("plugin", "inspect", CYCLE, "--spec", LIGHTS).stdout
     assert "grants it needs           getStates setLightColor" in text
+
+
+def test_events_list_and_replay(tmp_path: Path) -> None:
+    db = tmp_path / "app.db"
+    outbox = Outbox(db)
+    envelope = new_envelope("light", "after_update", {"id": "default"}, None, {})
+    conn = outbox.connect()
+    Outbox.add(conn, envelope, subject="light/default", targets=[("follow", "light_after_update")])
+    conn.execute("UPDATE hostwire_deliveries SET state = 'dead', attempts = 8, last_error = 'boom'")
+    conn.close()
+    listed = hostwire("events", "list", "--db", str(db))
+    assert listed.returncode == 0, listed.stderr
+    assert envelope["id"] in listed.stdout
+    assert "dead" in listed.stdout
+    assert "boom" in listed.stdout
+    replayed = hostwire("events", "replay", envelope["id"], "--db", str(db))
+    assert replayed.returncode == 0
+    assert replayed.stdout.startswith("1 deliveries queued again")
+    (delivery,) = json.loads(hostwire("events", "list", "--db", str(db), "--json").stdout)
+    assert (delivery["state"], delivery["attempts"]) == ("pending", 0)
+    unknown = hostwire("events", "replay", "evt_nope", "--db", str(db))
+    assert unknown.returncode == 2
+    assert 'No event has the id "evt_nope"' in unknown.stderr
+    missing = hostwire("events", "list", "--db", str(tmp_path / "none.db"))
+    assert (missing.returncode, missing.stderr.strip()) == (
+        2,
+        f"hostwire: error: {tmp_path / 'none.db'}: no such database (give the app's --db file).",
+    )

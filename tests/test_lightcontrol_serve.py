@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -172,3 +173,53 @@ def test_serve_refuses_a_bad_plugin_before_serving(tmp_path: Path) -> None:
         )
     )
     assert not (tmp_path / "lightcontrol.db").exists()
+
+
+def _follow_config(path: Path, target: str, grants: list[str]) -> Path:
+    path.write_text(
+        "plugins:\n"
+        "  - name: follow\n"
+        f"    path: {ROOT}/sample_plugins/follow/build/plugin.wasm\n"
+        f"    config: {{source: default, target: {target}}}\n"
+        f"    grants: {grants}\n"
+        # an hour of backoff: nothing is retried before the kill
+        "events: {backoff_s: 3600, max_backoff_s: 3600}\n"
+    )
+    return path
+
+
+def test_undelivered_events_survive_sigkill(tmp_path: Path) -> None:
+    db = tmp_path / "lights.db"
+    with server(db) as (process, url):
+        lamp = httpx.post(f"{url}/lights", json={"name": "Lamp"}, headers=AUTH).json()["id"]
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=30)
+    # follow is not granted updateLight yet: its delivery fails and waits to be retried.
+    broken = _follow_config(tmp_path / "broken.yaml", lamp, [])
+    with server(db, "--config", str(broken)) as (process, url):
+        response = httpx.post(f"{url}/light_color", json={"action": "ToGreen"}, headers=AUTH)
+        assert response.status_code == 200
+        process.kill()
+        process.wait(timeout=30)
+    listed = subprocess.run(
+        [sys.executable, "-m", "hostwire", "events", "list", "--db", str(db), "--json"],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    )
+    (pending,) = json.loads(listed.stdout)
+    assert (pending["type"], pending["state"]) == ("light.after_update", "pending")
+    # Fixed and restarted: the pending delivery goes out at once, not after its backoff.
+    fixed = _follow_config(tmp_path / "fixed.yaml", lamp, ["updateLight"])
+    with server(db, "--config", str(fixed)) as (process, url):
+        deadline = time.monotonic() + 30
+        while httpx.get(f"{url}/lights/{lamp}", headers=AUTH).json()["color"] != "green":
+            assert time.monotonic() < deadline, "the event was not delivered after the restart"
+            time.sleep(0.05)  # polling a condition, not timing anything
+        (delivered,) = [
+            d
+            for d in httpx.get(f"{url}/events/deliveries", headers=AUTH).json()["deliveries"]
+            if d["event_id"] == pending["event_id"]
+        ]
+        assert delivered["state"] == "delivered"
