@@ -28,17 +28,33 @@ step $HW plugin call sample_plugins/hostile/plugin.wat echo --input '{"still": "
 PORT="${PORT:-8000}"
 export LIGHTCONTROL_TOKEN="${LIGHTCONTROL_TOKEN:-demo-token}"
 URL="http://127.0.0.1:$PORT"
+DB=".demo/lightcontrol.db"
+rm -rf .demo && mkdir -p .demo   # a fresh store each run: the walkthrough creates "lamp"
+
+echo
+echo "Now lightcontrol with the plug-ins of plugins.yaml, on $URL:"
+$HW serve --host 127.0.0.1 --port "$PORT" --db "$DB" --config plugins.yaml &
+SERVER=$!
+trap 'kill -TERM $SERVER 2>/dev/null; wait $SERVER; exit 0' INT TERM
+for _ in $(seq 100); do
+  .venv/bin/python -c "import httpx,sys; httpx.get(sys.argv[1], timeout=1)" "$URL/openapi.json" \
+    2>/dev/null && break
+  kill -0 $SERVER 2>/dev/null || { echo "the server did not start"; exit 1; }
+  sleep 0.1
+done
+.venv/bin/python scripts/demo_events.py "$URL" "$LIGHTCONTROL_TOKEN"
+step $HW events list --db "$DB" --limit 4
+
 cat <<MSG
 
-Now lightcontrol, the reference app, on $URL with the plug-ins of plugins.yaml
-loaded (Ctrl-C stops it).
-From another terminal:
+lightcontrol keeps running on $URL (Ctrl-C stops it). From another terminal:
   curl $URL/openapi.json
   curl $URL/.well-known/ai-plugin.json
   curl -H "Authorization: Bearer $LIGHTCONTROL_TOKEN" $URL/states
   curl -H "Authorization: Bearer $LIGHTCONTROL_TOKEN" -H "Content-Type: application/json" \\
-       -d '{"action": "TurnOn"}' $URL/light_control
-  curl -H "Authorization: Bearer $LIGHTCONTROL_TOKEN" -H "Content-Type: application/json" \\
-       -d '{"name": "Kitchen", "color": "blue"}' $URL/lights
+       -d '{"action": "ToGreen"}' $URL/light_color
+  curl -H "Authorization: Bearer $LIGHTCONTROL_TOKEN" $URL/lights/lamp
+  curl -H "Authorization: Bearer $LIGHTCONTROL_TOKEN" "$URL/events/deliveries?limit=5"
+  .venv/bin/hostwire events list --db $DB
 MSG
-exec $HW serve --host 127.0.0.1 --port "$PORT" --db lightcontrol.db --config plugins.yaml
+wait $SERVER

@@ -303,3 +303,15 @@ def test_concurrency_limit_answers_503() -> None:
         return statuses
 
     assert anyio.run(scenario) == [503, 200, 200]
+
+
+def test_create_with_a_chosen_id(client: TestClient) -> None:
+    created = client.post("/lights", json={"id": "kitchen", "name": "Kitchen"}, headers=AUTH)
+    assert created.status_code == 201
+    assert created.json()["id"] == "kitchen"
+    again = client.post("/lights", json={"id": "kitchen", "name": "Another"}, headers=AUTH)
+    assert again.status_code == 409
+    assert again.json()["error"]["code"] == "conflict"
+    bad = client.post("/lights", json={"id": "../x", "name": "Bad"}, headers=AUTH)
+    assert bad.status_code == 422
+    assert bad.json()["error"]["details"][0]["field"] == "/id"

@@ -214,7 +214,7 @@ class LightStore:
             raise LightInvalid("The new light is not valid.", input_problems)
         now = _now()
         record = {
-            "id": light_id or uuid.uuid4().hex[:12],
+            "id": light_id or fields.get("id") or uuid.uuid4().hex[:12],
             "name": fields["name"],
             "status": fields.get("status", "off"),
             "color": fields.get("color", "white"),
