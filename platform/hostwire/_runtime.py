@@ -162,7 +162,7 @@ class Plugin:
                 f'Plug-in "{self.name}" failed to instantiate: {one_line(str(exc))}',
                 plugin=self.name,
             ) from exc
-        context = CallContext(self.name, "", self._max_host_calls, plugin.cancel_handle())
+        context = CallContext(self.name, "", self._max_host_calls)
         instance = _Instance(plugin, str(plugin.id), context)
         ROUTER.register(instance.uuid, self.name)
         return instance
