@@ -283,3 +283,20 @@ def test_wasi_plugin_sees_a_directory_only_when_granted(tmp_path: Path) -> None:
         "wasi", compile_wat(wat.WASI_PROBE), allowed_paths={str(tmp_path): "/data"}
     ) as plugin:
         assert plugin.call("probe") == b"01"
+
+
+def test_host_function_failures_never_disturb_later_calls() -> None:
+    """A failed host call once cancelled the instance through Extism's shared
+    epoch; a late cancel then interrupted a later call (about 1 in 5,000)."""
+
+    def flaky(context: CallContext, data: bytes) -> bytes:
+        if data == b"bad":
+            raise RuntimeError("boom")
+        return b"ok"
+
+    wasm = compile_wat(wat.caller("flaky"))
+    with Plugin("p", wasm, host_functions=[HostFunction("flaky", flaky)]) as plugin:
+        for _ in range(5000):
+            with pytest.raises(HostFunctionError):
+                plugin.call("call_flaky", b"bad")
+            assert plugin.call("call_flaky", b"good") == b"ok"
