@@ -74,6 +74,7 @@ lint: $(STAMP)
 bench: $(STAMP) plugins
 	$(PY) benchmarks/bench_runtime.py
 	$(PY) benchmarks/bench_hostcalls.py
+	$(PY) benchmarks/bench_events.py
 
 clean:
 	rm -rf sample_plugins/*/build .pytest_cache .mypy_cache .ruff_cache

@@ -17,10 +17,12 @@ handler having run, two variants interleaved in rounds:
 t0 is taken just before ``update``; t1 where the handler ran: both sides read
 ``time.perf_counter_ns``, which on Linux is CLOCK_MONOTONIC, one clock for
 every process, so the receiver's t1 compares with the sender's t0 without the
-response's trip back. Both variants include the same SQLite write and commit.
-The webhook side is favoured: it is sent inline right after the commit, with
-no durable queue and no worker thread, and its receiver logs nothing. Goal:
-webhook / in process >= 10 at the median.
+response's trip back. Both variants include the same kind of SQLite write and
+commit; the latency from the commit (a store's first after_commit hook) to t1,
+the delivery alone, is shown too. The webhook side is favoured: it is sent
+inline right after the commit, with no durable queue and no worker thread, and
+its receiver logs nothing. Goal: webhook / in process >= 10 at the median,
+from the update call.
 
 (b) Cost of ``update`` with 0, 1 and 3 plug-ins exporting ``light_before_save``
 (answering ``{}``), wired as lightcontrol does (the bus validates envelopes
@@ -32,7 +34,7 @@ Databases live on /dev/shm when there is one: every commit fsyncs
 (synchronous=FULL), and on a disk that fsync dwarfs and blurs what is measured
 here; on tmpfs it costs next to nothing. A breakdown of one hook follows.
 
-    make bench    # or: .venv/bin/python benchmarks/bench_events.py [--calls N]
+    make bench    # or: .venv/bin/python benchmarks/bench_events.py [--updates N] [--saves N]
 """
 
 from __future__ import annotations

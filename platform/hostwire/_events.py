@@ -97,6 +97,25 @@ class EventBus:
         body = self.spec.webhook_body(kind)
         return compile_schema(self.spec, body) if body is not None else None
 
+    def envelope(
+        self,
+        model: str,
+        step: str,
+        record: dict[str, Any],
+        previous: dict[str, Any] | None,
+        changes: dict[str, Any],
+    ) -> dict[str, Any]:
+        """A new event, checked against its webhook; a mismatch is the app's bug."""
+        envelope = new_envelope(model, step, record, previous, changes)
+        found = self.problems(envelope)
+        if found:
+            first = found[0]
+            raise ValueError(
+                f"{envelope['type']} event does not match its webhook: "
+                f"{first['field']}: {first['message']}"
+            )
+        return envelope
+
     def before(
         self,
         model: str,
@@ -114,10 +133,7 @@ class EventBus:
         if not handlers:
             return record
         export = export_name(model, step)
-        envelope = new_envelope(model, step, record, previous, changes)
-        found = self.problems(envelope)
-        if found:
-            raise ValueError(f"{envelope['type']} event does not match its webhook: {found[0]}")
+        envelope = self.envelope(model, step, record, previous, changes)
         for subscriber in handlers:
             plugin = subscriber.plugin
             try:

@@ -8,7 +8,7 @@ outbox inside the write's transaction, delivered once it commits.
 
 from __future__ import annotations
 
-from hostwire import EventBus, EventHandlerError, EventRejected, Outbox, new_envelope
+from hostwire import EventBus, EventHandlerError, EventRejected, Outbox
 from lightcontrol.store import Change, LightPluginFailed, LightRejected, LightStore
 
 MODEL = "light"
@@ -39,7 +39,9 @@ class LightEvents:
         handlers = self.bus.handlers(MODEL, change.step)
         if not handlers or change.connection is None:
             return
-        envelope = new_envelope(MODEL, change.step, change.record, change.previous, change.changes)
+        envelope = self.bus.envelope(
+            MODEL, change.step, change.record, change.previous, change.changes
+        )
         self.outbox.add(
             change.connection,
             envelope,
