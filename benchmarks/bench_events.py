@@ -4,11 +4,12 @@
 handler having run, two variants interleaved in rounds:
 
 - in process: lightcontrol's own wiring (``LightEvents`` on an ``EventBus``
+  with openapi/light.yaml, which checks each envelope against its webhook,
   and the durable ``Outbox``, its worker woken when the change commits). The
   handler passes the envelope to host function ``done``, which parses it and
   takes the time;
-- webhook: the same event (``new_envelope``, captured by an after_update
-  observer) signed per Standard Webhooks (webhook-id, webhook-timestamp,
+- webhook: the same event (made and checked by the same bus's ``envelope``,
+  captured by an after_update observer) signed per Standard Webhooks (webhook-id, webhook-timestamp,
   webhook-signature "v1,<base64 HMAC-SHA256>") and POSTed by ``httpx.Client``
   (keep-alive) to a Starlette receiver served by uvicorn in a subprocess on
   127.0.0.1. The receiver checks the timestamp and signature, parses the JSON
@@ -354,7 +355,8 @@ def in_process_latency(store: LightStore, outbox: Outbox, arrival: Arrival) -> L
 class WebhookSender:
     """Captures after_update envelopes and POSTs them, signed, once the write commits."""
 
-    def __init__(self, client: httpx.Client, key: bytes) -> None:
+    def __init__(self, bus: EventBus, client: httpx.Client, key: bytes) -> None:
+        self.bus = bus
         self.client = client
         self.key = key
         self.pending: dict[str, Any] | None = None
@@ -366,7 +368,7 @@ class WebhookSender:
 
     def observe(self, change: Change) -> None:
         if change.step == "after_update" and change.connection is not None:
-            self.pending = new_envelope(
+            self.pending = self.bus.envelope(
                 "light", change.step, change.record, change.previous, change.changes
             )
 
@@ -412,7 +414,8 @@ def bench_latency(tmp: Path, stack: contextlib.ExitStack, args: argparse.Namespa
     store = LightStore(tmp / "after.db")
     stack.callback(store.close)
     outbox = Outbox(store.path)
-    LightEvents(EventBus([Subscriber(plugin)]), outbox).attach(store)
+    spec = load_openapi(SPEC)
+    LightEvents(EventBus([Subscriber(plugin)], spec=spec), outbox).attach(store)
     outbox.start([plugin])
     stack.callback(outbox.stop)
 
@@ -421,7 +424,7 @@ def bench_latency(tmp: Path, stack: contextlib.ExitStack, args: argparse.Namespa
     client = stack.enter_context(httpx.Client(base_url=base, trust_env=False))
     hooked = LightStore(tmp / "webhook.db")
     stack.callback(hooked.close)
-    sender = WebhookSender(client, key)
+    sender = WebhookSender(EventBus([], spec=spec), client, key)
     sender.attach(hooked)
 
     variants = {

@@ -65,6 +65,27 @@ def test_spec_is_valid_and_complete() -> None:
                 walk(item, where)
 
     walk(document["components"]["schemas"], "schemas")
+
+    # A comma inside an unquoted flow-mapping value splits it into a stray key:
+    # every key of a schema must be a keyword.
+    keywords = {
+        "type", "enum", "properties", "required", "additionalProperties", "items", "minimum",
+        "maximum", "minLength", "maxLength", "pattern", "format", "oneOf", "description",
+        "default", "$ref", "minProperties", "maxProperties",
+    }  # fmt: skip
+
+    def stray(schema: object, where: str) -> None:
+        if isinstance(schema, dict):
+            assert set(schema) <= keywords, f"{where}: {set(schema) - keywords}"
+            for name, sub in schema.get("properties", {}).items():
+                stray(sub, f"{where}.{name}")
+            for key in ("items", "additionalProperties"):
+                stray(schema.get(key), f"{where}.{key}")
+            for index, sub in enumerate(schema.get("oneOf", [])):
+                stray(sub, f"{where}.oneOf[{index}]")
+
+    for name, schema in document["components"]["schemas"].items():
+        stray(schema, name)
     for item in document["paths"].values():
         for parameter in item.get("parameters", []):
             assert parameter.get("description"), parameter["name"]

@@ -17,7 +17,7 @@ from openapi_core.validation.request.validators import (
     V31RequestParametersValidator,
 )
 
-from hostwire import load_openapi
+from hostwire import compile_schema, load_openapi
 from hostwire._validate import InvalidCall, OperationValidator
 from petstore.app import SPEC as PETSTORE_PATH
 
@@ -112,3 +112,32 @@ def test_hostwire_and_openapi_core_agree(
 def test_the_cases_cover_both_answers() -> None:
     answers = {_openapi_core_accepts(d, f, c) for d, f, c in CASES}
     assert answers == {True, False}
+
+
+def test_portable_schemas_take_the_fast_path_and_agree() -> None:
+    lights = load_openapi(LIGHTS)
+    event = compile_schema(lights, lights.webhook_body("light.after_update"))  # type: ignore[arg-type]
+    assert event._fast is not None
+    pets = load_openapi(PETSTORE)
+    new_pet = compile_schema(pets, pets.component_schema("NewPet"))
+    assert new_pet._fast is None  # OpenAPI 3.0's nullable means nothing to draft 7
+    assert new_pet.problems("body", "", {"name": "Tom", "tag": None}) == []
+    light = compile_schema(lights, lights.component_schema("Light"))
+    record = {
+        "id": "default", "name": "Lamp", "status": "on", "color": "red", "brightness": 5,
+        "created_at": "2026-11-21T20:00:00.000Z", "updated_at": "2026-11-21T20:00:00Z",
+        "revision": 1,
+    }  # fmt: skip
+    variants = [
+        record,
+        {**record, "color": "purple"},
+        {**record, "brightness": 101},
+        {**record, "created_at": "2026-13-45T99:00:00Z"},  # a date-time only by regex
+        {**record, "extra": 1},
+        {k: v for k, v in record.items() if k != "name"},
+    ]
+    slow = compile_schema(lights, lights.component_schema("Light"))
+    slow._fast = None
+    for value in variants:
+        assert light.problems("body", "", value) == slow.problems("body", "", value)
+    assert [bool(light.problems("body", "", v)) for v in variants] == [False] + [True] * 5

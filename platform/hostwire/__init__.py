@@ -40,7 +40,7 @@ from hostwire._pluginset import PluginSet
 from hostwire._runtime import Plugin
 from hostwire._source import fetch_url, read_path
 from hostwire._threads import to_thread
-from hostwire._validate import HttpCall
+from hostwire._validate import HttpCall, compile_schema
 
 __all__ = [
     "AsgiTarget",
@@ -83,6 +83,7 @@ __all__ = [
     "SpecError",
     "Subscriber",
     "Target",
+    "compile_schema",
     "fetch_url",
     "load_config",
     "load_openapi",

@@ -149,6 +149,20 @@ class OpenAPIDocument:
             return found
         return next((op for op in self.operations.values() if op.operation_id == name_or_id), None)
 
+    def document_at(self, uri: str) -> Any:
+        """The whole document at ``uri`` (this one, or a file it refers to)."""
+        return self.registry.resolver().lookup(urldefrag(uri)[0]).contents
+
+    def at(self, *parts: str | int) -> Node:
+        """The value at ``parts`` from the top of the document, e.g. ``at("paths", "/a")``."""
+        return Node(f"{self.uri}#", self.document).child(*parts)
+
+    def component_schema(self, name: str) -> Node:
+        """``components/schemas/<name>``, for checking values with ``compile_schema``."""
+        if name not in (self.document.get("components") or {}).get("schemas", {}):
+            raise KeyError(f"{self.source} has no schema {name!r}")
+        return self.at("components", "schemas", name)
+
     def webhook_body(self, name: str) -> Node | None:
         """The JSON request body schema of webhook ``name`` (OpenAPI 3.1), if declared."""
         root = Node(f"{self.uri}#", self.document)

@@ -8,11 +8,8 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from jsonschema import Draft202012Validator
-from referencing import Registry, Resource
-from referencing.jsonschema import DRAFT202012
 
-_SPEC_URI = "urn:lightcontrol:openapi"
+from hostwire import OpenAPIDocument, compile_schema, load_openapi
 
 
 def resource_dir() -> Path:
@@ -35,33 +32,23 @@ def spec() -> dict[str, Any]:
 
 
 @functools.cache
-def _registry() -> Registry[Any]:
-    resource: Resource[Any] = Resource.from_contents(spec(), default_specification=DRAFT202012)
-    registry: Registry[Any] = Registry().with_resource(_SPEC_URI, resource)
-    return registry
+def document() -> OpenAPIDocument:
+    """light.yaml, loaded and checked by hostwire."""
+    return load_openapi(resource_dir() / "light.yaml")
 
 
 @functools.cache
-def validator(schema_name: str) -> Draft202012Validator:
-    """A JSON Schema validator for ``components/schemas/<schema_name>``."""
-    if schema_name not in spec()["components"]["schemas"]:
-        raise KeyError(f"light.yaml has no schema {schema_name!r}")
-    return Draft202012Validator(
-        {"$ref": f"{_SPEC_URI}#/components/schemas/{schema_name}"}, registry=_registry()
-    )
+def _checker(schema_name: str) -> Any:
+    spec_ = document()
+    return compile_schema(spec_, spec_.component_schema(schema_name))
 
 
 def problems(schema_name: str, value: object) -> list[dict[str, str]]:
-    """Every way ``value`` breaks the schema, as ``{"field", "message"}`` items."""
-    found = []
-    for error in sorted(validator(schema_name).iter_errors(value), key=lambda e: list(e.path)):
-        path = [str(part) for part in error.path]
-        if error.validator == "required" and isinstance(error.instance, dict):
-            missing = [k for k in error.validator_value if k not in error.instance]
-            path += missing[:1]
-        pointer = "/" + "/".join(path)
-        found.append({"field": pointer, "message": error.message})
-    return found
+    """Every way ``value`` breaks ``components/schemas/<schema_name>``: ``{field, message}``."""
+    return [
+        {"field": p["field"], "message": p["message"]}
+        for p in _checker(schema_name).problems("body", "", value)
+    ]
 
 
 def query_problems(operation_id: str, query: dict[str, str]) -> list[dict[str, str]]:
@@ -78,12 +65,9 @@ def query_problems(operation_id: str, query: dict[str, str]) -> list[dict[str, s
                 if param.get("schema", {}).get("type") == "integer":
                     with contextlib.suppress(ValueError):
                         value = int(str(value))
-                pointer = f"/paths/{path.replace('/', '~1')}/{method}/parameters/{index}/schema"
-                checker = Draft202012Validator(
-                    {"$ref": f"{_SPEC_URI}#{pointer}"}, registry=_registry()
-                )
+                node = document().at("paths", path, method, "parameters", index, "schema")
                 found += [
-                    {"field": param["name"], "message": error.message}
-                    for error in checker.iter_errors(value)
+                    {"field": param["name"], "message": p["message"]}
+                    for p in compile_schema(document(), node).problems("query", "", value)
                 ]
     return found
