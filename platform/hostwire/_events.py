@@ -134,10 +134,11 @@ class EventBus:
             return record
         export = export_name(model, step)
         envelope = self.envelope(model, step, record, previous, changes)
+        data = _encode(envelope)  # once per event; again only if a handler replaces the record
         for subscriber in handlers:
             plugin = subscriber.plugin
             try:
-                replaced = self._call_before(plugin, export, envelope)
+                replaced = self._call_before(plugin, export, envelope, data)
             except EventRejected:
                 raise
             except PluginError as exc:
@@ -151,14 +152,15 @@ class EventBus:
                 ) from exc
             if replaced is not None:
                 envelope["data"]["record"] = replaced
+                data = _encode(envelope)
         record_out: dict[str, Any] = envelope["data"]["record"]
         return record_out
 
     def _call_before(
-        self, plugin: Plugin, export: str, envelope: dict[str, Any]
+        self, plugin: Plugin, export: str, envelope: dict[str, Any], data: bytes
     ) -> dict[str, Any] | None:
-        output = plugin.call(export, json.dumps(envelope, separators=(",", ":")).encode())
-        if not output.strip():
+        output = plugin.call(export, data)
+        if output in _GO_ON or not output.strip():
             return None
         where = f'Plug-in "{plugin.name}" export "{export}"'
         try:
@@ -213,6 +215,13 @@ class EventBus:
                 export=export,
             )
         return record
+
+
+_GO_ON = frozenset({b"", b"{}"})
+
+
+def _encode(envelope: dict[str, Any]) -> bytes:
+    return json.dumps(envelope, separators=(",", ":"), ensure_ascii=False).encode()
 
 
 def _clip(output: bytes, limit: int = 120) -> str:
