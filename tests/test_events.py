@@ -309,3 +309,19 @@ def test_outbox_tables_live_in_the_apps_database(db_path: Path, outbox: Outbox) 
         )
     }
     assert {"hostwire_events", "hostwire_deliveries"} <= tables
+
+
+def test_old_deliveries_are_pruned_but_dead_ones_kept(outbox: Outbox) -> None:
+    done = write_event(outbox, "light/default", [("p", "light_after_update")])
+    dead = write_event(outbox, "light/default", [("p", "light_after_update")])
+    db = outbox.connect()
+    db.execute("UPDATE hostwire_deliveries SET state = 'delivered', delivered_at = 1000")
+    db.execute(
+        "UPDATE hostwire_deliveries SET state = 'dead' WHERE event_seq = "
+        "(SELECT seq FROM hostwire_events WHERE id = ?)",
+        (dead,),
+    )
+    db.close()
+    assert outbox.prune() == 1
+    assert [d["event_id"] for d in outbox.deliveries()] == [dead]
+    assert outbox.deliveries(event_id=done) == []

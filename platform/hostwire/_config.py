@@ -108,6 +108,7 @@ class EventsConfig(BaseModel):
     backoff_s: float = Field(0.5, gt=0, le=3600)
     max_backoff_s: float = Field(300.0, gt=0, le=86400)
     poll_s: float = Field(1.0, gt=0, le=3600)
+    retain_s: float = Field(7 * 86400, ge=0)
     max_depth: int = Field(8, ge=1, le=64)
 
 

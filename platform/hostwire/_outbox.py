@@ -92,6 +92,7 @@ class Outbox:
         backoff_s: float = 0.5,
         max_backoff_s: float = 300.0,
         poll_s: float = 1.0,
+        retain_s: float = 7 * 86400,
         jitter: Callable[[], float] = random.random,
     ) -> None:
         self.path = str(path)
@@ -99,8 +100,11 @@ class Outbox:
         self.backoff_s = backoff_s
         self.max_backoff_s = max_backoff_s
         self.poll_s = poll_s
+        self.retain_s = retain_s
         self._jitter = jitter
         self._workers: dict[str, _Worker] = {}
+        self._pruned_at = time.monotonic()
+        self._prune_lock = threading.Lock()
         with self.connect() as db:
             db.executescript(SCHEMA)
 
@@ -150,7 +154,12 @@ class Outbox:
     # -- delivering ------------------------------------------------------------
 
     def start(self, plugins: Iterable[Plugin]) -> None:
-        """Start one delivery worker per plug-in (idempotent per plug-in name)."""
+        """Start one delivery worker per plug-in (idempotent per plug-in name).
+
+        Old deliveries are pruned now, and then hourly by an idle worker.
+        """
+        self.prune()
+        self._pruned_at = time.monotonic()
         for plugin in plugins:
             if plugin.name not in self._workers:
                 worker = _Worker(self, plugin)
@@ -165,6 +174,13 @@ class Outbox:
             worker.wake.set()
         for worker in workers.values():
             worker.join(timeout_s)
+
+    def prune_if_due(self, every_s: float = 3600.0) -> None:
+        with self._prune_lock:
+            if time.monotonic() - self._pruned_at < every_s:
+                return
+            self._pruned_at = time.monotonic()
+        self.prune()
 
     def backoff(self, attempts: int) -> float:
         """Seconds before retry number ``attempts``: exponential, capped, half jitter."""
@@ -215,6 +231,23 @@ class Outbox:
             for row in rows
         ]
 
+    def prune(self, now: float | None = None) -> int:
+        """Forget deliveries done more than ``retain_s`` ago, and events with none left.
+
+        Dead and pending deliveries are kept until they are replayed and done.
+        """
+        cutoff = (time.time() if now is None else now) - self.retain_s
+        with self.connect() as db:
+            count = db.execute(
+                "DELETE FROM hostwire_deliveries WHERE state = 'delivered' AND delivered_at < ?",
+                (cutoff,),
+            ).rowcount
+            db.execute(
+                "DELETE FROM hostwire_events WHERE seq NOT IN "
+                "(SELECT event_seq FROM hostwire_deliveries)"
+            )
+        return int(count)
+
     def replay(self, event_id: str, plugin: str | None = None) -> int:
         """Send a dead (or delivered) event again; returns how many deliveries were reset."""
         sql = (
@@ -256,6 +289,7 @@ class _Worker(threading.Thread):
                 try:
                     if self._deliver_next(db):
                         continue
+                    self.outbox.prune_if_due()
                     pause = self._until_next_due(db)
                 except sqlite3.Error:
                     log.exception('delivery worker for "%s" hit a database error', self.plugin.name)
