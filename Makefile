@@ -9,8 +9,16 @@ STAMP := $(VENV)/.installed
 NPM_STAMP := node_modules/.installed
 
 C_PLUGINS := $(patsubst %/plugin.c,%/build/plugin.wasm,$(wildcard sample_plugins/*/plugin.c))
+C_PDK_PLUGINS := $(patsubst %/main.c,%/build/plugin.wasm,$(wildcard sample_plugins/*/main.c))
 AS_PLUGINS := $(patsubst %/assembly/index.ts,%/build/plugin.wasm,$(wildcard sample_plugins/*/assembly/index.ts))
-PLUGINS := $(C_PLUGINS) $(AS_PLUGINS)
+RUST_PLUGINS := $(patsubst %/Cargo.toml,%/build/plugin.wasm,$(wildcard sample_plugins/*/Cargo.toml))
+PLUGINS := $(C_PLUGINS) $(C_PDK_PLUGINS) $(AS_PLUGINS) $(RUST_PLUGINS)
+
+# PDKs generated from openapi/light.yaml, which the sample plug-ins build on.
+PDK_INPUTS := openapi/light.yaml $(wildcard platform/hostwire/_pdk*.py) platform/hostwire/hooks.yaml \
+  $(shell find pdk_templates -type f 2>/dev/null)
+# Rust comes from Debian (rustup's toolchain has no wasm32 target here).
+CARGO := /usr/bin/cargo
 
 .PHONY: all demo test lint bench plugins clean
 
@@ -58,6 +66,19 @@ sample_plugins/%/build/plugin.wasm: sample_plugins/%/assembly/index.ts $(NPM_STA
 	node_modules/.bin/asc $< -O3 --runtime incremental \
 	  --use abort=sample_plugins/$*/assembly/index/abortPlugin --outFile $@
 
+build/pdk/%/.stamp: $(PDK_INPUTS) $(STAMP)
+	$(VENV)/bin/hostwire pdk generate --spec openapi/light.yaml --lang $* --out build/pdk/$*
+	@touch $@
+
+$(CARGO):
+	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  apt-get update -qq && apt-get install -y -qq rustc cargo libstd-rust-dev-wasm32 \
+	    librust-serde-json-dev librust-serde-derive-dev; \
+	else \
+	  echo "Building the Rust plug-ins needs Debian's Rust; run: sudo apt-get install rustc cargo libstd-rust-dev-wasm32 librust-serde-json-dev librust-serde-derive-dev"; \
+	  exit 1; \
+	fi
+
 plugins: $(PLUGINS)
 
 demo: $(STAMP) plugins
@@ -77,4 +98,4 @@ bench: $(STAMP) plugins
 	$(PY) benchmarks/bench_events.py
 
 clean:
-	rm -rf sample_plugins/*/build .pytest_cache .mypy_cache .ruff_cache
+	rm -rf sample_plugins/*/build build .pytest_cache .mypy_cache .ruff_cache

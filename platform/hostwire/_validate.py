@@ -67,6 +67,7 @@ class HttpCall:
     headers: list[tuple[str, str]] = field(default_factory=list)
     body: bytes | None = None
     content_type: str | None = None
+    operation: str = ""  # the host function's name, for targets that route by it
 
 
 class InvalidCall(Exception):
@@ -379,7 +380,7 @@ class OperationValidator:
         for _, text in query:
             text.encode("utf-8")  # fails here, as a 400, rather than in the target
         headers = [(name, _joined(v)) for name, v in values["header"].items()]
-        call = HttpCall(op.method.upper(), path, query, headers)
+        call = HttpCall(op.method.upper(), path, query, headers, operation=op.name)
         if body is not None and op.body is not None:
             media = op.body.media_type
             if is_json(media):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import re
 import sys
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
@@ -24,6 +25,7 @@ from hostwire._hostfn import HostFunction
 from hostwire._limits import Limits
 from hostwire._openapi import load_openapi
 from hostwire._outbox import STATES, Outbox
+from hostwire._pdk import LANGUAGES, generate, language, scaffold
 from hostwire._runtime import Plugin
 from hostwire._source import read_path, sha256_hex
 from hostwire._wasm import KERNEL_MODULE, USER_MODULE, inspect_module
@@ -247,6 +249,24 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_pdk_generate(args: argparse.Namespace) -> int:
+    written = generate(args.spec, args.lang, args.out, user_templates=args.templates)
+    print(f"wrote {len(written)} files to {args.out} ({args.lang} PDK for {args.spec})")
+    return 0
+
+
+def cmd_plugin_new(args: argparse.Namespace) -> int:
+    if not re.fullmatch(r"[A-Za-z][A-Za-z0-9_-]*", args.name):
+        raise UsageError(
+            f"plug-in name {args.name!r}: use letters, digits, _ and -, starting with a letter."
+        )
+    target = Path(args.dir) / args.name
+    written = scaffold(args.spec, args.lang, args.name, target)
+    print(f"created {target} ({len(written)} files); build it with:")
+    print(f"  cd {target} && {language(args.lang).BUILD}")
+    return 0
+
+
 def _outbox(db: str) -> Outbox:
     if not Path(db).is_file():
         raise UsageError(f"{db}: no such database (give the app's --db file).")
@@ -342,6 +362,35 @@ def build_parser() -> argparse.ArgumentParser:
     inspect.add_argument("--spec", help="OpenAPI document: list the operations it calls and grants")
     inspect.set_defaults(handler=cmd_plugin_inspect)
 
+    _add_plugin_new(plugin_commands)
+    _add_pdk(commands)
+    _add_events(commands)
+    return parser
+
+
+def _add_plugin_new(plugin_commands: Any) -> None:
+    new = plugin_commands.add_parser("new", help="start a plug-in project on a generated PDK")
+    new.add_argument("name", help="the plug-in's name (also its folder)")
+    new.add_argument("--lang", required=True, choices=LANGUAGES)
+    new.add_argument("--spec", default="openapi/light.yaml", help="default openapi/light.yaml")
+    new.add_argument("--dir", default=".", help="where to create it, default .")
+    new.set_defaults(handler=cmd_plugin_new)
+
+
+def _add_pdk(commands: Any) -> None:
+    pdk = commands.add_parser("pdk", help="generate plug-in development kits")
+    pdk_commands = pdk.add_subparsers(dest="pdk_command", required=True, metavar="ACTION")
+    gen = pdk_commands.add_parser("generate", help="a PDK for one language from an OpenAPI file")
+    gen.add_argument("--spec", required=True, help="the OpenAPI document")
+    gen.add_argument("--lang", required=True, choices=LANGUAGES)
+    gen.add_argument("--out", required=True, help="the folder to write")
+    gen.add_argument(
+        "--templates", help="a folder of your own templates that override ours file by file"
+    )
+    gen.set_defaults(handler=cmd_pdk_generate)
+
+
+def _add_events(commands: Any) -> None:
     events = commands.add_parser("events", help="list or replay deliveries of after-events")
     event_commands = events.add_subparsers(dest="events_command", required=True, metavar="ACTION")
     listing = event_commands.add_parser("list", help="deliveries, newest first")
@@ -361,7 +410,6 @@ def build_parser() -> argparse.ArgumentParser:
             default="lightcontrol.db",
             help="the app's SQLite file, default ./lightcontrol.db",
         )
-    return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:

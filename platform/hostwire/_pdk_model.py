@@ -1,0 +1,327 @@
+"""What a PDK contains, worked out from an OpenAPI document: models, operations,
+lifecycle events and HTTP hooks. Language-neutral; the generator maps it to
+each language's names and types, and the templates only format.
+
+Types are ``TypeRef``s: a primitive (``string``, ``integer``, ``number``,
+``boolean``), ``any`` (free JSON: maps, mixed unions), an ``array`` of a type,
+or a ``model`` (an object or a string enum) by name. Inline objects and enums
+get names from where they appear (``LightEvent`` + ``data`` → ``LightEventData``).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from hostwire._exports import HTTP_HOOKS
+from hostwire._openapi import Node, OpenAPIDocument, load_openapi
+
+HOOKS_SPEC = Path(__file__).with_name("hooks.yaml")
+# export → (input model, output model), from hooks.yaml
+HOOK_MODELS = {
+    "http_pre_hook": ("HttpPreHookInput", "HttpPreHookOutput"),
+    "http_post_hook": ("HttpPostHookInput", "HttpPostHookOutput"),
+    "http_stream_chunk_hook": ("HttpStreamChunkInput", "HttpStreamChunkOutput"),
+}
+PRIMITIVES = ("string", "integer", "number", "boolean")
+
+
+def pascal_case(text: str) -> str:
+    words = re.split(r"[^A-Za-z0-9]+|(?<=[a-z0-9])(?=[A-Z])", text)
+    name = "".join(w[:1].upper() + w[1:] for w in words if w)
+    return f"T{name}" if name[:1].isdigit() else name
+
+
+@dataclass(frozen=True, slots=True)
+class TypeRef:
+    kind: str  # string | integer | number | boolean | any | array | model
+    model: str = ""  # for kind == "model"
+    items: TypeRef | None = None  # for kind == "array"
+
+    def __str__(self) -> str:
+        if self.kind == "model":
+            return self.model
+        if self.kind == "array":
+            return f"{self.items}[]"
+        return self.kind
+
+
+ANY = TypeRef("any")
+
+
+@dataclass(frozen=True, slots=True)
+class Field:
+    name: str  # the JSON name
+    type: TypeRef
+    required: bool
+    nullable: bool
+    description: str = ""
+
+
+@dataclass(slots=True)
+class Model:
+    name: str
+    kind: str  # object | enum
+    description: str = ""
+    fields: list[Field] = field(default_factory=list)
+    values: list[str] = field(default_factory=list)  # for enums
+
+
+@dataclass(frozen=True, slots=True)
+class Param:
+    name: str
+    location: str  # path | query | header
+    type: TypeRef
+    required: bool
+    description: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class OperationDef:
+    name: str  # the host function, snake_case
+    operation_id: str
+    method: str
+    path: str
+    summary: str
+    params: tuple[Param, ...]
+    body: TypeRef | None
+    body_required: bool
+    response: TypeRef | None  # the JSON body of its 2xx answer
+
+
+@dataclass(frozen=True, slots=True)
+class EventDef:
+    export: str  # light_before_save
+    type: str  # light.before_save
+    model: str  # light
+    before: bool
+    payload: TypeRef
+    result: TypeRef | None  # what a before-handler answers
+    summary: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class HookDef:
+    export: str
+    input: TypeRef
+    output: TypeRef
+
+
+@dataclass(slots=True)
+class PdkModel:
+    title: str
+    version: str
+    source: str
+    models: list[Model]
+    operations: list[OperationDef]
+    events: list[EventDef]
+    hooks: list[HookDef]
+
+
+class _Builder:
+    def __init__(self, spec: OpenAPIDocument) -> None:
+        self.spec = spec
+        self.models: dict[str, Model] = {}
+        self._by_uri: dict[str, str] = {}  # schema location → model name
+
+    def component_name(self, node: Node) -> str | None:
+        prefix = f"{self.spec.uri}#/components/schemas/"
+        if node.uri.startswith(prefix) and "/" not in node.uri[len(prefix) :]:
+            return pascal_case(node.uri[len(prefix) :].replace("~1", "/").replace("~0", "~"))
+        return None
+
+    def type_of(self, node: Node, context: str) -> tuple[TypeRef, bool]:
+        """The type at ``node`` and whether it admits null."""
+        target = self.spec.deref(node)
+        value = target.value
+        if not isinstance(value, dict):
+            return ANY, False
+        nullable = bool(value.get("nullable"))
+        options = value.get("oneOf") or value.get("anyOf")
+        if options and not value.get("properties"):
+            key = "oneOf" if "oneOf" in value else "anyOf"
+            branches = [target.child(key, i) for i in range(len(options))]
+            real = [b for b in branches if self.spec.deref(b).value.get("type") != "null"]
+            if len(real) == 1:
+                ref, inner_null = self.type_of(real[0], context)
+                return ref, True if len(real) < len(branches) else inner_null
+            return ANY, nullable
+        kind = value.get("type")
+        if isinstance(kind, list):
+            nullable = nullable or "null" in kind
+            rest = [k for k in kind if k != "null"]
+            kind = rest[0] if len(rest) == 1 else None
+        if kind is None and ("properties" in value or "allOf" in value):
+            kind = "object"
+        name = self.component_name(target) or pascal_case(context)
+        if kind == "string" and "enum" in value:
+            return self.enum(target, name, value), nullable
+        if kind in PRIMITIVES:
+            return TypeRef(kind), nullable
+        if kind == "array":
+            if "items" not in value:
+                return TypeRef("array", items=ANY), nullable
+            items, _ = self.type_of(target.child("items"), f"{name}Item")
+            return TypeRef("array", items=items), nullable
+        if kind == "object" and (value.get("properties") or value.get("allOf")):
+            return self.object(target, name), nullable
+        return ANY, nullable
+
+    def enum(self, node: Node, name: str, value: dict[str, Any]) -> TypeRef:
+        if node.uri not in self._by_uri:
+            name = self._unique(name, node)
+            values = [str(v) for v in value["enum"] if v is not None]
+            self.models[name] = Model(
+                name, "enum", str(value.get("description", "")), values=values
+            )
+        return TypeRef("model", self._by_uri[node.uri])
+
+    def object(self, node: Node, name: str) -> TypeRef:
+        if node.uri in self._by_uri:
+            return TypeRef("model", self._by_uri[node.uri])
+        name = self._unique(name, node)
+        model = Model(name, "object", str(node.value.get("description", "")))
+        self.models[name] = model  # before the fields: schemas may refer to themselves
+        required: set[str] = set()
+        for part in self._parts(node):
+            required |= set(part.value.get("required", []))
+            for prop in part.value.get("properties") or {}:
+                if any(f.name == prop for f in model.fields):
+                    continue
+                child = part.child("properties", prop)
+                ref, nullable = self.type_of(child, f"{name}_{prop}")
+                description = self.spec.deref(child).value
+                text = child.value.get("description") or (
+                    description.get("description", "") if isinstance(description, dict) else ""
+                )
+                model.fields.append(Field(prop, ref, False, nullable, str(text)))
+        model.fields = [
+            Field(f.name, f.type, f.name in required, f.nullable, f.description)
+            for f in model.fields
+        ]
+        return TypeRef("model", name)
+
+    def _parts(self, node: Node) -> list[Node]:
+        """The object and, for allOf, each object it is made of."""
+        parts = [node]
+        for index in range(len(node.value.get("allOf") or [])):
+            parts += self._parts(self.spec.deref(node.child("allOf", index)))
+        return parts
+
+    def _unique(self, name: str, node: Node) -> str:
+        base, number = name, 2
+        while name in self.models:
+            name = f"{base}{number}"
+            number += 1
+        self._by_uri[node.uri] = name
+        return name
+
+
+def _json_node(spec: OpenAPIDocument, holder: Node) -> Node | None:
+    content = holder.value.get("content") or {}
+    for media in sorted(content):
+        base = media.split(";")[0].strip().lower()
+        if (base == "application/json" or base.endswith("+json")) and "schema" in content[media]:
+            return holder.child("content", media, "schema")
+    return None
+
+
+def build_model(spec: OpenAPIDocument) -> PdkModel:
+    """Everything a PDK for ``spec`` declares, in a deterministic order."""
+    builder = _Builder(spec)
+    for name in sorted((spec.document.get("components") or {}).get("schemas") or {}):
+        builder.type_of(spec.component_schema(name), name)
+    operations = [_operation(spec, builder, op) for _, op in sorted(spec.operations.items())]
+    events = _events(spec, builder)
+    hooks = _hooks(builder)
+    info = spec.document.get("info") or {}
+    return PdkModel(
+        title=str(info.get("title", "")),
+        version=str(info.get("version", "")),
+        source=Path(spec.source).name,
+        models=sorted(builder.models.values(), key=lambda m: m.name),
+        operations=operations,
+        events=events,
+        hooks=hooks,
+    )
+
+
+def _operation(spec: OpenAPIDocument, builder: _Builder, op: Any) -> OperationDef:
+    context = pascal_case(op.name)
+    params = []
+    for param in op.parameters:
+        if param.location not in ("path", "query", "header"):
+            continue
+        ref = ANY
+        if param.schema is not None:
+            ref, _ = builder.type_of(param.schema, f"{context}_{param.name}")
+        params.append(Param(param.name, param.location, ref, param.required, param.description))
+    body = None
+    if op.body is not None and op.body.schema is not None:
+        body, _ = builder.type_of(op.body.schema, f"{context}Body")
+    response = None
+    node = spec.at("paths", op.path, op.method)
+    for status in sorted(node.value.get("responses") or {}):
+        if str(status).startswith("2"):
+            answer = spec.deref(node.child("responses", status))
+            schema = _json_node(spec, answer)
+            if schema is not None:
+                response, _ = builder.type_of(schema, f"{context}Response")
+            break
+    return OperationDef(
+        name=op.name,
+        operation_id=op.grant,
+        method=op.method.upper(),
+        path=op.path,
+        summary=op.summary,
+        params=tuple(params),
+        body=body,
+        body_required=bool(op.body and op.body.required),
+        response=response,
+    )
+
+
+def _events(spec: OpenAPIDocument, builder: _Builder) -> list[EventDef]:
+    events = []
+    pattern = re.compile(r"^([a-z][a-z0-9_]*)\.((before|after)_[a-z]+)$")
+    for name in sorted(spec.document.get("webhooks") or {}):
+        match = pattern.match(name)
+        body = spec.webhook_body(name)
+        if match is None or body is None:
+            continue
+        model, step, when = match.groups()
+        payload, _ = builder.type_of(body, f"{model}_event")
+        result = None
+        if when == "before":
+            post = spec.deref(spec.at("webhooks", name)).child("post")
+            for status in sorted(post.value.get("responses") or {}):
+                schema = _json_node(spec, spec.deref(post.child("responses", status)))
+                if schema is not None:
+                    result, _ = builder.type_of(schema, f"{model}_before_result")
+                    break
+        summary = str(
+            spec.deref(spec.at("webhooks", name)).value.get("post", {}).get("summary", "")
+        )
+        events.append(
+            EventDef(f"{model}_{step}", name, model, when == "before", payload, result, summary)
+        )
+    return events
+
+
+def _hooks(builder: _Builder) -> list[HookDef]:
+    hooks_spec = load_openapi(HOOKS_SPEC)
+    hook_builder = _Builder(hooks_spec)
+    hook_builder.models = builder.models  # one namespace; names must not clash
+    hooks = []
+    for export in HTTP_HOOKS:
+        inp, out = HOOK_MODELS[export]
+        hooks.append(
+            HookDef(
+                export,
+                hook_builder.type_of(hooks_spec.component_schema(inp), inp)[0],
+                hook_builder.type_of(hooks_spec.component_schema(out), out)[0],
+            )
+        )
+    return hooks

@@ -1,0 +1,182 @@
+"""A test harness for plug-in authors: mocked operations, simulated events.
+
+    from hostwire.testing import PluginHarness
+
+    with PluginHarness("build/plugin.wasm", spec="openapi/light.yaml",
+                       config={"target": "lamp"}) as harness:
+        harness.mock("updateLight", {"id": "lamp"})
+        harness.fire("light.after_update", record={...})
+        assert harness.calls_to("updateLight")[0].body == {"color": "red", ...}
+
+Calls go through the same validation and grants as in production (Contract 1),
+then to mocks instead of the app: an operation without a mock answers
+``501 not_mocked``. Every call that passed validation is recorded.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Self
+from urllib.parse import unquote
+
+from hostwire._dispatch import Caller, Reply
+from hostwire._events import new_envelope
+from hostwire._hostapi import ALL_OPERATIONS, HostApi
+from hostwire._limits import Limits
+from hostwire._openapi import dumps
+from hostwire._runtime import Plugin
+from hostwire._source import read_path
+from hostwire._validate import HttpCall
+
+__all__ = ["MockReply", "PluginHarness", "RecordedCall"]
+
+
+@dataclass(frozen=True, slots=True)
+class RecordedCall:
+    """One operation call a plug-in made."""
+
+    operation: str  # the operationId (or function name when there is none)
+    function: str
+    method: str
+    path: str
+    query: list[tuple[str, str]]
+    headers: dict[str, str]
+    body: Any
+
+
+@dataclass(frozen=True, slots=True)
+class MockReply:
+    status: int = 200
+    body: Any = None
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+
+Responder = Callable[[RecordedCall], MockReply]
+
+
+class _MockTarget:
+    def __init__(self, harness: PluginHarness) -> None:
+        self.harness = harness
+
+    def send(self, call: HttpCall, caller: Caller) -> Reply:
+        return self.harness._answer(call)
+
+    def close(self) -> None:
+        pass
+
+
+class PluginHarness:
+    """Run one plug-in with mocked operation responses and simulated events."""
+
+    def __init__(
+        self,
+        wasm: bytes | str | Path,
+        *,
+        spec: str | Path,
+        name: str = "plugin",
+        config: Mapping[str, object] | None = None,
+        grants: Iterable[str] = (ALL_OPERATIONS,),
+        limits: Limits | None = None,
+    ) -> None:
+        data = wasm if isinstance(wasm, bytes) else read_path(name, Path(wasm))
+        self.api = HostApi(spec, _MockTarget(self))
+        self.calls: list[RecordedCall] = []
+        self._mocks: dict[str, Responder] = {}
+        self.plugin = Plugin(
+            name,
+            data,
+            config=config,
+            limits=limits or Limits(),
+            host_functions=self.api.host_functions(name, grants),
+        )
+
+    # -- mocks -------------------------------------------------------------
+
+    def mock(
+        self,
+        operation: str,
+        body: Any = None,
+        *,
+        status: int = 200,
+        headers: Mapping[str, str] | None = None,
+        responder: Responder | None = None,
+    ) -> None:
+        """Answer ``operation`` (operationId or name) with ``body``, or with ``responder``."""
+        op = self.api.spec.operation(operation)
+        if op is None:
+            known = ", ".join(sorted(o.grant for o in self.api.operations.values()))
+            raise KeyError(f'"{operation}" is not an operation (operations: {known})')
+        reply = MockReply(status, body, dict(headers or {}))
+        self._mocks[op.name] = responder or (lambda call: reply)
+
+    def calls_to(self, operation: str) -> list[RecordedCall]:
+        op = self.api.spec.operation(operation)
+        name = op.name if op is not None else operation
+        return [c for c in self.calls if c.function == name]
+
+    def _answer(self, call: HttpCall) -> Reply:
+        op = self.api.operations[call.operation]
+        body = json.loads(call.body) if call.body else None
+        recorded = RecordedCall(
+            op.grant,
+            op.name,
+            call.method,
+            unquote(call.path),
+            list(call.query),
+            dict(call.headers),
+            body,
+        )
+        self.calls.append(recorded)
+        responder = self._mocks.get(op.name)
+        if responder is None:
+            error = {"code": "not_mocked", "message": f'No mock for operation "{op.grant}".'}
+            return Reply(501, {"content-type": "application/json"}, dumps({"error": error}))
+        reply = responder(recorded)
+        headers = {"content-type": "application/json", **reply.headers}
+        return Reply(reply.status, headers, b"" if reply.body is None else dumps(reply.body))
+
+    # -- running -----------------------------------------------------------
+
+    def call(self, export: str, value: Any = None) -> Any:
+        """Call ``export`` with ``value`` as JSON; return its JSON output (None if empty)."""
+        return self.plugin.call_json(export, value)
+
+    def call_raw(self, export: str, data: bytes | str = b"") -> bytes:
+        return self.plugin.call(export, data)
+
+    def fire(
+        self,
+        event: str,
+        *,
+        record: Mapping[str, Any],
+        previous: Mapping[str, Any] | None = None,
+        changes: Mapping[str, Any] | None = None,
+    ) -> Any:
+        """Deliver event ``event`` (``light.before_save``) to its export; return the answer."""
+        model, _, step = event.partition(".")
+        prev = dict(previous) if previous is not None else None
+        if changes is None:
+            before = prev or {}
+            changes = {
+                k: {"from": before.get(k), "to": v} for k, v in record.items() if before.get(k) != v
+            }
+        envelope = new_envelope(model, step, dict(record), prev, dict(changes))
+        return self.call(f"{model}_{step}", envelope)
+
+    def close(self) -> None:
+        self.plugin.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
