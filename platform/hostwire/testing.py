@@ -142,7 +142,13 @@ class PluginHarness:
     # -- running -----------------------------------------------------------
 
     def call(self, export: str, value: Any = None) -> Any:
-        """Call ``export`` with ``value`` as JSON; return its JSON output (None if empty)."""
+        """Call ``export`` with ``value`` as JSON (no input when None); return its JSON output.
+
+        Empty output gives None; output that is not JSON raises ``PluginOutputError``.
+        """
+        if value is None:
+            output = self.plugin.call(export, b"")
+            return json.loads(output) if output.strip() else None
         return self.plugin.call_json(export, value)
 
     def call_raw(self, export: str, data: bytes | str = b"") -> bytes:

@@ -1,0 +1,90 @@
+"""hostwire.testing: the harness plug-in authors test with."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+import wat
+from conftest import compile_wat
+from hostwire.testing import MockReply, PluginHarness, RecordedCall
+
+LIGHTS = "openapi/light.yaml"
+RECORD = {
+    "id": "lamp", "name": "Lamp", "status": "on", "color": "red", "brightness": 40,
+    "created_at": "2026-11-21T20:00:00.000Z", "updated_at": "2026-11-21T21:00:00.000Z",
+    "revision": 3,
+}  # fmt: skip
+
+
+@pytest.fixture
+def caller_wasm(tmp_path: Path) -> Path:
+    path = tmp_path / "caller.wasm"
+    path.write_bytes(compile_wat(wat.caller("get_states", "update_light", "delete_light")))
+    return path
+
+
+def test_mocked_operations_answer_and_every_call_is_recorded(caller_wasm: Path) -> None:
+    with PluginHarness(caller_wasm, spec=LIGHTS) as harness:
+        harness.mock("getStates", {"status": "on", "color": "blue"})
+        harness.mock(
+            "updateLight",
+            responder=lambda call: MockReply(200, {**RECORD, **call.body, "id": "lamp"}),
+        )
+        assert harness.call("call_get_states") == {
+            "status": 200,
+            "headers": {"content-type": "application/json"},
+            "body": {"status": "on", "color": "blue"},
+        }
+        updated = harness.call(
+            "call_update_light", {"path": {"id": "lamp"}, "body": {"brightness": 7}}
+        )
+        assert updated["body"]["brightness"] == 7
+    assert [c.operation for c in harness.calls] == ["getStates", "updateLight"]
+    assert harness.calls_to("updateLight") == [
+        RecordedCall(
+            "updateLight", "update_light", "PATCH", "/lights/lamp", [], {}, {"brightness": 7}
+        )
+    ]
+
+
+def test_unmocked_invalid_and_ungranted_calls(caller_wasm: Path) -> None:
+    with PluginHarness(caller_wasm, spec=LIGHTS, grants=["getStates", "updateLight"]) as harness:
+        unmocked = harness.call("call_get_states")
+        assert (unmocked["status"], unmocked["body"]["error"]["code"]) == (501, "not_mocked")
+        invalid = harness.call(
+            "call_update_light", {"path": {"id": "lamp"}, "body": {"color": "pink"}}
+        )
+        assert invalid["status"] == 400
+        refused = harness.call("call_delete_light", {"path": {"id": "lamp"}})
+        assert refused["body"]["error"]["code"] == "not_granted"
+    # Only calls that were valid and granted reached the mocks.
+    assert [c.operation for c in harness.calls] == ["getStates"]
+
+
+def test_mocking_an_unknown_operation_is_an_error(caller_wasm: Path) -> None:
+    with (
+        PluginHarness(caller_wasm, spec=LIGHTS) as harness,
+        pytest.raises(KeyError, match='"paintLight" is not an operation'),
+    ):
+        harness.mock("paintLight", {})
+
+
+def test_fire_delivers_an_envelope_with_the_changes(tmp_path: Path) -> None:
+    path = tmp_path / "echo.wasm"
+    path.write_bytes(
+        compile_wat(
+            "(module\n" + wat.KERNEL + '\n  (memory (export "memory") 1)\n'
+            '  (func (export "light_before_save") (result i32)\n'
+            "    (call $output_set (call $input_offset) (call $input_length)) (i32.const 0)))"
+        )
+    )
+    with PluginHarness(path, spec=LIGHTS) as harness:
+        envelope = harness.fire(
+            "light.before_save", record=RECORD, previous={**RECORD, "color": "blue"}
+        )
+    assert envelope["type"] == "light.before_save"
+    assert envelope["id"].startswith("evt_")
+    assert envelope["data"]["record"] == RECORD
+    assert envelope["data"]["changes"] == {"color": {"from": "blue", "to": "red"}}
