@@ -33,8 +33,7 @@ _COMMENTS = {
     ".rs": "// {}",
     ".md": "<!-- {} -->",
     ".toml": "# {}",
-    ".json": None,  # JSON has no comments: package.json carries it in "description"
-}
+}  # others (JSON, Makefiles) have no comment syntax we can rely on: no header
 
 
 def templates_root() -> Path:
@@ -96,7 +95,7 @@ def environment(lang: str, user_templates: Path | None = None) -> jinja2.Environ
 
 
 def with_header(path: str, text: str) -> str:
-    style = _COMMENTS.get(Path(path).suffix, "// {}")
+    style = _COMMENTS.get(Path(path).suffix)
     if style is None:
         return text
     return style.format(HEADER) + "\n" + text
@@ -127,7 +126,8 @@ def render(
         except jinja2.TemplateError as exc:
             raise ConfigError(f"PDK template {lang}/{job.template}: {exc}") from exc
         text = "\n".join(line.rstrip() for line in text.splitlines()).strip("\n") + "\n"
-        files[job.path] = with_header(job.path, text)
+        # A scaffold is the author's to edit: only the PDK says "do not edit".
+        files[job.path] = text if scaffold is not None else with_header(job.path, text)
     return dict(sorted(files.items()))
 
 

@@ -39,13 +39,31 @@ class UsageError(HostwireError):
     exit_code = USAGE_ERROR
 
 
+# Folders build tools put a module in; the project is the first folder above them.
+_BUILD_FOLDERS = frozenset(
+    {
+        "build",
+        "release",
+        "debug",
+        "target",
+        "dist",
+        "out",
+        "wasm32-unknown-unknown",
+        "wasm32-wasip1",
+    }
+)
+
+
 def _read_plugin(path: str) -> tuple[str, bytes]:
     file = Path(path)
-    # <name>/plugin.wat and <name>/build/plugin.wasm are named after the project folder.
+    # <name>/plugin.wat, <name>/build/plugin.wasm and cargo's
+    # <name>/target/wasm32-unknown-unknown/release/plugin.wasm are named after <name>.
     name = file.stem
     if name == "plugin":
         folder = file.resolve().parent
-        name = folder.parent.name if folder.name == "build" else folder.name
+        while folder.name in _BUILD_FOLDERS and folder.parent != folder:
+            folder = folder.parent
+        name = folder.name
     return name, read_path(name, file)
 
 
