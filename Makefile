@@ -46,6 +46,16 @@ sample_plugins/%/build/plugin.wasm: sample_plugins/%/plugin.c $(STAMP)
 	@mkdir -p $(dir $@)
 	$(PY) -m ziglang cc --target=wasm32-freestanding -O2 -nostdlib -Wl,--no-entry -o $@ $<
 
+# C plug-ins on the C PDK generated from openapi/light.yaml: main.c and the PDK's
+# sources in one compile (no libc; the PDK brings its runtime).
+sample_plugins/%/build/plugin.wasm: sample_plugins/%/main.c build/pdk/c/.stamp $(STAMP)
+	@mkdir -p $(dir $@)
+	$(PY) -m ziglang cc --target=wasm32-freestanding -O2 -s -nostdlib -Wl,--no-entry -Wall -Werror \
+	  -I build/pdk/c -o $@ $< build/pdk/c/*.c
+
+# Named outside the pattern rule so that make keeps the PDK's stamp (not intermediate).
+$(C_PDK_PLUGINS): build/pdk/c/.stamp
+
 # AssemblyScript plug-ins: the compiler and PDK come from npm (package.json).
 $(NPM_STAMP): package.json package-lock.json
 	@command -v npm >/dev/null || { \
@@ -58,13 +68,18 @@ $(NPM_STAMP): package.json package-lock.json
 	npm ci --no-audit --no-fund --silent
 	@touch $@
 
-# Without --use abort=... the module imports env.abort, which Extism lacks. The
-# incremental runtime frees garbage; stub and minimal run out of memory in a
-# long-lived plug-in.
+# They build on the AssemblyScript PDK generated from openapi/light.yaml. Without
+# --use abort=... (the PDK's abort function) the module imports env.abort, which
+# Extism lacks. The incremental runtime frees garbage; stub and minimal run out
+# of memory in a long-lived plug-in.
 sample_plugins/%/build/plugin.wasm: sample_plugins/%/assembly/index.ts $(NPM_STAMP)
 	@mkdir -p $(dir $@)
 	node_modules/.bin/asc $< -O3 --runtime incremental \
-	  --use abort=sample_plugins/$*/assembly/index/abortPlugin --outFile $@
+	  --use abort=build/pdk/assemblyscript/plugin/abortPlugin --outFile $@
+
+# Named here, not in the pattern rule, so that make keeps the stamp (a file only
+# reached through pattern rules is intermediate and deleted after the build).
+$(AS_PLUGINS): build/pdk/assemblyscript/.stamp
 
 build/pdk/%/.stamp: $(PDK_INPUTS) $(STAMP)
 	$(VENV)/bin/hostwire pdk generate --spec openapi/light.yaml --lang $* --out build/pdk/$*
@@ -78,6 +93,18 @@ $(CARGO):
 	  echo "Building the Rust plug-ins needs Debian's Rust; run: sudo apt-get install rustc cargo libstd-rust-dev-wasm32 librust-serde-json-dev librust-serde-derive-dev"; \
 	  exit 1; \
 	fi
+
+# Rust plug-ins: Debian's rustc and crates, offline (.cargo/config.toml), on the
+# generated PDK; one shared target folder. The package is named like its folder.
+# Named outside the pattern rule too, so make keeps the PDK's stamp (not intermediate).
+$(RUST_PLUGINS): build/pdk/rust/.stamp
+.SECONDEXPANSION:
+sample_plugins/%/build/plugin.wasm: sample_plugins/%/Cargo.toml $$(wildcard sample_plugins/$$*/src/*.rs) \
+    build/pdk/rust/.stamp | $(CARGO)
+	RUSTC=/usr/bin/rustc $(CARGO) build --release --offline --target wasm32-unknown-unknown \
+	  --target-dir build/cargo --manifest-path $<
+	@mkdir -p $(dir $@)
+	cp build/cargo/wasm32-unknown-unknown/release/$(subst -,_,$*).wasm $@
 
 plugins: $(PLUGINS)
 

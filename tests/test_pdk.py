@@ -88,3 +88,16 @@ def test_scaffold_refuses_a_folder_that_is_not_empty(tmp_path: Path) -> None:
     (tmp_path / "taken" / "file").write_text("x")
     with pytest.raises(ConfigError, match="already exists and is not empty"):
         scaffold(DOCUMENTS["light"], "c", "taken", tmp_path / "taken")
+
+
+def test_hook_shapes_have_no_stray_keys() -> None:
+    """A comma in an unquoted YAML flow value splits it into a stray key."""
+    from hostwire._pdk_model import HOOKS_SPEC
+
+    document = load_openapi(HOOKS_SPEC).document
+    keywords = {"type", "description", "$ref", "additionalProperties", "minimum", "maximum",
+                "required", "properties"}  # fmt: skip
+    for name, schema in document["components"]["schemas"].items():
+        assert set(schema) <= keywords, name
+        for prop, sub in (schema.get("properties") or {}).items():
+            assert set(sub) <= keywords, f"{name}.{prop}"

@@ -1,0 +1,618 @@
+"""The C PDK: C names and types for the PDK model; ``pdk_templates/c`` formats them.
+
+Everything is decided here, the templates only format:
+
+- runtime: ``hw_`` / ``HW_`` (private: ``hw__``), in ``hw_runtime.[ch]``;
+- object models: ``typedef struct Light Light;`` with ``Light_read``,
+  ``Light_write``, ``Light_parse``, ``Light_to_json``; nested objects are
+  pointers (``Light *record``), so models may refer to themselves;
+- string enums: ``typedef enum Color { Color_RED = 1, ... } Color;`` (0 is "no
+  value") with ``Color_to_string`` / ``Color_from_string``;
+- arrays: ``Light_array`` / ``hw_str_array`` / ``hw_int_array_array``
+  (``items`` + ``count``);
+- operations: ``api_<name>(...)`` returning ``api_<name>_response``;
+- events and HTTP hooks: ``HW_ON_<EXPORT>(handler)`` defines the export.
+
+Field conventions: an optional field of a value type (integer, number,
+boolean, enum, array) has ``bool has_<name>``; pointer-like types (objects,
+strings, ``any``) are NULL when absent; a nullable field has
+``bool <name>_null``. JSON names that are not C identifiers, or are keywords,
+are mangled (``part-no`` → ``part_no``, ``default`` → ``default_``).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import re
+import shlex
+import sys
+from collections.abc import Iterable
+from fractions import Fraction
+from typing import Any
+
+from hostwire._openapi import OpenAPIDocument
+from hostwire._pdk import RenderJob
+from hostwire._pdk_model import ANY, Model, OperationDef, PdkModel, TypeRef
+
+CC_FLAGS = "--target=wasm32-freestanding -O2 -s -nostdlib -Wl,--no-entry"
+# The one command that builds a project made by `hostwire plugin new --lang c`:
+# zig's clang from PyPI, through the interpreter that created the project (it has
+# ziglang when hostwire was installed with its dev extra: pip install ziglang).
+BUILD = (
+    f"mkdir -p build && {shlex.quote(sys.executable)} -m ziglang cc {CC_FLAGS} "
+    "-Ipdk -o build/plugin.wasm main.c pdk/*.c"
+)
+# What the PDK's README shows (no machine paths in generated files).
+README_BUILD = f"python3 -m ziglang cc {CC_FLAGS} -Ipdk -o build/plugin.wasm main.c pdk/*.c"
+SOURCES = ("hw_api.c", "hw_exports.c", "hw_models.c", "hw_runtime.c")
+
+_C_KEYWORDS = frozenset(
+    """
+    auto break case char const continue default do double else enum extern float for
+    goto if inline int long register restrict return short signed sizeof static struct
+    switch typedef union unsigned void volatile while _Alignas _Alignof _Atomic _Bool
+    _Complex _Generic _Imaginary _Noreturn _Static_assert _Thread_local alignas alignof
+    bool constexpr false nullptr static_assert thread_local true typeof typeof_unqual
+    """.split()  # noqa: SIM905 (a word list reads better than a list literal)
+)
+# Not C keywords, but keeping the headers usable from C++ costs nothing.
+_CPP_KEYWORDS = frozenset(
+    """
+    and and_eq asm bitand bitor catch char8_t char16_t char32_t class co_await co_return
+    co_yield compl concept const_cast consteval constinit decltype delete dynamic_cast
+    explicit export friend mutable namespace new noexcept not not_eq operator or or_eq
+    private protected public reinterpret_cast requires static_cast template this throw
+    try typeid typename using virtual wchar_t xor xor_eq
+    """.split()  # noqa: SIM905 (a word list reads better than a list literal)
+)
+# Macros and types from the freestanding headers the PDK includes.
+_HEADER_NAMES = frozenset(
+    """
+    NULL offsetof va_list va_start va_end va_arg va_copy size_t ptrdiff_t wchar_t int8_t
+    int16_t int32_t int64_t uint8_t uint16_t uint32_t uint64_t intptr_t uintptr_t
+    intmax_t uintmax_t max_align_t __bool_true_false_are_defined
+    """.split()  # noqa: SIM905 (a word list reads better than a list literal)
+)
+RESERVED = _C_KEYWORDS | _CPP_KEYWORDS | _HEADER_NAMES
+_STDINT_MACRO = re.compile(r"^U?INT(8|16|32|64|PTR|MAX)?_(MAX|MIN|C)$")
+
+_READERS = {
+    "string": "hw_read_str",
+    "integer": "hw_read_int",
+    "number": "hw_read_number",
+    "boolean": "hw_read_bool",
+    "any": "hw_read_json",
+}
+_WRITERS = {
+    "string": "hw_write_str",
+    "integer": "hw_write_int",
+    "number": "hw_write_number",
+    "boolean": "hw_write_bool",
+    "any": "hw_write_json",
+}
+_ITEM_TYPES = {
+    "string": "hw_str",
+    "integer": "int64_t",
+    "number": "double",
+    "boolean": "bool",
+    "any": "hw_json *",
+}
+_ARRAY_BASES = {
+    "string": "hw_str",
+    "integer": "hw_int",
+    "number": "hw_number",
+    "boolean": "hw_bool",
+    "any": "hw_json",
+}
+_SECTIONS = (("path", "path"), ("query", "query"), ("header", "headers"))
+
+
+# -- names --------------------------------------------------------------------
+
+
+def c_ident(text: str) -> str:
+    """A C identifier for ``text`` (a JSON name): safe as a member, parameter or suffix."""
+    ident = re.sub(r"[^A-Za-z0-9_]", "_", text) or "_"
+    if ident[0].isdigit():
+        ident = "_" + ident
+    if re.match(r"_[A-Z_]", ident) or ident.lower().startswith("hw_"):
+        ident = "x" + ident  # reserved for the implementation, or the PDK's own prefix
+    if ident in RESERVED or _STDINT_MACRO.match(ident):
+        ident += "_"
+    return ident
+
+
+def upper_snake(text: str) -> str:
+    words = re.split(r"[^A-Za-z0-9]+|(?<=[a-z0-9])(?=[A-Z])", text)
+    return "_".join(w.upper() for w in words if w) or "EMPTY"
+
+
+def c_string(text: str) -> str:
+    """A C string literal holding ``text`` as UTF-8 (octal escapes outside ASCII)."""
+    out = []
+    for byte in text.encode():
+        char = chr(byte)
+        if char in '"\\?':
+            out.append("\\" + char)
+        elif 0x20 <= byte < 0x7F:
+            out.append(char)
+        else:
+            out.append(f"\\{byte:03o}")
+    return '"' + "".join(out) + '"'
+
+
+def c_comment(text: str) -> str:
+    """One line of text that is safe inside a C comment."""
+    return " ".join(text.split()).replace("*/", "* /")
+
+
+def _key(name: str) -> str:
+    """The C literal of a JSON member name and its colon, e.g. "\\"id\\":"."""
+    return c_string(json.dumps(name, ensure_ascii=False) + ":")
+
+
+def _decl(ctype: str, name: str) -> str:
+    return f"{ctype}{name}" if ctype.endswith("*") else f"{ctype} {name}"
+
+
+def _pointer_to(ctype: str) -> str:
+    return f"{ctype}*" if ctype.endswith("*") else f"{ctype} *"
+
+
+class _Names:
+    """Hands out identifiers, adding _2, _3, ... to any already taken."""
+
+    def __init__(self, taken: Iterable[str] = ()) -> None:
+        self._taken = set(taken)
+
+    def claim(self, wanted: str) -> str:
+        name, number = wanted, 2
+        while name in self._taken or name in RESERVED or _STDINT_MACRO.match(name):
+            name = f"{wanted}_{number}"
+            number += 1
+        self._taken.add(name)
+        return name
+
+
+# -- types --------------------------------------------------------------------
+
+
+class _Types:
+    """Maps ``TypeRef``s to C types and to the code that reads and writes them."""
+
+    def __init__(self, model: PdkModel, names: _Names) -> None:
+        self.kinds = {m.name: m.kind for m in model.models}
+        # Model names are PascalCase (no "_"), so "<Model>_<suffix>" names never clash.
+        self.names = {m.name: names.claim(m.name) for m in model.models}
+        self.arrays: dict[str, TypeRef] = {}  # C name → array type, filled as types are mapped
+        self._array_names: dict[TypeRef, str] = {}
+        self._global = names
+
+    def is_object(self, t: TypeRef) -> bool:
+        return t.kind == "model" and self.kinds[t.model] == "object"
+
+    def pointer_like(self, t: TypeRef) -> bool:
+        """Absent (or null) is NULL, with no has_ flag."""
+        return self.is_object(t) or t.kind in ("string", "any")
+
+    def array(self, t: TypeRef) -> str:
+        """The C name of array type ``t``: ``Light_array``, ``hw_int_array_array``, ..."""
+        if t not in self._array_names:
+            items = t.items or ANY
+            if items.kind == "array":
+                base = self.array(items)
+            elif items.kind == "model":
+                base = self.names[items.model]
+            else:
+                base = _ARRAY_BASES[items.kind]
+            name = self._global.claim(f"{base}_array")
+            self._array_names[t] = name
+            self.arrays[name] = t
+        return self._array_names[t]
+
+    def item(self, t: TypeRef) -> str:
+        """The C type of a value held inline (array items, options, result bodies)."""
+        if t.kind == "model":
+            return self.names[t.model]
+        if t.kind == "array":
+            return self.array(t)
+        return _ITEM_TYPES[t.kind]
+
+    def field(self, t: TypeRef) -> str:
+        """The C type of a struct member: objects by pointer, the rest inline."""
+        return f"{self.item(t)} *" if self.is_object(t) else self.item(t)
+
+    def reader(self, t: TypeRef) -> str:
+        if t.kind in ("model", "array"):
+            return f"{self.item(t)}_read"
+        return _READERS[t.kind]
+
+    def writer(self, t: TypeRef) -> str:
+        if t.kind in ("model", "array"):
+            return f"{self.item(t)}_write"
+        return _WRITERS[t.kind]
+
+    def read_into(self, t: TypeRef, src: str, ptr: str) -> str:
+        """A C boolean expression: read JSON ``src`` into the item at pointer ``ptr``."""
+        return f"{self.reader(t)}({src}, {ptr})"
+
+    def read_field(self, t: TypeRef, src: str, dst: str) -> str:
+        if self.is_object(t):
+            return self.read_into(t, src, f"{dst} = hw_new({self.item(t)})")
+        return self.read_into(t, src, f"&{dst}")
+
+    def write_field(self, t: TypeRef, buf: str, value: str) -> str:
+        if t.kind == "array":
+            return f"{self.writer(t)}({buf}, &{value});"
+        return f"{self.writer(t)}({buf}, {value});"
+
+    def write_item(self, t: TypeRef, buf: str, value: str) -> str:
+        if self.is_object(t) or t.kind == "array":
+            return f"{self.writer(t)}({buf}, &{value});"
+        return f"{self.writer(t)}({buf}, {value});"
+
+    def write_pointed(self, t: TypeRef, buf: str, ptr: str) -> str:
+        if self.is_object(t) or t.kind == "array":
+            return f"{self.writer(t)}({buf}, {ptr});"
+        return f"{self.writer(t)}({buf}, *{ptr});"
+
+    def absent(self, t: TypeRef, value: str) -> str:
+        return f"{value}.ptr == NULL" if t.kind == "string" else f"{value} == NULL"
+
+    def present(self, t: TypeRef, value: str) -> str:
+        return f"{value}.ptr != NULL" if t.kind == "string" else f"{value} != NULL"
+
+
+# -- the PDK ------------------------------------------------------------------
+
+
+class _Pdk:
+    """The templates' context for one PDK model."""
+
+    def __init__(self, model: PdkModel) -> None:
+        self.model = model
+        self.names = _Names()
+        self.types = _Types(model, self.names)
+        self.members: dict[str, list[str]] = {}  # model → its fields' C names
+        self.enums = [self._enum(m) for m in model.models if m.kind == "enum"]
+        self.objects = [self._object(m) for m in model.models if m.kind == "object"]
+        self.operations = [self._operation(op) for op in model.operations]
+        self.events = [
+            self._handler(
+                e.export,
+                e.payload,
+                e.result,
+                kind="event",
+                title=e.type,
+                summary=e.summary,
+                names=("event", "result"),
+            )
+            for e in model.events
+        ]
+        self.hooks = [
+            self._handler(
+                h.export,
+                h.input,
+                h.output,
+                kind="hook",
+                title=h.export,
+                summary="",
+                names=("input", "output"),
+            )
+            for h in model.hooks
+        ]
+        # Last: every array type is known once everything above is mapped.
+        self.arrays = [self._array(name, t) for name, t in sorted(self.types.arrays.items())]
+
+    def context(self) -> dict[str, Any]:
+        # The example plug-in (README, new projects): a before-event if there is
+        # one, and an operation that takes no arguments.
+        event = next((e for e in self.events if e["result_type"]), None)
+        operation = next((op for op in self.operations if op["simple"]), None)
+        return {
+            "example_event": event or next(iter(self.events), None),
+            "example_operation": operation,
+            "enums": self.enums,
+            "objects": self.objects,
+            "arrays": self.arrays,
+            "operations": self.operations,
+            "events": self.events,
+            "hooks": self.hooks,
+            "cached_powers": cached_powers(),
+            "build_command": README_BUILD,
+        }
+
+    # models
+
+    def _enum(self, m: Model) -> dict[str, Any]:
+        name = self.types.names[m.name]
+        values = [
+            {
+                "const": self.names.claim(f"{name}_{upper_snake(v)}"),
+                "text": c_string(v),
+                "comment": c_comment(json.dumps(v, ensure_ascii=False)),
+            }
+            for v in m.values
+        ]
+        return {
+            "name": name,
+            "doc": c_comment(m.description),
+            "constants": values,
+            "empty": self.names.claim(f"{name}__NONE") if not values else "",
+            "expected": c_string(", ".join(m.values) or "(no values)"),
+        }
+
+    def _object(self, m: Model) -> dict[str, Any]:
+        t = self.types
+        members = _Names()
+        idents = [members.claim(c_ident(f.name)) for f in m.fields]
+        self.members[m.name] = idents
+        fields = []
+        for f, member in zip(m.fields, idents, strict=True):
+            pointer = t.pointer_like(f.type)
+            has = members.claim(f"has_{member}") if not f.required and not pointer else ""
+            null = members.claim(f"{member}_null") if f.nullable and f.type.kind != "any" else ""
+            value = f"value->{member}"
+            present = []
+            if has:
+                present.append(f"value->{has}")
+            elif not f.required:
+                present.append(t.present(f.type, value))
+            if null and not f.required:
+                present.append(f"value->{null}")
+            is_null = [f"value->{null}"] if null else []
+            if null and pointer:
+                is_null.append(t.absent(f.type, value))
+            notes = []
+            if not f.required:
+                notes.append(f"optional: {'has_' + member if has else 'NULL when absent'}")
+            if null:
+                notes.append(f"null: {null}")
+            doc = c_comment(f.description)
+            fields.append(
+                {
+                    "json": c_string(f.name),
+                    "key": _key(f.name),
+                    "member": member,
+                    "decl": _decl(t.field(f.type), member),
+                    "has": has,
+                    "null": null,
+                    "required": f.required,
+                    "accepts_null": f.type.kind == "any",
+                    "read": t.read_field(f.type, "v", f"out->{member}"),
+                    "write": t.write_field(f.type, "buf", value),
+                    "present": " || ".join(present),
+                    "is_null": " || ".join(is_null),
+                    "doc": c_comment(f"{doc} ({'; '.join(notes)})" if notes else doc),
+                }
+            )
+        name = t.names[m.name]
+        for suffix in ("read", "write", "parse", "to_json"):
+            self.names.claim(f"{name}_{suffix}")
+        return {"name": name, "doc": c_comment(m.description), "fields": fields}
+
+    def _array(self, name: str, t: TypeRef) -> dict[str, Any]:
+        items = t.items or ANY
+        item = self.types.item(items)
+        for suffix in ("read", "write"):
+            self.names.claim(f"{name}_{suffix}")
+        return {
+            "name": name,
+            "items_decl": _decl(_pointer_to(item), "items"),
+            "item_type": item,
+            "read": self.types.read_into(items, "item", "&out->items[i]"),
+            "write": self.types.write_item(items, "buf", "value->items[i]"),
+        }
+
+    # operations
+
+    def _operation(self, op: OperationDef) -> dict[str, Any]:
+        t = self.types
+        ident = c_ident(op.name)
+        function = self.names.claim(f"api_{ident}")
+        response = self.names.claim(f"{function}_response")
+        optional = [p for p in op.params if not p.required]
+        options = self.names.claim(f"{function}_options") if optional else ""
+        args = _Names({"options", "body"})
+        members = _Names()
+        arguments: list[str] = []
+        docs: list[str] = []
+        option_fields: list[dict[str, str]] = []
+        sections: dict[str, list[dict[str, str]]] = {}
+        for p in op.params:
+            entry = {"key": _key(p.name)}
+            if p.required:
+                name = args.claim(c_ident(p.name))
+                arguments.append(_decl(t.field(p.type), name))
+                entry["write"] = t.write_field(p.type, "&hw_b", name)
+                entry["present"] = ""
+                docs.append(f"{name}: {p.location} parameter {p.name}. {p.description}")
+            else:
+                member = members.claim(c_ident(p.name))
+                has = "" if t.pointer_like(p.type) else members.claim(f"has_{member}")
+                value = f"options->{member}"
+                entry["write"] = t.write_field(p.type, "&hw_b", value)
+                flag = f"options->{has}" if has else t.present(p.type, value)
+                entry["present"] = f"options != NULL && {flag}"
+                note = f"set {has}" if has else "omitted when NULL"
+                option_fields.append(
+                    {
+                        "decl": _decl(t.field(p.type), member),
+                        "has": has,
+                        "doc": c_comment(
+                            f"{p.location} parameter {p.name} ({note}). {p.description}"
+                        ),
+                    }
+                )
+            sections.setdefault(p.location, []).append(entry)
+        if options:
+            arguments.append(f"const {options} *options")
+            docs.append("options: the optional parameters, or NULL.")
+        body: dict[str, str] = {}
+        if op.body is not None:
+            # Always a pointer (NULL: no body); a JSON value is one already.
+            if op.body.kind == "any":
+                arguments.append("const hw_json *body")
+                body = {"write": "hw_write_json(&hw_b, body);"}
+            else:
+                arguments.append(f"const {_pointer_to(t.item(op.body))}body")
+                body = {"write": t.write_pointed(op.body, "&hw_b", "body")}
+            required = "required" if op.body_required else "optional"
+            docs.append(f"body: the request body ({t.item(op.body)}, {required}; NULL: none).")
+        result: dict[str, str] = {}
+        if op.response is not None:
+            r = op.response
+            result = {
+                "decl": _decl(t.field(r), "body"),
+                "read": t.read_field(r, "hw_base.json", "hw_r.body"),
+                "reset": "hw_r.body = NULL;"
+                if t.is_object(r)
+                else "memset(&hw_r.body, 0, sizeof hw_r.body);",
+                "type": t.item(r),
+            }
+        return {
+            "name": op.name,
+            "operation_id": op.operation_id,
+            "method": op.method,
+            "path": c_comment(op.path),
+            "summary": c_comment(op.summary),
+            "function": function,
+            "response": response,
+            "options": options,
+            "option_fields": option_fields,
+            "import_symbol": self.names.claim(f"hw__import_{ident}"),
+            "import_name": c_string(op.name),
+            "signature": f"{response} {function}({', '.join(arguments) or 'void'})",
+            "docs": [c_comment(d) for d in docs],
+            "sections": [
+                {"key": _key(key), "params": sections[location]}
+                for location, key in _SECTIONS
+                if location in sections
+            ],
+            "body": body,
+            "result": result,
+            "uses_first": bool(sections or body),
+            "uses_inner": bool(sections),
+            "simple": not any(p.required for p in op.params) and op.body is None,
+            "example_args": "NULL" if options else "",
+        }
+
+    # events and hooks
+
+    def _handler(
+        self,
+        export: str,
+        payload: TypeRef,
+        result: TypeRef | None,
+        *,
+        kind: str,
+        title: str,
+        summary: str,
+        names: tuple[str, str],
+    ) -> dict[str, Any]:
+        t = self.types
+        ident = c_ident(export)
+        item = t.item(payload)
+        if payload.kind == "any":
+            param, arg = f"const hw_json *{names[0]}", "*hw_payload"
+        else:
+            param, arg = f"const {_pointer_to(item)}{names[0]}", "hw_payload"
+        params = [param]
+        handler: dict[str, Any] = {
+            "kind": kind,
+            "export": export,
+            "export_c": c_string(export),
+            "heading": c_comment(f"{title}: {summary}" if summary else title),
+            "macro": self.names.claim(f"HW_ON_{ident.upper()}"),
+            "handler_type": self.names.claim(f"hw_{ident}_handler"),
+            "runner": self.names.claim(f"hw__run_{ident}"),
+            "symbol": self.names.claim(f"hw__export_{ident}"),
+            "payload_type": item,
+            "payload_name": c_string(item.rstrip(" *")),
+            # The payload as text, for logging: typed when it is an object.
+            "describe": f"{item}_to_json({names[0]})" if t.is_object(payload) else "hw_input()",
+            "payload_decl": _decl(_pointer_to(item), "hw_payload"),
+            "read": t.read_into(payload, "hw_in", "hw_payload"),
+            "arg": arg,
+            "result_type": "",
+            "prefill": [],
+        }
+        if result is not None:
+            out = t.item(result)
+            params.append(f"{_pointer_to(out)}{names[1]}")
+            handler.update(
+                result_type=out,
+                result_decl=_decl(_pointer_to(out), "hw_result"),
+                write=t.write_pointed(result, "&hw_out", "hw_result"),
+                prefill=self._prefill(payload, result),
+            )
+        handler["params"] = ", ".join(params)
+        return handler
+
+    def _prefill(self, payload: TypeRef, result: TypeRef) -> list[str]:
+        """Required result fields the payload has too start as the payload's (hooks' context)."""
+        if not (self.types.is_object(payload) and self.types.is_object(result)):
+            return []
+        models = {m.name: m for m in self.model.models}
+        source, target = models[payload.model], models[result.model]
+        given = {
+            f.name: (f.type, member)
+            for f, member in zip(source.fields, self.members[source.name], strict=True)
+            if f.required and not f.nullable
+        }
+        return [
+            f"hw_result->{member} = hw_payload->{given[f.name][1]};"
+            for f, member in zip(target.fields, self.members[target.name], strict=True)
+            if f.required and f.name in given and given[f.name][0] == f.type
+        ]
+
+
+@functools.cache
+def cached_powers() -> tuple[tuple[str, str], ...]:
+    """10^k for k = -348, -340, ..., 340 as normalized 64-bit significands and
+    binary exponents, rounded to nearest: Grisu's table, computed exactly."""
+    rows = []
+    for index in range(87):
+        value = Fraction(10) ** (-348 + 8 * index)
+        exponent = value.numerator.bit_length() - value.denominator.bit_length() - 64
+        while value / Fraction(2) ** exponent >= 2**64:
+            exponent += 1
+        while value / Fraction(2) ** exponent < 2**63:
+            exponent -= 1
+        significand = round(value / Fraction(2) ** exponent)
+        if significand == 2**64:
+            significand //= 2
+            exponent += 1
+        rows.append((f"0x{significand:016x}ULL", str(exponent)))
+    return tuple(rows)
+
+
+# -- the Language protocol ------------------------------------------------------
+
+
+_FILES = (
+    ("hostwire.h.j2", "hostwire.h"),
+    ("hw_runtime.h.j2", "hw_runtime.h"),
+    ("hw_runtime.c.j2", "hw_runtime.c"),
+    ("hw_models.h.j2", "hw_models.h"),
+    ("hw_models.c.j2", "hw_models.c"),
+    ("hw_api.h.j2", "hw_api.h"),
+    ("hw_api.c.j2", "hw_api.c"),
+    ("hw_exports.h.j2", "hw_exports.h"),
+    ("hw_exports.c.j2", "hw_exports.c"),
+    ("README.md.j2", "README.md"),
+)
+
+
+def jobs(model: PdkModel, spec: OpenAPIDocument) -> list[RenderJob]:
+    context = _Pdk(model).context()
+    return [RenderJob(template, path, context) for template, path in _FILES]
+
+
+def scaffold_jobs(model: PdkModel, spec: OpenAPIDocument, name: str) -> list[RenderJob]:
+    context = {**_Pdk(model).context(), "name": name, "build": BUILD}
+    return [
+        RenderJob("scaffold/main.c.j2", "main.c", context),
+        RenderJob("scaffold/project_readme.md.j2", "README.md", context),
+    ]

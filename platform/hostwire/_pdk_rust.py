@@ -1,0 +1,638 @@
+"""The Rust PDK: names, types and files for ``pdk_templates/rust/``.
+
+Everything a template prints is worked out here: identifiers (snake_case
+fields and functions, PascalCase types and variants, Rust keywords get a
+trailing ``_``, clashes get ``_2``), types (``Option<T>`` for optional or
+nullable, ``Option<Option<T>>`` for both, ``Box`` where a model contains itself,
+``serde_json::Value`` for free JSON), serde attributes and doc comments.
+
+The crate declares the Extism kernel imports itself (no ``extism-pdk`` crate
+here) and builds with Debian's Rust for ``wasm32-unknown-unknown``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import textwrap
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from hostwire._openapi import OpenAPIDocument
+from hostwire._pdk import RenderJob
+from hostwire._pdk_model import (
+    EventDef,
+    Model,
+    OperationDef,
+    Param,
+    PdkModel,
+    TypeRef,
+    pascal_case,
+)
+
+# Debian's cargo (rustup's is too new for Debian's rustc 1.63); the scaffold's
+# .cargo/config.toml picks the rustc, the wasm target and the offline crates.
+BUILD = "/usr/bin/cargo build --release"
+CRATE = "hostwire_pdk"
+TARGET = "wasm32-unknown-unknown"
+DOC_WIDTH = 88  # doc comments wrap here (generated code stays near 100 columns)
+SIGNATURE_WIDTH = 96  # longer function signatures get one argument a line
+
+KEYWORDS = frozenset(
+    re.findall(
+        r"\w+",
+        """
+        abstract as async await become box break const continue crate do dyn else enum extern
+        false final fn for if impl in let loop macro match mod move mut override priv pub ref
+        return self Self static struct super trait true try type typeof union unsafe unsized use
+        virtual where while yield
+        """,
+    )
+)
+# Prelude names a model may shadow; generated code then spells them out.
+_PRELUDE = {
+    "Box": "::std::boxed::Box",
+    "Option": "::std::option::Option",
+    "String": "::std::string::String",
+    "Vec": "::std::vec::Vec",
+}
+_WORD_BOUNDARY = re.compile(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])")
+_NOT_WORD = re.compile(r"[^A-Za-z0-9]+")
+_PRIMITIVES = {"string": "String", "integer": "i64", "number": "f64", "boolean": "bool"}
+_VALUE = "serde_json::Value"
+
+
+# -- names ----------------------------------------------------------------
+
+
+def snake_ident(text: str, fallback: str = "value") -> str:
+    """A snake_case Rust identifier: ``ownerName`` → ``owner_name``, ``type`` → ``type_``."""
+    words = _NOT_WORD.sub("_", _WORD_BOUNDARY.sub("_", text)).strip("_").lower()
+    name = re.sub(r"_+", "_", words) or fallback
+    if name[0].isdigit():
+        name = f"n{name}"
+    return f"{name}_" if name in KEYWORDS else name
+
+
+def type_ident(text: str, fallback: str = "Value") -> str:
+    """A PascalCase Rust identifier: ``two words`` → ``TwoWords``, ``9lives`` → ``T9lives``."""
+    name = pascal_case(text) or fallback
+    return f"{name}_" if name in KEYWORDS else name
+
+
+def unique(name: str, taken: set[str]) -> str:
+    """``name``, or ``name_2``, ``name_3``... if taken (``Name2`` for PascalCase);
+    records the result in ``taken``."""
+    # Self_ → Self2, type_ → type_2, name → name_2
+    snake_base = name if name.endswith("_") else f"{name}_"
+    base = name.rstrip("_") if name[:1].isupper() else snake_base
+    candidate, number = name, 2
+    while candidate in taken:
+        candidate = f"{base}{number}"
+        number += 1
+    taken.add(candidate)
+    return candidate
+
+
+def rust_string(text: str) -> str:
+    """A Rust string literal holding ``text``."""
+    out = []
+    for char in text:
+        if char in '"\\':
+            out.append("\\" + char)
+        elif char == "\n":
+            out.append("\\n")
+        elif ord(char) < 0x20 or ord(char) == 0x7F:
+            out.append(f"\\u{{{ord(char):x}}}")
+        else:
+            out.append(char)
+    return '"' + "".join(out) + '"'
+
+
+def doc_lines(*paragraphs: str, width: int = DOC_WIDTH) -> list[str]:
+    """Doc comment lines (without ``///``) for the non-empty paragraphs, a blank
+    line apart, wrapped at ``width``; ``* `` list items keep their indent."""
+    lines: list[str] = []
+    for paragraph in paragraphs:
+        text = paragraph.strip()
+        if not text:
+            continue
+        if lines:
+            lines.append("")
+        for line in text.splitlines():
+            indent = "  " if line.startswith("* ") else ""
+            wrapped = textwrap.wrap(
+                line,
+                width,
+                subsequent_indent=indent,
+                break_long_words=False,
+                break_on_hyphens=False,
+            )
+            lines += wrapped or [""]
+    return lines
+
+
+# -- what the templates get -------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class RustField:
+    ident: str
+    json_name: str  # as a Rust string literal
+    type: str
+    serde: tuple[str, ...]  # one #[serde(...)] line each, if any
+    doc: tuple[str, ...]
+    optional: bool  # None leaves it out of the JSON
+
+
+@dataclass(frozen=True, slots=True)
+class RustVariant:
+    ident: str
+    value: str  # as a Rust string literal
+
+
+@dataclass(slots=True)
+class RustModel:
+    name: str
+    kind: str  # object | enum
+    doc: tuple[str, ...]
+    derives: tuple[str, ...]  # one #[derive(...)] line each
+    fields: list[RustField] = field(default_factory=list)
+    variants: list[RustVariant] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class RustArg:
+    ident: str
+    type: str
+    section: str  # path | query | headers | body
+    json_name: str  # as a Rust string literal
+    doc: tuple[str, ...]
+    optional: bool
+
+
+@dataclass(frozen=True, slots=True)
+class RustOperation:
+    ident: str  # the Rust function
+    import_name: str  # the host function, as a Rust string literal
+    name: str  # the host function, plain
+    operation_id: str
+    method: str
+    path: str
+    doc: tuple[str, ...]
+    args: tuple[RustArg, ...]
+    response: str  # T of Response<T>
+    example: str  # a call, for the README
+    wrap: bool  # one argument a line
+
+
+@dataclass(frozen=True, slots=True)
+class RustExport:
+    """A lifecycle event or HTTP hook: an optional export and its handler's types."""
+
+    export: str
+    type: str  # light.before_save, or the export for hooks
+    doc: tuple[str, ...]
+    input: str  # the payload type as macros print it ($crate::models::LightEvent)
+    output: str  # what the handler answers ($crate::models::BeforeEventResult, or ())
+    shown_input: str  # the same for people (LightEvent)
+    shown_output: str
+
+
+@dataclass(frozen=True, slots=True)
+class BeforeHelpers:
+    """Constructors for a before-event's answer: proceed(), reject(reason), replace(record)."""
+
+    model: str
+    empty: tuple[str, ...]  # every field, each set to None by proceed()
+    reject_field: str
+    reject_model: str
+    reason: str
+    reject_rest: tuple[str, ...]  # the reject model's other fields, all None
+    record_field: str
+    record_type: str
+
+
+class _Mapper:
+    """Maps one PdkModel's names and types to Rust."""
+
+    def __init__(self, pdk: PdkModel) -> None:
+        self.pdk = pdk
+        self.by_name = {m.name: m for m in pdk.models}
+        taken: set[str] = set()
+        self.names = {m.name: unique(type_ident(m.name), taken) for m in pdk.models}
+        shadowed = set(self.names.values())
+        self.prelude = {k: (v if k in shadowed else k) for k, v in _PRELUDE.items()}
+        self.defaults = self._default_models()
+
+    # types ----------------------------------------------------------------
+
+    def owned(self, ref: TypeRef) -> str:
+        """The owned Rust type of ``ref`` (a field, a response, an array item)."""
+        if ref.kind in _PRIMITIVES:
+            primitive = _PRIMITIVES[ref.kind]
+            return self.prelude["String"] if primitive == "String" else primitive
+        if ref.kind == "array" and ref.items is not None:
+            return f"{self.prelude['Vec']}<{self.owned(ref.items)}>"
+        if ref.kind == "model" and ref.model in self.names:
+            return self.names[ref.model]
+        return _VALUE
+
+    def borrowed(self, ref: TypeRef) -> str:
+        """How a function takes ``ref``: ``&str``, ``i64``, ``Kind``, ``&Light``, ``&[T]``."""
+        if ref.kind == "string":
+            return "&str"
+        if ref.kind in _PRIMITIVES:
+            return _PRIMITIVES[ref.kind]
+        if ref.kind == "array" and ref.items is not None:
+            return f"&[{self.owned(ref.items)}]"
+        if ref.kind == "model" and ref.model in self.names:
+            model = self.by_name[ref.model]
+            return self.names[ref.model] if model.kind == "enum" else f"&{self.names[ref.model]}"
+        return f"&{_VALUE}"
+
+    def option(self, inner: str) -> str:
+        return f"{self.prelude['Option']}<{inner}>"
+
+    # models ---------------------------------------------------------------
+
+    def _default_models(self) -> set[str]:
+        """Object models whose every field has a Default (so they derive it)."""
+        result = {m.name for m in self.pdk.models if m.kind == "object"}
+        changed = True
+        while changed:
+            changed = False
+            for name in sorted(result):
+                if not all(
+                    self._has_default(f.type, f.required, f.nullable, result)
+                    for f in self.by_name[name].fields
+                ):
+                    result.discard(name)
+                    changed = True
+        return result
+
+    def _has_default(self, ref: TypeRef, required: bool, nullable: bool, ok: set[str]) -> bool:
+        if not required or nullable or ref.kind != "model":
+            return True
+        return ref.model in ok or ref.model not in self.by_name
+
+    def _contains(self, start: str, target: str) -> bool:
+        """Whether model ``start`` holds ``target`` directly (not through an array)."""
+        seen, stack = set(), [start]
+        while stack:
+            name = stack.pop()
+            if name == target:
+                return True
+            if name in seen or name not in self.by_name:
+                continue
+            seen.add(name)
+            stack += [f.type.model for f in self.by_name[name].fields if f.type.kind == "model"]
+        return False
+
+    def model(self, model: Model) -> RustModel:
+        name = self.names[model.name]
+        doc = tuple(doc_lines(model.description or f"`{model.name}` from the OpenAPI document."))
+        if model.kind == "enum":
+            taken: set[str] = set()
+            variants = [
+                RustVariant(unique(type_ident(value, "Empty"), taken), rust_string(value))
+                for value in model.values
+            ]
+            derives = (
+                "Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord",
+                "serde::Serialize, serde::Deserialize",
+            )
+            return RustModel(name, "enum", doc, derives, variants=variants)
+        basic = (
+            "Debug, Clone, PartialEq, Default"
+            if model.name in self.defaults
+            else "Debug, Clone, PartialEq"
+        )
+        derives = (basic, "serde::Serialize, serde::Deserialize")
+        taken = set()
+        fields = []
+        for f in model.fields:
+            ident = unique(snake_ident(f.name), taken)
+            inner = self.owned(f.type)
+            if f.type.kind == "model" and self._contains(f.type.model, model.name):
+                inner = f"{self.prelude['Box']}<{inner}>"
+            attrs = [] if ident == f.name else [f"rename = {rust_string(f.name)}"]
+            serde = []
+            is_none = f"{self.prelude['Option']}::is_none"
+            if f.required and not f.nullable:
+                rust_type = inner
+            elif f.required:  # nullable: always sent, None is null
+                rust_type = self.option(inner)
+            elif not f.nullable:
+                rust_type = self.option(inner)
+                attrs += ["default", f'skip_serializing_if = "{is_none}"']
+            else:  # optional and nullable: None left out, Some(None) is null
+                rust_type = self.option(self.option(inner))
+                attrs += ["default", f'skip_serializing_if = "{is_none}"']
+                serde.append('deserialize_with = "crate::json::nullable"')
+            if attrs:
+                serde.insert(0, ", ".join(attrs))
+            fields.append(
+                RustField(
+                    ident,
+                    rust_string(f.name),
+                    rust_type,
+                    tuple(serde),
+                    tuple(doc_lines(f.description)),
+                    optional=not f.required,
+                )
+            )
+        return RustModel(name, "object", doc, derives, fields=fields)
+
+    # operations -----------------------------------------------------------
+
+    def operation(self, op: OperationDef, ident: str) -> RustOperation:
+        taken = {"body", "call"} if op.body is not None else {"call"}
+        path_params = [p for p in op.params if p.location == "path"]
+        other_params = [p for p in op.params if p.location != "path"]
+        args: list[RustArg] = []
+        for param in path_params:
+            args.append(self._param(unique(snake_ident(param.name), taken), param))
+        if op.body is not None:
+            body = self.object_model(op.body)
+            described = body.description if body is not None else ""
+            args.append(
+                self._arg(
+                    "body",
+                    op.body,
+                    required=op.body_required,
+                    section="body",
+                    name="",
+                    description=described or "The request body.",
+                )
+            )
+        for param in other_params:
+            args.append(self._param(unique(snake_ident(param.name), taken), param))
+        response = self.owned(op.response) if op.response is not None else _VALUE
+        where = (
+            f"`{op.method} {op.path}`, host function `{op.name}` (operationId `{op.operation_id}`)."
+        )
+        params = "\n".join(f"* `{a.ident}`: {' '.join(a.doc) or 'no description.'}" for a in args)
+        answers = (
+            f"Answers `Response<{response}>`: `body` on a 2xx status, `error` otherwise."
+            if op.response is not None
+            else "Declares no JSON answer: `body` is the raw JSON (`null` when empty) on a 2xx."
+        )
+        doc = doc_lines(op.summary, where, params, answers)
+        example = f"api::{ident}({', '.join(self._example(a) for a in args)})"
+        arguments = ", ".join(f"{a.ident}: {a.type}" for a in args)
+        signature = f"pub fn {ident}({arguments}) -> crate::Response<{response}> {{"
+        return RustOperation(
+            ident,
+            rust_string(op.name),
+            op.name,
+            op.operation_id,
+            op.method,
+            op.path,
+            tuple(doc),
+            tuple(args),
+            response,
+            example,
+            wrap=len(signature) > SIGNATURE_WIDTH,
+        )
+
+    def _param(self, ident: str, param: Param) -> RustArg:
+        section = {"path": "path", "query": "query", "header": "headers"}[param.location]
+        return self._arg(
+            ident,
+            param.type,
+            required=param.required,
+            section=section,
+            name=param.name,
+            description=param.description,
+        )
+
+    def _arg(
+        self,
+        ident: str,
+        ref: TypeRef,
+        *,
+        required: bool,
+        section: str,
+        name: str,
+        description: str = "The body.",
+    ) -> RustArg:
+        rust_type = self.borrowed(ref)
+        if not required:
+            rust_type = self.option(rust_type)
+        doc = tuple(doc_lines(description))
+        return RustArg(ident, rust_type, section, rust_string(name), doc, optional=not required)
+
+    @staticmethod
+    def _example(arg: RustArg) -> str:
+        if arg.optional:
+            return "None"
+        if arg.type == "&str":
+            return f'"{arg.ident}"'
+        if arg.type.startswith("&"):
+            return f"&{arg.ident}"
+        return arg.ident
+
+    # events and hooks -----------------------------------------------------
+
+    def path(self, ref: TypeRef | None) -> str:
+        """A type as macros print it (``$crate::models::LightEvent``), ``()`` for none."""
+        if ref is None:
+            return "()"
+        if ref.kind == "model" and ref.model in self.names:
+            return f"$crate::models::{self.names[ref.model]}"
+        if ref.kind == "array" and ref.items is not None:
+            return f"::std::vec::Vec<{self.path(ref.items)}>"
+        if ref.kind == "string":
+            return "::std::string::String"
+        return _PRIMITIVES.get(ref.kind, f"$crate::{_VALUE}")
+
+    def before_helpers(self, event: EventDef) -> BeforeHelpers | None:
+        """proceed/reject/replace for a before-event's answer, when it has that shape:
+        optional ``record`` (a model) and ``reject`` (an object whose one required
+        field is the string ``reason``), any other fields optional."""
+        result = self.object_model(event.result)
+        if result is None or any(f.required or f.nullable for f in result.fields):
+            return None
+        rust = {f.name: r for f, r in zip(result.fields, self.model(result).fields, strict=True)}
+        defs = {f.name: f for f in result.fields}
+        if "record" not in defs or "reject" not in defs or defs["record"].type.kind != "model":
+            return None
+        reject = self.object_model(defs["reject"].type)
+        if reject is None:
+            return None
+        reject_rust = {
+            f.name: r for f, r in zip(reject.fields, self.model(reject).fields, strict=True)
+        }
+        reason = next((f for f in reject.fields if f.name == "reason"), None)
+        if reason is None or reason.type.kind != "string" or not reason.required or reason.nullable:
+            return None
+        if any(f.required for f in reject.fields if f is not reason):
+            return None
+        record_type = self.owned(defs["record"].type)
+        if rust["record"].type != self.option(record_type):
+            return None  # boxed
+        return BeforeHelpers(
+            model=self.names[result.name],
+            empty=tuple(r.ident for r in rust.values()),
+            reject_field=rust["reject"].ident,
+            reject_model=self.names[reject.name],
+            reason=reject_rust["reason"].ident,
+            reject_rest=tuple(r.ident for n, r in reject_rust.items() if n != "reason"),
+            record_field=rust["record"].ident,
+            record_type=record_type,
+        )
+
+    def object_model(self, ref: TypeRef | None) -> Model | None:
+        """The object model ``ref`` names, if it names one."""
+        if ref is None or ref.kind != "model":
+            return None
+        model = self.by_name.get(ref.model)
+        return model if model is not None and model.kind == "object" else None
+
+
+def _exports(mapper: _Mapper, pdk: PdkModel) -> tuple[list[RustExport], list[RustExport]]:
+    def shown(ref: TypeRef | None) -> str:
+        return mapper.path(ref).replace("$crate::models::", "").replace("$crate::", "")
+
+    events = []
+    for event in pdk.events:
+        when = "before" if event.before else "after"
+        answer = (
+            f"It answers `Result<{shown(event.result)}, Error>`: go on, "
+            "go on with another record, or refuse the change."
+            if event.before
+            else "It answers `Result<(), Error>`; after an error hostwire delivers the event again."
+        )
+        doc = doc_lines(
+            f"Exports `{event.export}`, the {when}-event `{event.type}`.",
+            event.summary,
+            f"The handler takes a `{shown(event.payload)}`. {answer}",
+        )
+        events.append(
+            RustExport(
+                event.export,
+                event.type,
+                tuple(doc),
+                mapper.path(event.payload),
+                mapper.path(event.result) if event.before else "()",
+                shown(event.payload),
+                shown(event.result) if event.before else "()",
+            )
+        )
+    hooks = []
+    for hook in pdk.hooks:
+        doc = doc_lines(
+            f"Exports `{hook.export}`, an HTTP hook: the handler takes a `{shown(hook.input)}` "
+            f"and answers `Result<{shown(hook.output)}, Error>`."
+        )
+        hooks.append(
+            RustExport(
+                hook.export,
+                hook.export,
+                tuple(doc),
+                mapper.path(hook.input),
+                mapper.path(hook.output),
+                shown(hook.input),
+                shown(hook.output),
+            )
+        )
+    return events, hooks
+
+
+def _event_example(
+    mapper: _Mapper, event: EventDef, helpers: dict[str, BeforeHelpers]
+) -> list[str]:
+    """A handler for ``event``, as lines of Rust (for docs and the scaffold)."""
+    payload = mapper.object_model(event.payload)
+    fields = (
+        {f.name: r.ident for f, r in zip(payload.fields, mapper.model(payload).fields, strict=True)}
+        if payload is not None
+        else {}
+    )
+    if "type" in fields and "id" in fields:
+        log = f'log::info(format!("{{}} {{}}", event.{fields["type"]}, event.{fields["id"]}));'
+    else:
+        log = f'log::info("{event.export}");'
+    result = mapper.object_model(event.result) if event.before else None
+    if not event.before:
+        answer = "Ok(())"
+    elif result is not None and mapper.names[result.name] in helpers:
+        answer = f"Ok({mapper.names[result.name]}::proceed())"
+    elif result is not None and result.name in mapper.defaults:
+        answer = "Ok(Default::default())"
+    else:
+        return []  # no answer we could write for any document
+    return [f"{event.export}!(|event| {{", f"    {log}", f"    {answer}", "});"]
+
+
+def _context(pdk: PdkModel) -> dict[str, object]:
+    mapper = _Mapper(pdk)
+    taken: set[str] = set()
+    operations = [
+        mapper.operation(op, unique(snake_ident(op.name), taken)) for op in pdk.operations
+    ]
+    events, hooks = _exports(mapper, pdk)
+    helpers: dict[str, BeforeHelpers] = {}
+    for event in pdk.events:
+        found = mapper.before_helpers(event)
+        if found is not None:
+            helpers.setdefault(found.model, found)
+    # the example handler: an after-event (the scaffold's), else the first event
+    chosen = next((e for e in pdk.events if not e.before), pdk.events[0] if pdk.events else None)
+    # the example call: an operation that needs no arguments
+    call = next((o for o in operations if all(a.optional for a in o.args)), None)
+    return {
+        # one line each: they appear in // comments
+        "title": " ".join(pdk.title.split()),
+        "version": " ".join(pdk.version.split()),
+        "source": " ".join(pdk.source.split()),
+        "crate": CRATE,
+        "prelude": mapper.prelude,  # Option, String...: spelled out where a model shadows them
+        "target": TARGET,
+        "build": BUILD,
+        "description": json.dumps(
+            f"hostwire plug-in development kit for {pdk.title} {pdk.version} ({pdk.source})",
+            ensure_ascii=False,
+        ),
+        "models": [mapper.model(m) for m in pdk.models],
+        "operations": operations,
+        "events": events,
+        "hooks": hooks,
+        "before_helpers": [helpers[k] for k in sorted(helpers)],
+        "event_example": _event_example(mapper, chosen, helpers) if chosen else [],
+        "example_event": next((e for e in events if chosen and e.export == chosen.export), None),
+        "example_call": call,
+    }
+
+
+_PDK_FILES = (
+    "Cargo.toml",
+    "README.md",
+    "src/api.rs",
+    "src/client.rs",
+    "src/events.rs",
+    "src/hooks.rs",
+    "src/json.rs",
+    "src/kernel.rs",
+    "src/lib.rs",
+    "src/models.rs",
+    "src/plugin.rs",
+)
+_SCAFFOLD_FILES = (".cargo/config.toml", "Cargo.toml", "README.md", "src/lib.rs")
+
+
+def _jobs(folder: str, files: Iterable[str], context: dict[str, object]) -> list[RenderJob]:
+    return [RenderJob(f"{folder}{path}.j2", path, context) for path in files]
+
+
+def jobs(model: PdkModel, spec: OpenAPIDocument) -> list[RenderJob]:
+    """The PDK crate: Cargo.toml, README.md and src/*.rs."""
+    return _jobs("", _PDK_FILES, _context(model))
+
+
+def scaffold_jobs(model: PdkModel, spec: OpenAPIDocument, name: str) -> list[RenderJob]:
+    """A plug-in crate named ``name`` on the PDK in its ``pdk/`` folder."""
+    context = _context(model)
+    context.update(name=name, package=json.dumps(name))
+    return _jobs("scaffold/", _SCAFFOLD_FILES, context)
