@@ -39,10 +39,7 @@ CC_FLAGS = "--target=wasm32-freestanding -O2 -s -nostdlib -Wl,--no-entry"
 # The one command that builds a project made by `hostwire plugin new --lang c`:
 # zig's clang from PyPI, through the interpreter that created the project (it has
 # ziglang when hostwire was installed with its dev extra: pip install ziglang).
-BUILD = (
-    f"mkdir -p build && {shlex.quote(sys.executable)} -m ziglang cc {CC_FLAGS} "
-    "-Ipdk -o build/plugin.wasm main.c pdk/*.c"
-)
+BUILD = "make"
 # What the PDK's README shows (no machine paths in generated files).
 README_BUILD = f"python3 -m ziglang cc {CC_FLAGS} -Ipdk -o build/plugin.wasm main.c pdk/*.c"
 SOURCES = ("hw_api.c", "hw_exports.c", "hw_models.c", "hw_runtime.c")
@@ -611,8 +608,15 @@ def jobs(model: PdkModel, spec: OpenAPIDocument) -> list[RenderJob]:
 
 
 def scaffold_jobs(model: PdkModel, spec: OpenAPIDocument, name: str) -> list[RenderJob]:
-    context = {**_Pdk(model).context(), "name": name, "build": BUILD}
+    context = {
+        **_Pdk(model).context(),
+        "name": name,
+        "build": BUILD,
+        "python": shlex.quote(sys.executable),
+        "cc_flags": CC_FLAGS,
+    }
     return [
+        RenderJob("scaffold/Makefile.j2", "Makefile", context),
         RenderJob("scaffold/main.c.j2", "main.c", context),
         RenderJob("scaffold/project_readme.md.j2", "README.md", context),
     ]
