@@ -119,6 +119,7 @@ def test_every_operation_becomes_a_function_named_by_contract_1() -> None:
         "list_lights",
         "replay_event",
         "set_light_color",
+        "stream_light_events",
         "update_light",
     ]
 

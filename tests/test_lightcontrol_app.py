@@ -50,7 +50,7 @@ def test_spec_is_valid_and_complete() -> None:
     assert set(operations) == {
         "getStates", "controlLight", "setLightColor", "listLights",
         "createLight", "getLight", "updateLight", "deleteLight",
-        "listEventDeliveries", "replayEvent",
+        "listEventDeliveries", "replayEvent", "streamLightEvents",
     }  # fmt: skip
     assert all(op.get("summary") for op in operations.values())
 

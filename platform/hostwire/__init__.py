@@ -31,6 +31,7 @@ from hostwire._errors import (
     SpecError,
 )
 from hostwire._events import EventBus, Subscriber, new_envelope
+from hostwire._hooks import HttpHooksMiddleware
 from hostwire._hostapi import HostApi
 from hostwire._hostfn import CallContext, HostFunction
 from hostwire._limits import Limits
@@ -59,6 +60,7 @@ __all__ = [
     "HostwireConfig",
     "HostwireError",
     "HttpCall",
+    "HttpHooksMiddleware",
     "HttpTarget",
     "Limits",
     "LimitsConfig",

@@ -18,7 +18,7 @@ from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
-from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from hostwire import (
@@ -26,6 +26,7 @@ from hostwire import (
     EventBus,
     HostApi,
     HostwireConfig,
+    HttpHooksMiddleware,
     Outbox,
     PluginSet,
     load_openapi,
@@ -40,6 +41,7 @@ from lightcontrol._middleware import (
     error_body,
 )
 from lightcontrol.events import LightEvents
+from lightcontrol.feed import ChangeFeed
 from lightcontrol.store import (
     DEFAULT_LIGHT_ID,
     LightError,
@@ -192,6 +194,19 @@ def build_routes() -> list[Route]:
         )
         return _json({"deliveries": found})
 
+    async def stream_light_events(request: Request) -> Response:
+        problems = _spec.query_problems("streamLightEvents", dict(request.query_params))
+        if problems:
+            first = problems[0]
+            raise LightInvalid(f"{first['field']}: {first['message']}.", problems)
+        limit = request.query_params.get("limit")
+        feed: ChangeFeed = request.app.state.feed
+        return StreamingResponse(
+            feed.listen(int(limit) if limit else None),
+            media_type="text/event-stream",
+            headers={"cache-control": "no-cache"},
+        )
+
     async def replay_event(request: Request) -> Response:
         outbox: Outbox = request.app.state.outbox
         event_id = request.path_params["event_id"]
@@ -210,6 +225,7 @@ def build_routes() -> list[Route]:
         Route("/lights/{id}", update_light, methods=["PATCH"], name="updateLight"),
         Route("/lights/{id}", delete_light, methods=["DELETE"], name="deleteLight"),
         Route("/events/deliveries", list_event_deliveries, methods=["GET"]),
+        Route("/events/stream", stream_light_events, methods=["GET"]),
         Route("/events/{event_id}/replay", replay_event, methods=["POST"]),
     ]
 
@@ -290,12 +306,19 @@ def create_app(
     bad one fails here, before serving) and call this app in process.
     """
     settings = settings or Settings.from_env()
+    # Both need the app, so they are made after it; lifespan and the hooks
+    # middleware only use them once the app runs.
+    target: AsgiTarget
+    hosted: PluginSet | None = None
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         own = store is None
         active = store or LightStore(Path(settings.db_path))
         app.state.store = active
+        feed = ChangeFeed()
+        feed.attach(active)
+        app.state.feed = feed
         events = plugins.events if plugins is not None else None
         outbox = Outbox(
             active.path,
@@ -338,6 +361,13 @@ def create_app(
     middleware += [
         Middleware(ConcurrencyLimitMiddleware, max_concurrent=settings.max_concurrent),
         Middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes),
+        # Plug-ins' HTTP hooks see every request before the app's own auth, so a
+        # hook can guard, rate-limit or answer requests itself.
+        Middleware(
+            HttpHooksMiddleware,
+            subscribers=lambda: hosted.subscribers if hosted is not None else [],
+            max_body_bytes=settings.max_body_bytes,
+        ),
         Middleware(
             BearerAuthMiddleware,
             token=settings.token,
@@ -353,7 +383,6 @@ def create_app(
     )
     app.state.settings = settings
     target = AsgiTarget(app)
-    hosted = None
     if plugins is not None:
         spec = load_openapi(PluginSet.spec_path(plugins, _spec.resource_dir() / "light.yaml"))
         target.path_prefix = spec.base_path

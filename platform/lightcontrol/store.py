@@ -162,6 +162,7 @@ class LightStore:
         self.observers: list[Observer] = list(observers or [])
         # Called after every committed write (e.g. to wake an outbox's workers).
         self.after_commit: list[Callable[[], None]] = []
+        self.after_rollback: list[Callable[[], None]] = []
         self._lock = threading.Lock()
         self._light_locks = [threading.RLock() for _ in range(_STRIPES)]
         self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
@@ -371,6 +372,8 @@ class LightStore:
                 yield self._db
             except BaseException:
                 self._db.execute("ROLLBACK")
+                for hook in self.after_rollback:
+                    hook()
                 raise
             else:
                 self._db.execute("COMMIT")

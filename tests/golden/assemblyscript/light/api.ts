@@ -445,6 +445,63 @@ export function setLightColor(
   return __response;
 }
 
+/** Optional parameters of streamLightEvents(). */
+export class StreamLightEventsOptions {
+  /** Close the stream after this many events; open until the client leaves when omitted. */
+  get limit(): i64 {
+    return this._limit;
+  }
+  set limit(value: i64) {
+    this._limit = value;
+    this._hasLimit = true;
+  }
+  /** Whether limit is set (unset: absent). */
+  hasLimit(): bool {
+    return this._hasLimit;
+  }
+  clearLimit(): void {
+    this._limit = 0;
+    this._hasLimit = false;
+  }
+  private _limit: i64 = 0;
+  private _hasLimit: bool = false;
+}
+
+@external("extism:host/user", "stream_light_events")
+declare function host_stream_light_events(input: u64): u64;
+
+/**
+ * Follow light changes live, as server-sent events.
+ *
+ * GET /events/stream: operationId streamLightEvents, host function stream_light_events.
+ * @param options the optional parameters
+ */
+export function streamLightEvents(
+  options: StreamLightEventsOptions | null = null,
+): Response<JsonValue> {
+  const __w = new JsonWriter();
+  __w.beginObject();
+  const __options = options;
+  __w.key("query").beginObject();
+  if (__options !== null) {
+    if (__options.hasLimit()) {
+      __w.key("limit");
+      encodeInteger(__w, __options.limit);
+    }
+  }
+  __w.endObject();
+  __w.endObject();
+  const __input = __storeBlock(__w.dataStart, __w.length);
+  const __reply = host_stream_light_events(__input);
+  __free(__input);
+  const __response = new Response<JsonValue>("stream_light_events");
+  const __answer = __response.receive(__reply);
+  if (__answer !== null) {
+    __response.body = __answer;
+  }
+  return __response;
+}
+
 @external("extism:host/user", "update_light")
 declare function host_update_light(input: u64): u64;
 

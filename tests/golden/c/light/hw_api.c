@@ -12,6 +12,7 @@ HW_USER("list_event_deliveries") hw_u64 hw__import_list_event_deliveries(hw_u64 
 HW_USER("list_lights") hw_u64 hw__import_list_lights(hw_u64 request);
 HW_USER("replay_event") hw_u64 hw__import_replay_event(hw_u64 request);
 HW_USER("set_light_color") hw_u64 hw__import_set_light_color(hw_u64 request);
+HW_USER("stream_light_events") hw_u64 hw__import_stream_light_events(hw_u64 request);
 HW_USER("update_light") hw_u64 hw__import_update_light(hw_u64 request);
 
 api_control_light_response api_control_light(const ControlLightRequest *body) {
@@ -256,6 +257,32 @@ api_set_light_color_response api_set_light_color(const SetLightColorRequest *bod
         hw_r.body = NULL;
         hw__bad_body(&hw_r.ok, &hw_r.error);
     }
+    return hw_r;
+}
+
+api_stream_light_events_response api_stream_light_events(const api_stream_light_events_options *options) {
+    api_stream_light_events_response hw_r;
+    hw_buf hw_b = {0};
+    bool hw_first = true;
+    bool hw_inner;
+    memset(&hw_r, 0, sizeof hw_r);
+    hw_buf_char(&hw_b, '{');
+    hw_write_key(&hw_b, &hw_first, "\"query\":");
+    hw_inner = true;
+    hw_buf_char(&hw_b, '{');
+    if (options != NULL && options->has_limit) {
+        hw_write_key(&hw_b, &hw_inner, "\"limit\":");
+        hw_write_int(&hw_b, options->limit);
+    }
+    hw_buf_char(&hw_b, '}');
+    hw_buf_char(&hw_b, '}');
+    hw_u64 hw_request = hw__request_block(&hw_b);
+    hw_response hw_base = hw__response(hw_request, hw__import_stream_light_events(hw_request));
+    hw_r.status = hw_base.status;
+    hw_r.ok = hw_base.ok;
+    hw_r.error = hw_base.error;
+    hw_r.json = hw_base.json;
+    hw_r.headers = hw_base.headers;
     return hw_r;
 }
 

@@ -158,6 +158,23 @@ typedef struct api_set_light_color_response {
 } api_set_light_color_response;
 api_set_light_color_response api_set_light_color(const SetLightColorRequest *body);
 
+/* ---- api_stream_light_events: GET /events/stream (streamLightEvents)
+ * Follow light changes live, as server-sent events.
+ * options: the optional parameters, or NULL.
+ */
+typedef struct api_stream_light_events_options {
+    int64_t limit; /* query parameter limit (set has_limit). Close the stream after this many events; open until the client leaves when omitted. */
+    bool has_limit;
+} api_stream_light_events_options;
+typedef struct api_stream_light_events_response {
+    int status; /* the HTTP status; 0 when there was no usable answer */
+    bool ok; /* 2xx */
+    hw_call_error error; /* when not ok: code, message, details */
+    hw_json *json; /* the body as JSON, whatever the status (NULL when none) */
+    hw_json *headers; /* the answer's headers (a JSON object) */
+} api_stream_light_events_response;
+api_stream_light_events_response api_stream_light_events(const api_stream_light_events_options *options);
+
 /* ---- api_update_light: PATCH /lights/{id} (updateLight)
  * Change some of a light's fields.
  * id: path parameter id. The light's id, as returned when it was created.

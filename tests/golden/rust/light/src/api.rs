@@ -29,6 +29,8 @@ mod imports {
         pub fn replay_event(input: u64) -> u64;
         #[link_name = "set_light_color"]
         pub fn set_light_color(input: u64) -> u64;
+        #[link_name = "stream_light_events"]
+        pub fn stream_light_events(input: u64) -> u64;
         #[link_name = "update_light"]
         pub fn update_light(input: u64) -> u64;
     }
@@ -184,6 +186,24 @@ pub fn set_light_color(body: &SetLightColorRequest) -> crate::Response<States> {
     call.set("body", "", body);
     call.send("set_light_color", |input| unsafe {
         imports::set_light_color(input)
+    })
+}
+
+/// Follow light changes live, as server-sent events.
+///
+/// `GET /events/stream`, host function `stream_light_events` (operationId
+/// `streamLightEvents`).
+///
+/// * `limit`: Close the stream after this many events; open until the client leaves when
+///   omitted.
+///
+/// Declares no JSON answer: `body` is the raw JSON (`null` when empty) on a 2xx.
+pub fn stream_light_events(limit: Option<i64>) -> crate::Response<serde_json::Value> {
+    #[allow(unused_mut)]
+    let mut call = crate::client::Call::new();
+    call.set("query", "limit", limit);
+    call.send("stream_light_events", |input| unsafe {
+        imports::stream_light_events(input)
     })
 }
 

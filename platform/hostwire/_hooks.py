@@ -1,0 +1,381 @@
+"""HTTP hooks (Contract 3): plug-ins as middleware for an app's API, Bifrost-style.
+
+For each request, the plug-ins that export ``http_pre_hook`` see it in plug-in
+order; one may rewrite it or answer it itself (``has_response``), which skips
+the later pre-hooks and the route. Then, in reverse order, ``http_post_hook``
+runs for the plug-ins the request reached; the ``context`` a pre-hook set is
+what its post-hook gets. A streaming response (one without Content-Length)
+goes out chunk by chunk through ``http_stream_chunk_hook`` instead, and no
+post-hook runs. Shapes: ``hooks.yaml``.
+
+Plug-in calls block, so all of a request's pre-hooks run in one worker thread
+hop, and all its post-hooks in another. A hook that traps, times out or
+answers garbage follows its plug-in's ``on_error``: ``fail_closed`` answers
+502 naming the plug-in, ``fail_open`` carries on without it. Plug-ins that
+export no hook are never called, and with none the middleware only passes
+requests through.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import parse_qsl, quote, urlencode
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from hostwire._errors import PluginError
+from hostwire._events import Subscriber
+from hostwire._threads import to_thread
+
+log = logging.getLogger("hostwire.hooks")
+PRE, POST, CHUNK = "http_pre_hook", "http_post_hook", "http_stream_chunk_hook"
+MAX_BODY_BYTES = 1024 * 1024
+
+
+class HookFailed(Exception):
+    """A fail_closed hook failed; the client gets 502 naming the plug-in."""
+
+    def __init__(self, plugin: str, message: str) -> None:
+        super().__init__(message)
+        self.plugin = plugin
+
+
+@dataclass(slots=True)
+class _Exchange:
+    """One request on its way through the hooks."""
+
+    request: dict[str, Any]
+    body: bytes
+    context: dict[str, Any] = field(default_factory=dict)
+    reached: list[Subscriber] = field(default_factory=list)
+    response: dict[str, Any] | None = None  # set by a short-circuit or the app
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+def _unb64(text: Any, what: str) -> bytes:
+    if not isinstance(text, str):
+        raise ValueError(f"{what} must be a base64 string")
+    try:
+        return base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise ValueError(f"{what} is not valid base64: {exc}") from exc
+
+
+def _header_map(raw: Sequence[tuple[bytes, bytes]]) -> dict[str, str]:
+    headers: dict[str, str] = {}
+    for key, value in raw:
+        name, text = key.decode("latin-1"), value.decode("latin-1")
+        headers[name] = f"{headers[name]}, {text}" if name in headers else text
+    return headers
+
+
+def _header_list(headers: Any, what: str) -> list[tuple[bytes, bytes]]:
+    if not isinstance(headers, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in headers.items()
+    ):
+        raise ValueError(f"{what} must be an object of strings")
+    try:
+        return [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]
+    except UnicodeEncodeError as exc:
+        raise ValueError(f"{what} holds text that is not latin-1") from exc
+
+
+class HttpHooksMiddleware:
+    """ASGI middleware that runs the HTTP hooks of ``subscribers()`` around the app."""
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        subscribers: Callable[[], Sequence[Subscriber]],
+        *,
+        max_body_bytes: int = MAX_BODY_BYTES,
+    ) -> None:
+        self.app = app
+        self.subscribers = subscribers
+        self.max_body_bytes = max_body_bytes
+        self._cached: tuple[int, list[Subscriber]] | None = None
+
+    def _hooked(self) -> list[Subscriber]:
+        current = self.subscribers()
+        if self._cached is None or self._cached[0] != id(current):
+            hooked = [s for s in current if {PRE, POST, CHUNK} & s.plugin.exports]
+            self._cached = (id(current), hooked)
+        return self._cached[1]
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        hooked = self._hooked() if scope["type"] == "http" else []
+        if not hooked:
+            await self.app(scope, receive, send)
+            return
+        body = await self._read_body(receive)
+        if body is None:
+            await _send_error(send, 413, "payload_too_large", "The request body is too large.")
+            return
+        exchange = _Exchange(self._request(scope, body), body)
+        try:
+            await to_thread(self._run_pre_hooks, hooked, exchange)
+            if exchange.response is None:
+                streamed = await self._call_app(scope, exchange, send)
+                if streamed:
+                    return
+            await to_thread(self._run_post_hooks, exchange)
+        except HookFailed as exc:
+            await _send_error(send, 502, "plugin_failed", str(exc), plugin=exc.plugin)
+            return
+        await _send_response(send, exchange.response or {})
+
+    # -- the request -------------------------------------------------------------
+
+    async def _read_body(self, receive: Receive) -> bytes | None:
+        chunks, size = [], 0
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":
+                break
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_body_bytes:
+                return None
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        return b"".join(chunks)
+
+    @staticmethod
+    def _request(scope: Scope, body: bytes) -> dict[str, Any]:
+        query: dict[str, str] = {}
+        for key, value in parse_qsl(scope.get("query_string", b"").decode("latin-1"), True):
+            query[key] = f"{query[key]},{value}" if key in query else value
+        return {
+            "method": scope["method"],
+            "path": scope["path"],
+            "headers": _header_map(scope["headers"]),
+            "query": query,
+            "body": _b64(body),
+        }
+
+    # -- calling plug-ins (in a worker thread) -----------------------------------------
+
+    def _call(self, subscriber: Subscriber, export: str, value: dict[str, Any]) -> Any:
+        """A hook's answer, or None when it failed and its plug-in is fail_open."""
+        plugin = subscriber.plugin
+        try:
+            answer = plugin.call_json(export, value)
+            if not isinstance(answer, dict):
+                raise ValueError(f"its answer must be a JSON object, not {type(answer).__name__}")
+            if answer.get("error"):
+                raise ValueError(f"it reported an error: {answer['error']}")
+            context = answer.get("context", value.get("context"))
+            if not isinstance(context, dict):
+                raise ValueError("its context must be a JSON object")
+            answer["context"] = context
+        except (PluginError, ValueError) as exc:
+            message = f'Plug-in "{plugin.name}" {export} failed: {exc}'
+            if subscriber.on_error == "fail_open":
+                log.warning("%s; its policy is fail_open, so the request goes on.", message)
+                return None
+            raise HookFailed(plugin.name, message) from exc
+        return answer
+
+    def _run_pre_hooks(self, hooked: Sequence[Subscriber], exchange: _Exchange) -> None:
+        for subscriber in hooked:
+            exchange.reached.append(subscriber)
+            if PRE not in subscriber.plugin.exports:
+                continue
+            value = {"context": exchange.context, "request": exchange.request}
+            answer = self._call(subscriber, PRE, value)
+            if answer is None:
+                continue
+            try:
+                self._apply_pre(exchange, answer)
+            except ValueError as exc:
+                self._bad_answer(subscriber, PRE, exc)
+                continue
+            if exchange.response is not None:
+                return  # answered by the hook: later pre-hooks and the route are skipped
+
+    def _apply_pre(self, exchange: _Exchange, answer: dict[str, Any]) -> None:
+        if answer.get("has_response"):
+            response = answer.get("response")
+            _check_response(response)
+            exchange.context = answer["context"]
+            exchange.response = response
+            return
+        request = answer.get("request")
+        if request is not None:
+            if not isinstance(request, dict):
+                raise ValueError("its request must be a JSON object")
+            merged = {**exchange.request, **request}
+            body = _unb64(merged["body"], "request.body")
+            _header_list(merged["headers"], "request.headers")
+            if not isinstance(merged["method"], str) or not isinstance(merged["path"], str):
+                raise ValueError("request.method and request.path must be strings")
+            if not merged["path"].startswith("/"):
+                raise ValueError("request.path must start with /")
+            exchange.request, exchange.body = merged, body
+        exchange.context = answer["context"]
+
+    def _run_post_hooks(self, exchange: _Exchange) -> None:
+        for subscriber in reversed(exchange.reached):
+            if POST not in subscriber.plugin.exports:
+                continue
+            value = {
+                "context": exchange.context,
+                "request": exchange.request,
+                "response": exchange.response,
+            }
+            answer = self._call(subscriber, POST, value)
+            if answer is None:
+                continue
+            response = answer.get("response")
+            try:
+                if response is not None:
+                    _check_response(response)
+            except ValueError as exc:
+                self._bad_answer(subscriber, POST, exc)
+                continue
+            exchange.context = answer["context"]
+            if response is not None:
+                exchange.response = response
+
+    def _run_chunk_hooks(self, exchange: _Exchange, chunk: bytes) -> bytes | None:
+        for subscriber in reversed(exchange.reached):
+            if CHUNK not in subscriber.plugin.exports:
+                continue
+            value = {"context": exchange.context, "request": exchange.request, "chunk": _b64(chunk)}
+            answer = self._call(subscriber, CHUNK, value)
+            if answer is None:
+                continue
+            if answer.get("skip"):
+                return None
+            if answer.get("chunk") is not None:
+                try:
+                    chunk = _unb64(answer["chunk"], "chunk")
+                except ValueError as exc:
+                    self._bad_answer(subscriber, CHUNK, exc)
+                    continue
+            exchange.context = answer["context"]
+        return chunk
+
+    @staticmethod
+    def _bad_answer(subscriber: Subscriber, export: str, exc: ValueError) -> None:
+        message = f'Plug-in "{subscriber.plugin.name}" {export} answered badly: {exc}'
+        if subscriber.on_error == "fail_open":
+            log.warning("%s; its policy is fail_open, so the request goes on.", message)
+            return
+        raise HookFailed(subscriber.plugin.name, message)
+
+    # -- the app ---------------------------------------------------------------------
+
+    async def _call_app(self, scope: Scope, exchange: _Exchange, send: Send) -> bool:
+        """Run the route; buffer its answer, or stream it through the chunk hooks.
+
+        Returns True when the response was streamed (and so already sent).
+        """
+        request = exchange.request
+        path = request["path"]
+        inner = {
+            **scope,
+            "method": request["method"].upper(),
+            "path": path,
+            "raw_path": quote(path).encode("ascii"),
+            "query_string": urlencode(request["query"]).encode("ascii"),
+            "headers": _header_list(request["headers"], "request.headers"),
+        }
+        body = exchange.body
+        sent = False
+
+        async def replay() -> Message:
+            nonlocal sent
+            if not sent:
+                sent = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return {"type": "http.disconnect"}
+
+        start: dict[str, Any] = {}
+        chunks: list[bytes] = []
+        streaming = False
+
+        async def capture(message: Message) -> None:
+            nonlocal streaming
+            if message["type"] == "http.response.start":
+                start.update(message)
+                headers = _header_map(message.get("headers", []))
+                streaming = "content-length" not in headers
+                if streaming:
+                    await send(message)
+            elif message["type"] == "http.response.body":
+                chunk = bytes(message.get("body", b""))
+                more = bool(message.get("more_body", False))
+                if streaming:
+                    passed = (
+                        await to_thread(self._run_chunk_hooks, exchange, chunk) if chunk else b""
+                    )
+                    if passed is not None and (passed or not more):
+                        await send(
+                            {"type": "http.response.body", "body": passed, "more_body": more}
+                        )
+                    elif not more:
+                        await send({"type": "http.response.body", "body": b"", "more_body": False})
+                else:
+                    chunks.append(chunk)
+
+        await self.app(inner, replay, capture)
+        if streaming:
+            return True
+        exchange.response = {
+            "status_code": int(start.get("status", 500)),
+            "headers": _header_map(start.get("headers", [])),
+            "body": _b64(b"".join(chunks)),
+        }
+        return False
+
+
+def _check_response(response: Any) -> None:
+    if not isinstance(response, dict):
+        raise ValueError("its response must be a JSON object")
+    status = response.get("status_code")
+    if not isinstance(status, int) or not 100 <= status <= 599:
+        raise ValueError("response.status_code must be an integer from 100 to 599")
+    _header_list(response.get("headers", {}), "response.headers")
+    _unb64(response.get("body", ""), "response.body")
+
+
+async def _send_response(send: Send, response: dict[str, Any]) -> None:
+    body = base64.b64decode(response.get("body", ""))
+    headers = [
+        (k, v)
+        for k, v in _header_list(response.get("headers", {}), "response.headers")
+        if k != b"content-length"
+    ]
+    headers.append((b"content-length", str(len(body)).encode()))
+    await send(
+        {"type": "http.response.start", "status": response["status_code"], "headers": headers}
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
+async def _send_error(
+    send: Send, status: int, code: str, message: str, *, plugin: str | None = None
+) -> None:
+    error: dict[str, Any] = {"code": code, "message": message}
+    if plugin:
+        error["plugin"] = plugin
+    body = json.dumps({"error": error}).encode()
+    await _send_response(
+        send,
+        {
+            "status_code": status,
+            "headers": {"content-type": "application/json"},
+            "body": _b64(body),
+        },
+    )
