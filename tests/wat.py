@@ -147,3 +147,29 @@ def event_handler(*exports: str) -> str:
 {TO_BLOCK}
 {functions}
 )"""
+
+
+def hook_handler(*exports: str) -> str:
+    """Like ``event_handler``, but each export outputs the config value named
+    after it (nothing when unset): one module plays any hook answer."""
+    names = "".join(f'  (data (i32.const {256 + 64 * i}) "{e}")\n' for i, e in enumerate(exports))
+    functions = "\n".join(
+        f"""  (func (export "{e}") (result i32) (local $v i64)
+    (drop (call $note (call $input_offset)))
+    (if (i64.ne (call $config_get (call $to_block (i32.const 16) (i32.const 4))) (i64.const 0))
+      (then unreachable))
+    (local.set $v
+      (call $config_get (call $to_block (i32.const {256 + 64 * i}) (i32.const {len(e)}))))
+    (if (i64.eqz (local.get $v)) (then (return (i32.const 0))))
+    (call $output_set (local.get $v) (call $length (local.get $v)))
+    (i32.const 0))"""
+        for i, e in enumerate(exports)
+    )
+    return f"""(module
+{KERNEL}
+  (import "extism:host/user" "note" (func $note (param i64) (result i64)))
+  (memory (export "memory") 1)
+  (data (i32.const 16) "trap")
+{names}{TO_BLOCK}
+{functions}
+)"""

@@ -124,7 +124,7 @@ class HttpHooksMiddleware:
         try:
             await to_thread(self._run_pre_hooks, hooked, exchange)
             if exchange.response is None:
-                streamed = await self._call_app(scope, exchange, send)
+                streamed = await self._call_app(scope, receive, exchange, send)
                 if streamed:
                     return
             await to_thread(self._run_post_hooks, exchange)
@@ -170,6 +170,8 @@ class HttpHooksMiddleware:
         plugin = subscriber.plugin
         try:
             answer = plugin.call_json(export, value)
+            if answer is None:
+                answer = {}  # no output: no change
             if not isinstance(answer, dict):
                 raise ValueError(f"its answer must be a JSON object, not {type(answer).__name__}")
             if answer.get("error"):
@@ -276,7 +278,9 @@ class HttpHooksMiddleware:
 
     # -- the app ---------------------------------------------------------------------
 
-    async def _call_app(self, scope: Scope, exchange: _Exchange, send: Send) -> bool:
+    async def _call_app(
+        self, scope: Scope, receive: Receive, exchange: _Exchange, send: Send
+    ) -> bool:
         """Run the route; buffer its answer, or stream it through the chunk hooks.
 
         Returns True when the response was streamed (and so already sent).
@@ -299,7 +303,9 @@ class HttpHooksMiddleware:
             if not sent:
                 sent = True
                 return {"type": "http.request", "body": body, "more_body": False}
-            return {"type": "http.disconnect"}
+            # The body was read already: what remains is waiting for the client
+            # to leave (a streaming response listens for that).
+            return await receive()
 
         start: dict[str, Any] = {}
         chunks: list[bytes] = []
