@@ -336,3 +336,9 @@ def test_create_with_a_chosen_id(client: TestClient) -> None:
     bad = client.post("/lights", json={"id": "../x", "name": "Bad"}, headers=AUTH)
     assert bad.status_code == 422
     assert bad.json()["error"]["details"][0]["field"] == "/id"
+
+
+def test_event_stream_rejects_a_bad_limit(client: TestClient) -> None:
+    response = client.get("/events/stream", params={"limit": 0}, headers=AUTH)
+    assert response.status_code == 422
+    assert response.json()["error"]["details"][0]["field"] == "limit"

@@ -223,3 +223,38 @@ def test_undelivered_events_survive_sigkill(tmp_path: Path) -> None:
             if d["event_id"] == pending["event_id"]
         ]
         assert delivered["state"] == "delivered"
+
+
+def test_the_event_stream_sends_each_committed_change(tmp_path: Path) -> None:
+    with server(tmp_path / "lights.db") as (_, url):
+        lines: list[str] = []
+        ready = threading.Event()
+
+        def listen() -> None:
+            with httpx.stream(
+                "GET", f"{url}/events/stream", params={"limit": 2}, headers=AUTH, timeout=30
+            ) as response:
+                assert response.headers["content-type"].startswith("text/event-stream")
+                for line in response.iter_lines():
+                    if line.startswith(": listening"):
+                        ready.set()
+                    lines.append(line)
+
+        listener = threading.Thread(target=listen)
+        listener.start()
+        assert ready.wait(30), "the stream did not start"
+        httpx.post(f"{url}/light_color", json={"action": "ToBlue"}, headers=AUTH)
+        # A refused change is not in the stream: only committed ones are.
+        assert (
+            httpx.patch(f"{url}/lights/default", json={"brightness": 500}, headers=AUTH).status_code
+            == 422
+        )
+        httpx.post(f"{url}/lights", json={"id": "desk", "name": "Desk"}, headers=AUTH)
+        listener.join(30)
+        assert not listener.is_alive(), "the stream did not end after its limit"
+    events = [line.removeprefix("event: ") for line in lines if line.startswith("event: ")]
+    data = [json.loads(line.removeprefix("data: ")) for line in lines if line.startswith("data: ")]
+    assert events == ["light.after_update", "light.after_create"]
+    assert data[0]["record"]["color"] == "blue"
+    assert data[0]["changes"]["color"] == {"from": "white", "to": "blue"}
+    assert data[1]["record"]["id"] == "desk"
