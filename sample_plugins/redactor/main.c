@@ -6,9 +6,8 @@
  * - http_pre_hook: records {"redactor": {"started": true}} in the context (the
  *   rest of the context is kept) and lets the request go on.
  * - http_post_hook: adds the config key "header" ("Name: value", default
- *   "X-Served-By: hostwire"; "" adds none), replacing a header of that name in
- *   any casing. When the context holds the pre-hook's mark and the response is
- *   JSON (content-type application/json or application/...+json), every member
+ *   "X-Served-By: hostwire"), replacing a header of that name in any casing.
+ *   When the context holds the pre-hook's mark and the response is JSON (content-type application/json or application/...+json), every member
  *   named in "redact" (comma-separated, default "brightness") gets the value
  *   "[redacted]", at any depth, in objects inside arrays too; the body is then
  *   written again (compact JSON) and a Content-Length header, if there is one,
@@ -16,11 +15,13 @@
  *   parse, and JSON without such fields are left byte for byte as they are.
  *   The answer always carries the response (the header is added to it).
  * - http_stream_chunk_hook: a chunk that contains the config key "drop" (a
- *   substring; unset or "" drops nothing) is skipped ({"skip": true}); any
+ *   substring; unset drops nothing) is skipped ({"skip": true}); any
  *   other passes unchanged (no "chunk" in the answer).
  *
- * A bad config or a body or chunk that is not base64 fails the hook with
- * "error" set, and the plug-in's on_error decides what happens to the request.
+ * Extism hands an empty config value to a plug-in as unset: "" means the
+ * default. A bad config or a body or chunk that is not base64 fails the hook
+ * with "error" set, and the plug-in's on_error decides what happens to the
+ * request.
  */
 #include "hostwire.h"
 
@@ -167,12 +168,9 @@ static Fields redact_fields(void) {
     return fields;
 }
 
-/* The header to add from "Name: value"; false when the config is bad. An empty
- * setting gives a header with no name: add none. */
+/* The header to add, from "Name: value"; false when the config is bad. */
 static bool served_by(hw_str *name, hw_str *value) {
     hw_str text = setting("header", DEFAULT_HEADER);
-    *name = *value = HW_STR("");
-    if (trim(text.ptr, text.len).len == 0) return true;
     size_t colon = 0;
     while (colon < text.len && text.ptr[colon] != ':') colon++;
     if (colon == text.len) return false;
@@ -264,7 +262,7 @@ static int post(const HttpPostHookInput *input, HttpPostHookOutput *output) {
                          input->request->path);
         }
     }
-    if (name.len > 0) set_header(response->headers, name, value);
+    set_header(response->headers, name, value);
     output->response = response;
     return 0;
 }

@@ -21,11 +21,12 @@
 //!   comma-separated path prefixes that need no key. A prefix matches the path
 //!   itself and what lies below it (`/legal` matches `/legal` and `/legal/terms`,
 //!   not `/legalese`); a path with `.`/`..` segments or `//` is never public.
-//!   Empty: every path needs a key.
+//!   `none`: every path needs a key.
 //!
-//! A bad config fails the hook with `error` set (so the plug-in's `on_error`
-//! applies: keep the default `fail_closed` for a guard, or a broken config lets
-//! everything through).
+//! Extism hands an empty config value to the plug-in as unset, so `""` means
+//! the default. A bad config fails the hook with `error` set (so the plug-in's
+//! `on_error` applies: keep the default `fail_closed` for a guard, or a broken
+//! config lets everything through).
 //!
 //! The rate limit counts in fixed windows: a key's window starts with its first
 //! request and lasts `window_s`; within it at most `rate_limit` requests pass (a
@@ -77,7 +78,10 @@ fn settings() -> Result<Settings, String> {
         .checked_mul(1000)
         .ok_or_else(|| format!("config \"window_s\" is too large: {}", window_s))?;
     let public = config("public_prefixes").unwrap_or_else(|| DEFAULT_PUBLIC.to_string());
-    let public: Vec<String> = list(&public).map(str::to_string).collect();
+    let public: Vec<String> = match public.trim() {
+        "none" => Vec::new(),
+        public => list(public).map(str::to_string).collect(),
+    };
     if let Some(bad) = public.iter().find(|p| !p.starts_with('/')) {
         return Err(format!("config \"public_prefixes\": \"{}\" does not start with /", bad));
     }
