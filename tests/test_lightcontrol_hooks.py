@@ -1,0 +1,126 @@
+"""lightcontrol with HTTP hook plug-ins: the api_guard and redactor samples."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from starlette.testclient import TestClient
+
+from conftest import ROOT
+from hostwire import parse_config
+from lightcontrol.app import Settings, create_app
+
+TOKEN = "hooks-token"
+AUTH = {"Authorization": f"Bearer {TOKEN}", "X-API-Key": "key-1"}
+GUARD = str(ROOT / "sample_plugins/api_guard/build/plugin.wasm")
+REDACTOR = str(ROOT / "sample_plugins/redactor/build/plugin.wasm")
+
+
+def lightcontrol(tmp_path: Path, plugins: list[dict[str, Any]]) -> TestClient:
+    config = parse_config(
+        {"openapi": str(ROOT / "openapi/light.yaml"), "plugins": plugins},
+        path=tmp_path / "plugins.yaml",
+    )
+    settings = Settings(db_path=str(tmp_path / "lights.db"), token=TOKEN)
+    return TestClient(create_app(settings, plugins=config))
+
+
+GUARD_PLUGIN = {
+    "name": "guard",
+    "path": GUARD,
+    "config": {"api_keys": "ops:key-1", "rate_limit": "3", "window_s": "3600"},
+}
+REDACTOR_PLUGIN = {
+    "name": "redactor",
+    "path": REDACTOR,
+    "config": {"redact": "brightness", "drop": "secret-lamp"},
+}
+
+
+@pytest.fixture
+def client(tmp_path: Path) -> Iterator[TestClient]:
+    with lightcontrol(tmp_path, [GUARD_PLUGIN, REDACTOR_PLUGIN]) as test_client:
+        yield test_client
+
+
+def test_the_guard_answers_before_the_app(client: TestClient) -> None:
+    missing = client.get("/states", headers={"Authorization": f"Bearer {TOKEN}"})
+    assert missing.status_code == 401
+    assert missing.headers["www-authenticate"] == "ApiKey"
+    assert missing.json()["error"]["code"] == "unauthorized"
+    # The metadata routes stay public through the guard.
+    assert client.get("/openapi.json").status_code == 200
+    # A good key still needs the app's own bearer token.
+    assert client.get("/states", headers={"X-API-Key": "key-1"}).status_code == 401
+
+
+def test_rate_limit_short_circuits_with_429(client: TestClient) -> None:
+    statuses = [client.get("/states", headers=AUTH).status_code for _ in range(4)]
+    assert statuses == [200, 200, 200, 429]
+
+
+def test_the_post_hook_adds_a_header_and_redacts(client: TestClient) -> None:
+    response = client.get("/lights/default", headers=AUTH)
+    assert response.status_code == 200
+    assert response.headers["x-served-by"] == "hostwire"
+    light = response.json()
+    assert light["brightness"] == "[redacted]"
+    assert light["color"] == "white"
+    assert int(response.headers["content-length"]) == len(response.content)
+
+
+def test_the_stream_goes_through_the_chunk_hook(client: TestClient) -> None:
+    store = client.app.state.store  # type: ignore[attr-defined]
+    lines: list[str] = []
+    with client.stream("GET", "/events/stream", params={"limit": 3}, headers=AUTH) as response:
+        stream = response.iter_lines()
+        assert next(stream).startswith(": listening")
+
+        def write() -> None:
+            store.create({"id": "secret-lamp", "name": "Hidden"})  # its chunk is dropped
+            store.create({"id": "desk", "name": "Desk"})
+            store.update("desk", {"color": "blue"})
+
+        writer = threading.Thread(target=write)
+        writer.start()
+        lines = [line for line in stream if line.startswith("data: ")]
+        writer.join()
+    # Three changes were sent; the chunk hook dropped the one about secret-lamp.
+    assert len(lines) == 2
+    assert "secret-lamp" not in "".join(lines)
+    assert '"light.after_create"' in lines[0]
+    assert '"light.after_update"' in lines[1]
+    assert "x-served-by" not in response.headers  # no post-hook for streams
+
+
+def test_a_broken_hook_fails_closed_naming_the_plugin(tmp_path: Path) -> None:
+    broken = {**GUARD_PLUGIN, "config": {}}  # api_keys missing: the hook reports an error
+    with lightcontrol(tmp_path, [broken]) as test_client:
+        response = test_client.get("/states", headers=AUTH)
+        assert response.status_code == 502
+        error = response.json()["error"]
+        assert (error["code"], error["plugin"]) == ("plugin_failed", "guard")
+        assert "api_keys" in error["message"]
+
+
+def test_plugins_without_hooks_are_not_called(tmp_path: Path) -> None:
+    night_mode = {
+        "name": "night-mode",
+        "path": str(ROOT / "sample_plugins/night_mode/build/plugin.wasm"),
+    }
+    with lightcontrol(tmp_path, [night_mode]) as test_client:
+        middleware = test_client.app.middleware_stack  # type: ignore[attr-defined]
+        response = test_client.get("/states", headers=AUTH)
+        assert response.status_code == 200
+        hooks = _find(middleware, "HttpHooksMiddleware")
+        assert hooks._hooked() == []
+
+
+def _find(app: Any, name: str) -> Any:
+    while type(app).__name__ != name:
+        app = app.app
+    return app
