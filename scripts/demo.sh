@@ -50,11 +50,12 @@ cat <<MSG
 lightcontrol keeps running on $URL (Ctrl-C stops it). From another terminal:
   curl $URL/openapi.json
   curl $URL/.well-known/ai-plugin.json
-  curl -H "Authorization: Bearer $LIGHTCONTROL_TOKEN" $URL/states
-  curl -H "Authorization: Bearer $LIGHTCONTROL_TOKEN" -H "Content-Type: application/json" \\
-       -d '{"action": "ToGreen"}' $URL/light_color
-  curl -H "Authorization: Bearer $LIGHTCONTROL_TOKEN" $URL/lights/lamp
-  curl -H "Authorization: Bearer $LIGHTCONTROL_TOKEN" "$URL/events/deliveries?limit=5"
+  curl -H "Authorization: Bearer $LIGHTCONTROL_TOKEN" -H "X-API-Key: demo-key" $URL/states
+  curl -H "Authorization: Bearer $LIGHTCONTROL_TOKEN" -H "X-API-Key: demo-key" \\
+       -H "Content-Type: application/json" -d '{"action": "ToGreen"}' $URL/light_color
+  curl -H "Authorization: Bearer $LIGHTCONTROL_TOKEN" -H "X-API-Key: demo-key" $URL/lights/lamp
+  curl -H "Authorization: Bearer $LIGHTCONTROL_TOKEN" -H "X-API-Key: demo-key" "$URL/events/deliveries?limit=5"
+  curl -N -H "Authorization: Bearer $LIGHTCONTROL_TOKEN" -H "X-API-Key: demo-key" $URL/events/stream
   .venv/bin/hostwire events list --db $DB
 MSG
 wait $SERVER

@@ -9,7 +9,9 @@ import time
 import httpx
 
 url, token = sys.argv[1], sys.argv[2]
-client = httpx.Client(base_url=url, headers={"Authorization": f"Bearer {token}"}, timeout=10)
+# api-guard (an HTTP hook) wants an API key on top of the app's bearer token.
+headers = {"Authorization": f"Bearer {token}", "X-API-Key": "demo-key"}
+client = httpx.Client(base_url=url, headers=headers, timeout=10)
 
 
 def show(method: str, path: str, body: object = None) -> httpx.Response:
@@ -30,3 +32,13 @@ show("GET", "/lights/lamp")
 show("GET", "/events/deliveries?plugin=follow&limit=2")
 print("\nnight-mode (light_before_save) turns white light red between 22:00 and 07:00 UTC:")
 show("POST", "/light_color", {"action": "ToWhite"})
+
+print("\nHTTP hooks: api-guard refuses a request without an API key, before the app:")
+response = httpx.get(f"{url}/states", headers={"Authorization": f"Bearer {token}"})
+print(f"  GET /states without X-API-Key -> {response.status_code} {response.text}")
+response = client.get("/lights/default")
+print(
+    f"  GET /lights/default -> {response.status_code}, X-Served-By: "
+    f"{response.headers.get('x-served-by')}, revision: {response.json()['revision']}"
+    "  (redactor's post-hook)"
+)

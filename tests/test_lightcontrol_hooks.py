@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -124,3 +125,28 @@ def _find(app: Any, name: str) -> Any:
     while type(app).__name__ != name:
         app = app.app
     return app
+
+
+def test_plugins_calling_in_process_skip_the_hooks(tmp_path: Path) -> None:
+    follow = {
+        "name": "follow",
+        "path": str(ROOT / "sample_plugins/follow/build/plugin.wasm"),
+        "config": {"source": "default", "target": "lamp"},
+        "grants": ["updateLight"],
+    }
+    guard = {**GUARD_PLUGIN, "config": {"api_keys": "ops:key-1"}}  # no rate limit here
+    with lightcontrol(tmp_path, [guard, REDACTOR_PLUGIN, follow]) as test_client:
+        assert (
+            test_client.post(
+                "/lights", json={"id": "lamp", "name": "Lamp"}, headers=AUTH
+            ).status_code
+            == 201
+        )
+        assert (
+            test_client.post("/light_color", json={"action": "ToBlue"}, headers=AUTH).status_code
+            == 200
+        )
+        deadline = time.monotonic() + 20
+        while test_client.get("/lights/lamp", headers=AUTH).json()["color"] != "blue":
+            assert time.monotonic() < deadline, "follow's in-process call did not get through"
+            time.sleep(0.01)  # polling a condition, not timing anything

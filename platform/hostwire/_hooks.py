@@ -13,7 +13,7 @@ hop, and all its post-hooks in another. A hook that traps, times out or
 answers garbage follows its plug-in's ``on_error``: ``fail_closed`` answers
 502 naming the plug-in, ``fail_open`` carries on without it. Plug-ins that
 export no hook are never called, and with none the middleware only passes
-requests through.
+requests through. Plug-ins' own in-process calls to the app skip the hooks.
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ from urllib.parse import parse_qsl, quote, urlencode
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from hostwire._dispatch import ASGI_EXTENSION
 from hostwire._errors import PluginError
 from hostwire._events import Subscriber
 from hostwire._threads import to_thread
@@ -112,7 +113,11 @@ class HttpHooksMiddleware:
         return self._cached[1]
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        hooked = self._hooked() if scope["type"] == "http" else []
+        # Hooks guard the network API. A plug-in's in-process host call is
+        # already identified and limited by its grants: it skips them (else a
+        # guard hook would refuse every plug-in that holds no API key).
+        in_process = ASGI_EXTENSION in scope.get("extensions", {})
+        hooked = self._hooked() if scope["type"] == "http" and not in_process else []
         if not hooked:
             await self.app(scope, receive, send)
             return

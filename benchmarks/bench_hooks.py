@@ -1,0 +1,326 @@
+"""Throughput of lightcontrol under uvicorn with 0 and with 2 HTTP hook plug-ins.
+
+Two ``hostwire serve`` subprocesses on free 127.0.0.1 ports, alike but for
+their plug-ins (same token, databases of their own, both logging every
+request at INFO to a file, as ``hostwire serve`` does):
+
+- 0 hooks: no ``--config``; the hooks middleware only passes requests through;
+- 2 hooks: ``--config`` with the sample plug-ins api_guard (Rust,
+  ``http_pre_hook``: API key ``bench:bench-key`` in X-API-Key, rate_limit 0 =
+  unlimited) and redactor (C, ``http_pre_hook`` marks the context,
+  ``http_post_hook`` adds ``x-served-by: hostwire`` and rewrites the JSON with
+  ``brightness`` redacted). Every request then makes two worker-thread hops
+  and three plug-in calls, with JSON and base64 both ways.
+
+The load is closed-loop and bounded: ``--connections`` keep-alive connections
+(default 8) in one asyncio thread, each sending GET /lights/default (bearer
+token and X-API-Key, the same bytes to both servers) and waiting for the
+answer before its next request, until the round's ``--requests`` are done.
+Rounds alternate between the servers, the order flipping each round, after
+an untimed warm-up round each (which also fills the plug-in instance pools).
+Requests per second is per round (its requests / its wall time; median of
+the rounds); latency is per request, send to last body byte (p50, p99 over
+all rounds). Every response is checked: 200, and on the hooked server the
+redactor's header and the redacted field, proof that the hooks ran.
+
+Fairness on this 2-core machine: the load generator competes with the server
+for the CPU. It is a minimal HTTP/1.1 client on asyncio streams (a request is
+a prebuilt byte string; an answer is read by its Content-Length), much
+cheaper per request than httpx, which would cost about as much as the server
+and cap the plain server's figure, flattering the ratio. Eight connections
+keep the server's event loop busy (with fewer, both servers sit idle between
+requests; with many more, latency only grows with the queue). The
+generator's CPU use and each server's CPU time per request (from /proc) are
+printed too: the latter does not depend on how the two processes share the
+cores. Goal: 2 hooks / 0 hooks >= 0.7 in requests per second (median).
+
+    make bench    # or: .venv/bin/python benchmarks/bench_hooks.py [--requests N] [--rounds N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "platform"))
+
+import httpx
+
+TOKEN = "bench-token"
+API_KEY = "bench-key"
+PATH = "/lights/default"
+GOAL = 0.7
+SERVER_START_S = 30.0
+ANSWER_TIMEOUT_S = 10.0
+WASM = {
+    "api-guard": ROOT / "sample_plugins" / "api_guard" / "build" / "plugin.wasm",
+    "redactor": ROOT / "sample_plugins" / "redactor" / "build" / "plugin.wasm",
+}
+HOOKS_CONFIG = f"""\
+openapi: {ROOT / "openapi" / "light.yaml"}
+plugins:
+  - name: api-guard
+    path: {WASM["api-guard"]}
+    config: {{api_keys: "bench:{API_KEY}", rate_limit: 0}}
+  - name: redactor
+    path: {WASM["redactor"]}
+    config: {{redact: brightness}}
+"""
+SERVED_BY = b"\r\nx-served-by: hostwire\r\n"
+REDACTED = b'"brightness":"[redacted]"'
+PLAIN = b'"brightness":'
+
+Check = Callable[[bytes, bytes], bool]  # (header block, body) -> as expected
+
+
+def plain_answer(head: bytes, body: bytes) -> bool:
+    return PLAIN in body and REDACTED not in body and SERVED_BY not in head
+
+
+def hooked_answer(head: bytes, body: bytes) -> bool:
+    return REDACTED in body and SERVED_BY in head
+
+
+@dataclass
+class Server:
+    name: str
+    port: int
+    pid: int
+    check: Check
+    request: bytes = b""
+    rates: list[float] = field(default_factory=list)  # requests per second, per round
+    latencies: list[float] = field(default_factory=list)  # ms, every request
+    cpu_per_request: list[float] = field(default_factory=list)  # server CPU µs, per round
+    client_cpu: list[float] = field(default_factory=list)  # generator CPU / wall, per round
+
+    def __post_init__(self) -> None:
+        self.request = (
+            f"GET {PATH} HTTP/1.1\r\nHost: 127.0.0.1:{self.port}\r\n"
+            f"Authorization: Bearer {TOKEN}\r\nX-API-Key: {API_KEY}\r\n\r\n"
+        ).encode("ascii")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@contextlib.contextmanager
+def served_app(tmp: Path, name: str, config: Path | None) -> Iterator[tuple[int, int]]:
+    """``hostwire serve`` in a subprocess on a free loopback port; yields (port, pid)."""
+    port = free_port()
+    executable = Path(sys.executable).with_name("hostwire")
+    command = [str(executable)] if executable.exists() else [sys.executable, "-m", "hostwire"]
+    command += ["serve", "--host", "127.0.0.1", "--port", str(port)]
+    command += ["--db", str(tmp / f"{name}.db")]
+    if config is not None:
+        command += ["--config", str(config)]
+    env = {**os.environ, "LIGHTCONTROL_TOKEN": TOKEN, "PYTHONPATH": str(ROOT / "platform")}
+    log_path = tmp / f"{name}.log"
+    base = f"http://127.0.0.1:{port}"
+    with log_path.open("wb") as log_file:
+        server = subprocess.Popen(
+            command, stdin=subprocess.DEVNULL, stdout=log_file, stderr=log_file, env=env
+        )
+    try:
+        deadline = time.monotonic() + SERVER_START_S
+        while True:
+            if server.poll() is not None:
+                raise RuntimeError(
+                    f"server {name!r} exited with {server.returncode}:\n"
+                    f"{log_path.read_text()[-2000:]}"
+                )
+            with contextlib.suppress(httpx.TransportError):
+                if httpx.get(f"{base}/openapi.json", timeout=1.0).status_code == 200:
+                    break
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"server {name!r} did not answer within {SERVER_START_S:g} s")
+            time.sleep(0.05)
+        yield port, server.pid
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
+
+
+def check_with_httpx(server: Server) -> None:
+    """One request through a real HTTP client: the answer the load generator expects."""
+    headers = {"Authorization": f"Bearer {TOKEN}", "X-API-Key": API_KEY}
+    response = httpx.get(f"http://127.0.0.1:{server.port}{PATH}", headers=headers, timeout=10.0)
+    head = b"".join(f"\r\n{k}: {v}".encode("latin-1") for k, v in response.headers.items())
+    if response.status_code != 200 or not server.check(head + b"\r\n", response.content):
+        raise RuntimeError(
+            f"server {server.name!r} answered {response.status_code} "
+            f"{dict(response.headers)} {response.text:.300}"
+        )
+
+
+def cpu_seconds(pid: int) -> float | None:
+    """User + system CPU time of process ``pid`` (all its threads), or None without /proc."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+# -- the load generator ---------------------------------------------------------------
+
+
+async def exchange(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, server: Server
+) -> None:
+    writer.write(server.request)
+    head = await reader.readuntil(b"\r\n\r\n")
+    status = head[9:12]
+    length = -1
+    for line in head.split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            length = int(value)
+            break
+    if length < 0:
+        raise RuntimeError(f"server {server.name!r} answered without Content-Length: {head!r}")
+    body = await reader.readexactly(length)
+    if status != b"200" or not server.check(head.lower(), body):
+        raise RuntimeError(f"server {server.name!r} answered {head!r} {body[:300]!r}")
+
+
+async def load(server: Server, requests: int, connections: int) -> tuple[float, list[float]]:
+    """Send ``requests`` over ``connections`` keep-alive connections; (seconds, latencies ms)."""
+    streams = [await asyncio.open_connection("127.0.0.1", server.port) for _ in range(connections)]
+    left = requests
+    latencies: list[float] = []
+    clock = time.perf_counter_ns
+
+    async def worker(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal left
+        while left > 0:
+            left -= 1
+            start = clock()
+            await asyncio.wait_for(exchange(reader, writer, server), ANSWER_TIMEOUT_S)
+            latencies.append((clock() - start) / 1e6)
+
+    try:
+        start = time.perf_counter()
+        await asyncio.gather(*(worker(r, w) for r, w in streams))
+        elapsed = time.perf_counter() - start
+    finally:
+        for _, writer in streams:
+            writer.close()
+        for _, writer in streams:
+            with contextlib.suppress(OSError):
+                await writer.wait_closed()
+    return elapsed, latencies
+
+
+def run_round(runner: asyncio.Runner, server: Server, requests: int, connections: int) -> None:
+    cpu_before = cpu_seconds(server.pid)
+    client_before = time.process_time()
+    elapsed, latencies = runner.run(load(server, requests, connections))
+    client = time.process_time() - client_before
+    cpu_after = cpu_seconds(server.pid)
+    server.rates.append(requests / elapsed)
+    server.latencies.extend(latencies)
+    server.client_cpu.append(client / elapsed)
+    if cpu_before is not None and cpu_after is not None:
+        server.cpu_per_request.append((cpu_after - cpu_before) / requests * 1e6)
+
+
+# -- measuring ---------------------------------------------------------------------
+
+
+def percentile(samples: list[float], fraction: float) -> float:
+    ordered = sorted(samples)
+    return ordered[max(0, int(len(ordered) * fraction) - 1)]
+
+
+def print_table(servers: list[Server], width: int = 10) -> None:
+    print(
+        f"{'variant':<{width}} {'req/s':>8} {'min':>8} {'max':>8} {'p50 ms':>8} {'p99 ms':>8}"
+        f" {'server CPU µs/req':>18} {'client CPU':>11}"
+    )
+    for s in servers:
+        cpu = f"{statistics.median(s.cpu_per_request):.0f}" if s.cpu_per_request else "n/a"
+        print(
+            f"{s.name:<{width}} {statistics.median(s.rates):>8.0f} {min(s.rates):>8.0f}"
+            f" {max(s.rates):>8.0f} {statistics.median(s.latencies):>8.2f}"
+            f" {percentile(s.latencies, 0.99):>8.2f} {cpu:>18}"
+            f" {statistics.median(s.client_cpu):>10.0%}"
+        )
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--requests", type=int, default=2000, help="requests per round and server")
+    parser.add_argument("--rounds", type=int, default=6)
+    parser.add_argument("--connections", type=int, default=8, help="concurrent connections")
+    parser.add_argument(
+        "--max-seconds", type=float, default=120.0, help="stop after the round that passes this"
+    )
+    args = parser.parse_args()
+    if args.requests < 1 or args.rounds < 1 or args.connections < 1:
+        parser.error("--requests, --rounds and --connections must be at least 1")
+    missing = [str(path) for path in WASM.values() if not path.exists()]
+    if missing:
+        print(f"missing {', '.join(missing)}: run `make plugins` first", file=sys.stderr)
+        return 1
+
+    with contextlib.ExitStack() as stack:
+        tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-hooks-")))
+        config = tmp / "hooks.yaml"
+        config.write_text(HOOKS_CONFIG)
+        servers = []
+        for name, config_file, check in (
+            ("0 hooks", None, plain_answer),
+            ("2 hooks", config, hooked_answer),
+        ):
+            port, pid = stack.enter_context(served_app(tmp, name.replace(" ", "-"), config_file))
+            servers.append(Server(name, port, pid, check))
+        for server in servers:
+            check_with_httpx(server)
+        runner = stack.enter_context(asyncio.Runner())
+        warm_up = max(100, args.requests // 4)
+        for server in servers:
+            runner.run(load(server, warm_up, args.connections))
+        deadline = time.monotonic() + args.max_seconds
+        rounds = 0
+        while rounds < args.rounds and (rounds == 0 or time.monotonic() < deadline):
+            for server in servers if rounds % 2 == 0 else servers[::-1]:
+                run_round(runner, server, args.requests, args.connections)
+            rounds += 1
+
+    print(
+        f"GET {PATH} on lightcontrol under uvicorn, {args.connections} keep-alive connections,"
+        f" {args.requests} requests per round, {rounds} interleaved rounds"
+    )
+    print_table(servers)
+    plain, hooked = servers
+    ratio = statistics.median(hooked.rates) / statistics.median(plain.rates)
+    print(f"2 hooks / 0 hooks in requests per second (median): {ratio:5.2f}  (goal >= {GOAL:g})")
+    if plain.cpu_per_request and hooked.cpu_per_request:
+        extra = statistics.median(hooked.cpu_per_request) - statistics.median(plain.cpu_per_request)
+        print(f"server CPU the hooks add per request:               {extra:5.0f} µs")
+    print("goal met" if ratio >= GOAL else "goal missed")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
