@@ -88,3 +88,15 @@ def test_fire_delivers_an_envelope_with_the_changes(tmp_path: Path) -> None:
     assert envelope["id"].startswith("evt_")
     assert envelope["data"]["record"] == RECORD
     assert envelope["data"]["changes"] == {"color": {"from": "blue", "to": "red"}}
+
+
+def test_mocks_and_events_must_match_the_spec(caller_wasm: Path) -> None:
+    with PluginHarness(caller_wasm, spec=LIGHTS) as harness:
+        with pytest.raises(ValueError, match=r'mock body for "updateLight" \(200\).*name'):
+            harness.mock("updateLight", {"id": "lamp"})  # a Light needs all its fields
+        harness.mock("updateLight", RECORD)
+        harness.mock("updateLight", {"error": {"code": "x", "message": "y"}}, status=404)
+        with pytest.raises(KeyError, match='"updateLigth" is not an operation'):
+            harness.calls_to("updateLigth")
+        with pytest.raises(ValueError, match="brightness"):
+            harness.fire("light.before_save", record={**RECORD, "brightness": 500})

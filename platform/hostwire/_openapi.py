@@ -202,6 +202,31 @@ class OpenAPIDocument:
         return node
 
 
+def _string_keys(value: Any, source: str, where: str) -> Any:
+    """JSON has only string keys; YAML does not. Status codes written as 200 become
+    "200"; keys YAML read as booleans or null (on, off, yes, no, ~) are refused."""
+    if isinstance(value, list):
+        return [_string_keys(v, source, f"{where}/{i}") for i, v in enumerate(value)]
+    if not isinstance(value, dict):
+        return value
+    result = {}
+    for key, item in value.items():
+        if isinstance(key, bool) or key is None or isinstance(key, float):
+            raise SpecError(
+                f"{source}: at {where or '/'}: YAML read the key {key!r} as "
+                f'{type(key).__name__}, not text; quote it (e.g. "on").',
+                path=source,
+            )
+        name = str(key)
+        if name == "enum" and isinstance(item, list) and any(isinstance(v, bool) for v in item):
+            raise SpecError(
+                f"{source}: at {where}/enum: YAML read on/off/yes/no as booleans; quote them.",
+                path=source,
+            )
+        result[name] = _string_keys(item, source, f"{where}/{name}")
+    return result
+
+
 def _specification(document: dict[str, Any]) -> Any:
     return DRAFT4 if str(document.get("openapi", "")).startswith("3.0") else DRAFT202012
 
@@ -212,6 +237,7 @@ def load_openapi(path: str | Path) -> OpenAPIDocument:
     document = _read_document(path)
     if not isinstance(document, dict) or "openapi" not in document:
         raise SpecError(f"{path}: not an OpenAPI document (no 'openapi' field).", path=str(path))
+    document = _string_keys(document, str(path), "")
     try:
         validate_spec(document, base_uri=path.as_uri())
     except OpenAPIValidationError as exc:
@@ -230,7 +256,8 @@ def load_openapi(path: str | Path) -> OpenAPIDocument:
     def retrieve(uri: str) -> Resource[Any]:
         if not uri.startswith("file://"):
             raise NoSuchResource(ref=uri)  # type: ignore[call-arg]
-        contents = _read_document(Path(url2pathname(urlparse(uri).path)))
+        file = Path(url2pathname(urlparse(uri).path))
+        contents = _string_keys(_read_document(file), str(file), "")
         resource: Resource[Any] = specification.create_resource(contents)
         return resource
 

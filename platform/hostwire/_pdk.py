@@ -156,6 +156,13 @@ def scaffold(spec_path: str | Path, lang: str, name: str, out_dir: str | Path) -
 
 
 def _write(out: Path, files: Mapping[str, str]) -> list[Path]:
+    try:
+        return _write_files(out, files)
+    except OSError as exc:
+        raise ConfigError(f"Cannot write to {out}: {exc.strerror or exc}.") from exc
+
+
+def _write_files(out: Path, files: Mapping[str, str]) -> list[Path]:
     written = []
     for relative, text in files.items():
         target = out / relative

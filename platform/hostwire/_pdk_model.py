@@ -127,9 +127,11 @@ class _Builder:
         self._by_uri: dict[str, str] = {}  # schema location → model name
 
     def component_name(self, node: Node) -> str | None:
-        prefix = f"{self.spec.uri}#/components/schemas/"
-        if node.uri.startswith(prefix) and "/" not in node.uri[len(prefix) :]:
-            return pascal_case(node.uri[len(prefix) :].replace("~1", "/").replace("~0", "~"))
+        # components/schemas/X of this document or of a file it refers to
+        _, _, fragment = node.uri.partition("#")
+        prefix = "/components/schemas/"
+        if fragment.startswith(prefix) and "/" not in fragment[len(prefix) :]:
+            return pascal_case(fragment[len(prefix) :].replace("~1", "/").replace("~0", "~"))
         return None
 
     def type_of(self, node: Node, context: str) -> tuple[TypeRef, bool]:
@@ -139,6 +141,11 @@ class _Builder:
         if not isinstance(value, dict):
             return ANY, False
         nullable = bool(value.get("nullable"))
+        parts = value.get("allOf") or []
+        if len(parts) == 1 and not value.get("properties") and "type" not in value:
+            # OpenAPI 3.0's way to make a reference nullable: {nullable, allOf: [$ref]}
+            ref, inner_null = self.type_of(target.child("allOf", 0), context)
+            return ref, nullable or inner_null
         options = value.get("oneOf") or value.get("anyOf")
         if options and not value.get("properties"):
             key = "oneOf" if "oneOf" in value else "anyOf"
@@ -155,6 +162,12 @@ class _Builder:
             kind = rest[0] if len(rest) == 1 else None
         if kind is None and ("properties" in value or "allOf" in value):
             kind = "object"
+        if (
+            kind is None
+            and value.get("enum")
+            and all(isinstance(v, str) or v is None for v in value["enum"])
+        ):
+            kind = "string"
         name = self.component_name(target) or pascal_case(context)
         if kind == "string" and "enum" in value:
             return self.enum(target, name, value), nullable
@@ -238,8 +251,9 @@ def build_model(spec: OpenAPIDocument) -> PdkModel:
     hooks = _hooks(builder)
     info = spec.document.get("info") or {}
     return PdkModel(
-        title=str(info.get("title", "")),
-        version=str(info.get("version", "")),
+        # They appear in comments and package files: one line, always.
+        title=" ".join(str(info.get("title", "")).split()),
+        version=" ".join(str(info.get("version", "")).split()),
         source=Path(spec.source).name,
         models=sorted(builder.models.values(), key=lambda m: m.name),
         operations=operations,

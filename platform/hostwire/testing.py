@@ -4,7 +4,7 @@
 
     with PluginHarness("build/plugin.wasm", spec="openapi/light.yaml",
                        config={"target": "lamp"}) as harness:
-        harness.mock("updateLight", {"id": "lamp"})
+        harness.mock("updateLight", lamp)   # a whole Light: mocks are checked
         harness.fire("light.after_update", record={...})
         assert harness.calls_to("updateLight")[0].body == {"color": "red", ...}
 
@@ -24,13 +24,13 @@ from typing import Any, Self
 from urllib.parse import unquote
 
 from hostwire._dispatch import Caller, Reply
-from hostwire._events import new_envelope
+from hostwire._events import EventBus
 from hostwire._hostapi import ALL_OPERATIONS, HostApi
 from hostwire._limits import Limits
-from hostwire._openapi import dumps
+from hostwire._openapi import Operation, dumps, is_json
 from hostwire._runtime import Plugin
 from hostwire._source import read_path
-from hostwire._validate import HttpCall
+from hostwire._validate import HttpCall, compile_schema
 
 __all__ = ["MockReply", "PluginHarness", "RecordedCall"]
 
@@ -86,6 +86,8 @@ class PluginHarness:
         self.api = HostApi(spec, _MockTarget(self))
         self.calls: list[RecordedCall] = []
         self._mocks: dict[str, Responder] = {}
+        # Events are checked against the spec's webhooks, as in production.
+        self._bus = EventBus([], spec=self.api.spec)
         self.plugin = Plugin(
             name,
             data,
@@ -106,17 +108,45 @@ class PluginHarness:
         responder: Responder | None = None,
     ) -> None:
         """Answer ``operation`` (operationId or name) with ``body``, or with ``responder``."""
+        op = self._operation(operation)
+        reply = MockReply(status, body, dict(headers or {}))
+        if responder is None and body is not None:
+            self._check(op, status, body)
+        self._mocks[op.name] = responder or (lambda call: reply)
+
+    def calls_to(self, operation: str) -> list[RecordedCall]:
+        """The calls made to ``operation`` (operationId or name), in order."""
+        name = self._operation(operation).name
+        return [c for c in self.calls if c.function == name]
+
+    def _operation(self, operation: str) -> Operation:
         op = self.api.spec.operation(operation)
         if op is None:
             known = ", ".join(sorted(o.grant for o in self.api.operations.values()))
             raise KeyError(f'"{operation}" is not an operation (operations: {known})')
-        reply = MockReply(status, body, dict(headers or {}))
-        self._mocks[op.name] = responder or (lambda call: reply)
+        return op
 
-    def calls_to(self, operation: str) -> list[RecordedCall]:
-        op = self.api.spec.operation(operation)
-        name = op.name if op is not None else operation
-        return [c for c in self.calls if c.function == name]
+    def _check(self, op: Operation, status: int, body: Any) -> None:
+        """A mock body must be what the app could answer: its response schema."""
+        responses = self.api.spec.at("paths", op.path, op.method).value.get("responses") or {}
+        code = str(status) if str(status) in responses else f"{str(status)[0]}XX"
+        if code not in responses:
+            return
+        answer = self.api.spec.deref(
+            self.api.spec.at("paths", op.path, op.method, "responses", code)
+        )
+        content = answer.value.get("content") or {}
+        media = next((m for m in sorted(content) if is_json(m) and "schema" in content[m]), None)
+        if media is None:
+            return
+        schema = compile_schema(self.api.spec, answer.child("content", media, "schema"))
+        found = schema.problems("mock", "", body)
+        if found:
+            first = found[0]
+            raise ValueError(
+                f'The mock body for "{op.grant}" ({status}) does not match the spec: '
+                f"{first['field']}: {first['message']}"
+            )
 
     def _answer(self, call: HttpCall) -> Reply:
         op = self.api.operations[call.operation]
@@ -170,7 +200,7 @@ class PluginHarness:
             changes = {
                 k: {"from": before.get(k), "to": v} for k, v in record.items() if before.get(k) != v
             }
-        envelope = new_envelope(model, step, dict(record), prev, dict(changes))
+        envelope = self._bus.envelope(model, step, dict(record), prev, dict(changes))
         return self.call(f"{model}_{step}", envelope)
 
     def close(self) -> None:
