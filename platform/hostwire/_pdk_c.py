@@ -614,6 +614,8 @@ def scaffold_jobs(model: PdkModel, spec: OpenAPIDocument, name: str) -> list[Ren
         "build": BUILD,
         "python": shlex.quote(sys.executable),
         "cc_flags": CC_FLAGS,
+        # The commands in README.md and main.c run from the project folder.
+        "spec_path": shlex.quote(spec.source),
     }
     return [
         RenderJob("scaffold/Makefile.j2", "Makefile", context),

@@ -14,10 +14,12 @@ from __future__ import annotations
 
 import json
 import re
+import shlex
 import textwrap
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+from hostwire._errors import ConfigError
 from hostwire._openapi import OpenAPIDocument
 from hostwire._pdk import RenderJob
 from hostwire._pdk_model import (
@@ -34,6 +36,10 @@ from hostwire._pdk_model import (
 # .cargo/config.toml picks the rustc, the wasm target and the offline crates.
 BUILD = "/usr/bin/cargo build --release"
 CRATE = "hostwire_pdk"
+PACKAGE = "hostwire-pdk"  # the PDK's package name (Cargo.toml.j2)
+# Names `hostwire plugin new --lang rust` refuses: cargo cannot build a package
+# with the same name as its dependency, the PDK.
+RESERVED_NAMES = frozenset({PACKAGE})
 TARGET = "wasm32-unknown-unknown"
 DOC_WIDTH = 88  # doc comments wrap here (generated code stays near 100 columns)
 SIGNATURE_WIDTH = 96  # longer function signatures get one argument a line
@@ -588,6 +594,7 @@ def _context(pdk: PdkModel) -> dict[str, object]:
         "version": " ".join(pdk.version.split()),
         "source": " ".join(pdk.source.split()),
         "crate": CRATE,
+        "pdk_package": PACKAGE,
         "prelude": mapper.prelude,  # Option, String...: spelled out where a model shadows them
         "target": TARGET,
         "build": BUILD,
@@ -633,6 +640,11 @@ def jobs(model: PdkModel, spec: OpenAPIDocument) -> list[RenderJob]:
 
 def scaffold_jobs(model: PdkModel, spec: OpenAPIDocument, name: str) -> list[RenderJob]:
     """A plug-in crate named ``name`` on the PDK in its ``pdk/`` folder."""
+    if name in RESERVED_NAMES:
+        raise ConfigError(
+            f'A Rust plug-in cannot be named "{name}": its PDK crate in pdk/ has that name.'
+        )
     context = _context(model)
-    context.update(name=name, package=json.dumps(name))
+    # The commands in README.md and src/lib.rs run from the project folder.
+    context.update(name=name, package=json.dumps(name), spec_path=shlex.quote(spec.source))
     return _jobs("scaffold/", _SCAFFOLD_FILES, context)
