@@ -16,10 +16,10 @@ import wasmtime
 
 from conftest import ROOT
 from hostwire import Limits, PluginError, load_openapi
-from hostwire._pdk import generate
+from hostwire._pdk import generate, scaffold
 from hostwire._pdk_assemblyscript import BUILD
 from hostwire._pdk_model import build_model
-from hostwire.testing import PluginHarness
+from hostwire.testing import MockReply, PluginHarness
 
 ASC = ROOT / "node_modules" / ".bin" / "asc"
 LIGHT_SPEC = ROOT / "openapi" / "light.yaml"
@@ -38,11 +38,16 @@ LIGHT = {
 
 def compile_plugin(project: Path, source: str, spec: Path) -> Path:
     """Generate the PDK for spec into project/pdk, write the plug-in, build it with asc."""
-    if not ASC.exists():
-        pytest.fail(f"{ASC} is missing: run `make plugins` (it installs the npm toolchain).")
     generate(spec, "assemblyscript", project / "pdk")
     (project / "assembly").mkdir(parents=True, exist_ok=True)
     (project / "assembly" / "index.ts").write_text(source, encoding="utf-8")
+    return build_with_asc(project)
+
+
+def build_with_asc(project: Path) -> Path:
+    """Build project/assembly/index.ts on project/pdk, as the scaffold's build script does."""
+    if not ASC.exists():
+        pytest.fail(f"{ASC} is missing: run `make plugins` (it installs the npm toolchain).")
     wasm = project / "build" / "plugin.wasm"
     result = subprocess.run(
         [
@@ -305,7 +310,8 @@ def test_failed_calls_read_clearly(light: PluginHarness) -> None:
         "details": details,
         "describe": 'get_light failed with status 404: not_found: No light has the id "nope".',
     }
-    light.mock("getLight", {"id": "nope"})
+    # A body the spec does not allow (the harness checks plain mocks: use a responder).
+    light.mock("getLight", responder=lambda call: MockReply(200, {"id": "nope"}))
     assert light.call("lookup")["describe"] == (
         "get_light failed with status 200: invalid_response: "
         "the body does not match its schema: name: is required but missing"
@@ -480,16 +486,49 @@ def test_memory_stays_flat_over_5000_calls(light_wasm: Path) -> None:
 
 AWKWARD_PLUGIN = """
 import {
-  DeleteThingsIdPartsPartNoOptions, JsonWriter, Kind, ListThingsOptions, MatchBody, NewThing,
-  Thing, ThingEvent, Verdict, VerdictReject, create, decodeThing, deleteThingsIdPartsPartNo,
-  encodeThing, fail, listThings, match, onThingAfterDestroy, onThingBeforeSave, outputAs,
-  outputWriter, readInputAs,
+  CountThingsOptions, DeleteThingsIdPartsPartNoOptions, JsonWriter, Kind, ListThingsOptions,
+  MatchBody, NewThing, Thing, ThingEvent, ToggleOptions, Verdict, VerdictReject, countThings,
+  create, decodeThing, deleteThingsIdPartsPartNo, encodeThing, fail, listThings, match,
+  onThingAfterDestroy, onThingBeforeSave, outputAs, outputWriter, readInputAs, toggle,
 } from "../pdk";
 
 export function round_thing(): i32 {
   const thing = readInputAs<Thing>("the thing", decodeThing);
   if (thing === null) return 1;
   outputAs<Thing>(thing, encodeThing);
+  return 0;
+}
+
+// Reads the explicit-null flags, then flips them and writes the thing again.
+export function flip_nulls(): i32 {
+  const thing = readInputAs<Thing>("the thing", decodeThing);
+  if (thing === null) return 1;
+  const w = new JsonWriter().beginObject();
+  w.key("class").bool(thing.classIsNull).key("score").bool(thing.scoreIsNull);
+  thing.classIsNull = !thing.classIsNull;
+  thing.scoreIsNull = !thing.scoreIsNull;
+  w.key("flipped");
+  thing.encode(w);
+  outputWriter(w.endObject());
+  return 0;
+}
+
+// An integer answer (ValueResponse<i64>), parameters named like the generated
+// code's names, and an optional boolean body (a member of the options).
+export function call_values(): i32 {
+  const options = new CountThingsOptions();
+  options.options = "o";
+  options.w = "w";
+  const count = countThings(options);
+  const on = new ToggleOptions();
+  on.body = false;
+  const toggled = toggle(on);
+  const untoggled = toggle();
+  const w = new JsonWriter().beginObject();
+  w.key("ok").bool(count.ok).key("has").bool(count.hasBody).key("count").integer(count.body);
+  w.key("describe").string(count.describe());
+  w.key("toggled").integer(toggled.status).key("untoggled").integer(untoggled.status);
+  outputWriter(w.endObject());
   return 0;
 }
 
@@ -605,12 +644,10 @@ def test_awkward_names_reach_the_wire_as_the_document_spells_them(awkward: Plugi
     [
         pytest.param(THING, THING, id="as-is"),
         pytest.param({**THING, "class": "c", "default": -3}, None, id="keywords"),
-        pytest.param({**THING, "class": None}, THING, id="null-is-unset"),
-        pytest.param(
-            {**THING, "parts": [{"no": 1, "label": None}]},
-            {**THING, "parts": [{"no": 1}]},
-            id="nullable",
-        ),
+        pytest.param({**THING, "class": None}, None, id="explicit-null"),
+        pytest.param({**THING, "score": None, "class": "c"}, None, id="explicit-null-integer"),
+        pytest.param({**THING, "score": -2}, None, id="nullable-integer"),
+        pytest.param({**THING, "parts": [{"no": 1, "label": None}, {"no": 2}]}, None, id="nested"),
         pytest.param({**THING, "matrix": [[], [0], [9223372036854775807, -1]]}, None, id="arrays"),
     ],
 )
@@ -645,6 +682,54 @@ def test_awkward_mismatches_name_the_path(
     with pytest.raises(PluginError) as failure:
         awkward.call("round_thing", {**THING, **change})
     assert message in str(failure.value)
+
+
+def test_awkward_optional_nullable_fields_read_and_send_an_explicit_null(
+    awkward: PluginHarness,
+) -> None:
+    assert awkward.call("flip_nulls", {**THING, "class": None}) == {
+        "class": True,
+        "score": False,
+        "flipped": {**THING, "score": None},
+    }
+    assert awkward.call("flip_nulls", THING) == {
+        "class": False,
+        "score": False,
+        "flipped": {**THING, "class": None, "score": None},
+    }
+    # A set value wins over the flag.
+    valued = {**THING, "class": "c", "score": 3}
+    assert awkward.call("flip_nulls", valued) == {
+        "class": False,
+        "score": False,
+        "flipped": valued,
+    }
+
+
+def test_awkward_value_answers_and_optional_value_bodies(awkward: PluginHarness) -> None:
+    awkward.mock("countThings", 42)
+    awkward.mock("toggle", None, status=204)
+    assert awkward.call("call_values") == {
+        "ok": True,
+        "has": True,
+        "count": 42,
+        "describe": "count_things answered status 200",
+        "toggled": 204,
+        "untoggled": 204,
+    }
+    counted, toggled, untoggled = awkward.calls
+    assert counted.query == [("options", "o"), ("w", "w")]
+    assert toggled.body is False
+    assert untoggled.body is None
+    awkward.mock("countThings", None)
+    assert awkward.call("call_values")["has"] is False
+    awkward.mock("countThings", responder=lambda call: MockReply(200, "many"))
+    answer = awkward.call("call_values")
+    assert (answer["ok"], answer["has"], answer["count"]) == (False, False, 0)
+    assert answer["describe"] == (
+        "count_things failed with status 200: invalid_response: "
+        "the body does not match its schema: expected an integer, got a string"
+    )
 
 
 def test_awkward_events(awkward: PluginHarness) -> None:
@@ -686,3 +771,52 @@ def test_plugin_new_builds_and_runs(tmp_path: Path) -> None:
         assert harness.call("run") == {"greeting": "grüß dich", "get_states": 200}
         assert harness.fire("light.before_create", record=LIGHT) == {}
         assert [c.operation for c in harness.calls] == ["getStates"]
+
+
+VALUES_SPEC = """\
+openapi: 3.1.0
+info:
+  title: |
+    Acme "Lights"
+    API
+  version: "1\\n2"
+paths:
+  /count:
+    get:
+      operationId: count
+      parameters:
+        - {name: options, in: query, schema: {type: string}}
+      responses:
+        "200": {description: How many., content: {application/json: {schema: {type: number}}}}
+  /flag:
+    put:
+      operationId: setFlag
+      requestBody: {content: {application/json: {schema: {type: boolean}}}}
+      responses:
+        "200": {description: The flag., content: {application/json: {schema: {type: boolean}}}}
+"""
+
+
+def test_plugin_new_with_a_value_answer_and_an_awkward_title_builds(tmp_path: Path) -> None:
+    """The example calls an operation that answers a number; the title has quotes and a newline."""
+    spec = tmp_path / "values.yaml"
+    spec.write_text(VALUES_SPEC, encoding="utf-8")
+    project = tmp_path / "demo"
+    scaffold(spec, "assemblyscript", "demo", project)
+    package = json.loads((project / "package.json").read_text(encoding="utf-8"))
+    assert package["description"].startswith('A hostwire plug-in for Acme "Lights" API;')
+    assert package["scripts"]["build"].startswith("asc assembly/index.ts")
+    assert '// A hostwire plug-in for Acme "Lights" API, on' in (
+        (project / "assembly" / "index.ts").read_text(encoding="utf-8")
+    )
+    assert (project / "pdk" / "index.ts").read_text(encoding="utf-8").splitlines()[1] == (
+        '// The Acme "Lights" API PDK for AssemblyScript: import what you need from here.'
+    )
+    readme = (project / "pdk" / "README.md").read_text(encoding="utf-8").splitlines()
+    assert readme[1] == '# Acme "Lights" API PDK for AssemblyScript'
+    assert "`values.yaml` (version 1 2)." in readme[3]
+    wasm = build_with_asc(project)
+    with PluginHarness(wasm, spec=spec) as harness:
+        harness.mock("count", 2.5)
+        assert harness.call("run") == {"greeting": "hello", "count": 200}
+        assert [(c.operation, c.query) for c in harness.calls] == [("count", [])]

@@ -10,7 +10,19 @@ get a trailing ``_``, clashes a number), types and how each field is stored:
   setter over a private value and a ``hasX()`` flag (AssemblyScript has no
   ``i64 | null``); setting the value sets the flag.
 
-``null`` means absent; a required nullable field is written as JSON ``null``.
+An unset field is absent; a required nullable field is written as JSON
+``null``. An optional nullable field also has a public ``xIsNull`` flag, so a
+plug-in can read and send an explicit ``null`` (absent, null and a value are
+three states, as in the other PDKs).
+
+AssemblyScript cannot make a value type nullable, so an operation whose 2xx
+body is an integer, number or boolean answers a ``ValueResponse<T>`` (``body:
+T`` and ``hasBody``) instead of a ``Response<T>`` (``body: T | null``), and an
+optional request body of such a type is the ``body`` member of the
+operation's options object (with ``hasBody()``).
+
+Local variables of generated functions are named here too, clear of the
+arguments and of the globals the function uses.
 Free JSON (``any``) is ``JsonValue``; string enums are classes whose
 constants are the only instances. Each type has a ``decodeX`` and ``encodeX``
 function (``json.ts`` has those of the primitives), arrays ``decodeArray_X``.
@@ -23,6 +35,7 @@ from __future__ import annotations
 
 import json
 import re
+import shlex
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
@@ -63,6 +76,7 @@ GLOBAL_NAMES = frozenset(
         isNullable isReference isSigned isString isVoid lengthof load memory nameof offsetof
         parseFloat parseInt select sizeof store trace unchecked unreachable
         Any ApiError Decoder Integer Json JsonKind JsonReader JsonValue JsonWriter Response
+        ResponseBase ValueResponse
         MAX_DEPTH abortPlugin beginCall config configOr decodeAny decodeBoolean decodeInteger
         decodeJson decodeNumber decodeString encodeAny encodeBoolean encodeInteger encodeJson
         encodeNumber encodeString fail failed input inputJson inputString lastJsonError
@@ -78,6 +92,15 @@ _NOT_WORD = re.compile(r"[^A-Za-z0-9]+")
 _PRIMITIVES = {"string": "string", "integer": "i64", "number": "f64", "boolean": "bool"}
 _CODECS = {"string": "String", "integer": "Integer", "number": "Number", "boolean": "Boolean"}
 _FLAGGED = frozenset({"integer", "number", "boolean"})  # value types: no `| null`
+# Contract 1 input sections: parameter location → key.
+_SECTIONS = (("path", "path"), ("query", "query"), ("header", "headers"))
+# What an operation's function refers to besides its codecs and host binding:
+# its arguments and locals must not shadow these.
+_OPERATION_GLOBALS = frozenset(
+    {"Decoder", "JsonValue", "JsonWriter", "Response", "ValueResponse", "__free", "__storeBlock"}
+)
+# The parameters and locals of the generated model codecs.
+_CODEC_LOCALS = frozenset({"d", "v", "w", "out", "field"})
 
 
 def camel_case(text: str, fallback: str = "value") -> str:
@@ -102,6 +125,11 @@ def literal(text: str) -> str:
 def doc_lines(text: str) -> list[str]:
     """Text for a /** */ comment, one entry per line."""
     return [line.rstrip() for line in text.replace("*/", "*\\/").strip().splitlines()]
+
+
+def one_line(text: str) -> str:
+    """Text for a // comment, a Markdown heading or a JSON string: one line."""
+    return " ".join(text.split())
 
 
 class Names:
@@ -151,6 +179,8 @@ class TsField:
     flag: str = ""  # flagged: the private presence flag
     has: str = ""  # flagged: the public presence method
     clear: str = ""  # flagged: the public method that unsets it
+    is_null: str = ""  # optional and nullable: the public explicit-null flag
+    local: str = ""  # nullable: the encoder's local variable for the value
 
     @property
     def declared(self) -> str:
@@ -206,6 +236,31 @@ class TsParam:
 
 
 @dataclass(frozen=True, slots=True)
+class TsSection:
+    """One object of the Contract 1 input: "path", "query" or "headers"."""
+
+    key: str  # as a literal
+    required: list[TsParam]  # required parameters: arguments
+    optional: list[TsField]  # optional parameters: members of the options object
+
+
+@dataclass(frozen=True, slots=True)
+class TsLocals:
+    """The names an operation's function uses for its arguments and locals."""
+
+    body: str  # the body argument
+    options: str  # the options argument
+    writer: str
+    options_value: str  # the options, as a local (null-checked)
+    body_value: str  # an optional body, as a local (null-checked)
+    input: str
+    reply: str
+    response: str
+    answer: str
+    decoder: str
+
+
+@dataclass(frozen=True, slots=True)
 class TsOperation:
     function: str
     host: str  # the host function: its import name
@@ -213,24 +268,26 @@ class TsOperation:
     method: str
     path: str
     operation_id: str
-    doc: list[str]
+    doc: list[str]  # the function's whole doc comment, one entry per line
     required: list[TsParam]
     options: TsClass | None
-    option_locations: dict[str, str]  # options member → path | query | header
+    sections: list[TsSection]  # those with parameters, in path, query, headers order
     body: TsType | None
-    body_required: bool
+    body_mode: str  # "" (no body) | required | nullable (`T | null` argument) | option
+    body_option: TsField | None  # body_mode "option": the options member that holds it
     response: TsType  # JsonValue when the operation declares no JSON body
+    response_class: str  # Response<T>, or ValueResponse<T> for an integer, number, boolean
     decodes: bool  # whether the 2xx body is decoded into a generated type
+    names: TsLocals
+    signature: str  # for the README: getLight(id, options?)
 
     @property
     def host_literal(self) -> str:
         return literal(self.host)
 
-    def section(self, location: str) -> tuple[list[TsParam], list[TsField]]:
-        """The required parameters and option fields that go into one section."""
-        required = [p for p in self.required if p.location == location]
-        options = self.options.fields if self.options is not None else []
-        return required, [f for f in options if self.option_locations[f.member] == location]
+    @property
+    def body_required(self) -> bool:
+        return self.body_mode == "required"
 
 
 @dataclass(frozen=True, slots=True)
@@ -307,9 +364,12 @@ class _Builder:
         return [(names.claim(pascal_case(v) or "Empty"), literal(v)) for v in model.values]
 
     def fields(
-        self, owner: str, specs: list[tuple[str, TypeRef, bool, bool, str]]
+        self, owner: str, specs: list[tuple[str, TypeRef, bool, bool, str]], scope: Names
     ) -> list[TsField]:
-        """Fields from (JSON name, type, required, nullable, description)."""
+        """Fields from (JSON name, type, required, nullable, description).
+
+        ``scope`` hands out the names of the encoder's locals.
+        """
         names = Names(MODEL_MEMBERS | RESERVED_WORDS)
         # A name that is already camelCase keeps it when another would mangle into it.
         members = {}
@@ -324,6 +384,10 @@ class _Builder:
             ts = self.type_of(ref)
             member = members[json_name]
             cyclic = ref.kind == "model" and (owner, ref.model) in self.cyclic
+            # Optional and nullable: absent, null and a value are three states.
+            is_null = ""
+            if nullable and not required:
+                is_null = names.claim(f"{member.rstrip('_')}IsNull")
             if ts.flagged and (nullable or not required):
                 upper = member.strip("_")
                 upper = upper[:1].upper() + upper[1:]
@@ -335,6 +399,7 @@ class _Builder:
                         flag=names.claim(f"_has{upper}"),
                         has=names.claim(f"has{upper}"),
                         clear=names.claim(f"clear{upper}"),
+                        is_null=is_null,
                     )
                 )  # fmt: skip
                 continue
@@ -343,6 +408,8 @@ class _Builder:
                 TsField(
                     literal(json_name), member, ts, storage, required, nullable,
                     doc_lines(description),
+                    is_null=is_null,
+                    local=scope.claim(f"__{member}") if storage == "nullable" else "",
                 )
             )  # fmt: skip
         return out
@@ -363,7 +430,7 @@ class _Builder:
                     )
                 continue
             specs = [(f.name, f.type, f.required, f.nullable, f.description) for f in model.fields]
-            fields = self.fields(model.name, specs)
+            fields = self.fields(model.name, specs, Names(_CODEC_LOCALS | RESERVED_WORDS))
             self.pdk.classes.append(
                 TsClass(
                     name,
@@ -379,11 +446,15 @@ class _Builder:
 
     def operation(self, op: OperationDef) -> TsOperation:
         function = self.globals.claim(identifier(camel_case(op.name, "call")))
-        args = Names({"body", "options"} | RESERVED_WORDS)
+        binding = f"host_{op.name}"
+        # Arguments and locals must not shadow what the function body refers to.
+        codecs = {n for n in self.globals.taken if n.startswith(("decode", "encode"))}
+        scope = Names(RESERVED_WORDS | _OPERATION_GLOBALS | codecs | {binding})
+        body_arg, options_arg = scope.claim("body"), scope.claim("options")
         required = [
             TsParam(
                 literal(p.name),
-                args.claim(identifier(camel_case(p.name))),
+                scope.claim(identifier(camel_case(p.name))),
                 p.location,
                 self.type_of(p.type),
                 doc_lines(p.description),
@@ -391,34 +462,96 @@ class _Builder:
             for p in op.params
             if p.required
         ]
+        names = TsLocals(
+            body_arg, options_arg,
+            *(scope.claim(f"__{n}") for n in
+              ("w", "options", "body", "input", "reply", "response", "answer", "d")),
+        )  # fmt: skip
+        body = self.type_of(op.body) if op.body is not None else None
+        body_mode = ""
+        if body is not None:
+            body_mode = "required" if op.body_required else "nullable"
+            if body.flagged and not op.body_required:
+                body_mode = "option"  # no `i64 | null`: a flagged member of the options
+        # The options: the optional parameters (and an optional value-type body).
         optional = [p for p in op.params if not p.required]
+        specs = [(p.name, p.type, False, False, p.description) for p in optional]
+        if body_mode == "option" and op.body is not None:
+            specs.insert(0, ("body", op.body, False, False, "The request body."))
         options = None
-        locations: dict[str, str] = {}
-        if optional:
+        fields: list[TsField] = []
+        if specs:
             name = self.globals.claim(f"{pascal_case(function)}Options")
-            fields = self.fields(
-                name, [(p.name, p.type, False, False, p.description) for p in optional]
+            fields = self.fields(name, specs, scope)
+            what = "parameters and request body" if body_mode == "option" else "parameters"
+            options = TsClass(name, [f"Optional {what} of {function}()."], fields, [])
+        body_option = fields[0] if body_mode == "option" else None
+        fields = fields[1:] if body_mode == "option" else fields
+        locations = {f.member: p.location for f, p in zip(fields, optional, strict=True)}
+        sections = []
+        for location, key in _SECTIONS:
+            section = TsSection(
+                literal(key),
+                [p for p in required if p.location == location],
+                [f for f in fields if locations[f.member] == location],
             )
-            locations = {f.member: p.location for f, p in zip(fields, optional, strict=True)}
-            options = TsClass(name, [f"Optional parameters of {function}()."], fields, [])
+            if section.required or section.optional:
+                sections.append(section)
         response = self.type_of(op.response) if op.response is not None else None
-        summary = doc_lines(op.summary)
+        answer = response or self.type_of(TypeRef("any"))
+        kind = "ValueResponse" if answer.flagged else "Response"
+        arguments = [p.name for p in required]
+        if body_mode in ("required", "nullable"):
+            arguments.append(body_arg if body_mode == "required" else f"{body_arg}?")
+        if options is not None:
+            arguments.append(f"{options_arg}?")
         return TsOperation(
             function=function,
             host=op.name,
-            binding=f"host_{op.name}",
+            binding=binding,
             method=op.method,
             path=op.path,
             operation_id=op.operation_id,
-            doc=summary,
+            doc=self._operation_doc(op, required, body_mode, names, options),
             required=required,
             options=options,
-            option_locations=locations,
-            body=self.type_of(op.body) if op.body is not None else None,
-            body_required=op.body_required,
-            response=response or self.type_of(TypeRef("any")),
+            sections=sections,
+            body=body,
+            body_mode=body_mode,
+            body_option=body_option,
+            response=answer,
+            response_class=f"{kind}<{answer.name}>",
             decodes=response is not None and response.codec != "Any",
+            names=names,
+            signature=f"{function}({', '.join(arguments)})",
         )
+
+    @staticmethod
+    def _operation_doc(
+        op: OperationDef,
+        required: list[TsParam],
+        body_mode: str,
+        names: TsLocals,
+        options: TsClass | None,
+    ) -> list[str]:
+        lines = doc_lines(op.summary)
+        if lines:
+            lines.append("")
+        lines.append(
+            f"{op.method} {op.path}: operationId {op.operation_id}, host function {op.name}."
+        )
+        for p in required:
+            lines.append(
+                f"@param {p.name} {p.location} parameter {p.json}"
+                + (": " + " ".join(p.doc) if p.doc else "")
+            )
+        if body_mode in ("required", "nullable"):
+            optional = "" if body_mode == "required" else " (optional)"
+            lines.append(f"@param {names.body} the request body{optional}")
+        if options is not None:
+            what = "parameters and request body" if body_mode == "option" else "parameters"
+            lines.append(f"@param {names.options} the optional {what}")
+        return [line.replace("*/", "*\\/") for line in lines]
 
     def handlers(self) -> None:
         for event in self.model.events:
@@ -488,7 +621,9 @@ class Example:
     operation: TsOperation | None
     arguments: str
     event: TsHandler | None
+    handler: TsHandler  # the event, or else the first hook: how to export a handler
     imports: list[str]
+    constructor: str  # a model's constructor call, for the README: new Light(id, name)
 
 
 def _example(pdk: _Pdk) -> Example:
@@ -509,7 +644,12 @@ def _example(pdk: _Pdk) -> Example:
         names |= {op.function, "fail"}
     if event is not None:
         names.add(event.helper)
-    return Example(op, arguments, event, sorted(names))
+    sample = next((c for c in pdk.classes if c.constructor), None)
+    constructor = (
+        f"new {sample.name}({', '.join(f.member for f in sample.constructor)})" if sample else ""
+    )
+    handler = event or pdk.hooks[0]
+    return Example(op, arguments, event, handler, sorted(names), constructor)
 
 
 # -- the Language protocol ----------------------------------------------------------
@@ -529,6 +669,9 @@ def _context(model: PdkModel) -> dict[str, object]:
         "abort": ABORT,
         "build": BUILD,
         "example": _example(pdk),
+        "first_handler": (pdk.events or pdk.hooks)[0],
+        "title": one_line(model.title),  # for comments and headings
+        "version": one_line(model.version),
     }
 
 
@@ -549,7 +692,21 @@ def package_name(name: str) -> str:
 
 def scaffold_jobs(model: PdkModel, spec: OpenAPIDocument, name: str) -> list[RenderJob]:
     """A new plug-in project: package.json, assembly/index.ts, README; its PDK goes in pdk/."""
-    context = {**_context(model), "name": name, "package": package_name(name)}
+    context = _context(model)
+    title = context["title"]
+    description = f"A hostwire plug-in for {title}; pdk/ is generated by hostwire — do not edit it."
+    context |= {
+        "name": name,
+        "package": json.dumps(package_name(name)),
+        "description": json.dumps(description, ensure_ascii=False),
+        "build_script": json.dumps(
+            "asc assembly/index.ts -O3 --runtime incremental "
+            f"--use abort=pdk/{ABORT} --outFile build/plugin.wasm"
+        ),
+        "dependency": json.dumps(ASSEMBLYSCRIPT),
+        # README commands name the spec this project was made from.
+        "spec_path": shlex.quote(spec.source),
+    }
     files = {
         "README.md": "scaffold/README.md.j2",
         "assembly/index.ts": "scaffold/index.ts.j2",

@@ -19,7 +19,7 @@ import {
   encodeNumber,
   encodeString,
 } from "./json";
-import { Response } from "./host";
+import { Response, ValueResponse } from "./host";
 import {
   HttpPostHookInput,
   HttpPostHookOutput,
@@ -92,6 +92,56 @@ import {
   encodeVerdict,
   encodeVerdictReject,
 } from "./models";
+
+/** Optional parameters of countThings(). */
+export class CountThingsOptions {
+  /** A parameter named like the PDK's options argument. */
+  options: string | null = null;
+  /** A parameter named like a generated local. */
+  w: string | null = null;
+}
+
+@external("extism:host/user", "count_things")
+declare function host_count_things(input: u64): u64;
+
+/**
+ * An integer answer (a value type, which cannot be null in AssemblyScript).
+ *
+ * GET /things/count: operationId countThings, host function count_things.
+ * @param options the optional parameters
+ */
+export function countThings(
+  options: CountThingsOptions | null = null,
+): ValueResponse<i64> {
+  const __w = new JsonWriter();
+  __w.beginObject();
+  const __options = options;
+  __w.key("query").beginObject();
+  if (__options !== null) {
+    const __options2 = __options.options;
+    if (__options2 !== null) {
+      __w.key("options");
+      encodeString(__w, __options2);
+    }
+    const __w2 = __options.w;
+    if (__w2 !== null) {
+      __w.key("w");
+      encodeString(__w, __w2);
+    }
+  }
+  __w.endObject();
+  __w.endObject();
+  const __input = __storeBlock(__w.dataStart, __w.length);
+  const __reply = host_count_things(__input);
+  __free(__input);
+  const __response = new ValueResponse<i64>("count_things");
+  const __answer = __response.receive(__reply);
+  if (__answer !== null) {
+    const __d = new Decoder();
+    __response.settle(__d, decodeInteger(__d, __answer));
+  }
+  return __response;
+}
 
 @external("extism:host/user", "create")
 declare function host_create(input: u64): u64;
@@ -274,6 +324,61 @@ export function match(
   if (__answer !== null) {
     const __d = new Decoder();
     __response.settle(__d, decodeMatchResponse(__d, __answer));
+  }
+  return __response;
+}
+
+/** Optional parameters and request body of toggle(). */
+export class ToggleOptions {
+  /** The request body. */
+  get body(): bool {
+    return this._body;
+  }
+  set body(value: bool) {
+    this._body = value;
+    this._hasBody = true;
+  }
+  /** Whether body is set (unset: absent). */
+  hasBody(): bool {
+    return this._hasBody;
+  }
+  clearBody(): void {
+    this._body = false;
+    this._hasBody = false;
+  }
+  private _body: bool = false;
+  private _hasBody: bool = false;
+}
+
+@external("extism:host/user", "toggle")
+declare function host_toggle(input: u64): u64;
+
+/**
+ * An optional boolean body.
+ *
+ * PUT /switch: operationId toggle, host function toggle.
+ * @param options the optional parameters and request body
+ */
+export function toggle(
+  options: ToggleOptions | null = null,
+): Response<JsonValue> {
+  const __w = new JsonWriter();
+  __w.beginObject();
+  const __options = options;
+  if (__options !== null) {
+    if (__options.hasBody()) {
+      __w.key("body");
+      encodeBoolean(__w, __options.body);
+    }
+  }
+  __w.endObject();
+  const __input = __storeBlock(__w.dataStart, __w.length);
+  const __reply = host_toggle(__input);
+  __free(__input);
+  const __response = new Response<JsonValue>("toggle");
+  const __answer = __response.receive(__reply);
+  if (__answer !== null) {
+    __response.body = __answer;
   }
   return __response;
 }

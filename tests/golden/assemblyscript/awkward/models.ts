@@ -1031,6 +1031,8 @@ export class Thing {
   type: Kind;
   /** Nullable */
   class_: string | null = null;
+  /** An explicit null: with class_ unset, true writes null and false leaves it out. */
+  classIsNull: bool = false;
   /** Optional integer named default. */
   get default_(): i64 {
     return this._default_;
@@ -1067,6 +1069,26 @@ export class Thing {
   }
   private _for_: f64 = 0.0;
   private _hasFor: bool = false;
+  /** Optional, nullable integer. */
+  get score(): i64 {
+    return this._score;
+  }
+  set score(value: i64) {
+    this._score = value;
+    this._hasScore = true;
+  }
+  /** Whether score is set (unset: absent). */
+  hasScore(): bool {
+    return this._hasScore;
+  }
+  clearScore(): void {
+    this._score = 0;
+    this._hasScore = false;
+  }
+  private _score: i64 = 0;
+  private _hasScore: bool = false;
+  /** An explicit null: with score unset, true writes null and false leaves it out. */
+  scoreIsNull: bool = false;
   /** An array of inline objects. */
   parts: Array<ThingPartsItem>;
   /** A nested inline object. */
@@ -1134,7 +1156,10 @@ export function decodeThing(d: Decoder, v: JsonValue): Thing {
   d.leave();
   d.enter("class");
   field = v.get("class");
-  if (field !== null && !field.isNull) out.class_ = decodeString(d, field);
+  if (field !== null) {
+    if (field.isNull) out.classIsNull = true;
+    else out.class_ = decodeString(d, field);
+  }
   d.leave();
   d.enter("default");
   field = v.get("default");
@@ -1143,6 +1168,13 @@ export function decodeThing(d: Decoder, v: JsonValue): Thing {
   d.enter("for");
   field = v.get("for");
   if (field !== null && !field.isNull) out.for_ = decodeNumber(d, field);
+  d.leave();
+  d.enter("score");
+  field = v.get("score");
+  if (field !== null) {
+    if (field.isNull) out.scoreIsNull = true;
+    else out.score = decodeInteger(d, field);
+  }
   d.leave();
   d.enter("parts");
   field = v.get("parts");
@@ -1179,6 +1211,8 @@ export function encodeThing(w: JsonWriter, v: Thing): void {
   if (__class_ !== null) {
     w.key("class");
     encodeString(w, __class_);
+  } else if (v.classIsNull) {
+    w.key("class").null();
   }
   if (v.hasDefault()) {
     w.key("default");
@@ -1187,6 +1221,12 @@ export function encodeThing(w: JsonWriter, v: Thing): void {
   if (v.hasFor()) {
     w.key("for");
     encodeNumber(w, v.for_);
+  }
+  if (v.hasScore()) {
+    w.key("score");
+    encodeInteger(w, v.score);
+  } else if (v.scoreIsNull) {
+    w.key("score").null();
   }
   w.key("parts");
   encodeArray_ThingPartsItem(w, v.parts);
@@ -1513,6 +1553,8 @@ export class ThingPartsItem {
   no: i64;
   /** Nullable label. */
   label: string | null = null;
+  /** An explicit null: with label unset, true writes null and false leaves it out. */
+  labelIsNull: bool = false;
 
   constructor(
     no: i64 = 0,
@@ -1559,7 +1601,10 @@ export function decodeThingPartsItem(d: Decoder, v: JsonValue): ThingPartsItem {
   d.leave();
   d.enter("label");
   field = v.get("label");
-  if (field !== null && !field.isNull) out.label = decodeString(d, field);
+  if (field !== null) {
+    if (field.isNull) out.labelIsNull = true;
+    else out.label = decodeString(d, field);
+  }
   d.leave();
   return out;
 }
@@ -1572,6 +1617,8 @@ export function encodeThingPartsItem(w: JsonWriter, v: ThingPartsItem): void {
   if (__label !== null) {
     w.key("label");
     encodeString(w, __label);
+  } else if (v.labelIsNull) {
+    w.key("label").null();
   }
   w.endObject();
 }

@@ -19,7 +19,7 @@ import {
   encodeNumber,
   encodeString,
 } from "./json";
-import { Response } from "./host";
+import { Response, ValueResponse } from "./host";
 import {
   BeforeEventResult,
   BeforeEventResultReject,

@@ -30,16 +30,14 @@ export class ApiError {
   }
 }
 
-/** The answer of an operation. */
-export class Response<T> {
+/** What every answer of an operation has: Response<T> and ValueResponse<T> add the body. */
+export class ResponseBase {
   /** The host function that was called, e.g. "get_states". */
   operation: string;
   /** The HTTP status (0 when there was no reply at all). */
   status: i32 = 0;
   /** The response headers, an object. */
   headers: JsonValue = JsonValue.newObject();
-  /** The decoded 2xx body; null on errors and for answers without one. */
-  body: T | null = null;
   /** Set when status is not 2xx or the reply could not be read or decoded. */
   error: ApiError | null = null;
 
@@ -107,13 +105,50 @@ export class Response<T> {
     return null;
   }
 
+  /** False with error set when the decoder failed. */
+  protected decoded(d: Decoder): bool {
+    const error = d.error;
+    if (error === null) return true;
+    this.error = new ApiError("invalid_response", "the body does not match its schema: " + error);
+    return false;
+  }
+}
+
+/** The answer of an operation whose 2xx body is a string, array, object or JsonValue. */
+export class Response<T> extends ResponseBase {
+  /** The decoded 2xx body; null on errors and for answers without one. */
+  body: T | null = null;
+
+  constructor(operation: string) {
+    super(operation);
+  }
+
   /** Keeps value as the body, or the decoder's error. */
   settle(d: Decoder, value: T): void {
-    const error = d.error;
-    if (error !== null) {
-      this.error = new ApiError("invalid_response", "the body does not match its schema: " + error);
-    } else {
+    if (this.decoded(d)) this.body = value;
+  }
+}
+
+/**
+ * The answer of an operation whose 2xx body is an integer (i64), a number
+ * (f64) or a boolean, which cannot be null in AssemblyScript: body is only
+ * meaningful when hasBody is true.
+ */
+export class ValueResponse<T> extends ResponseBase {
+  /** The decoded 2xx body when hasBody; 0 or false otherwise. */
+  body: T = <T>0;
+  /** Whether a 2xx answer had a body (not on errors, nor for an empty or null body). */
+  hasBody: bool = false;
+
+  constructor(operation: string) {
+    super(operation);
+  }
+
+  /** Keeps value as the body, or the decoder's error. */
+  settle(d: Decoder, value: T): void {
+    if (this.decoded(d)) {
       this.body = value;
+      this.hasBody = true;
     }
   }
 }

@@ -3,10 +3,46 @@
 #include "hw_api.h"
 
 #define HW_USER(name) __attribute__((import_module("extism:host/user"), import_name(name)))
+HW_USER("count_things") hw_u64 hw__import_count_things(hw_u64 request);
 HW_USER("create") hw_u64 hw__import_create(hw_u64 request);
 HW_USER("delete_things_id_parts_part_no") hw_u64 hw__import_delete_things_id_parts_part_no(hw_u64 request);
 HW_USER("list_things") hw_u64 hw__import_list_things(hw_u64 request);
 HW_USER("match") hw_u64 hw__import_match(hw_u64 request);
+HW_USER("toggle") hw_u64 hw__import_toggle(hw_u64 request);
+
+api_count_things_response api_count_things(const api_count_things_options *options) {
+    api_count_things_response hw_r;
+    hw_buf hw_b = {0};
+    bool hw_first = true;
+    bool hw_inner;
+    memset(&hw_r, 0, sizeof hw_r);
+    hw_buf_char(&hw_b, '{');
+    hw_write_key(&hw_b, &hw_first, "\"query\":");
+    hw_inner = true;
+    hw_buf_char(&hw_b, '{');
+    if (options != NULL && options->options.ptr != NULL) {
+        hw_write_key(&hw_b, &hw_inner, "\"options\":");
+        hw_write_str(&hw_b, options->options);
+    }
+    if (options != NULL && options->w.ptr != NULL) {
+        hw_write_key(&hw_b, &hw_inner, "\"w\":");
+        hw_write_str(&hw_b, options->w);
+    }
+    hw_buf_char(&hw_b, '}');
+    hw_buf_char(&hw_b, '}');
+    hw_u64 hw_request = hw__request_block(&hw_b);
+    hw_response hw_base = hw__response(hw_request, hw__import_count_things(hw_request));
+    hw_r.status = hw_base.status;
+    hw_r.ok = hw_base.ok;
+    hw_r.error = hw_base.error;
+    hw_r.json = hw_base.json;
+    hw_r.headers = hw_base.headers;
+    if (hw_r.ok && !hw_read_int(hw_base.json, &hw_r.body)) {
+        memset(&hw_r.body, 0, sizeof hw_r.body);
+        hw__bad_body(&hw_r.ok, &hw_r.error);
+    }
+    return hw_r;
+}
 
 api_create_response api_create(const NewThing *body) {
     api_create_response hw_r;
@@ -127,5 +163,26 @@ api_match_response api_match(const MatchBody *body) {
         hw_r.body = NULL;
         hw__bad_body(&hw_r.ok, &hw_r.error);
     }
+    return hw_r;
+}
+
+api_toggle_response api_toggle(const bool *body) {
+    api_toggle_response hw_r;
+    hw_buf hw_b = {0};
+    bool hw_first = true;
+    memset(&hw_r, 0, sizeof hw_r);
+    hw_buf_char(&hw_b, '{');
+    if (body != NULL) {
+        hw_write_key(&hw_b, &hw_first, "\"body\":");
+        hw_write_bool(&hw_b, *body);
+    }
+    hw_buf_char(&hw_b, '}');
+    hw_u64 hw_request = hw__request_block(&hw_b);
+    hw_response hw_base = hw__response(hw_request, hw__import_toggle(hw_request));
+    hw_r.status = hw_base.status;
+    hw_r.ok = hw_base.ok;
+    hw_r.error = hw_base.error;
+    hw_r.json = hw_base.json;
+    hw_r.headers = hw_base.headers;
     return hw_r;
 }

@@ -23,6 +23,24 @@
 extern "C" {
 #endif
 
+/* ---- api_count_things: GET /things/count (countThings)
+ * An integer answer (a value type, which cannot be null in AssemblyScript).
+ * options: the optional parameters, or NULL.
+ */
+typedef struct api_count_things_options {
+    hw_str options; /* query parameter options (omitted when NULL). A parameter named like the PDK's options argument. */
+    hw_str w; /* query parameter w (omitted when NULL). A parameter named like a generated local. */
+} api_count_things_options;
+typedef struct api_count_things_response {
+    int status; /* the HTTP status; 0 when there was no usable answer */
+    bool ok; /* 2xx and the body is a int64_t */
+    int64_t body; /* when ok: the answer */
+    hw_call_error error; /* when not ok: code, message, details */
+    hw_json *json; /* the body as JSON, whatever the status (NULL when none) */
+    hw_json *headers; /* the answer's headers (a JSON object) */
+} api_count_things_response;
+api_count_things_response api_count_things(const api_count_things_options *options);
+
 /* ---- api_create: POST /things (create)
  * Make a thing (an operationId that is a common word).
  * body: the request body (NewThing, required; NULL: none).
@@ -90,6 +108,19 @@ typedef struct api_match_response {
     hw_json *headers; /* the answer's headers (a JSON object) */
 } api_match_response;
 api_match_response api_match(const MatchBody *body);
+
+/* ---- api_toggle: PUT /switch (toggle)
+ * An optional boolean body.
+ * body: the request body (bool, optional; NULL: none).
+ */
+typedef struct api_toggle_response {
+    int status; /* the HTTP status; 0 when there was no usable answer */
+    bool ok; /* 2xx */
+    hw_call_error error; /* when not ok: code, message, details */
+    hw_json *json; /* the body as JSON, whatever the status (NULL when none) */
+    hw_json *headers; /* the answer's headers (a JSON object) */
+} api_toggle_response;
+api_toggle_response api_toggle(const bool *body);
 
 #ifdef __cplusplus
 }

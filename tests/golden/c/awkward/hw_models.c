@@ -782,6 +782,14 @@ bool Thing_read(const hw_json *src, Thing *out) {
         if (!hw_read_number(v, &out->for_)) return hw__at("for");
         out->has_for_ = true;
     }
+    v = hw_json_get(src, "score");
+    if (v != NULL && v->kind == HW_JSON_NULL) {
+        out->score_null = true;
+        out->has_score = true;
+    } else if (v != NULL) {
+        if (!hw_read_int(v, &out->score)) return hw__at("score");
+        out->has_score = true;
+    }
     v = hw_json_get(src, "parts");
     if (v == NULL) return hw__missing("parts");
     if (!ThingPartsItem_array_read(v, &out->parts)) return hw__at("parts");
@@ -826,6 +834,11 @@ void Thing_write(hw_buf *buf, const Thing *value) {
     if (value->has_for_) {
         hw_write_key(buf, &first, "\"for\":");
         hw_write_number(buf, value->for_);
+    }
+    if (value->has_score || value->score_null) {
+        hw_write_key(buf, &first, "\"score\":");
+        if (value->score_null) hw_write_null(buf);
+        else hw_write_int(buf, value->score);
     }
     hw_write_key(buf, &first, "\"parts\":");
     ThingPartsItem_array_write(buf, &value->parts);

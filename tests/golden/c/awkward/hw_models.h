@@ -230,6 +230,7 @@ struct Thing {
     hw_str class_; /* Nullable (optional: NULL when absent; null: class__null) */
     int64_t default_; /* Optional integer named default. (optional: has_default_) */
     double for_; /* Optional number named for. (optional: has_for_) */
+    int64_t score; /* Optional, nullable integer. (optional: has_score; null: score_null) */
     ThingPartsItem_array parts; /* An array of inline objects. */
     ThingOwner *owner; /* A nested inline object. */
     hw_str_array tags; /* Strings. (optional: has_tags) */
@@ -238,6 +239,8 @@ struct Thing {
     bool class__null;
     bool has_default_;
     bool has_for_;
+    bool has_score;
+    bool score_null;
     bool has_tags;
     bool has_matrix;
 };

@@ -11,6 +11,8 @@ use crate::models::*;
 mod imports {
     #[link(wasm_import_module = "extism:host/user")]
     extern "C" {
+        #[link_name = "count_things"]
+        pub fn count_things(input: u64) -> u64;
         #[link_name = "create"]
         pub fn create(input: u64) -> u64;
         #[link_name = "delete_things_id_parts_part_no"]
@@ -19,7 +21,27 @@ mod imports {
         pub fn list_things(input: u64) -> u64;
         #[link_name = "match"]
         pub fn match_(input: u64) -> u64;
+        #[link_name = "toggle"]
+        pub fn toggle(input: u64) -> u64;
     }
+}
+
+/// An integer answer (a value type, which cannot be null in AssemblyScript).
+///
+/// `GET /things/count`, host function `count_things` (operationId `countThings`).
+///
+/// * `options`: A parameter named like the PDK's options argument.
+/// * `w`: A parameter named like a generated local.
+///
+/// Answers `Response<i64>`: `body` on a 2xx status, `error` otherwise.
+pub fn count_things(options: Option<&str>, w: Option<&str>) -> crate::Response<i64> {
+    #[allow(unused_mut)]
+    let mut call = crate::client::Call::new();
+    call.set("query", "options", options);
+    call.set("query", "w", w);
+    call.send("count_things", |input| unsafe {
+        imports::count_things(input)
+    })
 }
 
 /// Make a thing (an operationId that is a common word).
@@ -100,5 +122,21 @@ pub fn match_(body: Option<&MatchBody>) -> crate::Response<MatchResponse> {
     call.set("body", "", body);
     call.send("match", |input| unsafe {
         imports::match_(input)
+    })
+}
+
+/// An optional boolean body.
+///
+/// `PUT /switch`, host function `toggle` (operationId `toggle`).
+///
+/// * `body`: The request body.
+///
+/// Declares no JSON answer: `body` is the raw JSON (`null` when empty) on a 2xx.
+pub fn toggle(body: Option<bool>) -> crate::Response<serde_json::Value> {
+    #[allow(unused_mut)]
+    let mut call = crate::client::Call::new();
+    call.set("body", "", body);
+    call.send("toggle", |input| unsafe {
+        imports::toggle(input)
     })
 }

@@ -229,6 +229,10 @@ pub struct Thing {
     /// Optional number named for.
     #[serde(rename = "for", default, skip_serializing_if = "Option::is_none")]
     pub for_: Option<f64>,
+    /// Optional, nullable integer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(deserialize_with = "crate::json::nullable")]
+    pub score: Option<Option<i64>>,
     /// An array of inline objects.
     pub parts: Vec<ThingPartsItem>,
     /// A nested inline object.
