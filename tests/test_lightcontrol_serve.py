@@ -132,12 +132,16 @@ def test_sigint_shuts_down_cleanly(tmp_path: Path) -> None:
 
 def test_serve_loads_the_configured_plugins(tmp_path: Path) -> None:
     with server(tmp_path / "lights.db", "--config", "plugins.yaml") as (process, url):
-        assert httpx.get(f"{url}/states", headers=AUTH).status_code == 200
+        # plugins.yaml has api-guard, an HTTP hook that wants an API key first.
+        assert httpx.get(f"{url}/states", headers=AUTH).status_code == 401
+        guarded = {**AUTH, "X-API-Key": "demo-key"}
+        assert httpx.get(f"{url}/states", headers=guarded).status_code == 200
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=30) == 0
         log = process.stderr.read().decode()  # type: ignore[union-attr]
     assert 'loaded plug-in "cycle-color": events none; HTTP hooks none; calls get_states, ' in log
     assert 'loaded plug-in "count-vowels"' in log
+    assert 'loaded plug-in "api-guard": events none; HTTP hooks http_pre_hook' in log
 
 
 def test_serve_refuses_a_bad_plugin_before_serving(tmp_path: Path) -> None:
