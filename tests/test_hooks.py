@@ -245,3 +245,39 @@ def test_failing_hooks_follow_their_policy(
     )
     assert opened.get("/items").json()["secret"] == "s3"
     assert opened.get("/items").status_code == 200  # and the next request too
+
+
+def test_hooks_with_short_timeouts_run_on_the_event_loop(
+    make_client: Any, recorder: Recorder
+) -> None:
+    from hostwire._hooks import INLINE_TIMEOUT_MS, _inline
+
+    def quick(name: str, **answers: Any) -> Plugin:
+        config = {k: json.dumps(v) for k, v in answers.items()}
+        return Plugin(
+            name,
+            compile_wat(wat.hook_handler(*HOOKS)),
+            config=config,
+            host_functions=[recorder.note()],
+            limits=Limits(timeout_ms=INLINE_TIMEOUT_MS),
+        )
+
+    plain = Plugin(
+        "plain",
+        compile_wat(
+            wat.hook_handler("http_pre_hook")
+            .replace('(import "extism:host/user" "note" (func $note (param i64) (result i64)))', "")
+            .replace("(drop (call $note (call $input_offset)))", "")
+        ),
+        limits=Limits(timeout_ms=INLINE_TIMEOUT_MS),
+    )
+    assert _inline(Subscriber(plain))
+    assert not _inline(Subscriber(quick("calls-the-host")))  # it imports a host function
+    assert not _inline(Subscriber(hook_plugin(recorder, "slow-timeout")))
+    answer = {"has_response": True, "response": {"status_code": 418, "headers": {}, "body": ""}}
+    client = make_client(
+        Subscriber(plain), Subscriber(hook_plugin(recorder, "teapot", http_pre_hook=answer))
+    )
+    assert client.get("/items").status_code == 418
+    # Every hook inline: the request is answered without a worker thread.
+    assert make_client(Subscriber(plain)).get("/items").json()["secret"] == "s3"

@@ -8,8 +8,12 @@ what its post-hook gets. A streaming response (one without Content-Length)
 goes out chunk by chunk through ``http_stream_chunk_hook`` instead, and no
 post-hook runs. Shapes: ``hooks.yaml``.
 
-Plug-in calls block, so all of a request's pre-hooks run in one worker thread
-hop, and all its post-hooks in another. A hook that traps, times out or
+Plug-in calls block. A hop to a worker thread costs about 50 µs, several times
+a hook call, so hooks of plug-ins whose ``timeout_ms`` is at most
+``INLINE_TIMEOUT_MS`` (20) and which import no host functions run on the event
+loop itself: the timeout bounds how long they can hold it. Any other plug-in's
+hooks run in a worker thread, all of a request's pre-hooks in one hop and all
+its post-hooks in another. A hook that traps, times out or
 answers garbage follows its plug-in's ``on_error``: ``fail_closed`` answers
 502 naming the plug-in, ``fail_open`` carries on without it. Plug-ins that
 export no hook are never called, and with none the middleware only passes
@@ -22,6 +26,7 @@ import base64
 import binascii
 import json
 import logging
+import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -32,11 +37,14 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from hostwire._dispatch import ASGI_EXTENSION
 from hostwire._errors import PluginError
 from hostwire._events import Subscriber
+from hostwire._runtime import Plugin
 from hostwire._threads import to_thread
+from hostwire._wasm import USER_MODULE
 
 log = logging.getLogger("hostwire.hooks")
 PRE, POST, CHUNK = "http_pre_hook", "http_post_hook", "http_stream_chunk_hook"
 MAX_BODY_BYTES = 1024 * 1024
+INLINE_TIMEOUT_MS = 20
 
 
 class HookFailed(Exception):
@@ -56,6 +64,27 @@ class _Exchange:
     context: dict[str, Any] = field(default_factory=dict)
     reached: list[Subscriber] = field(default_factory=list)
     response: dict[str, Any] | None = None  # set by a short-circuit or the app
+
+
+_INLINE: weakref.WeakKeyDictionary[Plugin, bool] = weakref.WeakKeyDictionary()
+
+
+def _inline(subscriber: Subscriber) -> bool:
+    """Whether this plug-in's hooks may run on the event loop (see the module doc)."""
+    plugin = subscriber.plugin
+    answer = _INLINE.get(plugin)
+    if answer is None:
+        # A plug-in that may call the app cannot run on the loop that must answer it.
+        calls_app = any(True for _ in plugin.info.imports_from(USER_MODULE))
+        answer = plugin.limits.timeout_ms <= INLINE_TIMEOUT_MS and not calls_app
+        _INLINE[plugin] = answer
+    return answer
+
+
+async def _run(subscribers: Sequence[Subscriber], fn: Callable[..., Any], *args: Any) -> Any:
+    if all(_inline(s) for s in subscribers):
+        return fn(*args)
+    return await to_thread(fn, *args)
 
 
 def _b64(data: bytes) -> str:
@@ -127,12 +156,14 @@ class HttpHooksMiddleware:
             return
         exchange = _Exchange(self._request(scope, body), body)
         try:
-            await to_thread(self._run_pre_hooks, hooked, exchange)
+            await _run(hooked, self._run_pre_hooks, hooked, exchange)
             if exchange.response is None:
                 streamed = await self._call_app(scope, receive, exchange, send)
                 if streamed:
                     return
-            await to_thread(self._run_post_hooks, exchange)
+            posting = [s for s in exchange.reached if POST in s.plugin.exports]
+            if posting:
+                await _run(posting, self._run_post_hooks, exchange)
         except HookFailed as exc:
             await _send_error(send, 502, "plugin_failed", str(exc), plugin=exc.plugin)
             return
@@ -329,7 +360,9 @@ class HttpHooksMiddleware:
                 more = bool(message.get("more_body", False))
                 if streaming:
                     passed = (
-                        await to_thread(self._run_chunk_hooks, exchange, chunk) if chunk else b""
+                        await _run(exchange.reached, self._run_chunk_hooks, exchange, chunk)
+                        if chunk
+                        else b""
                     )
                     if passed is not None and (passed or not more):
                         await send(

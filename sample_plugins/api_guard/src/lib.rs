@@ -245,8 +245,23 @@ fn unauthorized(context: Value, message: String) -> HttpPreHookOutput {
     refuse(context, 401, "unauthorized", message, ("www-authenticate", "ApiKey".to_string()))
 }
 
+thread_local! {
+    // An instance's config never changes: read and check it once, on first use.
+    static SETTINGS: std::cell::RefCell<Option<std::rc::Rc<Settings>>> =
+        std::cell::RefCell::new(None);
+}
+
+fn cached_settings() -> Result<std::rc::Rc<Settings>, String> {
+    if let Some(found) = SETTINGS.with(|cell| cell.borrow().clone()) {
+        return Ok(found);
+    }
+    let fresh = std::rc::Rc::new(settings()?);
+    SETTINGS.with(|cell| *cell.borrow_mut() = Some(fresh.clone()));
+    Ok(fresh)
+}
+
 fn guard(input: HttpPreHookInput) -> Result<HttpPreHookOutput, String> {
-    let settings = settings()?;
+    let settings = cached_settings()?;
     let context = input.context;
     let request = input.request;
     if is_public(&request.path, &settings.public) {
