@@ -19,6 +19,10 @@ step $HW plugin call sample_plugins/cycle_color/build/plugin.wasm run --spec ope
 echo "Without the setLightColor grant, the call is refused with 403 and reaches nothing:"
 step $HW plugin call sample_plugins/cycle_color/build/plugin.wasm run --spec openapi/light.yaml --grant getStates
 echo
+echo "The same API from plug-ins on the generated C and Rust PDKs:"
+step $HW plugin call sample_plugins/brightness_cap/build/plugin.wasm report --spec openapi/light.yaml --grant getStates --grant listLights
+step $HW plugin call sample_plugins/scene/build/plugin.wasm apply_scene --spec openapi/light.yaml --grant listLights --grant updateLight --config scene=movie
+echo
 echo "A plug-in that misbehaves fails alone, with a one-line reason:"
 step $HW plugin call sample_plugins/hostile/plugin.wat spin --timeout-ms 200
 step $HW plugin call sample_plugins/hostile/plugin.wat hog --memory-mib 8
