@@ -205,9 +205,11 @@ class HttpHooksMiddleware:
         """A hook's answer, or None when it failed and its plug-in is fail_open."""
         plugin = subscriber.plugin
         try:
-            answer = plugin.call_json(export, value)
-            if answer is None:
-                answer = {}  # no output: no change
+            output = plugin.call(export, json.dumps(value, separators=(",", ":")).encode())
+            try:
+                answer = json.loads(output) if output.strip() else {}  # no output: no change
+            except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+                raise ValueError(f"it returned invalid JSON: {exc}") from exc
             if not isinstance(answer, dict):
                 raise ValueError(f"its answer must be a JSON object, not {type(answer).__name__}")
             if answer.get("error"):
