@@ -98,9 +98,20 @@ def make_client(app_seen: list[dict[str, Any]]) -> Iterator[Any]:
 
             return StreamingResponse(chunks(), media_type="text/event-stream")
 
+        async def cookies(request: Request) -> Response:
+            response = JSONResponse({})
+            response.set_cookie("a", "1")
+            response.set_cookie("b", "2")
+            return response
+
+        async def delete(request: Request) -> Response:
+            return Response(status_code=204)
+
         app = Starlette(
             routes=[
                 Route("/items", items, methods=["GET", "POST"]),
+                Route("/items", delete, methods=["DELETE"]),
+                Route("/cookies", cookies),
                 Route("/other", items, methods=["GET"]),
                 Route("/stream", stream),
             ],
@@ -151,9 +162,14 @@ def test_pre_hooks_see_the_request_and_may_rewrite_it(
     assert request["headers"]["x-mixed-case"] == "v"
     assert base64.b64decode(request["body"]) == b"hello"
     assert app_seen == [
-        {"method": "GET", "path": "/other", "query": {"q": "new"},
-         "headers": {"x-added": "yes"}, "body": "changed"}
-    ]  # fmt: skip
+        {
+            "method": "GET",
+            "path": "/other",
+            "query": {"q": "new"},
+            "headers": {"x-added": "yes", "content-length": "7"},
+            "body": "changed",
+        }
+    ]  # fmt: skip  (Content-Length follows the new body)
 
 
 def test_order_context_and_short_circuit(make_client: Any, recorder: Recorder) -> None:
@@ -226,7 +242,31 @@ def test_streaming_responses_go_through_the_chunk_hooks_only(
             id="bad-response",
         ),
         pytest.param(
-            {"http_pre_hook": {"request": {"path": "no-slash"}}}, "must start with /", id="bad-path"
+            {"http_pre_hook": {"request": {"path": "no-slash"}}}, "starts with /", id="bad-path"
+        ),
+        pytest.param(
+            {"http_pre_hook": {"request": {"query": "a=1"}}},
+            "query must be an object",
+            id="bad-query",
+        ),
+        pytest.param(
+            {
+                "http_pre_hook": {
+                    "has_response": True,
+                    "response": {
+                        "status_code": 200,
+                        "headers": {"x": "a\r\nSet-Cookie: evil=1"},
+                        "body": "",
+                    },
+                }
+            },
+            "not valid HTTP",
+            id="crlf-header",
+        ),
+        pytest.param(
+            {"http_pre_hook": {"has_response": True, "response": {"status_code": 101}}},
+            "status_code",
+            id="switching-protocols",
         ),
     ],
 )
@@ -281,3 +321,40 @@ def test_hooks_with_short_timeouts_run_on_the_event_loop(
     assert client.get("/items").status_code == 418
     # Every hook inline: the request is answered without a worker thread.
     assert make_client(Subscriber(plain)).get("/items").json()["secret"] == "s3"
+
+
+def test_a_plugin_that_drops_the_context_cannot_erase_another_ones(
+    make_client: Any, recorder: Recorder
+) -> None:
+    marker = hook_plugin(recorder, "marker", http_pre_hook={"context": {"marker": True}})
+    rude = hook_plugin(recorder, "rude", http_pre_hook={"context": {"rude": 1}})
+    client = make_client(Subscriber(marker), Subscriber(rude))
+    client.get("/items")
+    post_contexts = {p: s["context"] for p, e, s in recorder.seen if e == "http_post_hook"}
+    assert post_contexts["marker"] == {"marker": True, "rude": 1}
+
+
+def test_unrewritten_requests_and_responses_pass_as_they_were(
+    make_client: Any, recorder: Recorder, app_seen: list[dict[str, Any]]
+) -> None:
+    client = make_client(Subscriber(hook_plugin(recorder, "watcher")))
+    client.get("/items?x=1&x=2&y=a%2Cb&flag")
+    assert app_seen[0]["query"] == {"x": "2", "y": "a,b", "flag": ""}  # Starlette's view
+    cookies = client.get("/cookies")
+    assert [c.split(";")[0] for c in cookies.headers.get_list("set-cookie")] == ["a=1", "b=2"]
+    assert [e for _, e in recorder.exports()].count("http_post_hook") == 2
+
+
+def test_post_hooks_run_for_responses_without_a_body(make_client: Any, recorder: Recorder) -> None:
+    client = make_client(Subscriber(hook_plugin(recorder, "watcher")))
+    assert client.delete("/items").status_code == 204
+    assert [e for _, e in recorder.exports()] == ["http_pre_hook", "http_post_hook"]
+
+
+def test_a_failing_chunk_hook_ends_the_stream(make_client: Any, recorder: Recorder) -> None:
+    broken = hook_plugin(recorder, "broken", http_stream_chunk_hook="not json")
+    client = make_client(Subscriber(broken))
+    response = client.get("/stream")
+    assert response.status_code == 200  # sent before the first chunk
+    assert response.text == ""
+    assert client.get("/items").status_code == 200  # and other requests keep flowing

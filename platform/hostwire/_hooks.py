@@ -26,6 +26,7 @@ import base64
 import binascii
 import json
 import logging
+import re
 import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -39,7 +40,7 @@ from hostwire._errors import PluginError
 from hostwire._events import Subscriber
 from hostwire._runtime import Plugin
 from hostwire._threads import to_thread
-from hostwire._wasm import USER_MODULE
+from hostwire._wasm import USER_MODULE, WASI_MODULES
 
 log = logging.getLogger("hostwire.hooks")
 PRE, POST, CHUNK = "http_pre_hook", "http_post_hook", "http_stream_chunk_hook"
@@ -64,9 +65,16 @@ class _Exchange:
     context: dict[str, Any] = field(default_factory=dict)
     reached: list[Subscriber] = field(default_factory=list)
     response: dict[str, Any] | None = None  # set by a short-circuit or the app
+    rewritten: bool = False  # a pre-hook changed the request
+    raw_headers: list[tuple[bytes, bytes]] | None = None  # the app's, while unchanged
 
 
 _INLINE: weakref.WeakKeyDictionary[Plugin, bool] = weakref.WeakKeyDictionary()
+# WASI functions that cannot block (the runtime gives no files or sockets).
+_QUICK_WASI = frozenset(
+    {"clock_time_get", "clock_res_get", "random_get", "environ_get", "environ_sizes_get",
+     "args_get", "args_sizes_get", "proc_exit", "fd_write", "fd_close", "fd_fdstat_get"}
+)  # fmt: skip
 
 
 def _inline(subscriber: Subscriber) -> bool:
@@ -74,9 +82,14 @@ def _inline(subscriber: Subscriber) -> bool:
     plugin = subscriber.plugin
     answer = _INLINE.get(plugin)
     if answer is None:
-        # A plug-in that may call the app cannot run on the loop that must answer it.
+        # A plug-in that may call the app cannot run on the loop that must answer
+        # it, and a WASI call that can block (poll_oneoff: sleep) is not cut off
+        # by timeout_ms: only plug-ins whose host calls all return at once qualify.
         calls_app = any(True for _ in plugin.info.imports_from(USER_MODULE))
-        answer = plugin.limits.timeout_ms <= INLINE_TIMEOUT_MS and not calls_app
+        wasi = {i.name for i in plugin.info.imports if i.module in WASI_MODULES}
+        answer = (
+            plugin.limits.timeout_ms <= INLINE_TIMEOUT_MS and not calls_app and wasi <= _QUICK_WASI
+        )
         _INLINE[plugin] = answer
     return answer
 
@@ -108,15 +121,24 @@ def _header_map(raw: Sequence[tuple[bytes, bytes]]) -> dict[str, str]:
     return headers
 
 
-def _header_list(headers: Any, what: str) -> list[tuple[bytes, bytes]]:
-    if not isinstance(headers, dict) or not all(
-        isinstance(k, str) and isinstance(v, str) for k, v in headers.items()
+_TOKEN = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
+_VALUE = re.compile(r"^[\t\x20-\x7e\x80-\xff]*$")
+
+
+def _strings(value: Any, what: str) -> dict[str, str]:
+    if not isinstance(value, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in value.items()
     ):
         raise ValueError(f"{what} must be an object of strings")
-    try:
-        return [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]
-    except UnicodeEncodeError as exc:
-        raise ValueError(f"{what} holds text that is not latin-1") from exc
+    return value
+
+
+def _header_list(headers: Any, what: str) -> list[tuple[bytes, bytes]]:
+    """Headers a hook wrote, checked: token names; values without CR, LF or NUL."""
+    for name, text in _strings(headers, what).items():
+        if not _TOKEN.match(name) or not _VALUE.match(text):
+            raise ValueError(f"{what} has a header that is not valid HTTP: {name!r}")
+    return [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]
 
 
 class HttpHooksMiddleware:
@@ -132,13 +154,13 @@ class HttpHooksMiddleware:
         self.app = app
         self.subscribers = subscribers
         self.max_body_bytes = max_body_bytes
-        self._cached: tuple[int, list[Subscriber]] | None = None
+        self._cached: tuple[Sequence[Subscriber], list[Subscriber]] | None = None
 
     def _hooked(self) -> list[Subscriber]:
         current = self.subscribers()
-        if self._cached is None or self._cached[0] != id(current):
+        if self._cached is None or self._cached[0] is not current:
             hooked = [s for s in current if {PRE, POST, CHUNK} & s.plugin.exports]
-            self._cached = (id(current), hooked)
+            self._cached = (current, hooked)  # holds the list: its identity stays valid
         return self._cached[1]
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -167,7 +189,7 @@ class HttpHooksMiddleware:
         except HookFailed as exc:
             await _send_error(send, 502, "plugin_failed", str(exc), plugin=exc.plugin)
             return
-        await _send_response(send, exchange.response or {})
+        await _send_response(send, exchange.response or {}, exchange.raw_headers)
 
     # -- the request -------------------------------------------------------------
 
@@ -214,11 +236,13 @@ class HttpHooksMiddleware:
                 raise ValueError(f"its answer must be a JSON object, not {type(answer).__name__}")
             if answer.get("error"):
                 raise ValueError(f"it reported an error: {answer['error']}")
-            context = answer.get("context", value.get("context"))
+            context = answer.get("context", {})
             if not isinstance(context, dict):
                 raise ValueError("its context must be a JSON object")
-            answer["context"] = context
-        except (PluginError, ValueError) as exc:
+            # Merged, not replaced: a plug-in that does not echo the context
+            # must not erase what another plug-in's pre-hook left for its post-hook.
+            answer["context"] = {**value["context"], **context}
+        except (PluginError, ValueError, RecursionError) as exc:
             message = f'Plug-in "{plugin.name}" {export} failed: {exc}'
             if subscriber.on_error == "fail_open":
                 log.warning("%s; its policy is fail_open, so the request goes on.", message)
@@ -228,13 +252,14 @@ class HttpHooksMiddleware:
 
     def _run_pre_hooks(self, hooked: Sequence[Subscriber], exchange: _Exchange) -> None:
         for subscriber in hooked:
-            exchange.reached.append(subscriber)
             if PRE not in subscriber.plugin.exports:
+                exchange.reached.append(subscriber)
                 continue
             value = {"context": exchange.context, "request": exchange.request}
             answer = self._call(subscriber, PRE, value)
             if answer is None:
-                continue
+                continue  # failed, fail_open: as if it were not there, post-hook included
+            exchange.reached.append(subscriber)
             try:
                 self._apply_pre(exchange, answer)
             except ValueError as exc:
@@ -257,11 +282,13 @@ class HttpHooksMiddleware:
             merged = {**exchange.request, **request}
             body = _unb64(merged["body"], "request.body")
             _header_list(merged["headers"], "request.headers")
-            if not isinstance(merged["method"], str) or not isinstance(merged["path"], str):
-                raise ValueError("request.method and request.path must be strings")
-            if not merged["path"].startswith("/"):
-                raise ValueError("request.path must start with /")
+            if not isinstance(merged["method"], str) or not _TOKEN.match(merged["method"]):
+                raise ValueError("request.method must be an HTTP method")
+            if not isinstance(merged["path"], str) or not merged["path"].startswith("/"):
+                raise ValueError("request.path must be a string that starts with /")
+            _strings(merged["query"], "request.query")
             exchange.request, exchange.body = merged, body
+            exchange.rewritten = True
         exchange.context = answer["context"]
 
     def _run_post_hooks(self, exchange: _Exchange) -> None:
@@ -286,6 +313,7 @@ class HttpHooksMiddleware:
             exchange.context = answer["context"]
             if response is not None:
                 exchange.response = response
+                exchange.raw_headers = None
 
     def _run_chunk_hooks(self, exchange: _Exchange, chunk: bytes) -> bytes | None:
         for subscriber in reversed(exchange.reached):
@@ -321,18 +349,28 @@ class HttpHooksMiddleware:
     ) -> bool:
         """Run the route; buffer its answer, or stream it through the chunk hooks.
 
-        Returns True when the response was streamed (and so already sent).
+        A response streams when its first body message says more is coming and
+        it has no Content-Length; anything else (204 and 304 included) is
+        buffered for the post-hooks. Returns True when it was streamed (sent).
         """
-        request = exchange.request
-        path = request["path"]
-        inner = {
-            **scope,
-            "method": request["method"].upper(),
-            "path": path,
-            "raw_path": quote(path).encode("ascii"),
-            "query_string": urlencode(request["query"]).encode("ascii"),
-            "headers": _header_list(request["headers"], "request.headers"),
-        }
+        inner = dict(scope)
+        if exchange.rewritten:  # else the app sees the request exactly as it came
+            request = exchange.request
+            body_length = str(len(exchange.body)).encode()
+            headers = [
+                (k, v)
+                for k, v in _header_list(request["headers"], "request.headers")
+                if k != b"content-length"
+            ]
+            if exchange.body or request["method"].upper() not in ("GET", "HEAD"):
+                headers.append((b"content-length", body_length))
+            inner |= {
+                "method": request["method"].upper(),
+                "path": request["path"],
+                "raw_path": quote(request["path"]).encode("ascii"),
+                "query_string": urlencode(request["query"]).encode("ascii"),
+                "headers": headers,
+            }
         body = exchange.body
         sent = False
 
@@ -347,66 +385,91 @@ class HttpHooksMiddleware:
 
         start: dict[str, Any] = {}
         chunks: list[bytes] = []
-        streaming = False
+        mode = ""  # "", then "stream" or "buffer" from the first body message
 
         async def capture(message: Message) -> None:
-            nonlocal streaming
+            nonlocal mode
             if message["type"] == "http.response.start":
                 start.update(message)
-                headers = _header_map(message.get("headers", []))
-                streaming = "content-length" not in headers
-                if streaming:
-                    await send(message)
-            elif message["type"] == "http.response.body":
-                chunk = bytes(message.get("body", b""))
-                more = bool(message.get("more_body", False))
-                if streaming:
-                    passed = (
-                        await _run(exchange.reached, self._run_chunk_hooks, exchange, chunk)
-                        if chunk
-                        else b""
-                    )
-                    if passed is not None and (passed or not more):
-                        await send(
-                            {"type": "http.response.body", "body": passed, "more_body": more}
-                        )
-                    elif not more:
-                        await send({"type": "http.response.body", "body": b"", "more_body": False})
-                else:
-                    chunks.append(chunk)
+                return
+            if message["type"] != "http.response.body":
+                return
+            chunk = bytes(message.get("body", b""))
+            more = bool(message.get("more_body", False))
+            if not mode:
+                length = any(k.lower() == b"content-length" for k, _ in start.get("headers", []))
+                mode = "stream" if more and not length else "buffer"
+                if mode == "stream":
+                    await send({"type": "http.response.start", **_without_type(start)})
+            if mode == "buffer":
+                chunks.append(chunk)
+                return
+            try:
+                passed = (
+                    await _run(exchange.reached, self._run_chunk_hooks, exchange, chunk)
+                    if chunk
+                    else b""
+                )
+            except HookFailed as exc:
+                # The status line is gone: all we can do is end the stream, and say why.
+                log.error("%s; the stream was cut short.", exc)
+                await send({"type": "http.response.body", "body": b"", "more_body": False})
+                raise _StreamCut from exc
+            if passed is not None and (passed or not more):
+                await send({"type": "http.response.body", "body": passed, "more_body": more})
+            elif not more:
+                await send({"type": "http.response.body", "body": b"", "more_body": False})
 
-        await self.app(inner, replay, capture)
-        if streaming:
+        try:
+            await self.app(inner, replay, capture)
+        except _StreamCut:
             return True
+        if mode == "stream":
+            return True
+        raw = list(start.get("headers", []))
+        exchange.raw_headers = raw
         exchange.response = {
             "status_code": int(start.get("status", 500)),
-            "headers": _header_map(start.get("headers", [])),
+            "headers": _header_map(raw),
             "body": _b64(b"".join(chunks)),
         }
         return False
+
+
+class _StreamCut(Exception):
+    pass
+
+
+def _without_type(message: Message) -> dict[str, Any]:
+    return {k: v for k, v in message.items() if k != "type"}
 
 
 def _check_response(response: Any) -> None:
     if not isinstance(response, dict):
         raise ValueError("its response must be a JSON object")
     status = response.get("status_code")
-    if not isinstance(status, int) or not 100 <= status <= 599:
-        raise ValueError("response.status_code must be an integer from 100 to 599")
+    if isinstance(status, bool) or not isinstance(status, int) or not 200 <= status <= 599:
+        raise ValueError("response.status_code must be an integer from 200 to 599")
     _header_list(response.get("headers", {}), "response.headers")
     _unb64(response.get("body", ""), "response.body")
 
 
-async def _send_response(send: Send, response: dict[str, Any]) -> None:
-    body = base64.b64decode(response.get("body", ""))
-    headers = [
-        (k, v)
-        for k, v in _header_list(response.get("headers", {}), "response.headers")
-        if k != b"content-length"
-    ]
-    headers.append((b"content-length", str(len(body)).encode()))
-    await send(
-        {"type": "http.response.start", "status": response["status_code"], "headers": headers}
+async def _send_response(
+    send: Send, response: dict[str, Any], raw_headers: list[tuple[bytes, bytes]] | None = None
+) -> None:
+    """Send ``response``; ``raw_headers`` are the app's own, kept as sent (repeated
+    Set-Cookie included) when no hook replaced the response."""
+    status = response["status_code"]
+    body = b"" if status in (204, 304) else base64.b64decode(response.get("body", ""))
+    source = (
+        raw_headers
+        if raw_headers is not None
+        else (_header_list(response.get("headers", {}), "response.headers"))
     )
+    headers = [(k, v) for k, v in source if k.lower() != b"content-length"]
+    if status not in (204, 304):
+        headers.append((b"content-length", str(len(body)).encode()))
+    await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
 
 

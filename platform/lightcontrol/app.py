@@ -335,6 +335,7 @@ def create_app(
             yield
         finally:
             outbox.stop()
+            feed.detach(active)
             target.unbind()
             if own:
                 active.close()
@@ -354,8 +355,9 @@ def create_app(
                 CORSMiddleware,
                 allow_origins=settings.cors_origins,
                 allow_methods=["GET", "POST", "PATCH", "DELETE"],
-                allow_headers=["authorization", "content-type", "x-request-id"],
-                expose_headers=["x-request-id"],
+                # x-api-key: for HTTP-hook guards such as the api_guard sample.
+                allow_headers=["authorization", "content-type", "x-request-id", "x-api-key"],
+                expose_headers=["x-request-id", "retry-after"],
             )
         )
     middleware += [

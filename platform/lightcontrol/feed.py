@@ -35,6 +35,11 @@ class ChangeFeed:
         store.after_commit.append(self._publish)
         store.after_rollback.append(self._drop)
 
+    def detach(self, store: LightStore) -> None:
+        store.observers.remove(self._observe)
+        store.after_commit.remove(self._publish)
+        store.after_rollback.remove(self._drop)
+
     def _observe(self, change: Change) -> None:
         if FINAL_STEPS.get(change.action) == change.step:
             entry = {
@@ -62,7 +67,11 @@ class ChangeFeed:
         for pending in entries:
             entry = {"id": next(self._ids), **pending}
             for loop, queue in listeners:
-                loop.call_soon_threadsafe(_offer, queue, entry)
+                try:
+                    loop.call_soon_threadsafe(_offer, queue, entry)
+                except RuntimeError:  # its loop has closed: the listener is gone
+                    with self._lock:
+                        self._listeners.discard((loop, queue))
 
     async def listen(self, limit: int | None, keepalive_s: float = 15.0) -> AsyncIterator[str]:
         """Server-sent events, one per committed change, until ``limit`` or disconnect."""

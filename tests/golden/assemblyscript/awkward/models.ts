@@ -417,7 +417,7 @@ export class HttpRequest {
   method: string;
   /** The path, without the query string. */
   path: string;
-  /** Header names (original casing) to values; repeated headers joined with commas. */
+  /** Header names, as the ASGI server passed them (uvicorn lowercases them), to values; repeated headers joined with commas. */
   headers: JsonValue;
   /** Query parameter names to values; repeated ones joined with commas. */
   query: JsonValue;

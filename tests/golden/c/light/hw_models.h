@@ -269,7 +269,7 @@ hw_str HttpPreHookOutput_to_json(const HttpPreHookOutput *value);
 struct HttpRequest {
     hw_str method; /* The HTTP method, upper case. */
     hw_str path; /* The path, without the query string. */
-    hw_json *headers; /* Header names (original casing) to values; repeated headers joined with commas. */
+    hw_json *headers; /* Header names, as the ASGI server passed them (uvicorn lowercases them), to values; repeated headers joined with commas. */
     hw_json *query; /* Query parameter names to values; repeated ones joined with commas. */
     hw_str body; /* The body, base64. */
 };

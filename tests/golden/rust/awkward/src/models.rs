@@ -75,7 +75,8 @@ pub struct HttpRequest {
     pub method: String,
     /// The path, without the query string.
     pub path: String,
-    /// Header names (original casing) to values; repeated headers joined with commas.
+    /// Header names, as the ASGI server passed them (uvicorn lowercases them), to values;
+    /// repeated headers joined with commas.
     pub headers: serde_json::Value,
     /// Query parameter names to values; repeated ones joined with commas.
     pub query: serde_json::Value,
