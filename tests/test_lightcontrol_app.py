@@ -342,3 +342,20 @@ def test_event_stream_rejects_a_bad_limit(client: TestClient) -> None:
     response = client.get("/events/stream", params={"limit": 0}, headers=AUTH)
     assert response.status_code == 422
     assert response.json()["error"]["details"][0]["field"] == "limit"
+
+
+def test_open_streams_have_their_own_limit(tmp_path: Path) -> None:
+    settings = Settings(
+        db_path=str(tmp_path / "l.db"), token=TOKEN, max_concurrent=1, max_streams=1
+    )
+    with (
+        TestClient(create_app(settings)) as test_client,
+        test_client.stream("GET", "/events/stream", headers=AUTH) as first,
+    ):
+        assert next(first.iter_lines()).startswith(": listening")
+        # The open stream holds no ordinary slot (max_concurrent is 1)...
+        assert test_client.get("/states", headers=AUTH).status_code == 200
+        # ...but a second stream is over the stream limit.
+        second = test_client.get("/events/stream", headers=AUTH)
+        assert second.status_code == 503
+        assert second.headers["retry-after"] == "5"

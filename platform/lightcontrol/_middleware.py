@@ -138,15 +138,23 @@ class BodyLimitMiddleware:
 
 
 class ConcurrencyLimitMiddleware:
-    """Answers 503 when more than ``max_concurrent`` requests are in flight."""
+    """Answers 503 when more than ``max_concurrent`` requests are in flight.
 
-    def __init__(self, app: ASGIApp, max_concurrent: int) -> None:
+    Long-lived streams (``exempt_paths``) are not counted: they would hold the
+    slots of ordinary requests for as long as they are open; they have a limit
+    of their own.
+    """
+
+    def __init__(
+        self, app: ASGIApp, max_concurrent: int, exempt_paths: frozenset[str] = frozenset()
+    ) -> None:
         self.app = app
         self.max_concurrent = max_concurrent
+        self.exempt_paths = exempt_paths
         self.in_flight = 0
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
+        if scope["type"] != "http" or scope["path"] in self.exempt_paths:
             await self.app(scope, receive, send)
             return
         # A plug-in's in-process call is part of work already admitted; shedding

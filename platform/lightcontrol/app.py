@@ -74,6 +74,7 @@ class Settings:
     cors_origins: list[str] = field(default_factory=list)
     max_body_bytes: int = 1024 * 1024
     max_concurrent: int = 64
+    max_streams: int = 32  # open GET /events/stream connections
     # Bearer tokens of plug-ins calling over HTTP, by plug-in name.
     plugin_tokens: dict[str, str] = field(default_factory=dict)
 
@@ -201,6 +202,13 @@ def build_routes() -> list[Route]:
             raise LightInvalid(f"{first['field']}: {first['message']}.", problems)
         limit = request.query_params.get("limit")
         feed: ChangeFeed = request.app.state.feed
+        most = request.app.state.settings.max_streams
+        if feed.listening >= most:
+            response = _error(
+                503, "overloaded", f"{most} event streams are open already; retry later."
+            )
+            response.headers["retry-after"] = "5"
+            return response
         return StreamingResponse(
             feed.listen(int(limit) if limit else None),
             media_type="text/event-stream",
@@ -361,7 +369,11 @@ def create_app(
             )
         )
     middleware += [
-        Middleware(ConcurrencyLimitMiddleware, max_concurrent=settings.max_concurrent),
+        Middleware(
+            ConcurrencyLimitMiddleware,
+            max_concurrent=settings.max_concurrent,
+            exempt_paths=frozenset({"/events/stream"}),
+        ),
         Middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes),
         # Plug-ins' HTTP hooks see every request before the app's own auth, so a
         # hook can guard, rate-limit or answer requests itself.

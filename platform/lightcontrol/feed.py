@@ -30,6 +30,12 @@ class ChangeFeed:
         self._lock = threading.Lock()
         self._ids = itertools.count(1)
 
+    @property
+    def listening(self) -> int:
+        """How many streams are open."""
+        with self._lock:
+            return len(self._listeners)
+
     def attach(self, store: LightStore) -> None:
         store.observers.append(self._observe)
         store.after_commit.append(self._publish)
