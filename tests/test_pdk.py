@@ -101,3 +101,11 @@ def test_hook_shapes_have_no_stray_keys() -> None:
         assert set(schema) <= keywords, name
         for prop, sub in (schema.get("properties") or {}).items():
             assert set(sub) <= keywords, f"{name}.{prop}"
+
+
+def test_an_override_can_extend_the_builtin_template(tmp_path: Path) -> None:
+    spec = load_openapi(DOCUMENTS["light"])
+    ours = render(spec, "c")
+    template = next(p for p in (ROOT / "pdk_templates" / "c").glob("README.md*"))
+    (tmp_path / template.name).write_text('{% extends "builtin/' + template.name + '" %}\n')
+    assert render(spec, "c", user_templates=tmp_path) == ours
