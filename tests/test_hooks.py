@@ -358,3 +358,14 @@ def test_a_failing_chunk_hook_ends_the_stream(make_client: Any, recorder: Record
     assert response.status_code == 200  # sent before the first chunk
     assert response.text == ""
     assert client.get("/items").status_code == 200  # and other requests keep flowing
+
+
+def test_hook_plugins_with_too_small_an_input_limit_are_reported(
+    make_client: Any, recorder: Recorder, caplog: pytest.LogCaptureFixture
+) -> None:
+    client = make_client(Subscriber(hook_plugin(recorder, "small")))
+    with caplog.at_level("WARNING", logger="hostwire.hooks"):
+        client.get("/items")
+        client.get("/items")
+    (record,) = [r for r in caplog.records if "max_input_bytes" in r.getMessage()]
+    assert 'Plug-in "small"' in record.getMessage()

@@ -161,7 +161,24 @@ class HttpHooksMiddleware:
         if self._cached is None or self._cached[0] is not current:
             hooked = [s for s in current if {PRE, POST, CHUNK} & s.plugin.exports]
             self._cached = (current, hooked)  # holds the list: its identity stays valid
+            self._check_sizes(hooked)
         return self._cached[1]
+
+    def _check_sizes(self, hooked: Sequence[Subscriber]) -> None:
+        # A hook's input is the body in base64 (4/3 of it) inside JSON: a plug-in
+        # whose max_input_bytes is below that fails on bodies the app accepts.
+        needed = self.max_body_bytes * 4 // 3 + 64 * 1024
+        for subscriber in hooked:
+            limit = subscriber.plugin.limits.max_input_bytes
+            if limit < needed:
+                log.warning(
+                    'Plug-in "%s": max_input_bytes %d is below the %d a hook needs for a '
+                    "%d-byte body; larger requests will fail its hooks.",
+                    subscriber.plugin.name,
+                    limit,
+                    needed,
+                    self.max_body_bytes,
+                )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         # Hooks guard the network API. A plug-in's in-process host call is
