@@ -12,7 +12,7 @@ import asyncio
 import logging
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 from urllib.parse import unquote, urlencode
@@ -79,10 +79,13 @@ class Target(Protocol):
     def close(self) -> None: ...
 
 
-def _merge_headers(raw: list[tuple[bytes, bytes]]) -> dict[str, str]:
+def header_map(raw: Sequence[tuple[bytes, bytes]], *, lower: bool = False) -> dict[str, str]:
+    """Raw ASGI/HTTP headers as one JSON object; repeated ones joined with ", "."""
     merged: dict[str, str] = {}
     for key, value in raw:
-        name, text = key.decode("latin-1").lower(), value.decode("latin-1")
+        name, text = key.decode("latin-1"), value.decode("latin-1")
+        if lower:
+            name = name.lower()
         merged[name] = f"{merged[name]}, {text}" if name in merged else text
     return merged
 
@@ -223,7 +226,7 @@ class AsgiTarget:
             nonlocal size
             if message["type"] == "http.response.start":
                 reply.status = int(message["status"])
-                reply.headers = _merge_headers(list(message.get("headers", [])))
+                reply.headers = header_map(message.get("headers", []), lower=True)
             elif message["type"] == "http.response.body":
                 chunk = bytes(message.get("body", b""))
                 size += len(chunk)
@@ -344,7 +347,9 @@ class HttpTarget:
             raise DispatchError(
                 502, "upstream_unreachable", f"Cannot reach {self.base}: {exc!r}"
             ) from exc
-        return Reply(response.status_code, _merge_headers(response.headers.raw), b"".join(chunks))
+        return Reply(
+            response.status_code, header_map(response.headers.raw, lower=True), b"".join(chunks)
+        )
 
     def close(self) -> None:
         self._client.close()

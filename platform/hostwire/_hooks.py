@@ -35,11 +35,12 @@ from urllib.parse import parse_qsl, quote, urlencode
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from hostwire._dispatch import ASGI_EXTENSION
+from hostwire._dispatch import ASGI_EXTENSION, header_map
 from hostwire._errors import PluginError
 from hostwire._events import Subscriber
 from hostwire._runtime import Plugin
 from hostwire._threads import to_thread
+from hostwire._validate import HEADER_VALUE
 from hostwire._wasm import USER_MODULE, WASI_MODULES
 
 log = logging.getLogger("hostwire.hooks")
@@ -113,16 +114,7 @@ def _unb64(text: Any, what: str) -> bytes:
         raise ValueError(f"{what} is not valid base64: {exc}") from exc
 
 
-def _header_map(raw: Sequence[tuple[bytes, bytes]]) -> dict[str, str]:
-    headers: dict[str, str] = {}
-    for key, value in raw:
-        name, text = key.decode("latin-1"), value.decode("latin-1")
-        headers[name] = f"{headers[name]}, {text}" if name in headers else text
-    return headers
-
-
 _TOKEN = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
-_VALUE = re.compile(r"^[\t\x20-\x7e\x80-\xff]*$")
 
 
 def _strings(value: Any, what: str) -> dict[str, str]:
@@ -136,7 +128,7 @@ def _strings(value: Any, what: str) -> dict[str, str]:
 def _header_list(headers: Any, what: str) -> list[tuple[bytes, bytes]]:
     """Headers a hook wrote, checked: token names; values without CR, LF or NUL."""
     for name, text in _strings(headers, what).items():
-        if not _TOKEN.match(name) or not _VALUE.match(text):
+        if not _TOKEN.match(name) or not HEADER_VALUE.match(text):
             raise ValueError(f"{what} has a header that is not valid HTTP: {name!r}")
     return [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]
 
@@ -233,7 +225,7 @@ class HttpHooksMiddleware:
         return {
             "method": scope["method"],
             "path": scope["path"],
-            "headers": _header_map(scope["headers"]),
+            "headers": header_map(scope["headers"]),
             "query": query,
             "body": _b64(body),
         }
@@ -447,7 +439,7 @@ class HttpHooksMiddleware:
         exchange.raw_headers = raw
         exchange.response = {
             "status_code": int(start.get("status", 500)),
-            "headers": _header_map(raw),
+            "headers": header_map(raw),
             "body": _b64(b"".join(chunks)),
         }
         return False

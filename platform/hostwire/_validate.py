@@ -54,7 +54,7 @@ RESERVED_HEADERS = frozenset(
 )
 RESERVED_PREFIX = "x-hostwire-"
 # Header values a plug-in may send: visible latin-1 text, tabs and spaces; never CR or LF.
-_HEADER_VALUE = re.compile(r"^[\t\x20-\x7e\x80-\xff]*$")
+HEADER_VALUE = re.compile(r"^[\t\x20-\x7e\x80-\xff]*$")
 
 
 @dataclass(slots=True)
@@ -335,7 +335,7 @@ class OperationValidator:
             text = _joined(cast)
             if location == "path" and (text == "" or any(not _text(v) for v in _items(cast))):
                 problems.append(_problem(location, param.name, "must not be empty"))
-            if location == "header" and not _HEADER_VALUE.match(text):
+            if location == "header" and not HEADER_VALUE.match(text):
                 problems.append(
                     _problem(location, param.name, "must be visible latin-1 text, no CR or LF")
                 )
