@@ -22,6 +22,7 @@ from hostwire._hostfn import HostFunction
 from hostwire._limits import Limits
 from hostwire._runtime import Plugin
 from hostwire._source import fetch_url, read_path
+from hostwire._text import yaml_problem
 
 log = logging.getLogger("hostwire.config")
 _DEFAULTS = Limits()
@@ -202,8 +203,5 @@ def load_config(path: str | Path) -> HostwireConfig:
             path=str(path),
         ) from exc
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise ConfigError(f"{path}: invalid YAML{at}: {problem}.", path=str(path)) from exc
+        raise ConfigError(f"{path}: invalid YAML{yaml_problem(exc)}.", path=str(path)) from exc
     return parse_config(raw, path=path)

@@ -24,7 +24,7 @@ from referencing.exceptions import NoSuchResource, Unresolvable
 from referencing.jsonschema import DRAFT4, DRAFT202012
 
 from hostwire._errors import SpecError
-from hostwire._text import one_line
+from hostwire._text import one_line, yaml_problem
 
 METHODS = ("get", "put", "post", "delete", "options", "head", "patch", "trace")
 _WORD_BOUNDARY = re.compile(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])")
@@ -100,10 +100,7 @@ def _load_text(text: str, where: str) -> Any:
     try:
         return yaml.safe_load(text)  # YAML is a superset of JSON
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise SpecError(f"{where}: invalid YAML or JSON{at}: {problem}.", path=where) from exc
+        raise SpecError(f"{where}: invalid YAML or JSON{yaml_problem(exc)}.", path=where) from exc
 
 
 def _read_document(path: Path) -> Any:

@@ -41,3 +41,10 @@ def caused_by(text: str) -> str | None:
     if not marker:
         return None
     return one_line(rest)
+
+
+def yaml_problem(exc: Exception) -> str:
+    """A YAML parse error as ``" at line L, column C: what"`` (the place when known)."""
+    mark = getattr(exc, "problem_mark", None)
+    at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+    return f"{at}: {getattr(exc, 'problem', None) or exc}"
