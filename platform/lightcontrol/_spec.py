@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import contextlib
 import functools
 from pathlib import Path
 from typing import Any
-
-import yaml
 
 from hostwire import OpenAPIDocument, compile_schema, load_openapi
 
@@ -25,9 +22,9 @@ def spec_text() -> str:
     return (resource_dir() / "light.yaml").read_text(encoding="utf-8")
 
 
-@functools.cache
 def spec() -> dict[str, Any]:
-    loaded: dict[str, Any] = yaml.safe_load(spec_text())
+    """light.yaml as data (parsed once, by ``document()``)."""
+    loaded: dict[str, Any] = document().document
     return loaded
 
 
@@ -51,23 +48,27 @@ def problems(schema_name: str, value: object) -> list[dict[str, str]]:
     ]
 
 
+@functools.cache
+def _query_checkers(operation_id: str) -> dict[str, Any]:
+    """The compiled schema of each query parameter of ``operation_id``, made once."""
+    operation = document().operation(operation_id)
+    if operation is None:
+        raise KeyError(f"light.yaml has no operation {operation_id!r}")
+    return {
+        p.name: compile_schema(document(), p.schema)
+        for p in operation.parameters
+        if p.location == "query" and p.schema is not None
+    }
+
+
 def query_problems(operation_id: str, query: dict[str, str]) -> list[dict[str, str]]:
-    """Problems with the query parameters of ``operation_id`` (integers cast first)."""
+    """Problems with the query parameters of ``operation_id`` (numbers cast first)."""
     found = []
-    for path, item in spec()["paths"].items():
-        for method, operation in item.items():
-            if not isinstance(operation, dict) or operation.get("operationId") != operation_id:
-                continue
-            for index, param in enumerate(operation.get("parameters", [])):
-                if param.get("in") != "query" or param["name"] not in query:
-                    continue
-                value: object = query[param["name"]]
-                if param.get("schema", {}).get("type") == "integer":
-                    with contextlib.suppress(ValueError):
-                        value = int(str(value))
-                node = document().at("paths", path, method, "parameters", index, "schema")
-                found += [
-                    {"field": param["name"], "message": p["message"]}
-                    for p in compile_schema(document(), node).problems("query", "", value)
-                ]
+    for name, checker in _query_checkers(operation_id).items():
+        if name in query:
+            value = checker.cast(query[name])
+            found += [
+                {"field": name, "message": p["message"]}
+                for p in checker.problems("query", "", value)
+            ]
     return found
