@@ -172,12 +172,16 @@ class OpenAPIDocument:
         operation = item.child("post")
         if "requestBody" not in operation.value:
             return None
-        body = self.deref(operation.child("requestBody"))
-        content = body.value.get("content", {})
-        media = next((m for m in content if is_json(m)), None)
-        if media is None or "schema" not in content[media]:
-            return None
-        return body.child("content", media, "schema")
+        return self.json_schema(self.deref(operation.child("requestBody")))
+
+    def json_schema(self, holder: Node) -> Node | None:
+        """The schema of the first JSON media type (sorted) that has one, in a
+        request body or response at ``holder``."""
+        content = holder.value.get("content") or {}
+        for media in sorted(content):
+            if is_json(media) and "schema" in content[media]:
+                return holder.child("content", media, "schema")
+        return None
 
     def deref(self, node: Node) -> Node:
         """Follow ``$ref`` until a value that is not a reference."""

@@ -232,15 +232,6 @@ class _Builder:
         return name
 
 
-def _json_node(spec: OpenAPIDocument, holder: Node) -> Node | None:
-    content = holder.value.get("content") or {}
-    for media in sorted(content):
-        base = media.split(";")[0].strip().lower()
-        if (base == "application/json" or base.endswith("+json")) and "schema" in content[media]:
-            return holder.child("content", media, "schema")
-    return None
-
-
 def build_model(spec: OpenAPIDocument) -> PdkModel:
     """Everything a PDK for ``spec`` declares, in a deterministic order."""
     builder = _Builder(spec)
@@ -280,7 +271,7 @@ def _operation(spec: OpenAPIDocument, builder: _Builder, op: Any) -> OperationDe
     for status in sorted(node.value.get("responses") or {}):
         if str(status).startswith("2"):
             answer = spec.deref(node.child("responses", status))
-            schema = _json_node(spec, answer)
+            schema = spec.json_schema(answer)
             if schema is not None:
                 response, _ = builder.type_of(schema, f"{context}Response")
             break
@@ -311,7 +302,7 @@ def _events(spec: OpenAPIDocument, builder: _Builder) -> list[EventDef]:
         if when == "before":
             post = spec.deref(spec.at("webhooks", name)).child("post")
             for status in sorted(post.value.get("responses") or {}):
-                schema = _json_node(spec, spec.deref(post.child("responses", status)))
+                schema = spec.json_schema(spec.deref(post.child("responses", status)))
                 if schema is not None:
                     result, _ = builder.type_of(schema, f"{model}_before_result")
                     break

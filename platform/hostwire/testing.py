@@ -27,7 +27,7 @@ from hostwire._dispatch import Caller, Reply
 from hostwire._events import EventBus
 from hostwire._hostapi import ALL_OPERATIONS, HostApi
 from hostwire._limits import Limits
-from hostwire._openapi import Operation, dumps, is_json
+from hostwire._openapi import Operation, dumps
 from hostwire._runtime import Plugin
 from hostwire._source import read_path
 from hostwire._validate import HttpCall, compile_schema
@@ -141,11 +141,10 @@ class PluginHarness:
         answer = self.api.spec.deref(
             self.api.spec.at("paths", op.path, op.method, "responses", code)
         )
-        content = answer.value.get("content") or {}
-        media = next((m for m in sorted(content) if is_json(m) and "schema" in content[m]), None)
-        if media is None:
+        node = self.api.spec.json_schema(answer)
+        if node is None:
             return
-        schema = compile_schema(self.api.spec, answer.child("content", media, "schema"))
+        schema = compile_schema(self.api.spec, node)
         found = schema.problems("mock", "", body)
         if found:
             first = found[0]
