@@ -49,9 +49,6 @@ import itertools
 import json
 import os
 import secrets
-import socket
-import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -72,6 +69,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from _bench import Sampler, free_port, print_table, run_rounds, served, summary
 from hostwire import (
     CallContext,
     EventBus,
@@ -127,7 +125,6 @@ BEFORE_WAT = f"""
     (i32.const 0)))
 """
 
-Sampler = Callable[[int], list[float]]  # n -> n timings in µs
 # n -> n latencies in µs, (from the update call, from the commit)
 Latencies = Callable[[int], list[tuple[float, float]]]
 
@@ -180,54 +177,25 @@ def run_receiver(port: int) -> int:
     return 0
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 @contextlib.contextmanager
 def served_receiver(tmp: Path, key: bytes) -> Iterator[str]:
     """The receiver in a subprocess on a free loopback port; yields its base URL."""
     port = free_port()
     command = [sys.executable, str(Path(__file__).resolve()), "--receiver-port", str(port)]
     env = {**os.environ, SECRET_ENV: base64.b64encode(key).decode()}
-    log_path = tmp / "receiver.log"
     base = f"http://127.0.0.1:{port}"
-    with log_path.open("wb") as log_file:
-        server = subprocess.Popen(
-            command, stdin=subprocess.DEVNULL, stdout=log_file, stderr=log_file, env=env
-        )
-    try:
-        deadline = time.monotonic() + SERVER_START_S
-        while True:
-            if server.poll() is not None:
-                raise RuntimeError(
-                    f"the receiver exited with {server.returncode}:\n{log_path.read_text()[-2000:]}"
-                )
-            with contextlib.suppress(httpx.TransportError):
-                if httpx.get(f"{base}/ready", timeout=1.0).status_code == 200:
-                    break
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"the receiver did not answer within {SERVER_START_S:g} s")
-            time.sleep(0.05)
+    with served(
+        "the receiver",
+        command=command,
+        env=env,
+        log_path=tmp / "receiver.log",
+        ready_url=f"{base}/ready",
+        start_s=SERVER_START_S,
+    ):
         yield base
-    finally:
-        server.terminate()
-        try:
-            server.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
 
 
 # -- measuring ---------------------------------------------------------------------
-
-
-def summary(samples: list[float]) -> tuple[float, float]:
-    ordered = sorted(samples)
-    return statistics.median(ordered), ordered[max(0, int(len(ordered) * 0.99) - 1)]
 
 
 def timed(fn: Callable[[], Any], check: Callable[[Any], bool]) -> Sampler:
@@ -243,28 +211,6 @@ def timed(fn: Callable[[], Any], check: Callable[[Any], bool]) -> Sampler:
         return timings
 
     return sample
-
-
-def run_rounds(
-    variants: dict[str, Sampler], rounds: int, per_round: int, max_seconds: float
-) -> tuple[dict[str, tuple[float, float]], int]:
-    """Warm up, then run every variant ``per_round`` times per round, in turn."""
-    for sample in variants.values():
-        sample(max(50, per_round // 3))
-    samples: dict[str, list[float]] = {name: [] for name in variants}
-    deadline = time.monotonic() + max_seconds
-    done = 0
-    while done < rounds and (done == 0 or time.monotonic() < deadline):
-        for name, sample in variants.items():
-            samples[name].extend(sample(per_round))
-        done += 1
-    return {name: summary(values) for name, values in samples.items()}, done
-
-
-def print_table(stats: dict[str, tuple[float, float]], width: int = 44) -> None:
-    print(f"{'variant':<{width}} {'median µs':>10} {'p99 µs':>10}")
-    for name, (median, p99) in stats.items():
-        print(f"{name:<{width}} {median:>10.1f} {p99:>10.1f}")
 
 
 def raw_extism(wasm: bytes) -> extism.Plugin:

@@ -49,9 +49,7 @@ import argparse
 import asyncio
 import contextlib
 import os
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -63,6 +61,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "platform"))
 
 import httpx
+
+from _bench import free_port, served
 
 TOKEN = "bench-token"
 API_KEY = "bench-key"
@@ -122,13 +122,6 @@ class Server:
         ).encode("ascii")
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 @contextlib.contextmanager
 def served_app(tmp: Path, name: str, config: Path | None) -> Iterator[tuple[int, int]]:
     """``hostwire serve`` in a subprocess on a free loopback port; yields (port, pid)."""
@@ -140,34 +133,16 @@ def served_app(tmp: Path, name: str, config: Path | None) -> Iterator[tuple[int,
     if config is not None:
         command += ["--config", str(config)]
     env = {**os.environ, "LIGHTCONTROL_TOKEN": TOKEN, "PYTHONPATH": str(ROOT / "platform")}
-    log_path = tmp / f"{name}.log"
-    base = f"http://127.0.0.1:{port}"
-    with log_path.open("wb") as log_file:
-        server = subprocess.Popen(
-            command, stdin=subprocess.DEVNULL, stdout=log_file, stderr=log_file, env=env
-        )
-    try:
-        deadline = time.monotonic() + SERVER_START_S
-        while True:
-            if server.poll() is not None:
-                raise RuntimeError(
-                    f"server {name!r} exited with {server.returncode}:\n"
-                    f"{log_path.read_text()[-2000:]}"
-                )
-            with contextlib.suppress(httpx.TransportError):
-                if httpx.get(f"{base}/openapi.json", timeout=1.0).status_code == 200:
-                    break
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"server {name!r} did not answer within {SERVER_START_S:g} s")
-            time.sleep(0.05)
+    ready = f"http://127.0.0.1:{port}/openapi.json"
+    with served(
+        f"server {name!r}",
+        command=command,
+        env=env,
+        log_path=tmp / f"{name}.log",
+        ready_url=ready,
+        start_s=SERVER_START_S,
+    ) as server:
         yield port, server.pid
-    finally:
-        server.terminate()
-        try:
-            server.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
 
 
 def check_with_httpx(server: Server) -> None:

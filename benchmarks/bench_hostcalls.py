@@ -25,9 +25,6 @@ import argparse
 import contextlib
 import logging
 import os
-import socket
-import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -45,6 +42,7 @@ import httpx
 from extism.extism import CompiledPlugin
 from starlette.types import Receive, Scope, Send
 
+from _bench import Sampler, free_port, print_table, run_rounds, served
 from hostwire import (
     AsgiTarget,
     Caller,
@@ -94,9 +92,6 @@ GUEST_WAT = f"""
 OK_REPLY = b'{"status":200,'
 
 
-Sampler = Callable[[int], list[float]]  # n -> n timings in µs
-
-
 def measure(fn: Callable[[], Any], check: Callable[[Any], bool], calls: int) -> list[float]:
     timings = []
     clock = time.perf_counter_ns
@@ -117,18 +112,6 @@ def sampler(fn: Callable[[], Any], check: Callable[[Any], bool]) -> Sampler:
     return lambda calls: measure(fn, check, calls)
 
 
-def summary(samples: list[float]) -> tuple[float, float]:
-    ordered = sorted(samples)
-    return statistics.median(ordered), ordered[max(0, int(len(ordered) * 0.99) - 1)]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 @contextlib.contextmanager
 def served_app(tmp: Path) -> Iterator[str]:
     """``hostwire serve`` in a subprocess on a free loopback port; yields its base URL."""
@@ -137,33 +120,16 @@ def served_app(tmp: Path) -> Iterator[str]:
     command = [str(executable)] if executable.exists() else [sys.executable, "-m", "hostwire"]
     command += ["serve", "--host", "127.0.0.1", "--port", str(port), "--db", str(tmp / "served.db")]
     env = {**os.environ, "LIGHTCONTROL_TOKEN": TOKEN, "PYTHONPATH": str(ROOT / "platform")}
-    log_path = tmp / "server.log"
     base = f"http://127.0.0.1:{port}"
-    with log_path.open("wb") as log_file:
-        server = subprocess.Popen(
-            command, stdin=subprocess.DEVNULL, stdout=log_file, stderr=log_file, env=env
-        )
-    try:
-        deadline = time.monotonic() + SERVER_START_S
-        while True:
-            if server.poll() is not None:
-                raise RuntimeError(
-                    f"the server exited with {server.returncode}:\n{log_path.read_text()[-2000:]}"
-                )
-            with contextlib.suppress(httpx.TransportError):
-                if httpx.get(f"{base}/openapi.json", timeout=1.0).status_code == 200:
-                    break
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"the server did not answer within {SERVER_START_S:g} s")
-            time.sleep(0.05)
+    with served(
+        "the server",
+        command=command,
+        env=env,
+        log_path=tmp / "server.log",
+        ready_url=f"{base}/openapi.json",
+        start_s=SERVER_START_S,
+    ):
         yield base
-    finally:
-        server.terminate()
-        try:
-            server.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
 
 
 def log_like_the_server(tmp: Path) -> None:
@@ -175,28 +141,6 @@ def log_like_the_server(tmp: Path) -> None:
     app_log.setLevel(logging.INFO)
     app_log.addHandler(handler)
     app_log.propagate = False
-
-
-def run_rounds(
-    variants: dict[str, Sampler], rounds: int, per_round: int, max_seconds: float
-) -> tuple[dict[str, tuple[float, float]], int]:
-    """Warm up, then run every variant ``per_round`` times per round, in turn."""
-    for sample in variants.values():
-        sample(max(50, per_round // 3))
-    samples: dict[str, list[float]] = {name: [] for name in variants}
-    deadline = time.monotonic() + max_seconds
-    done = 0
-    while done < rounds and (done == 0 or time.monotonic() < deadline):
-        for name, sample in variants.items():
-            samples[name].extend(sample(per_round))
-        done += 1
-    return {name: summary(values) for name, values in samples.items()}, done
-
-
-def print_table(stats: dict[str, tuple[float, float]], width: int = 44) -> None:
-    print(f"{'variant':<{width}} {'median µs':>10} {'p99 µs':>10}")
-    for name, (median, p99) in stats.items():
-        print(f"{name:<{width}} {median:>10.1f} {p99:>10.1f}")
 
 
 async def noop_app(scope: Scope, receive: Receive, send: Send) -> None:

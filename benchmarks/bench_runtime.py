@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
 import time
 from collections.abc import Callable
@@ -22,6 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "platform"))
 import extism
 from extism.extism import CompiledPlugin
 
+from _bench import summary
 from hostwire import Limits, Plugin
 from hostwire._wasm import to_binary
 
@@ -46,11 +46,6 @@ def measure(fn: Callable[[], object], calls: int) -> list[float]:
         fn()
         timings.append((clock() - start) / 1000)
     return timings
-
-
-def summary(samples: list[float]) -> tuple[float, float]:
-    ordered = sorted(samples)
-    return statistics.median(ordered), ordered[int(len(ordered) * 0.99) - 1]
 
 
 def main() -> int:
