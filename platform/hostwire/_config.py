@@ -1,13 +1,17 @@
 """Plug-in configuration (Contract 4): a YAML or JSON file listing plug-ins.
 
-A Bifrost ``config.json`` loads as is: its other top-level sections are
-ignored, its plug-in fields (name, enabled, path, config, version, placement,
+Top-level keys are strict: hostwire's own (openapi, plugins, events) and the
+sections of a Bifrost ``config.json`` (ignored) are accepted, anything else is
+an error suggesting the closest key. A file whose ``$schema`` is Bifrost's is a
+Bifrost file: all its other sections are Bifrost's business and ignored.
+Bifrost's plug-in fields (name, enabled, path, config, version, placement,
 order) are understood, and entries without a path or url (Bifrost built-ins)
-are skipped with a warning.
+are skipped with a warning. Sizes and nesting are bounded (``_document``).
 """
 
 from __future__ import annotations
 
+import difflib
 import json
 import logging
 from collections.abc import Iterable
@@ -15,17 +19,49 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
-from hostwire._errors import ConfigError
+from hostwire._document import DocumentError, json_size, parse_json, parse_yaml, read_text
+from hostwire._errors import ConfigError, PluginLoadError
 from hostwire._hostfn import HostFunction
 from hostwire._limits import Limits
 from hostwire._runtime import Plugin
-from hostwire._source import fetch_url, read_path
+from hostwire._source import DOWNLOAD_TIMEOUT_S, fetch_url, read_path
 from hostwire._text import yaml_problem
 
 log = logging.getLogger("hostwire.config")
 _DEFAULTS = Limits()
+
+MAX_PLUGIN_CONFIG_BYTES = 1024 * 1024
+"""A plug-in's ``config`` may take at most this much as JSON, aliases expanded."""
+# The top-level sections of Bifrost's config.json (https://www.getbifrost.ai/schema).
+BIFROST_SECTIONS = frozenset(
+    {
+        "$schema",
+        "auth_config",
+        "client",
+        "cluster_config",
+        "config_store",
+        "encryption_key",
+        "framework",
+        "governance",
+        "guardrails_config",
+        "logs_store",
+        "mcp",
+        "providers",
+        "server",
+        "vector_store",
+        "websocket",
+    }
+)
 
 
 class LimitsConfig(BaseModel):
@@ -66,6 +102,30 @@ class PluginConfig(BaseModel):
     version: int | None = None
     placement: Literal["pre_builtin", "builtin", "post_builtin"] | None = None
     order: int | None = None
+    # A url plug-in's whole download must finish within this time.
+    download_timeout_s: float = Field(DOWNLOAD_TIMEOUT_S, gt=0, le=3600)
+    # The file and index it was read from, for errors that come later (reading it).
+    _file: Path | None = PrivateAttr(None)
+    _index: int = PrivateAttr(0)
+
+    @field_validator("sha256", mode="before")
+    @classmethod
+    def _sha256_text(cls, value: object) -> object:
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            raise ValueError(
+                "must be a string of 64 hex digits, but YAML read these digits as a number; "
+                'quote it (sha256: "...")'
+            )
+        return value
+
+    @field_validator("config")
+    @classmethod
+    def _config_size(cls, value: dict[str, Any]) -> dict[str, Any]:
+        try:
+            json_size(value, MAX_PLUGIN_CONFIG_BYTES)
+        except DocumentError as exc:
+            raise ValueError(f"{_dotted(exc.loc) or 'the value'} {exc.reason}") from None
+        return value
 
     @model_validator(mode="after")
     def _one_source(self) -> PluginConfig:
@@ -80,12 +140,28 @@ class PluginConfig(BaseModel):
         return bool(self.path or self.url)
 
     def read(self, base_dir: Path) -> bytes:
-        """The plug-in's binary module, fetched or read and hash-checked."""
-        if self.url:
-            return fetch_url(self.name, self.url, self.sha256)
-        if not self.path:
-            raise ConfigError(f'Plug-in "{self.name}" has neither path nor url.')
-        return read_path(self.name, base_dir / self.path, self.sha256)
+        """The plug-in's binary module, fetched or read and hash-checked.
+
+        A missing or unreadable file, a failed download or a wrong hash is a
+        ``ConfigError`` naming the configuration file, plug-in and field.
+        """
+        where = f'plugin "{self.name}"'
+        if self._file is not None:
+            where = f"{self._file}: {where} (plugins[{self._index}])"
+        field = "url" if self.url else "path"
+        try:
+            if self.url:
+                return fetch_url(
+                    self.name, self.url, self.sha256, timeout_s=self.download_timeout_s
+                )
+            if not self.path:
+                raise ConfigError(f"{where}: it has neither path nor url.")
+            return read_path(self.name, base_dir / self.path, self.sha256)
+        except PluginLoadError as exc:
+            # The source's message starts with the plug-in's name, which `where` already says.
+            reason = str(exc).removeprefix(f'Plug-in "{self.name}"').lstrip(": ")
+            file = str(self._file) if self._file is not None else None
+            raise ConfigError(f"{where}: {field}: {reason}", path=file) from exc
 
     def load(self, base_dir: Path, host_functions: Iterable[HostFunction] = ()) -> Plugin:
         """Read, verify, compile and return the plug-in."""
@@ -149,6 +225,13 @@ class HostwireConfig(BaseModel):
         return result
 
 
+def _dotted(loc: Iterable[int | str]) -> str:
+    text = ""
+    for part in loc:
+        text += f"[{part}]" if isinstance(part, int) else f".{part}" if text else str(part)
+    return text
+
+
 def _describe(path: Path, raw: Any, loc: tuple[int | str, ...]) -> str:
     where = ""
     fields = list(loc)
@@ -161,8 +244,41 @@ def _describe(path: Path, raw: Any, loc: tuple[int | str, ...]) -> str:
                 name = entries[index].get("name")
         where = f'plugin "{name}" (plugins[{index}])' if name else f"plugins[{index}]"
         fields = fields[2:]
-    field = ".".join(str(f) for f in fields)
+    field = _dotted(fields)
     return ": ".join(part for part in (str(path), where, field) if part)
+
+
+def _check_keys(raw: dict[str, Any], path: Path) -> None:
+    schema = raw.get("$schema")
+    if isinstance(schema, str) and "getbifrost" in schema:
+        return  # a Bifrost config.json: its sections are Bifrost's to check
+    known = {name for name in HostwireConfig.model_fields if name != "base_dir"}
+    for key in raw:
+        if key in known or key in BIFROST_SECTIONS:
+            continue
+        raise ConfigError(
+            f'{path}: unknown top-level key "{key}"{_suggest(str(key), known)}.', path=str(path)
+        )
+
+
+def _suggest(key: str, names: Iterable[str]) -> str:
+    close = difflib.get_close_matches(key, sorted(names), n=1)
+    if close:
+        return f' (did you mean "{close[0]}"?)'
+    return f"; the keys are {', '.join(sorted(names))}"
+
+
+def _message(error: Any) -> str:
+    if error["type"] == "extra_forbidden":
+        loc = error["loc"]
+        model: type[BaseModel] = PluginConfig
+        if loc[0] == "events":
+            model = EventsConfig
+        elif "limits" in loc[:-1]:
+            model = LimitsConfig
+        return f"unknown key{_suggest(str(loc[-1]), model.model_fields)}"
+    message: str = error["msg"]
+    return message.removeprefix("Value error, ")
 
 
 def parse_config(raw: Any, *, path: Path) -> HostwireConfig:
@@ -173,30 +289,43 @@ def parse_config(raw: Any, *, path: Path) -> HostwireConfig:
             f"not {type(raw).__name__}.",
             path=str(path),
         )
+    _check_keys(raw, path)
     try:
         config = HostwireConfig.model_validate(raw)
     except ValidationError as exc:
         first = exc.errors()[0]
-        message = first["msg"].removeprefix("Value error, ")
         extra = f" (and {exc.error_count() - 1} more problems)" if exc.error_count() > 1 else ""
         raise ConfigError(
-            f"{_describe(path, raw, tuple(first['loc']))}: {message}{extra}", path=str(path)
+            f"{_describe(path, raw, tuple(first['loc']))}: {_message(first)}{extra}",
+            path=str(path),
         ) from exc
     config.base_dir = path.parent
+    for index, plugin in enumerate(config.plugins):
+        plugin._file = path
+        plugin._index = index
     return config
 
 
 def load_config(path: str | Path) -> HostwireConfig:
-    """Read a YAML or JSON plug-in configuration file."""
+    """Read a YAML or JSON plug-in configuration file.
+
+    The file may be at most 4 MiB, nest at most 64 levels, and expand (YAML
+    aliases) to at most 500,000 values; each plug-in's ``config`` at most
+    1 MiB as JSON.
+    """
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        text = read_text(path)
     except FileNotFoundError as exc:
         raise ConfigError(f"{path}: no such configuration file.", path=str(path)) from exc
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path}: cannot read it: {exc}.", path=str(path)) from exc
+    except DocumentError as exc:
+        raise ConfigError(f"{path}: {exc.reason}.", path=str(path)) from exc
     try:
-        raw = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+        raw = parse_json(text) if path.suffix == ".json" else parse_yaml(text)
+    except DocumentError as exc:
+        raise ConfigError(f"{path}: {exc.reason}.", path=str(path)) from exc
     except json.JSONDecodeError as exc:
         raise ConfigError(
             f"{path}: invalid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}.",

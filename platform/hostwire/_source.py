@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import time
 from pathlib import Path
 
 import httpx
@@ -11,7 +12,9 @@ from hostwire._errors import PluginIntegrityError, PluginLoadError
 from hostwire._wasm import to_binary
 
 MAX_DOWNLOAD_BYTES = 64 * 1024 * 1024
+"""A download larger than this is refused."""
 DOWNLOAD_TIMEOUT_S = 30.0
+"""A download must be complete within this many seconds, however the server trickles."""
 
 
 def sha256_hex(data: bytes) -> str:
@@ -25,7 +28,7 @@ def verify_sha256(name: str, data: bytes, expected: str | None, where: str) -> N
     actual = sha256_hex(data)
     if actual != expected.lower():
         raise PluginIntegrityError(
-            f'Plug-in "{name}" from {where} has sha256 {actual}, but the configuration '
+            f'Plug-in "{name}": {where} has sha256 {actual}, but the configuration '
             f"expects {expected.lower()}; it was not loaded.",
             plugin=name,
             expected=expected.lower(),
@@ -50,11 +53,20 @@ def read_path(name: str, path: Path, sha256: str | None = None) -> bytes:
 
 
 def fetch_url(
-    name: str, url: str, sha256: str | None, *, client: httpx.Client | None = None
+    name: str,
+    url: str,
+    sha256: str | None,
+    *,
+    client: httpx.Client | None = None,
+    timeout_s: float = DOWNLOAD_TIMEOUT_S,
+    max_bytes: int = MAX_DOWNLOAD_BYTES,
 ) -> bytes:
     """Download a plug-in, refusing it unless it has the configured sha256.
 
-    The hash is checked on the downloaded bytes before anything compiles them.
+    The whole download must finish within ``timeout_s`` (httpx's own timeouts
+    are per read, so a server sending a byte at a time would hold it forever)
+    and be at most ``max_bytes``. The hash is checked on the downloaded bytes
+    before anything compiles them.
     """
     if not sha256:
         raise PluginLoadError(
@@ -62,8 +74,15 @@ def fetch_url(
             "pinned with sha256 so that what runs is what was reviewed.",
             plugin=name,
         )
+    too_slow = PluginLoadError(
+        f'Plug-in "{name}": the download of {url} did not finish within {timeout_s:g} s '
+        "(download_timeout_s); it was not loaded.",
+        plugin=name,
+    )
+    deadline = time.monotonic() + timeout_s
     own_client = client is None
-    http = client or httpx.Client(timeout=DOWNLOAD_TIMEOUT_S, follow_redirects=True)
+    # No single wait may outlast the deadline; the clock is checked after every chunk.
+    http = client or httpx.Client(timeout=timeout_s, follow_redirects=True)
     try:
         with http.stream("GET", url) as response:
             if response.status_code != httpx.codes.OK:
@@ -74,12 +93,16 @@ def fetch_url(
             size = 0
             for chunk in response.iter_bytes():
                 size += len(chunk)
-                if size > MAX_DOWNLOAD_BYTES:
+                if size > max_bytes:
                     raise PluginLoadError(
-                        f'Plug-in "{name}": {url} is larger than {MAX_DOWNLOAD_BYTES} bytes.',
+                        f'Plug-in "{name}": {url} is larger than {max_bytes} bytes.',
                         plugin=name,
                     )
                 chunks.append(chunk)
+                if time.monotonic() > deadline:
+                    raise too_slow
+    except httpx.TimeoutException as exc:
+        raise too_slow from exc
     except httpx.HTTPError as exc:
         raise PluginLoadError(f'Plug-in "{name}": cannot fetch {url}: {exc}.', plugin=name) from exc
     finally:
