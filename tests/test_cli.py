@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import socket
 import subprocess
 import sys
@@ -110,10 +111,70 @@ def test_missing_file() -> None:
     assert result.stderr.count("\n") == 1
 
 
-def test_debug_shows_the_traceback(hostile_wat: Path) -> None:
-    result = hostwire("--debug", "plugin", "call", str(hostile_wat), "unreachable_trap")
-    assert result.returncode != 0
+@pytest.mark.parametrize(
+    "where",
+    [
+        pytest.param(0, id="before-the-command"),
+        pytest.param(1, id="after-plugin"),
+        pytest.param(-1, id="at-the-end"),
+    ],
+)
+def test_debug_anywhere_shows_the_traceback_and_keeps_the_exit_code(
+    hostile_wat: Path, where: int
+) -> None:
+    args = ["plugin", "call", str(hostile_wat), "unreachable_trap"]
+    args.insert(where if where >= 0 else len(args), "--debug")
+    result = hostwire(*args)
+    assert result.returncode == 3, result.stderr
     assert "Traceback" in result.stderr
+    assert result.stderr.splitlines()[-1].startswith("hostwire: error: ")
+
+
+def _serve(config: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+    return hostwire("serve", "--config", str(config), "--db", str(config.parent / "x.db"), *extra)
+
+
+@pytest.mark.parametrize(
+    ("entry", "message"),
+    [
+        pytest.param(
+            "path: missing.wasm",
+            r'plugin "a" \(plugins\[0\]\): path: file .* does not exist',
+            id="missing-plugin-file",
+        ),
+        pytest.param(
+            "path: a.wat\n    sha256: '" + "0" * 64 + "'",
+            r'plugin "a" \(plugins\[0\]\): path: .*a.wat has sha256',
+            id="wrong-hash",
+        ),
+        pytest.param(
+            "path: a.wat\n    grants: [paint]",
+            r'Plug-in "a" grants "paint", which is not an operation',
+            id="unknown-grant",
+        ),
+        pytest.param("path: a.wat\n    limts: {}", r"limts: unknown key", id="unknown-key"),
+    ],
+)
+@pytest.mark.parametrize(
+    "debug", [pytest.param([], id="plain"), pytest.param(["--debug"], id="debug")]
+)
+def test_serve_configuration_errors_exit_2_naming_the_file(
+    hostile_wat: Path, entry: str, message: str, debug: list[str]
+) -> None:
+    hostile_wat.rename(hostile_wat.with_name("a.wat"))
+    config = hostile_wat.parent / "hostwire.yaml"
+    config.write_text(f"plugins:\n  - name: a\n    {entry}\n")
+    result = _serve(config, *debug)
+    assert result.returncode == 2, result.stderr
+    last = result.stderr.splitlines()[-1]
+    assert re.match(rf"hostwire: error: {re.escape(str(config))}: .*{message}", last), last
+    assert ("Traceback" in result.stderr) == bool(debug)
+
+
+def test_serve_with_a_missing_config_file_exits_2(tmp_path: Path) -> None:
+    result = _serve(tmp_path / "nope.yaml", "--debug")
+    assert result.returncode == 2
+    assert f"{tmp_path / 'nope.yaml'}: no such configuration file." in result.stderr
 
 
 def test_inspect_lists_exports_imports_and_events(count_vowels_wasm: Path) -> None:
