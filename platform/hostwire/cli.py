@@ -8,6 +8,7 @@ import logging
 import re
 import sys
 import tempfile
+import traceback
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from importlib.metadata import entry_points
@@ -18,7 +19,7 @@ from typing import Any
 from hostwire._apprunner import run_app
 from hostwire._config import load_config
 from hostwire._dispatch import HttpTarget
-from hostwire._errors import HostwireError, PluginLoadError
+from hostwire._errors import ConfigError, HostwireError, PluginLoadError
 from hostwire._exports import http_hook_exports, lifecycle_exports
 from hostwire._hostapi import HostApi
 from hostwire._hostfn import HostFunction
@@ -258,7 +259,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     factory = _app_factory(args.app)
     if args.config:
-        app = factory(db_path=args.db, config=load_config(args.config))
+        config = load_config(args.config)
+        try:
+            app = factory(db_path=args.db, config=config)
+        except ConfigError as exc:
+            if exc.path == str(Path(args.config)):
+                raise
+            # E.g. a grant or the openapi document it names: say which file to fix.
+            raise ConfigError(f"{Path(args.config)}: {exc}", path=args.config) from exc
     else:
         app = factory(db_path=args.db)
     print(f"hostwire: serving {args.app} on http://{args.host}:{args.port}", file=sys.stderr)
@@ -320,14 +328,22 @@ def cmd_events_replay(args: argparse.Namespace) -> int:
     return 0
 
 
+_DEBUG_HELP = "show tracebacks and debug logs (exit codes stay the same)"
+# Every command accepts --debug too; SUPPRESS keeps a command from resetting it to False.
+_DEBUG = argparse.ArgumentParser(add_help=False)
+_DEBUG.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=_DEBUG_HELP)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="hostwire", description="OpenAPI-driven WebAssembly plug-ins on Extism."
     )
-    parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
+    parser.add_argument("--debug", action="store_true", help=_DEBUG_HELP)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    serve = commands.add_parser("serve", help="run the app (lightcontrol) with uvicorn")
+    serve = commands.add_parser(
+        "serve", parents=[_DEBUG], help="run the app (lightcontrol) with uvicorn"
+    )
     serve.add_argument("--host", default="127.0.0.1", help="default 127.0.0.1")
     serve.add_argument("--port", type=int, default=8000, help="default 8000")
     serve.add_argument(
@@ -337,10 +353,12 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--app", default="lightcontrol", help=argparse.SUPPRESS)
     serve.set_defaults(handler=cmd_serve)
 
-    plugin = commands.add_parser("plugin", help="inspect or run one plug-in file")
+    plugin = commands.add_parser("plugin", parents=[_DEBUG], help="inspect or run one plug-in file")
     plugin_commands = plugin.add_subparsers(dest="plugin_command", required=True, metavar="ACTION")
 
-    call = plugin_commands.add_parser("call", help="run one export and print its output")
+    call = plugin_commands.add_parser(
+        "call", parents=[_DEBUG], help="run one export and print its output"
+    )
     call.add_argument("file", help="plug-in file, .wasm or .wat")
     call.add_argument("function", help="name of the export to run")
     call.add_argument("--input", help="input given to the export (text or JSON)")
@@ -374,7 +392,9 @@ def build_parser() -> argparse.ArgumentParser:
     call.add_argument("--app", default="lightcontrol", help=argparse.SUPPRESS)
     call.set_defaults(handler=cmd_plugin_call)
 
-    inspect = plugin_commands.add_parser("inspect", help="list exports, imports and needs")
+    inspect = plugin_commands.add_parser(
+        "inspect", parents=[_DEBUG], help="list exports, imports and needs"
+    )
     inspect.add_argument("file", help="plug-in file, .wasm or .wat")
     inspect.add_argument("--json", action="store_true", help="print JSON")
     inspect.add_argument("--spec", help="OpenAPI document: list the operations it calls and grants")
@@ -387,7 +407,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _add_plugin_new(plugin_commands: Any) -> None:
-    new = plugin_commands.add_parser("new", help="start a plug-in project on a generated PDK")
+    new = plugin_commands.add_parser(
+        "new", parents=[_DEBUG], help="start a plug-in project on a generated PDK"
+    )
     new.add_argument("name", help="the plug-in's name (also its folder)")
     new.add_argument("--lang", required=True, choices=LANGUAGES)
     new.add_argument("--spec", default="openapi/light.yaml", help="default openapi/light.yaml")
@@ -396,9 +418,11 @@ def _add_plugin_new(plugin_commands: Any) -> None:
 
 
 def _add_pdk(commands: Any) -> None:
-    pdk = commands.add_parser("pdk", help="generate plug-in development kits")
+    pdk = commands.add_parser("pdk", parents=[_DEBUG], help="generate plug-in development kits")
     pdk_commands = pdk.add_subparsers(dest="pdk_command", required=True, metavar="ACTION")
-    gen = pdk_commands.add_parser("generate", help="a PDK for one language from an OpenAPI file")
+    gen = pdk_commands.add_parser(
+        "generate", parents=[_DEBUG], help="a PDK for one language from an OpenAPI file"
+    )
     gen.add_argument("--spec", required=True, help="the OpenAPI document")
     gen.add_argument("--lang", required=True, choices=LANGUAGES)
     gen.add_argument("--out", required=True, help="the folder to write")
@@ -409,16 +433,20 @@ def _add_pdk(commands: Any) -> None:
 
 
 def _add_events(commands: Any) -> None:
-    events = commands.add_parser("events", help="list or replay deliveries of after-events")
+    events = commands.add_parser(
+        "events", parents=[_DEBUG], help="list or replay deliveries of after-events"
+    )
     event_commands = events.add_subparsers(dest="events_command", required=True, metavar="ACTION")
-    listing = event_commands.add_parser("list", help="deliveries, newest first")
+    listing = event_commands.add_parser("list", parents=[_DEBUG], help="deliveries, newest first")
     listing.add_argument("--plugin", help="only this plug-in's deliveries")
     listing.add_argument("--state", choices=STATES, help="only deliveries in this state")
     listing.add_argument("--event", help="only this event's deliveries")
     listing.add_argument("--limit", type=int, default=50, help="default 50")
     listing.add_argument("--json", action="store_true", help="print JSON")
     listing.set_defaults(handler=cmd_events_list)
-    replay = event_commands.add_parser("replay", help="deliver a dead or delivered event again")
+    replay = event_commands.add_parser(
+        "replay", parents=[_DEBUG], help="deliver a dead or delivered event again"
+    )
     replay.add_argument("event_id", help="the event's id (evt_...)")
     replay.add_argument("--plugin", help="only to this plug-in")
     replay.set_defaults(handler=cmd_events_replay)
@@ -441,8 +469,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         code: int = args.handler(args)
     except HostwireError as exc:
+        # The exception's class decides the exit code (see _errors.py), --debug or not.
         if args.debug:
-            raise
+            traceback.print_exc()
         print(f"hostwire: error: {exc}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
