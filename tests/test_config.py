@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import json
+import logging
 import re
 import tracemalloc
-import logging
 from pathlib import Path
 
 import pytest

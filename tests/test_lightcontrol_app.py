@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, MutableMapping
 from pathlib import Path
+from typing import Any
 
 import anyio
 import pytest
@@ -306,12 +307,12 @@ def test_concurrency_limit_answers_503() -> None:
         statuses: list[int] = []
 
         async def request() -> None:
-            async def receive() -> dict[str, object]:
+            async def receive() -> dict[str, Any]:
                 return {"type": "http.request", "body": b""}
 
-            async def send(message: dict[str, object]) -> None:
+            async def send(message: MutableMapping[str, Any]) -> None:
                 if message["type"] == "http.response.start":
-                    statuses.append(int(message["status"]))  # type: ignore[call-overload]
+                    statuses.append(int(message["status"]))
 
             await limited({"type": "http", "path": "/", "headers": []}, receive, send)
 

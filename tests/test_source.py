@@ -163,6 +163,6 @@ def test_download_timeout_s_in_the_config_bounds_the_download(
 
 
 def test_a_download_over_max_bytes_is_refused(served: tuple[str, bytes]) -> None:
-    base, data = served
+    base, _ = served
     with pytest.raises(PluginLoadError, match=r"hostile\.wat is larger than 100 bytes"):
         fetch_url("remote", f"{base}/hostile.wat", "0" * 64, max_bytes=100)

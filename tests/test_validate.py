@@ -72,7 +72,7 @@ def _openapi_core_accepts(document: str, function: str, call: dict[str, Any]) ->
     return not errors
 
 
-CASES = [
+CASES: list[tuple[str, str, dict[str, Any]]] = [
     (LIGHTS, "set_light_color", {"body": {"action": "ToBlue"}}),
     (LIGHTS, "set_light_color", {"body": {"action": "ToPurple"}}),
     (LIGHTS, "set_light_color", {"body": {}}),

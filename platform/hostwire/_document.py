@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from yaml.error import Mark
 from yaml.events import AliasEvent
 from yaml.nodes import MappingNode, Node, SequenceNode
 
@@ -76,30 +75,26 @@ class _BoundedLoader(yaml.SafeLoader):
         # id(node) -> how many values the node stands for with its aliases expanded.
         self._values: dict[int, int] = {}
 
-    def compose_node(self, parent: Node | None, index: Any) -> Node:
-        if self.check_event(AliasEvent):
-            event = self.peek_event()
+    def compose_node(self, parent: Node | None, index: Any) -> Node | None:
+        event = self.peek_event()  # type: ignore[no-untyped-call]  # untyped in types-PyYAML
+        if isinstance(event, AliasEvent):
             target = self.anchors.get(event.anchor)
             # A collection is open (no end mark yet) while its children are composed.
             if target is not None and target.end_mark is None:
                 raise _refused(
-                    f"alias *{event.anchor} refers to a value that contains it "
-                    "(a recursive alias)",
+                    f"alias *{event.anchor} refers to a value that contains it (a recursive alias)",
                     event.start_mark,
                 )
-            node: Node = super().compose_node(parent, index)
-            return node
+            return super().compose_node(parent, index)
         if self._depth >= MAX_DEPTH:
-            raise _refused(
-                f"values are nested more than {MAX_DEPTH} levels deep",
-                self.peek_event().start_mark,
-            )
+            raise _refused(f"values are nested more than {MAX_DEPTH} levels deep", event.start_mark)
         self._depth += 1
         try:
             node = super().compose_node(parent, index)
         finally:
             self._depth -= 1
-        self._count(node)
+        if node is not None:
+            self._count(node)
         return node
 
     def _count(self, node: Node) -> None:
@@ -118,7 +113,9 @@ class _BoundedLoader(yaml.SafeLoader):
         self._values[id(node)] = values
 
 
-def _refused(reason: str, mark: Mark) -> DocumentError:
+def _refused(reason: str, mark: Any) -> DocumentError:
+    if mark is None:
+        return DocumentError(reason)
     return DocumentError(f"at line {mark.line + 1}, column {mark.column + 1}: {reason}")
 
 

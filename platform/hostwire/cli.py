@@ -259,9 +259,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     factory = _app_factory(args.app)
     if args.config:
-        config = load_config(args.config)
+        plugins = load_config(args.config)
         try:
-            app = factory(db_path=args.db, config=config)
+            app = factory(db_path=args.db, config=plugins)
         except ConfigError as exc:
             if exc.path == str(Path(args.config)):
                 raise
