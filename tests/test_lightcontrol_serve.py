@@ -173,7 +173,8 @@ def test_serve_refuses_a_bad_plugin_before_serving(tmp_path: Path) -> None:
         result.stderr.strip()
         .splitlines()[-1]
         .startswith(
-            'hostwire: error: Plug-in "cycle" grants "paintItBlack", which is not an operation'
+            f'hostwire: error: {config}: Plug-in "cycle" grants "paintItBlack", '
+            "which is not an operation"
         )
     )
     assert not (tmp_path / "lightcontrol.db").exists()
