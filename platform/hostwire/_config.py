@@ -145,9 +145,6 @@ class PluginConfig(BaseModel):
         A missing or unreadable file, a failed download or a wrong hash is a
         ``ConfigError`` naming the configuration file, plug-in and field.
         """
-        where = f'plugin "{self.name}"'
-        if self._file is not None:
-            where = f"{self._file}: {where} (plugins[{self._index}])"
         field = "url" if self.url else "path"
         try:
             if self.url:
@@ -155,24 +152,42 @@ class PluginConfig(BaseModel):
                     self.name, self.url, self.sha256, timeout_s=self.download_timeout_s
                 )
             if not self.path:
-                raise ConfigError(f"{where}: it has neither path nor url.")
+                raise ConfigError(f"{self._where()}: it has neither path nor url.")
             return read_path(self.name, base_dir / self.path, self.sha256)
         except PluginLoadError as exc:
-            # The source's message starts with the plug-in's name, which `where` already says.
-            reason = str(exc).removeprefix(f'Plug-in "{self.name}"').lstrip(": ")
-            file = str(self._file) if self._file is not None else None
-            raise ConfigError(f"{where}: {field}: {reason}", path=file) from exc
+            raise self._config_error(exc, field) from exc
 
     def load(self, base_dir: Path, host_functions: Iterable[HostFunction] = ()) -> Plugin:
-        """Read, verify, compile and return the plug-in."""
-        return Plugin(
-            self.name,
-            self.read(base_dir),
-            limits=self.limits.to_limits(),
-            config=self.config,
-            host_functions=host_functions,
-            allowed_hosts=self.allowed_hosts,
-            allowed_paths=self.allowed_paths,
+        """Read, verify, compile and return the plug-in.
+
+        A plug-in that cannot be loaded is a ``ConfigError`` naming the file it is
+        configured in: the configuration cannot start as written.
+        """
+        wasm = self.read(base_dir)
+        try:
+            return Plugin(
+                self.name,
+                wasm,
+                limits=self.limits.to_limits(),
+                config=self.config,
+                host_functions=host_functions,
+                allowed_hosts=self.allowed_hosts,
+                allowed_paths=self.allowed_paths,
+            )
+        except PluginLoadError as exc:
+            raise self._config_error(exc, None) from exc
+
+    def _where(self) -> str:
+        if self._file is None:
+            return f'plugin "{self.name}"'
+        return f'{self._file}: plugin "{self.name}" (plugins[{self._index}])'
+
+    def _config_error(self, exc: PluginLoadError, field: str | None) -> ConfigError:
+        # The runtime's message starts with the plug-in's name, which _where() says already.
+        reason = str(exc).removeprefix(f'Plug-in "{self.name}"').lstrip(": ")
+        where = f"{self._where()}: {field}" if field else self._where()
+        return ConfigError(
+            f"{where}: {reason}", path=str(self._file) if self._file is not None else None
         )
 
 
