@@ -330,3 +330,14 @@ def test_unreadable_plugin_files_are_configuration_errors_naming_the_file(
     with pytest.raises(ConfigError, match=rf"^{re.escape(str(path))}: {expected}$") as caught:
         config.plugins[0].load(config.base_dir)
     assert caught.value.exit_code == 2
+
+
+def test_a_plugin_that_does_not_compile_is_a_configuration_error(tmp_path: Path) -> None:
+    (tmp_path / "junk.wasm").write_bytes(b"\0asm\x01\0\0\0\xff\xff")
+    path = write(tmp_path, "hostwire.yaml", "plugins:\n  - name: junk\n    path: junk.wasm\n")
+    config = load_config(path)
+    with pytest.raises(ConfigError) as caught:
+        config.plugins[0].load(config.base_dir)
+    assert str(caught.value).startswith(
+        f'{path}: plugin "junk" (plugins[0]): is not a valid WebAssembly module: '
+    )
