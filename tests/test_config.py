@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 import wat
-from hostwire import ConfigError, HostFunction, load_config
+from hostwire import ConfigError, HostFunction, load_config, parse_config
 
 
 def write(tmp_path: Path, name: str, text: str) -> Path:
@@ -219,7 +219,7 @@ def test_plugin_config_over_1_mib_once_expanded_is_refused(tmp_path: Path) -> No
             + "[" * 100
             + "]" * 100
             + "}}]}",
-            ': plugin "a" (plugins[0]): config: deep[0][0][0]',
+            ": plugins[0].config.deep[0][0][0][0]... is nested more than 64 levels deep.",
             id="json-deeper-than-64",
         ),
     ],
@@ -340,4 +340,16 @@ def test_a_plugin_that_does_not_compile_is_a_configuration_error(tmp_path: Path)
         config.plugins[0].load(config.base_dir)
     assert str(caught.value).startswith(
         f'{path}: plugin "junk" (plugins[0]): is not a valid WebAssembly module: '
+    )
+
+
+def test_parse_config_refuses_a_config_value_that_contains_itself() -> None:
+    loop: dict[str, object] = {}
+    loop["again"] = loop
+    raw = {"plugins": [{"name": "a", "path": "a.wat", "config": {"loop": loop}}]}
+    with pytest.raises(ConfigError) as caught:
+        parse_config(raw, path=Path("app.yaml"))
+    assert str(caught.value) == (
+        'app.yaml: plugin "a" (plugins[0]): config: loop.again contains itself '
+        "(a recursive alias)"
     )

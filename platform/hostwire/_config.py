@@ -29,7 +29,7 @@ from pydantic import (
     model_validator,
 )
 
-from hostwire._document import DocumentError, json_size, parse_json, parse_yaml, read_text
+from hostwire._document import DocumentError, dotted, json_size, parse_json, parse_yaml, read_text
 from hostwire._errors import ConfigError, PluginLoadError
 from hostwire._hostfn import HostFunction
 from hostwire._limits import Limits
@@ -124,7 +124,7 @@ class PluginConfig(BaseModel):
         try:
             json_size(value, MAX_PLUGIN_CONFIG_BYTES)
         except DocumentError as exc:
-            raise ValueError(f"{_dotted(exc.loc) or 'the value'} {exc.reason}") from None
+            raise ValueError(f"{dotted(exc.loc) or 'the value'} {exc.reason}") from None
         return value
 
     @model_validator(mode="after")
@@ -240,13 +240,6 @@ class HostwireConfig(BaseModel):
         return result
 
 
-def _dotted(loc: Iterable[int | str]) -> str:
-    text = ""
-    for part in loc:
-        text += f"[{part}]" if isinstance(part, int) else f".{part}" if text else str(part)
-    return text
-
-
 def _describe(path: Path, raw: Any, loc: tuple[int | str, ...]) -> str:
     where = ""
     fields = list(loc)
@@ -259,7 +252,7 @@ def _describe(path: Path, raw: Any, loc: tuple[int | str, ...]) -> str:
                 name = entries[index].get("name")
         where = f'plugin "{name}" (plugins[{index}])' if name else f"plugins[{index}]"
         fields = fields[2:]
-    field = _dotted(fields)
+    field = dotted(tuple(fields))
     return ": ".join(part for part in (str(path), where, field) if part)
 
 

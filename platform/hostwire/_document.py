@@ -49,11 +49,16 @@ def read_text(path: Path) -> str:
 
 
 def parse_json(text: str) -> Any:
-    """``json.loads``, with nesting too deep for the parser reported as such."""
+    """``json.loads`` that refuses nesting deeper than ``MAX_DEPTH``."""
     try:
-        return json.loads(text)
-    except RecursionError:
+        value = json.loads(text)
+    except RecursionError:  # far deeper than MAX_DEPTH: the parser gave up
         raise DocumentError(f"values are nested more than {MAX_DEPTH} levels deep") from None
+    try:
+        json_size(value, len(text) * 2 + 2)  # JSON has no aliases: only the depth can fail
+    except DocumentError as exc:
+        raise DocumentError(f"{dotted(exc.loc) or 'the document'} {exc.reason}") from None
+    return value
 
 
 def parse_yaml(text: str) -> Any:
@@ -171,6 +176,14 @@ def json_size(value: Any, limit: int) -> int:
         return total
 
     return measure(value, ())
+
+
+def dotted(loc: tuple[int | str, ...]) -> str:
+    """``("config", "a", 0)`` as ``config.a[0]``; a long path ends in ``...``."""
+    text = ""
+    for part in loc[:8]:
+        text += f"[{part}]" if isinstance(part, int) else f".{part}" if text else str(part)
+    return text + ("..." if len(loc) > 8 else "")
 
 
 def _part(name: Hashable) -> int | str:
