@@ -350,6 +350,5 @@ def test_parse_config_refuses_a_config_value_that_contains_itself() -> None:
     with pytest.raises(ConfigError) as caught:
         parse_config(raw, path=Path("app.yaml"))
     assert str(caught.value) == (
-        'app.yaml: plugin "a" (plugins[0]): config: loop.again contains itself '
-        "(a recursive alias)"
+        'app.yaml: plugin "a" (plugins[0]): config: loop.again contains itself (a recursive alias)'
     )
