@@ -234,7 +234,7 @@ def test_streaming_responses_go_through_the_chunk_hooks_only(
     ("answers", "message"),
     [
         pytest.param({"trap": True}, "trapped", id="trap"),
-        pytest.param({"http_pre_hook": "not json"}, "invalid JSON", id="garbage"),
+        pytest.param({"http_pre_hook": "not json"}, "not valid JSON", id="garbage"),
         pytest.param({"http_pre_hook": {"error": "database down"}}, "database down", id="error"),
         pytest.param(
             {"http_pre_hook": {"has_response": True, "response": {"status_code": 99}}},

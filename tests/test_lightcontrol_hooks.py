@@ -38,7 +38,7 @@ GUARD_PLUGIN = {
 REDACTOR_PLUGIN = {
     "name": "redactor",
     "path": REDACTOR,
-    "config": {"redact": "brightness", "drop": "secret-lamp"},
+    "config": {"redact": "name", "paths": "/lights", "drop": "secret-lamp"},
 }
 
 
@@ -69,7 +69,7 @@ def test_the_post_hook_adds_a_header_and_redacts(client: TestClient) -> None:
     assert response.status_code == 200
     assert response.headers["x-served-by"] == "hostwire"
     light = response.json()
-    assert light["brightness"] == "[redacted]"
+    assert light["name"] == "[redacted]"
     assert light["color"] == "white"
     assert int(response.headers["content-length"]) == len(response.content)
 
