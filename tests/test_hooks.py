@@ -448,7 +448,7 @@ def raw_answer_plugin(name: str, answers: dict[str, bytes], limits: Limits | Non
             b'{"context": {}, "x": "\xff"}', "not UTF-8 (byte 0xff at offset 22)", id="utf8"
         ),
         # json.loads(bytes) would guess UTF-16 from this and blame a 'utf-16-le' codec.
-        pytest.param(b'{\x00"\xc3', "not UTF-8 (byte 0xc3 at offset 3)", id="utf16-looking"),
+        pytest.param(b"{\x00 }\xff", "not UTF-8 (byte 0xff at offset 4)", id="utf16-looking"),
         pytest.param(b'{"context": NaN}', "not valid JSON: NaN is not a JSON value", id="nan"),
     ],
 )

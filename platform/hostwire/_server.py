@@ -42,8 +42,12 @@ class HeaderTimeoutProtocol(H11Protocol):
         super().data_received(data)
         if not self._waiting_for_headers():
             self._disarm()
-        elif self._header_timer is None:
-            self._arm()  # the first bytes of a later request on a kept-alive connection
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()  # may start a request that was pipelined
+        if not self.transport.is_closing() and self._waiting_for_headers():
+            self._disarm()
+            self._arm()  # the next request's headers, on a kept-alive connection
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()
