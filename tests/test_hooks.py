@@ -717,3 +717,13 @@ def test_rewrites_that_break_the_declared_response_are_refused(
     assert (kept.status_code, kept.json()) == (200, {"items": [1, 2], "secret": "s3"})
     assert "x-rewritten" not in kept.headers
     assert any(reason in r.getMessage() for r in caplog.records if r.levelname == "WARNING")
+
+
+def test_a_short_circuit_answer_without_a_body_can_be_passed_on_by_post_hooks(
+    make_client: Any, recorder: Recorder, items_spec: OpenAPIDocument
+) -> None:
+    answer = {"has_response": True, "response": {"status_code": 204, "headers": {}}}
+    passed_on = {"response": {"status_code": 204, "headers": {"x-seen": "1"}, "body": ""}}
+    plugin = hook_plugin(recorder, "guard", http_pre_hook=answer, http_post_hook=passed_on)
+    response = make_client(Subscriber(plugin), spec=items_spec).delete("/items")
+    assert (response.status_code, response.headers["x-seen"]) == (204, "1")
