@@ -160,7 +160,11 @@ def _header_list(headers: Any, what: str) -> list[tuple[bytes, bytes]]:
 
 
 class HttpHooksMiddleware:
-    """ASGI middleware that runs the HTTP hooks of ``subscribers()`` around the app."""
+    """ASGI middleware that runs the HTTP hooks of ``subscribers()`` around the app.
+
+    ``spec`` is the OpenAPI document of the API the app serves: post-hook
+    rewrites must keep its declared responses. Without it they are not checked.
+    """
 
     def __init__(
         self,
