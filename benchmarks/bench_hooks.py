@@ -9,8 +9,9 @@ request at INFO to a file, as ``hostwire serve`` does):
   ``http_pre_hook``: API key ``bench:bench-key`` in X-API-Key, rate_limit 0 =
   unlimited) and redactor (C, ``http_pre_hook`` marks the context,
   ``http_post_hook`` adds ``x-served-by: hostwire`` and rewrites the JSON with
-  ``brightness`` redacted). Both have ``timeout_ms: 20``, as hooks in a
-  request path should, so they run on the event loop (no worker-thread hop);
+  ``name`` redacted; hostwire checks the rewrite against the Light schema).
+  Both have ``timeout_ms: 20``, as hooks in a request path should, so they run
+  on the event loop (no worker-thread hop);
   every request makes three plug-in calls, with JSON and base64 both ways.
 
 The load is closed-loop and bounded: ``--connections`` keep-alive connections
@@ -84,12 +85,12 @@ plugins:
     limits: {{timeout_ms: 20}}
   - name: redactor
     path: {WASM["redactor"]}
-    config: {{redact: brightness}}
+    config: {{redact: name, paths: /lights}}
     limits: {{timeout_ms: 20}}
 """
 SERVED_BY = b"\r\nx-served-by: hostwire\r\n"
-REDACTED = b'"brightness":"[redacted]"'
-PLAIN = b'"brightness":'
+REDACTED = b'"name":"[redacted]"'
+PLAIN = b'"name":'
 
 Check = Callable[[bytes, bytes], bool]  # (header block, body) -> as expected
 

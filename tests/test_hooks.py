@@ -7,6 +7,7 @@ import json
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
+import anyio
 import pytest
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
@@ -17,7 +18,16 @@ from starlette.testclient import TestClient
 
 import wat
 from conftest import compile_wat
-from hostwire import CallContext, HostFunction, HttpHooksMiddleware, Limits, Plugin, Subscriber
+from hostwire import (
+    CallContext,
+    HostFunction,
+    HttpHooksMiddleware,
+    Limits,
+    OpenAPIDocument,
+    Plugin,
+    Subscriber,
+    load_openapi,
+)
 
 HOOKS = ("http_pre_hook", "http_post_hook", "http_stream_chunk_hook")
 
@@ -75,7 +85,7 @@ def make_client(app_seen: list[dict[str, Any]]) -> Iterator[Any]:
     clients: list[TestClient] = []
     plugins: list[Plugin] = []
 
-    def make(*subscribers: Subscriber) -> TestClient:
+    def make(*subscribers: Subscriber, spec: OpenAPIDocument | None = None) -> TestClient:
         plugins.extend(s.plugin for s in subscribers)
         chosen = list(subscribers)
 
@@ -115,7 +125,7 @@ def make_client(app_seen: list[dict[str, Any]]) -> Iterator[Any]:
                 Route("/other", items, methods=["GET"]),
                 Route("/stream", stream),
             ],
-            middleware=[Middleware(HttpHooksMiddleware, subscribers=lambda: chosen)],
+            middleware=[Middleware(HttpHooksMiddleware, subscribers=lambda: chosen, spec=spec)],
         )
         client = TestClient(app)
         clients.append(client)
@@ -234,7 +244,7 @@ def test_streaming_responses_go_through_the_chunk_hooks_only(
     ("answers", "message"),
     [
         pytest.param({"trap": True}, "trapped", id="trap"),
-        pytest.param({"http_pre_hook": "not json"}, "invalid JSON", id="garbage"),
+        pytest.param({"http_pre_hook": "not json"}, "not valid JSON", id="garbage"),
         pytest.param({"http_pre_hook": {"error": "database down"}}, "database down", id="error"),
         pytest.param(
             {"http_pre_hook": {"has_response": True, "response": {"status_code": 99}}},
@@ -369,3 +379,351 @@ def test_hook_plugins_with_too_small_an_input_limit_are_reported(
         client.get("/items")
     (record,) = [r for r in caplog.records if "max_input_bytes" in r.getMessage()]
     assert 'Plug-in "small"' in record.getMessage()
+
+
+# -- answers that must never pass ------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        pytest.param({"response": {"status_code": 401, "headers": {}, "body": ""}}, id="no-flag"),
+        pytest.param(
+            {"has_response": False, "response": {"status_code": 401, "headers": {}, "body": ""}},
+            id="flag-false",
+        ),
+        pytest.param(
+            {"has_response": "yes", "response": {"status_code": 401, "headers": {}, "body": ""}},
+            id="flag-not-a-boolean",
+        ),
+    ],
+)
+def test_a_response_without_has_response_is_a_failure_not_a_pass(
+    make_client: Any, recorder: Recorder, app_seen: list[dict[str, Any]], answer: dict[str, Any]
+) -> None:
+    # The C PDK once dropped has_response and sent only the response: a guard's
+    # refusal must not turn into "go on".
+    closed = make_client(Subscriber(hook_plugin(recorder, "guard", http_pre_hook=answer)))
+    response = closed.get("/items")
+    assert response.status_code == 502
+    error = response.json()["error"]
+    assert (error["code"], error["plugin"]) == ("plugin_failed", "guard")
+    assert "has_response" in error["message"]
+    assert app_seen == []
+    opened = make_client(
+        Subscriber(hook_plugin(recorder, "guard", http_pre_hook=answer), "fail_open")
+    )
+    assert opened.get("/items").status_code == 200  # fail_open: as if the hook were not there
+
+
+def raw_answer_plugin(name: str, answers: dict[str, bytes], limits: Limits | None = None) -> Plugin:
+    """A plug-in with the three hooks; each answers exactly its bytes in ``answers``
+    (together up to 60 KB), or nothing."""
+    data, functions, offset = [], [], 0
+    for export in HOOKS:
+        answer = answers.get(export, b"")
+        text = "".join(f"\\{b:02x}" for b in answer)
+        data.append(f'  (data (i32.const {offset}) "{text}")')
+        functions.append(
+            f"""  (func (export "{export}") (result i32)
+    (call $output_set (call $to_block (i32.const {offset}) (i32.const {len(answer)}))
+      (i64.const {len(answer)}))
+    (i32.const 0))"""
+        )
+        offset += len(answer)
+    module = f"""(module
+{wat.KERNEL}
+  (memory (export "memory") 1)
+{chr(10).join(data)}
+{wat.TO_BLOCK}
+{chr(10).join(functions)}
+)"""
+    return Plugin(name, compile_wat(module), limits=limits or Limits(timeout_ms=2000))
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        pytest.param(
+            b'{"context": {}, "x": "\xff"}', "not UTF-8 (byte 0xff at offset 22)", id="utf8"
+        ),
+        # json.loads(bytes) would guess UTF-16 from this and blame a 'utf-16-le' codec.
+        pytest.param(b"{\x00 }\xff", "not UTF-8 (byte 0xff at offset 4)", id="utf16-looking"),
+        pytest.param(b'{"context": NaN}', "not valid JSON: NaN is not a JSON value", id="nan"),
+    ],
+)
+@pytest.mark.parametrize("export", ["http_pre_hook", "http_post_hook"])
+def test_answers_that_are_not_utf8_json_fail_naming_the_plugin(
+    make_client: Any, data: bytes, message: str, export: str
+) -> None:
+    client = make_client(Subscriber(raw_answer_plugin("garbled", {export: data})))
+    response = client.get("/items")
+    assert response.status_code == 502
+    error = response.json()["error"]
+    assert (error["code"], error["plugin"]) == ("plugin_failed", "garbled")
+    assert f"{export} failed: its answer is {message}" in error["message"]
+    assert "codec" not in error["message"]
+
+
+def test_a_chunk_answer_that_is_not_utf8_ends_the_stream_and_is_logged(
+    make_client: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    garbled = raw_answer_plugin("garbled", {"http_stream_chunk_hook": b'{\x00"\xc3'})
+    client = make_client(Subscriber(garbled))
+    with caplog.at_level("ERROR", logger="hostwire.hooks"):
+        assert client.get("/stream").text == ""
+    (line,) = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert "http_stream_chunk_hook failed" in line
+    assert "its answer is not UTF-8 (byte 0xc3 at offset 3)" in line
+
+
+DEEP = "[" * 100_000 + "]" * 100_000
+
+
+@pytest.mark.parametrize("export", ["http_pre_hook", "http_post_hook"])
+def test_deep_json_answers_fail_naming_the_plugin(
+    make_client: Any, recorder: Recorder, export: str
+) -> None:
+    client = make_client(Subscriber(hook_plugin(recorder, "deep", **{export: DEEP})))
+    response = client.get("/items")
+    assert response.status_code == 502
+    error = response.json()["error"]
+    assert (error["code"], error["plugin"]) == ("plugin_failed", "deep")
+    assert f"{export} failed: its answer is JSON nested too deeply" in error["message"]
+
+
+def test_a_deep_json_chunk_answer_ends_the_stream_and_is_logged(
+    make_client: Any, recorder: Recorder, caplog: pytest.LogCaptureFixture
+) -> None:
+    client = make_client(Subscriber(hook_plugin(recorder, "deep", http_stream_chunk_hook=DEEP)))
+    with caplog.at_level("ERROR", logger="hostwire.hooks"):
+        assert client.get("/stream").text == ""
+    (line,) = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert 'Plug-in "deep" http_stream_chunk_hook failed on GET "/stream"' in line
+    assert "nested too deeply" in line
+    assert client.get("/items").status_code == 200  # and the server goes on
+
+
+def test_an_answer_over_max_output_bytes_is_refused(make_client: Any) -> None:
+    big = b'{"context": {"pad": "' + b"x" * 5000 + b'"}}'
+    chatty = raw_answer_plugin(
+        "chatty", {"http_pre_hook": big}, Limits(timeout_ms=2000, max_output_bytes=1000)
+    )
+    response = make_client(Subscriber(chatty)).get("/items")
+    assert response.status_code == 502
+    error = response.json()["error"]
+    assert (error["code"], error["plugin"]) == ("plugin_failed", "chatty")
+    assert "max_output_bytes" in error["message"]
+
+
+# -- the request body ----------------------------------------------------------------
+
+
+def test_a_client_that_leaves_before_its_body_is_complete_runs_nothing(
+    recorder: Recorder,
+) -> None:
+    ran: list[str] = []
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        ran.append(scope["path"])
+
+    plugin = hook_plugin(recorder, "watcher")
+    middleware = HttpHooksMiddleware(app, lambda: [Subscriber(plugin)])
+    messages = [
+        {"type": "http.request", "body": b'{"action":"TurnOn"}', "more_body": True},
+        {"type": "http.disconnect"},
+    ]
+    sent: list[Any] = []
+
+    async def receive() -> Any:
+        return messages.pop(0)
+
+    async def send(message: Any) -> None:
+        sent.append(message)
+
+    scope = {
+        "type": "http", "method": "POST", "path": "/light_control", "query_string": b"",
+        "headers": [(b"content-length", b"100")],
+    }  # fmt: skip
+    try:
+        anyio.run(middleware, scope, receive, send)
+    finally:
+        plugin.close()
+    assert (ran, recorder.seen, sent) == ([], [], [])  # no hook, no route, no answer
+
+
+# -- the server's log ----------------------------------------------------------------
+
+
+def test_a_fail_closed_failure_is_logged_on_the_server_in_one_escaped_line(
+    make_client: Any, recorder: Recorder, caplog: pytest.LogCaptureFixture
+) -> None:
+    answer = {"error": "database down\nFAKE ERROR line\u202e"}
+    client = make_client(Subscriber(hook_plugin(recorder, "flaky", http_pre_hook=answer)))
+    with caplog.at_level("WARNING", logger="hostwire.hooks"):
+        response = client.get("/items%0Aforged", headers={"X-Request-ID": "req-42"})
+    assert response.status_code == 502
+    (line,) = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert line == (
+        'Plug-in "flaky" http_pre_hook failed on GET "/items\\nforged" (request_id=req-42): '
+        "it reported an error: database down\\nFAKE ERROR line\\u202e; "
+        "its policy is fail_closed, so the client got 502."
+    )
+
+
+def test_a_fail_open_failure_is_logged_escaped(
+    make_client: Any, recorder: Recorder, caplog: pytest.LogCaptureFixture
+) -> None:
+    answer = {"error": "a\nb\u0000c"}
+    plugin = hook_plugin(recorder, "flaky", http_pre_hook=answer)
+    client = make_client(Subscriber(plugin, "fail_open"))
+    with caplog.at_level("WARNING", logger="hostwire.hooks"):
+        assert client.get("/items").status_code == 200
+    (line,) = [r.getMessage() for r in caplog.records if "fail_open" in r.getMessage()]
+    assert "it reported an error: a\\nb\\x00c; its policy is fail_open" in line
+
+
+# -- rewrites keep the API's contract -------------------------------------------------
+
+ITEMS_SPEC = """
+openapi: 3.1.0
+info: {title: items, version: "1"}
+paths:
+  /items:
+    get:
+      operationId: listItems
+      responses:
+        "200":
+          description: The items.
+          content:
+            application/json:
+              schema:
+                type: object
+                required: [items, secret]
+                additionalProperties: false
+                properties:
+                  items: {type: array, items: {type: integer}}
+                  secret: {type: string}
+        4XX:
+          description: A client error.
+          content:
+            application/json:
+              schema: {$ref: "#/components/schemas/Error"}
+    delete:
+      operationId: deleteItems
+      responses:
+        "204": {description: Deleted.}
+components:
+  schemas:
+    Error:
+      type: object
+      required: [error]
+      properties:
+        error: {type: string}
+"""
+
+
+@pytest.fixture
+def items_spec(tmp_path: Any) -> OpenAPIDocument:
+    path = tmp_path / "items.yaml"
+    path.write_text(ITEMS_SPEC, encoding="utf-8")
+    return load_openapi(path)
+
+
+def rewrite(body: object, status: int = 200, content_type: str = "application/json") -> Any:
+    data = body if isinstance(body, bytes) else json.dumps(body).encode()
+    headers = {"content-type": content_type, "x-rewritten": "1"}
+    return {"response": {"status_code": status, "headers": headers, "body": b64(data)}}
+
+
+@pytest.mark.parametrize(
+    ("path", "answer"),
+    [
+        pytest.param("/items", rewrite({"items": [1, 2], "secret": "[redacted]"}), id="a-string"),
+        pytest.param("/items", rewrite({"error": "gone"}, 404), id="a-declared-status-range"),
+        # Only the headers changed: nothing the document declares.
+        pytest.param("/other", rewrite(b'{"items":[1,2],"secret":"s3"}'), id="headers-only"),
+    ],
+)
+def test_rewrites_that_keep_the_declared_response_pass(
+    make_client: Any, recorder: Recorder, items_spec: OpenAPIDocument, path: str, answer: Any
+) -> None:
+    plugin = hook_plugin(recorder, "rewriter", http_post_hook=answer)
+    response = make_client(Subscriber(plugin), spec=items_spec).get(path)
+    assert response.headers["x-rewritten"] == "1"
+    assert response.content == base64.b64decode(answer["response"]["body"])
+
+
+@pytest.mark.parametrize(
+    ("path", "answer", "reason"),
+    [
+        pytest.param(
+            "/items",
+            rewrite({"items": "[redacted]", "secret": "s3"}),
+            "the body breaks the 200 schema of GET /items: /items: '[redacted]' is not of "
+            "type 'array'",
+            id="wrong-type",
+        ),
+        pytest.param(
+            "/items",
+            rewrite({"items": [1], "secret": "s3", "extra": 1}),
+            "Additional properties are not allowed",
+            id="undeclared-member",
+        ),
+        pytest.param(
+            "/items", rewrite({"error": 1}, 403), "the body breaks the 4XX schema", id="bad-error"
+        ),
+        pytest.param(
+            "/items", rewrite({}, 500), "GET /items declares no 500 response", id="status"
+        ),
+        pytest.param(
+            "/items",
+            rewrite(b"hidden", content_type="text/plain"),
+            "GET /items 200 declares application/json, not text/plain",
+            id="media-type",
+        ),
+        pytest.param("/items", rewrite(b"{not json"), "the body is not valid JSON", id="not-json"),
+        pytest.param(
+            "/other",
+            rewrite({"items": [1, 2], "secret": "[redacted]"}),
+            "the OpenAPI document declares no operation GET /other",
+            id="undeclared-path",
+        ),
+    ],
+)
+def test_rewrites_that_break_the_declared_response_are_refused(
+    make_client: Any,
+    recorder: Recorder,
+    items_spec: OpenAPIDocument,
+    caplog: pytest.LogCaptureFixture,
+    path: str,
+    answer: Any,
+    reason: str,
+) -> None:
+    closed = hook_plugin(recorder, "rewriter", http_post_hook=answer)
+    with caplog.at_level("WARNING", logger="hostwire.hooks"):
+        response = make_client(Subscriber(closed), spec=items_spec).get(path)
+    assert response.status_code == 502
+    error = response.json()["error"]
+    assert (error["code"], error["plugin"]) == ("plugin_failed", "rewriter")
+    assert "its rewritten response breaks the API" in error["message"]
+    assert reason in error["message"]
+    assert any(reason in r.getMessage() for r in caplog.records if r.levelname == "ERROR")
+    # fail_open: the rewrite is dropped (and logged); the app's own answer goes out.
+    opened = hook_plugin(recorder, "rewriter", http_post_hook=answer)
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="hostwire.hooks"):
+        kept = make_client(Subscriber(opened, "fail_open"), spec=items_spec).get(path)
+    assert (kept.status_code, kept.json()) == (200, {"items": [1, 2], "secret": "s3"})
+    assert "x-rewritten" not in kept.headers
+    assert any(reason in r.getMessage() for r in caplog.records if r.levelname == "WARNING")
+
+
+def test_a_short_circuit_answer_without_a_body_can_be_passed_on_by_post_hooks(
+    make_client: Any, recorder: Recorder, items_spec: OpenAPIDocument
+) -> None:
+    answer = {"has_response": True, "response": {"status_code": 204, "headers": {}}}
+    passed_on = {"response": {"status_code": 204, "headers": {"x-seen": "1"}, "body": ""}}
+    plugin = hook_plugin(recorder, "guard", http_pre_hook=answer, http_post_hook=passed_on)
+    response = make_client(Subscriber(plugin), spec=items_spec).delete("/items")
+    assert (response.status_code, response.headers["x-seen"]) == (204, "1")

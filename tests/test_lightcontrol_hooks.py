@@ -12,7 +12,8 @@ import pytest
 from starlette.testclient import TestClient
 
 from conftest import ROOT
-from hostwire import parse_config
+from hostwire import load_config, parse_config
+from lightcontrol import _spec
 from lightcontrol.app import Settings, create_app
 
 TOKEN = "hooks-token"
@@ -38,7 +39,7 @@ GUARD_PLUGIN = {
 REDACTOR_PLUGIN = {
     "name": "redactor",
     "path": REDACTOR,
-    "config": {"redact": "brightness", "drop": "secret-lamp"},
+    "config": {"redact": "name", "paths": "/lights", "drop": "secret-lamp"},
 }
 
 
@@ -69,7 +70,7 @@ def test_the_post_hook_adds_a_header_and_redacts(client: TestClient) -> None:
     assert response.status_code == 200
     assert response.headers["x-served-by"] == "hostwire"
     light = response.json()
-    assert light["brightness"] == "[redacted]"
+    assert light["name"] == "[redacted]"
     assert light["color"] == "white"
     assert int(response.headers["content-length"]) == len(response.content)
 
@@ -150,3 +151,47 @@ def test_plugins_calling_in_process_skip_the_hooks(tmp_path: Path) -> None:
         while test_client.get("/lights/lamp", headers=AUTH).json()["color"] != "blue":
             assert time.monotonic() < deadline, "follow's in-process call did not get through"
             time.sleep(0.01)  # polling a condition, not timing anything
+
+
+def test_the_demo_config_keeps_the_spec_and_the_response_schemas(tmp_path: Path) -> None:
+    demo = load_config(ROOT / "plugins.yaml")
+    settings = Settings(db_path=str(tmp_path / "demo.db"), token=TOKEN)
+    plain = Settings(db_path=str(tmp_path / "plain.db"), token=TOKEN)
+    keyed = {"Authorization": f"Bearer {TOKEN}", "X-API-Key": "demo-key"}
+    with (
+        TestClient(create_app(settings, plugins=demo)) as hooked,
+        TestClient(create_app(plain)) as bare,
+    ):
+        for path in ("/openapi.json", "/.well-known/ai-plugin.json", "/openapi.yaml"):
+            assert hooked.get(path).content == bare.get(path).content, path
+        light = hooked.get("/lights/default", headers=keyed)
+        assert light.headers["x-served-by"] == "hostwire"
+        assert light.json()["name"] == "[redacted]"  # the demo's redacted field: a string
+        assert _spec.problems("Light", light.json()) == []
+        lights = hooked.get("/lights", headers=keyed).json()
+        assert _spec.problems("LightList", lights) == []
+        assert (
+            hooked.get("/states", headers=keyed).json()
+            == bare.get("/states", headers={"Authorization": f"Bearer {TOKEN}"}).json()
+        )
+
+
+@pytest.mark.parametrize("field", ["brightness", "revision", "created_at"])
+def test_a_redaction_that_breaks_the_light_schema_is_refused(tmp_path: Path, field: str) -> None:
+    breaking = {**REDACTOR_PLUGIN, "config": {"redact": field}}
+    with lightcontrol(tmp_path, [breaking]) as test_client:
+        response = test_client.get("/lights/default", headers=AUTH)
+        assert response.status_code == 502
+        error = response.json()["error"]
+        assert (error["code"], error["plugin"]) == ("plugin_failed", "redactor")
+        assert (
+            f"the body breaks the 200 schema of GET /lights/{{id}}: /{field}:" in error["message"]
+        )
+        # The spec is not an operation of itself: rewriting it is refused too.
+        assert test_client.get("/openapi.json").status_code == 502
+    fail_open = {**breaking, "on_error": "fail_open"}
+    with lightcontrol(tmp_path, [fail_open]) as test_client:
+        response = test_client.get("/lights/default", headers=AUTH)
+        assert response.status_code == 200
+        assert _spec.problems("Light", response.json()) == []  # the app's own answer
+        assert test_client.get("/openapi.json").json() == _spec.spec()

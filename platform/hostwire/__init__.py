@@ -35,6 +35,7 @@ from hostwire._hooks import HttpHooksMiddleware
 from hostwire._hostapi import HostApi
 from hostwire._hostfn import CallContext, HostFunction
 from hostwire._limits import Limits
+from hostwire._logs import log_safe
 from hostwire._openapi import OpenAPIDocument, Operation, load_openapi, snake_case
 from hostwire._outbox import Outbox
 from hostwire._pluginset import PluginSet
@@ -89,6 +90,7 @@ __all__ = [
     "fetch_url",
     "load_config",
     "load_openapi",
+    "log_safe",
     "new_envelope",
     "parse_config",
     "read_path",

@@ -15,9 +15,15 @@ loop itself: the timeout bounds how long they can hold it. Any other plug-in's
 hooks run in a worker thread, all of a request's pre-hooks in one hop and all
 its post-hooks in another. A hook that traps, times out or
 answers garbage follows its plug-in's ``on_error``: ``fail_closed`` answers
-502 naming the plug-in, ``fail_open`` carries on without it. Plug-ins that
-export no hook are never called, and with none the middleware only passes
-requests through. Plug-ins' own in-process calls to the app skip the hooks.
+502 naming the plug-in (and logs one line saying why), ``fail_open`` carries
+on without it. Given the app's OpenAPI document (``spec``), a post-hook's
+rewrite of the status, content type or body must keep the operation's
+declared response, or it is refused the same way. Plug-ins that export no
+hook are never called, and with none the middleware only passes requests
+through. Plug-ins' own in-process calls to the app skip the hooks.
+
+The body is read whole before any hook runs; a client that leaves before
+sending all of it gets nothing run on its behalf.
 """
 
 from __future__ import annotations
@@ -35,10 +41,14 @@ from urllib.parse import parse_qsl, quote, urlencode
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from hostwire._contract import ResponseContract
 from hostwire._dispatch import ASGI_EXTENSION, header_map
 from hostwire._errors import PluginError
 from hostwire._events import Subscriber
+from hostwire._logs import log_safe
+from hostwire._openapi import OpenAPIDocument
 from hostwire._runtime import Plugin
+from hostwire._strictjson import parse_json
 from hostwire._threads import to_thread
 from hostwire._validate import HEADER_VALUE
 from hostwire._wasm import USER_MODULE, WASI_MODULES
@@ -52,9 +62,24 @@ INLINE_TIMEOUT_MS = 20
 class HookFailed(Exception):
     """A fail_closed hook failed; the client gets 502 naming the plug-in."""
 
-    def __init__(self, plugin: str, message: str) -> None:
-        super().__init__(message)
+    def __init__(self, plugin: str, export: str, reason: str) -> None:
+        super().__init__(f'Plug-in "{plugin}" {export} failed: {reason}')
         self.plugin = plugin
+        self.export = export
+        self.reason = reason
+
+    def log_line(self, exchange: _Exchange) -> str:
+        """The failure for the server's log: one line, client and plug-in text escaped."""
+        request = exchange.request
+        return (
+            f'Plug-in "{self.plugin}" {self.export} failed on {log_safe(request["method"])} '
+            f'"{log_safe(request["path"])}" (request_id={log_safe(exchange.request_id)}): '
+            f"{log_safe(self.reason)}"
+        )
+
+
+class _Disconnected(Exception):
+    """The client left before its whole body arrived."""
 
 
 @dataclass(slots=True)
@@ -63,6 +88,7 @@ class _Exchange:
 
     request: dict[str, Any]
     body: bytes
+    request_id: str = "-"
     context: dict[str, Any] = field(default_factory=dict)
     reached: list[Subscriber] = field(default_factory=list)
     response: dict[str, Any] | None = None  # set by a short-circuit or the app
@@ -134,7 +160,11 @@ def _header_list(headers: Any, what: str) -> list[tuple[bytes, bytes]]:
 
 
 class HttpHooksMiddleware:
-    """ASGI middleware that runs the HTTP hooks of ``subscribers()`` around the app."""
+    """ASGI middleware that runs the HTTP hooks of ``subscribers()`` around the app.
+
+    ``spec`` is the OpenAPI document of the API the app serves: post-hook
+    rewrites must keep its declared responses. Without it they are not checked.
+    """
 
     def __init__(
         self,
@@ -142,10 +172,13 @@ class HttpHooksMiddleware:
         subscribers: Callable[[], Sequence[Subscriber]],
         *,
         max_body_bytes: int = MAX_BODY_BYTES,
+        spec: OpenAPIDocument | None = None,
     ) -> None:
         self.app = app
         self.subscribers = subscribers
         self.max_body_bytes = max_body_bytes
+        # Without the document a rewrite cannot be checked: it is trusted as it is.
+        self.contract = ResponseContract(spec) if spec is not None else None
         self._cached: tuple[Sequence[Subscriber], list[Subscriber]] | None = None
 
     def _hooked(self) -> list[Subscriber]:
@@ -166,7 +199,7 @@ class HttpHooksMiddleware:
                 log.warning(
                     'Plug-in "%s": max_input_bytes %d is below the %d a hook needs for a '
                     "%d-byte body; larger requests will fail its hooks.",
-                    subscriber.plugin.name,
+                    log_safe(subscriber.plugin.name),
                     limit,
                     needed,
                     self.max_body_bytes,
@@ -181,11 +214,15 @@ class HttpHooksMiddleware:
         if not hooked:
             await self.app(scope, receive, send)
             return
-        body = await self._read_body(receive)
+        try:
+            body = await self._read_body(receive)
+        except _Disconnected:
+            log.debug("The client left before sending its whole body; nothing ran.")
+            return
         if body is None:
             await _send_error(send, 413, "payload_too_large", "The request body is too large.")
             return
-        exchange = _Exchange(self._request(scope, body), body)
+        exchange = _Exchange(self._request(scope, body), body, _request_id(scope))
         try:
             await _run(hooked, self._run_pre_hooks, hooked, exchange)
             if exchange.response is None:
@@ -196,6 +233,9 @@ class HttpHooksMiddleware:
             if posting:
                 await _run(posting, self._run_post_hooks, exchange)
         except HookFailed as exc:
+            log.error(
+                "%s; its policy is fail_closed, so the client got 502.", exc.log_line(exchange)
+            )
             await _send_error(send, 502, "plugin_failed", str(exc), plugin=exc.plugin)
             return
         await _send_response(send, exchange.response or {}, exchange.raw_headers)
@@ -203,9 +243,12 @@ class HttpHooksMiddleware:
     # -- the request -------------------------------------------------------------
 
     async def _read_body(self, receive: Receive) -> bytes | None:
+        """The whole body; None when it is over the limit. Raises ``_Disconnected``."""
         chunks, size = [], 0
         while True:
             message = await receive()
+            if message["type"] == "http.disconnect":
+                raise _Disconnected
             if message["type"] != "http.request":
                 break
             chunk = message.get("body", b"")
@@ -237,10 +280,13 @@ class HttpHooksMiddleware:
         plugin = subscriber.plugin
         try:
             output = plugin.call(export, json.dumps(value, separators=(",", ":")).encode())
-            try:
-                answer = json.loads(output) if output.strip() else {}  # no output: no change
-            except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-                raise ValueError(f"it returned invalid JSON: {exc}") from exc
+            if len(output) > plugin.limits.max_output_bytes:  # refused before decoding
+                raise ValueError(
+                    f"its answer is {len(output)} bytes, over its max_output_bytes "
+                    f"({plugin.limits.max_output_bytes})"
+                )
+            # No output: no change.
+            answer = parse_json(output, "its answer") if output.strip() else {}
             if not isinstance(answer, dict):
                 raise ValueError(f"its answer must be a JSON object, not {type(answer).__name__}")
             if answer.get("error"):
@@ -252,12 +298,25 @@ class HttpHooksMiddleware:
             # must not erase what another plug-in's pre-hook left for its post-hook.
             answer["context"] = {**value["context"], **context}
         except (PluginError, ValueError, RecursionError) as exc:
-            message = f'Plug-in "{plugin.name}" {export} failed: {exc}'
-            if subscriber.on_error == "fail_open":
-                log.warning("%s; its policy is fail_open, so the request goes on.", message)
-                return None
-            raise HookFailed(plugin.name, message) from exc
+            reason = (
+                "its JSON is nested too deeply" if isinstance(exc, RecursionError) else str(exc)
+            )
+            return self._fail(subscriber, export, reason, exc)
         return answer
+
+    @staticmethod
+    def _fail(subscriber: Subscriber, export: str, reason: str, cause: Exception) -> None:
+        """Apply the plug-in's failure policy: log and go on, or raise ``HookFailed``."""
+        failure = HookFailed(subscriber.plugin.name, export, reason)
+        if subscriber.on_error == "fail_open":
+            log.warning(
+                'Plug-in "%s" %s failed: %s; its policy is fail_open, so the request goes on.',
+                log_safe(failure.plugin),
+                export,
+                log_safe(reason),
+            )
+            return
+        raise failure from cause
 
     def _run_pre_hooks(self, hooked: Sequence[Subscriber], exchange: _Exchange) -> None:
         for subscriber in hooked:
@@ -272,13 +331,19 @@ class HttpHooksMiddleware:
             try:
                 self._apply_pre(exchange, answer)
             except ValueError as exc:
-                self._bad_answer(subscriber, PRE, exc)
+                self._fail(subscriber, PRE, f"its answer is wrong: {exc}", exc)
                 continue
             if exchange.response is not None:
                 return  # answered by the hook: later pre-hooks and the route are skipped
 
     def _apply_pre(self, exchange: _Exchange, answer: dict[str, Any]) -> None:
-        if answer.get("has_response"):
+        flag = answer.get("has_response")
+        if flag is not None and not isinstance(flag, bool):
+            raise ValueError("has_response must be true or false")
+        if answer.get("response") is not None and flag is not True:
+            # A PDK that forgot the flag would let a guard's refusal pass: never.
+            raise ValueError("it carries a response but has_response is not true")
+        if flag:
             response = answer.get("response")
             _check_response(response)
             exchange.context = answer["context"]
@@ -316,8 +381,9 @@ class HttpHooksMiddleware:
             try:
                 if response is not None:
                     _check_response(response)
+                    self._check_contract(exchange, response)
             except ValueError as exc:
-                self._bad_answer(subscriber, POST, exc)
+                self._fail(subscriber, POST, f"its answer is wrong: {exc}", exc)
                 continue
             exchange.context = answer["context"]
             if response is not None:
@@ -338,18 +404,31 @@ class HttpHooksMiddleware:
                 try:
                     chunk = _unb64(answer["chunk"], "chunk")
                 except ValueError as exc:
-                    self._bad_answer(subscriber, CHUNK, exc)
+                    self._fail(subscriber, CHUNK, f"its answer is wrong: {exc}", exc)
                     continue
             exchange.context = answer["context"]
         return chunk
 
-    @staticmethod
-    def _bad_answer(subscriber: Subscriber, export: str, exc: ValueError) -> None:
-        message = f'Plug-in "{subscriber.plugin.name}" {export} answered badly: {exc}'
-        if subscriber.on_error == "fail_open":
-            log.warning("%s; its policy is fail_open, so the request goes on.", message)
+    def _check_contract(self, exchange: _Exchange, response: dict[str, Any]) -> None:
+        """A rewrite of status, content type or body must keep the declared response."""
+        if self.contract is None:
             return
-        raise HookFailed(subscriber.plugin.name, message)
+        before = exchange.response or {}
+        status = response["status_code"]
+        text, earlier = response.get("body", ""), before.get("body", "")
+        body = _unb64(text, "response.body")
+        if (
+            status == before.get("status_code")
+            and _content_type(response) == _content_type(before)
+            and (text == earlier or body == _unb64(earlier, "the earlier body"))
+        ):
+            return  # headers only: nothing the document declares has changed
+        request = exchange.request
+        problem = self.contract.problem(
+            request["method"], request["path"], status, _content_type(response), body
+        )
+        if problem is not None:
+            raise ValueError(f"its rewritten response breaks the API: {problem}")
 
     # -- the app ---------------------------------------------------------------------
 
@@ -421,7 +500,7 @@ class HttpHooksMiddleware:
                 )
             except HookFailed as exc:
                 # The status line is gone: all we can do is end the stream, and say why.
-                log.error("%s; the stream was cut short.", exc)
+                log.error("%s; the stream was cut short.", exc.log_line(exchange))
                 await send({"type": "http.response.body", "body": b"", "more_body": False})
                 raise _StreamCut from exc
             if passed is not None and (passed or not more):
@@ -447,6 +526,20 @@ class HttpHooksMiddleware:
 
 class _StreamCut(Exception):
     pass
+
+
+def _request_id(scope: Scope) -> str:
+    """The id the app's middleware gave the request (``state["request_id"]``), else the
+    client's X-Request-ID, for log lines."""
+    given = scope.get("state", {}).get("request_id")
+    if given is None:
+        given = dict(scope["headers"]).get(b"x-request-id", b"-").decode("latin-1")
+    return str(given)
+
+
+def _content_type(response: dict[str, Any]) -> str:
+    headers = response.get("headers") or {}
+    return next((str(v) for k, v in headers.items() if k.lower() == "content-type"), "")
 
 
 def _without_type(message: Message) -> dict[str, Any]:

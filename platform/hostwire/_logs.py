@@ -5,6 +5,10 @@ and the runtime's own error reports, which hold the real reason for a trap or
 a denied host, only appear there. This module drains that buffer, sends each
 plug-in's lines to the logger ``hostwire.plugin.<name>`` and keeps the last
 error report of each instance so the runtime can put it in its exception.
+
+Every value a client or a plug-in controls goes into a log line through
+``log_safe``: a line break or a bidi override in it cannot forge or disguise
+a line.
 """
 
 from __future__ import annotations
@@ -33,6 +37,24 @@ _LEVELS = {
     "ERROR": logging.ERROR,
 }
 _runtime_log = logging.getLogger("hostwire.extism")
+
+
+def _escape_char(char: str) -> str:
+    if char == '"':
+        return '\\"'
+    if char == "\\" or not char.isprintable():
+        return char.encode("unicode_escape").decode("ascii")
+    return char
+
+
+def log_safe(text: object) -> str:
+    """``text`` for one log line: backslash, double quote and every character that is
+    not printable (controls, line and paragraph separators, bidi and other format
+    characters) escaped the way Python writes them (``\\n``, ``\\x00``, ``\\u202e``)."""
+    text = str(text)
+    if text.isprintable() and "\\" not in text and '"' not in text:
+        return text
+    return "".join(_escape_char(char) for char in text)
 
 
 @dataclass
@@ -83,21 +105,21 @@ class LogRouter:
     def _on_line(self, line: str) -> None:
         match = _LINE.match(line)
         if match is None:
-            _runtime_log.debug("%s", line.rstrip())
+            _runtime_log.debug("%s", log_safe(line.rstrip()))
             return
         level = _LEVELS[match["level"]]
         message = match["message"]
         with self._lock:
             instance = self._instances.get(match["uuid"] or "")
         if instance is None:
-            _runtime_log.log(level, "%s", message.rstrip())
+            _runtime_log.log(level, "%s", log_safe(message.rstrip()))
         elif match["target"] == "extism::pdk":
-            instance.logger.log(level, "%s", message)
+            instance.logger.log(level, "%s", log_safe(message))
         elif level >= logging.ERROR:
             instance.last_error = caused_by(message) or message.splitlines()[0]
-            instance.logger.debug("extism: %s", instance.last_error)
+            instance.logger.debug("extism: %s", log_safe(instance.last_error))
         else:
-            instance.logger.debug("extism: %s", message.rstrip())
+            instance.logger.debug("extism: %s", log_safe(message.rstrip()))
 
 
 ROUTER = LogRouter()

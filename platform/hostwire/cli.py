@@ -249,6 +249,8 @@ def cmd_plugin_inspect(args: argparse.Namespace) -> int:
 def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn  # noqa: PLC0415 (other commands should not pay for importing a server)
 
+    from hostwire._server import server_config  # noqa: PLC0415 (it imports uvicorn)
+
     class _CleanExitServer(uvicorn.Server):
         # uvicorn re-raises SIGTERM/SIGINT after a graceful shutdown, so the
         # process dies "by signal". A shutdown that was asked for and completed
@@ -270,7 +272,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     else:
         app = factory(db_path=args.db)
     print(f"hostwire: serving {args.app} on http://{args.host}:{args.port}", file=sys.stderr)
-    config = uvicorn.Config(app, host=args.host, port=args.port, access_log=False)
+    config = server_config(app, host=args.host, port=args.port)  # with a header deadline
     _CleanExitServer(config).run()
     return 0
 

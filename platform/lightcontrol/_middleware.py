@@ -10,7 +10,10 @@ import time
 import uuid
 from typing import Any
 
+import anyio
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from hostwire import log_safe
 
 access_log = logging.getLogger("lightcontrol.access")
 _SAFE_ID = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
@@ -53,7 +56,12 @@ async def send_error(
 
 
 class RequestIdMiddleware:
-    """Gives every request an id (the client's X-Request-ID if sane) and logs it."""
+    """Gives every request an id (the client's X-Request-ID if sane) and logs it.
+
+    The access log line holds the client's path, query and User-Agent: each
+    goes through ``log_safe``, so no request can forge or disguise a line. A
+    request that ended without a response (the client left) logs status ``-``.
+    """
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -66,12 +74,13 @@ class RequestIdMiddleware:
         request_id = incoming if _SAFE_ID.match(incoming) else uuid.uuid4().hex
         scope.setdefault("state", {})["request_id"] = request_id
         started = time.perf_counter()
-        status = 500
+        status = "-"
+        failed = True
 
         async def send_with_id(message: Message) -> None:
             nonlocal status
             if message["type"] == "http.response.start":
-                status = message["status"]
+                status = str(message["status"])
                 message["headers"] = [
                     *message.get("headers", []),
                     (b"x-request-id", request_id.encode()),
@@ -80,61 +89,101 @@ class RequestIdMiddleware:
 
         try:
             await self.app(scope, receive, send_with_id)
+            failed = False
         finally:
+            query = scope.get("query_string", b"").decode("latin-1")
+            headers = dict(scope["headers"])
             access_log.info(
-                '%s "%s %s" %d %.1fms request_id=%s principal=%s',
-                (scope.get("client") or ("-",))[0],
-                scope["method"],
-                scope["path"],
-                status,
+                '%s "%s %s%s" %s %.1fms request_id=%s principal=%s agent="%s"',
+                log_safe((scope.get("client") or ("-",))[0]),
+                log_safe(scope["method"]),
+                log_safe(scope["path"]),
+                f"?{log_safe(query)}" if query else "",
+                "500" if failed and status == "-" else status,  # the server answers 500
                 (time.perf_counter() - started) * 1000,
                 request_id,
-                scope["state"].get("principal", "-"),
+                log_safe(scope["state"].get("principal", "-")),
+                log_safe(headers.get(b"user-agent", b"-").decode("latin-1")),
             )
+
+
+class BodyLimitMiddleware:
+    """Reads each request's body whole before the app (and a concurrency slot) sees it.
+
+    Bodies over ``max_bytes`` get 413 without being read whole; a body that has
+    not arrived ``body_timeout_s`` after the request began gets 408 (the
+    connection is closed); a client that leaves before its body is complete
+    gets nothing run on its behalf. Put it outside ``ConcurrencyLimitMiddleware``:
+    slow senders then cannot hold the slots of requests that are ready.
+    """
+
+    def __init__(self, app: ASGIApp, max_bytes: int, body_timeout_s: float = 30.0) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+        self.body_timeout_s = body_timeout_s
+        self.reading = 0  # requests still sending their body
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        too_large = f"The request body is larger than {self.max_bytes} bytes."
+        declared = dict(scope["headers"]).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
+            await send_error(send, 413, "payload_too_large", too_large, [_CLOSE])
+            return
+        self.reading += 1  # one event loop: no lock needed between awaits
+        body: bytes | None = None
+        try:
+            with anyio.move_on_after(self.body_timeout_s):
+                body = await self._read(receive)
+        except _ClientGone:
+            return  # nothing runs, and there is nobody to answer
+        except _TooLarge:
+            await send_error(send, 413, "payload_too_large", too_large, [_CLOSE])
+            return
+        finally:
+            self.reading -= 1
+        if body is None:
+            message = f"The request body did not arrive within {self.body_timeout_s:g} s."
+            await send_error(send, 408, "request_timeout", message, [_CLOSE])
+            return
+        replayed = False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()  # after the body: only http.disconnect remains
+
+        await self.app(scope, replay, send)
+
+    async def _read(self, receive: Receive) -> bytes:
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":
+                raise _ClientGone
+            chunk = bytes(message.get("body", b""))
+            size += len(chunk)
+            if size > self.max_bytes:
+                raise _TooLarge
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                return b"".join(chunks)
+
+
+class _ClientGone(Exception):
+    pass
 
 
 class _TooLarge(Exception):
     pass
 
 
-class BodyLimitMiddleware:
-    """Answers 413 for bodies over ``max_bytes`` without reading them whole."""
-
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
-        self.app = app
-        self.max_bytes = max_bytes
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        message = f"The request body is larger than {self.max_bytes} bytes."
-        declared = dict(scope["headers"]).get(b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
-            await send_error(send, 413, "payload_too_large", message)
-            return
-        received = 0
-        started = False
-
-        async def counting_receive() -> Message:
-            nonlocal received
-            incoming = await receive()
-            if incoming["type"] == "http.request":
-                received += len(incoming.get("body", b""))
-                if received > self.max_bytes:
-                    raise _TooLarge
-            return incoming
-
-        async def tracking_send(outgoing: Message) -> None:
-            nonlocal started
-            started = started or outgoing["type"] == "http.response.start"
-            await send(outgoing)
-
-        try:
-            await self.app(scope, counting_receive, tracking_send)
-        except _TooLarge:
-            if not started:
-                await send_error(send, 413, "payload_too_large", message)
+_CLOSE = (b"connection", b"close")
 
 
 class ConcurrencyLimitMiddleware:

@@ -75,6 +75,7 @@ class Settings:
     max_body_bytes: int = 1024 * 1024
     max_concurrent: int = 64
     max_streams: int = 32  # open GET /events/stream connections
+    body_timeout_s: float = 30.0  # a body not complete by then gets 408
     # Bearer tokens of plug-ins calling over HTTP, by plug-in name.
     plugin_tokens: dict[str, str] = field(default_factory=dict)
 
@@ -92,6 +93,8 @@ class Settings:
             ]
         if env.get("LIGHTCONTROL_MAX_CONCURRENT"):
             values["max_concurrent"] = int(env["LIGHTCONTROL_MAX_CONCURRENT"])
+        if env.get("LIGHTCONTROL_BODY_TIMEOUT_S"):
+            values["body_timeout_s"] = float(env["LIGHTCONTROL_BODY_TIMEOUT_S"])
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)
 
@@ -369,18 +372,25 @@ def create_app(
             )
         )
     middleware += [
+        # The body is read before the request takes a slot: slow senders hold none.
+        Middleware(
+            BodyLimitMiddleware,
+            max_bytes=settings.max_body_bytes,
+            body_timeout_s=settings.body_timeout_s,
+        ),
         Middleware(
             ConcurrencyLimitMiddleware,
             max_concurrent=settings.max_concurrent,
             exempt_paths=frozenset({"/events/stream"}),
         ),
-        Middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes),
         # Plug-ins' HTTP hooks see every request before the app's own auth, so a
         # hook can guard, rate-limit or answer requests itself.
         Middleware(
             HttpHooksMiddleware,
             subscribers=lambda: hosted.subscribers if hosted is not None else [],
             max_body_bytes=settings.max_body_bytes,
+            # Post-hook rewrites are checked against the API this app serves.
+            spec=_spec.document() if plugins is not None else None,
         ),
         Middleware(
             BearerAuthMiddleware,

@@ -7,13 +7,18 @@
  *   rest of the context is kept) and lets the request go on.
  * - http_post_hook: adds the config key "header" ("Name: value", default
  *   "X-Served-By: hostwire"), replacing a header of that name in any casing.
- *   When the context holds the pre-hook's mark and the response is JSON (content-type application/json or application/...+json), every member
- *   named in "redact" (comma-separated, default "brightness") gets the value
- *   "[redacted]", at any depth, in objects inside arrays too; the body is then
- *   written again (compact JSON) and a Content-Length header, if there is one,
- *   is set to its new length. Bodies that are not JSON, JSON that does not
+ *   When the context holds the pre-hook's mark, the request path is one of
+ *   "paths" (comma-separated; "/lights" covers "/lights" and "/lights/...";
+ *   unset: every path) and the response is JSON (content-type
+ *   application/json or application/...+json), every member named in
+ *   "redact" (comma-separated, default "name") gets the value "[redacted]",
+ *   at any depth, in objects inside arrays too; the body is then written
+ *   again (compact JSON) and a Content-Length header, if there is one, is
+ *   set to its new length. Bodies that are not JSON, JSON that does not
  *   parse, and JSON without such fields are left byte for byte as they are.
  *   The answer always carries the response (the header is added to it).
+ *   Redact only members the API declares as plain strings: hostwire refuses
+ *   a rewrite that breaks the operation's response schema.
  * - http_stream_chunk_hook: a chunk that contains the config key "drop" (a
  *   substring; unset drops nothing) is skipped ({"skip": true}); any
  *   other passes unchanged (no "chunk" in the answer).
@@ -26,7 +31,7 @@
 #include "hostwire.h"
 
 #define DEFAULT_HEADER "X-Served-By: hostwire"
-#define DEFAULT_REDACT "brightness"
+#define DEFAULT_REDACT "name"
 #define REDACTED "[redacted]"
 
 /* ---- Text helpers ---------------------------------------------------------- */
@@ -154,8 +159,9 @@ typedef struct Fields {
     size_t count;
 } Fields;
 
-static Fields redact_fields(void) {
-    hw_str text = setting("redact", DEFAULT_REDACT);
+/* The comma-separated, trimmed, non-empty items of config key (or fallback). */
+static Fields config_list(const char *key, const char *fallback) {
+    hw_str text = setting(key, fallback);
     Fields fields = {hw_new_array(hw_str, text.len / 2 + 1), 0};
     size_t start = 0;
     for (size_t i = 0; i <= text.len; i++) {
@@ -182,6 +188,20 @@ static bool served_by(hw_str *name, hw_str *value) {
         if (c <= ' ' || c >= 127) return false;
     }
     return true;
+}
+
+/* Whether path is one of the "paths" (a prefix ending at a segment boundary). */
+static bool covered(hw_str path) {
+    Fields prefixes = config_list("paths", "");
+    if (prefixes.count == 0) return true;
+    for (size_t i = 0; i < prefixes.count; i++) {
+        hw_str prefix = prefixes.names[i];
+        while (prefix.len > 1 && prefix.ptr[prefix.len - 1] == '/') prefix.len--;
+        if (path.len < prefix.len || memcmp(path.ptr, prefix.ptr, prefix.len) != 0) continue;
+        if (path.len == prefix.len || path.ptr[prefix.len] == '/' || prefix.ptr[prefix.len - 1] == '/')
+            return true;
+    }
+    return false;
 }
 
 /* ---- Redaction ---------------------------------------------------------------- */
@@ -242,7 +262,7 @@ static int post(const HttpPostHookInput *input, HttpPostHookOutput *output) {
     const hw_json *given = input->response->headers;
     response->headers = given != NULL && given->kind == HW_JSON_OBJECT ? hw_json_copy(given)
                                                                         : hw_json_object();
-    if (started(input->context) && is_json(response->headers)) {
+    if (started(input->context) && covered(input->request->path) && is_json(response->headers)) {
         hw_str body;
         if (!b64_decode(response->body, &body)) {
             output->error = hw_format("redactor: the response body is not base64");
@@ -252,7 +272,7 @@ static int post(const HttpPostHookInput *input, HttpPostHookOutput *output) {
         if (body.len > 0 && document == NULL) {
             hw_log_debug("left a JSON response alone: its body does not parse (%s)", hw_error());
         }
-        size_t count = document != NULL ? redact(document, redact_fields()) : 0;
+        size_t count = document != NULL ? redact(document, config_list("redact", DEFAULT_REDACT)) : 0;
         if (count > 0) {
             hw_str text = hw_json_stringify(document);
             response->body = b64_encode(text);

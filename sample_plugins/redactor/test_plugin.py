@@ -91,7 +91,7 @@ def test_the_pre_hooks_context_reaches_the_post_hook(
     harness = redactor()
     context = harness.call("http_pre_hook", {"context": {}, "request": REQUEST})["context"]
     answer = post(harness, response(LIGHT), context)
-    assert body_of(answer) == {**LIGHT, "brightness": "[redacted]"}
+    assert body_of(answer) == {**LIGHT, "name": "[redacted]"}
     assert answer["context"] == {"redactor": {"started": True}}
 
 
@@ -107,7 +107,7 @@ def test_fields_are_redacted_at_any_depth_and_inside_arrays(
         "summary": {"brightness": [1, 2, 3], "count": 2},
         "brightness_note": "kept: only exact member names match",
     }
-    harness = redactor()
+    harness = redactor(redact="brightness")
     answer = post(harness, response(document))
     assert body_of(answer) == {
         "lights": [
@@ -147,7 +147,7 @@ def test_only_json_responses_are_redacted(
     answer = post(harness, response(original, content_type))
     body = base64.b64decode(answer["response"]["body"])
     if redacted:
-        assert json.loads(body) == {**LIGHT, "brightness": "[redacted]"}
+        assert json.loads(body) == {**LIGHT, "name": "[redacted]"}
     else:
         assert body == original
 
@@ -155,9 +155,9 @@ def test_only_json_responses_are_redacted(
 @pytest.mark.parametrize(
     "body",
     [
-        pytest.param(b"brightness=80", id="not-json"),
+        pytest.param(b"name=desk", id="not-json"),
         pytest.param(b"", id="empty"),
-        pytest.param(b'{"brightness": ', id="broken-json"),
+        pytest.param(b'{"name": ', id="broken-json"),
         pytest.param(b'{\n  "id": "desk",  "color": "red"\n}', id="no-such-field"),
     ],
 )
@@ -249,7 +249,7 @@ def test_an_empty_setting_means_the_default(redactor: Callable[..., PluginHarnes
     answer = post(harness, response(LIGHT))
     assert chunk(harness, b"anything") == {"context": {"trace": "t-1"}}
     assert answer["response"]["headers"]["X-Served-By"] == "hostwire"
-    assert body_of(answer)["brightness"] == "[redacted]"
+    assert body_of(answer)["name"] == "[redacted]"
 
 
 @pytest.mark.parametrize("setting", ["X-Served-By hostwire", ": hostwire", "X Served: y"])
@@ -268,6 +268,26 @@ def test_a_body_that_is_not_base64_fails_the_hook(redactor: Callable[..., Plugin
     harness = redactor()
     answer = post(harness, {**response(LIGHT), "body": "not base64!"})
     assert answer == {"context": STARTED, "error": "redactor: the response body is not base64"}
+
+
+@pytest.mark.parametrize(
+    ("path", "redacted"),
+    [
+        pytest.param("/lights", True, id="the-prefix"),
+        pytest.param("/lights/desk", True, id="under-it"),
+        pytest.param("/states", True, id="another-prefix"),
+        pytest.param("/lightsaber", False, id="not-at-a-segment-boundary"),
+        pytest.param("/openapi.json", False, id="not-listed"),
+    ],
+)
+def test_only_the_configured_paths_are_redacted(
+    redactor: Callable[..., PluginHarness], path: str, redacted: bool
+) -> None:
+    harness = redactor(paths=" /lights/ , /states")
+    value = {"context": STARTED, "request": {**REQUEST, "path": path}, "response": response(LIGHT)}
+    answer = harness.call("http_post_hook", value)
+    assert body_of(answer) == ({**LIGHT, "name": "[redacted]"} if redacted else LIGHT)
+    assert answer["response"]["headers"]["X-Served-By"] == "hostwire"
 
 
 # -- http_stream_chunk_hook -----------------------------------------------------------
