@@ -484,7 +484,8 @@ DEEP = "[" * 100_000 + "]" * 100_000
 def test_deep_json_answers_fail_naming_the_plugin(
     make_client: Any, recorder: Recorder, export: str
 ) -> None:
-    client = make_client(Subscriber(hook_plugin(recorder, "deep", **{export: DEEP})))
+    answers: dict[str, Any] = {export: DEEP}
+    client = make_client(Subscriber(hook_plugin(recorder, "deep", **answers)))
     response = client.get("/items")
     assert response.status_code == 502
     error = response.json()["error"]
