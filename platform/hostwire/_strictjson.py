@@ -1,0 +1,73 @@
+"""Strict JSON from bytes a plug-in wrote: UTF-8 only, bounded nesting.
+
+``json.loads(bytes)`` guesses the encoding (UTF-16 and UTF-32 too, so invalid
+UTF-8 is reported as a ``'utf-16-le' codec`` error), accepts ``NaN`` and
+``Infinity`` and raises ``RecursionError`` on deep nesting. Every place that
+decodes what a plug-in wrote uses ``plugin_json`` (or ``loads_strict``) instead.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from hostwire._errors import PluginOutputError
+
+# As serde_json's default: deeper JSON is refused before any code walks it.
+MAX_DEPTH = 128
+
+
+class JsonProblem(ValueError):
+    """Bytes that are not strict JSON; the message is one line saying why."""
+
+
+def _no_constants(name: str) -> Any:
+    raise JsonProblem(f"{name} is not a JSON number")
+
+
+def _too_deep(value: Any, max_depth: int) -> bool:
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > max_depth:
+            return True
+        children = node.values() if isinstance(node, dict) else node
+        stack.extend((c, depth + 1) for c in children if isinstance(c, (dict, list)))
+    return False
+
+
+def loads_strict(data: bytes, *, max_depth: int = MAX_DEPTH) -> Any:
+    """Parse ``data`` as JSON in UTF-8, at most ``max_depth`` arrays/objects deep.
+
+    Raises ``JsonProblem`` saying what is wrong: not UTF-8, not JSON, nested too deeply.
+    """
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise JsonProblem(
+            f"it is not UTF-8 (byte 0x{data[exc.start]:02x} at offset {exc.start}: {exc.reason})"
+        ) from exc
+    try:
+        value = json.loads(text, parse_constant=_no_constants)
+    except RecursionError as exc:
+        raise JsonProblem(f"it is JSON nested too deeply (over {max_depth} levels)") from exc
+    except JsonProblem as exc:
+        raise JsonProblem(f"it is not JSON: {exc}") from exc
+    except json.JSONDecodeError as exc:
+        raise JsonProblem(f"it is not JSON: {exc}") from exc
+    # Only a document with more brackets than the limit can be too deep.
+    if isinstance(value, (dict, list)) and data.count(b"[") + data.count(b"{") > max_depth:
+        if _too_deep(value, max_depth):
+            raise JsonProblem(f"it is JSON nested too deeply (over {max_depth} levels)")
+    return value
+
+
+def plugin_json(output: bytes, *, plugin: str, export: str | None) -> Any:
+    """A plug-in's output parsed by ``loads_strict``; a problem is a ``PluginOutputError``."""
+    try:
+        return loads_strict(output)
+    except JsonProblem as exc:
+        where = f'Plug-in "{plugin}" export "{export}"' if export else f'Plug-in "{plugin}"'
+        raise PluginOutputError(
+            f"{where} returned invalid JSON: {exc}.", plugin=plugin, export=export
+        ) from exc
