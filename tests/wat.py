@@ -183,6 +183,8 @@ CONTRACT_BREAKER = f"""
   (import "extism:host/env" "http_headers" (func $http_headers (result i64)))
   (import "extism:host/user" "host_echo" (func $host_echo (param i64) (result i64)))
   (memory (export "memory") 1)
+  (data (i32.const 0) "the guest ran on after a refused host call")
+  {TO_BLOCK}
   (global $size (mut i64) (i64.const 52428800))
   (func (export "output_huge_offset") (result i32)
     (call $output_set (i64.const 0x7fffffffffff) (i64.const 10))
@@ -209,10 +211,15 @@ CONTRACT_BREAKER = f"""
   (func (export "huge_output") (result i32)
     (call $output_set (call $alloc (global.get $size)) (global.get $size))
     (i32.const 0))
-  ;; Calls host_echo forever, allocating a fresh input each time as PDKs do.
-  (func (export "host_calls_forever") (result i32)
+  ;; Calls host_echo forever, allocating a fresh input each time as PDKs do;
+  ;; should a call answer 0 (refused), it logs that it ran on and returns.
+  (func (export "host_calls_forever") (result i32) (local $r i64)
     (loop $again
-      (drop (call $host_echo (call $alloc (i64.const 64))))
+      (local.set $r (call $host_echo (call $alloc (i64.const 64))))
+      (if (i64.eqz (local.get $r))
+        (then
+          (call $log_warn (call $to_block (i32.const 0) (i32.const 42)))
+          (return (i32.const 0))))
       (br $again))
     (i32.const 0))
   ;; The input is an http_request JSON; the output is the response body,
