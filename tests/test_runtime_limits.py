@@ -24,7 +24,9 @@ from hostwire import (
     HostFunctionError,
     Limits,
     Plugin,
+    PluginMemoryError,
     PluginOutputError,
+    load_config,
 )
 from hostwire._strictjson import JsonProblem, loads_strict
 
@@ -132,10 +134,10 @@ def test_oversize_host_input_gets_a_413_answer_and_the_plugin_goes_on(
 
 
 def test_max_host_input_bytes_is_a_config_limit(tmp_path: Path) -> None:
-    from hostwire import load_config
-
     path = tmp_path / "hostwire.yaml"
-    path.write_text("plugins:\n  - name: p\n    path: p.wasm\n    limits: {max_host_input_bytes: 4096}\n")
+    path.write_text(
+        "plugins:\n  - name: p\n    path: p.wasm\n    limits: {max_host_input_bytes: 4096}\n"
+    )
     assert load_config(path).plugins[0].limits.to_limits().max_host_input_bytes == 4096
     assert Limits().max_host_input_bytes == 256 * 1024
     with pytest.raises(ValueError, match="max_host_input_bytes must be at least 1"):
@@ -149,8 +151,12 @@ def test_max_host_input_bytes_is_a_config_limit(tmp_path: Path) -> None:
     ("export", "reason"),
     [
         pytest.param("output_huge_offset", "no block of its memory starts", id="huge-offset"),
-        pytest.param("output_past_memory", "runs past the end of the 16-byte block", id="past-memory"),
-        pytest.param("output_past_block", "runs past the end of the 16-byte block", id="past-block"),
+        pytest.param(
+            "output_past_memory", "runs past the end of the 16-byte block", id="past-memory"
+        ),
+        pytest.param(
+            "output_past_block", "runs past the end of the 16-byte block", id="past-block"
+        ),
         pytest.param("output_unallocated", "no block of its memory starts", id="unallocated"),
         pytest.param("output_negative", "no block of its memory starts", id="negative"),
     ],
@@ -194,9 +200,10 @@ def test_host_call_limit_stops_the_guest_at_the_first_refused_call(
         contexts.append(context)
         return b"{}"
 
-    with caplog.at_level(logging.DEBUG), _plugin(
-        breaker_wasm, count, max_host_calls=10, timeout_ms=5000
-    ) as plugin:
+    with (
+        caplog.at_level(logging.DEBUG),
+        _plugin(breaker_wasm, count, max_host_calls=10, timeout_ms=5000) as plugin,
+    ):
         with pytest.raises(HostCallLimitError) as caught:
             plugin.call("host_calls_forever")
         assert plugin.call("output_nothing") == b""  # drains the plug-in's log
@@ -240,12 +247,12 @@ def test_a_stopped_call_never_disturbs_a_concurrent_call_of_the_same_plugin(
 
 
 def test_a_result_that_does_not_fit_is_a_memory_error(breaker_wasm: bytes) -> None:
-    from hostwire import PluginMemoryError
-
     wasm = compile_wat(wat.caller("host_echo"))
-    with _plugin(wasm, lambda c, d: b"x" * (3 * 1024 * 1024), memory_mib=2) as plugin:
-        with pytest.raises(PluginMemoryError, match="no room for the 3145728-byte result"):
-            plugin.call("call_host_echo", b"{}")
+    with (
+        _plugin(wasm, lambda c, d: b"x" * (3 * 1024 * 1024), memory_mib=2) as plugin,
+        pytest.raises(PluginMemoryError, match="no room for the 3145728-byte result"),
+    ):
+        plugin.call("call_host_echo", b"{}")
 
 
 # -- 4. plug-in JSON answers: strict UTF-8, bounded nesting ----------------------
@@ -266,11 +273,11 @@ def test_call_json_refuses_bad_json_answers_clearly(
     hostile_wasm: bytes, output: bytes, reason: str
 ) -> None:
     answer = HostFunction("host_echo", lambda context, data: output)
-    with Plugin(
-        "json", hostile_wasm, host_functions=[answer], limits=Limits(max_host_input_bytes=8)
-    ) as plugin:
-        with pytest.raises(PluginOutputError, match="returned invalid JSON: it is") as caught:
-            plugin.call_json("call_host", {"x": 1})
+    with (
+        Plugin("json", hostile_wasm, host_functions=[answer]) as plugin,
+        pytest.raises(PluginOutputError, match="returned invalid JSON: it is") as caught,
+    ):
+        plugin.call_json("call_host", {"x": 1})
     message = str(caught.value)
     assert reason in message
     assert "utf-16" not in message
@@ -382,6 +389,8 @@ def test_plugin_http_response_is_bounded(
     breaker_wasm: bytes, servers: tuple[_Server, _Server]
 ) -> None:
     a, _ = servers
-    with _plugin(breaker_wasm, max_input_bytes=200) as plugin:
-        with pytest.raises(HostFunctionError, match=r"is over 200 bytes \(limit max_input_bytes\)"):
-            _fetch(plugin, "fetch_body", f"http://127.0.0.1:{a.port}/big")
+    with (
+        _plugin(breaker_wasm, max_input_bytes=200) as plugin,
+        pytest.raises(HostFunctionError, match=r"is over 200 bytes \(limit max_input_bytes\)"),
+    ):
+        _fetch(plugin, "fetch_body", f"http://127.0.0.1:{a.port}/big")

@@ -77,7 +77,7 @@ class CallContext:
         "plugin",
     )
 
-    def __init__(  # noqa: PLR0913 (plain state, keyword-only past the first four)
+    def __init__(
         self,
         plugin: str,
         export: str,
@@ -240,7 +240,9 @@ def _trampoline(  # noqa: PLR0917 (the signature cffi calls)
     try:
         outputs[0].v.i64 = _host_call(current, function, context, inputs[0].v.i64)
     except BaseException as exc:  # the trampoline's own refusals: limits, memory, time
-        context.fail(exc if isinstance(exc, PluginError) else _as_host_error(function, context, exc))
+        context.fail(
+            exc if isinstance(exc, PluginError) else _as_host_error(function, context, exc)
+        )
 
 
 def _host_call(current: Any, function: HostFunction, context: CallContext, offset: int) -> int:

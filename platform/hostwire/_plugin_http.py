@@ -165,7 +165,14 @@ def _parse_request(context: CallContext, data: bytes, body: bytes | None) -> htt
             headers={str(k): str(v) for k, v in headers.items()},
             content=body,
         )
-    except (ValueError, TypeError, KeyError, AttributeError, RecursionError, httpx.InvalidURL) as exc:
+    except (
+        ValueError,
+        TypeError,
+        KeyError,
+        AttributeError,
+        RecursionError,
+        httpx.InvalidURL,
+    ) as exc:
         raise _error(
             context,
             f'its HTTP request is not {{"url", "method", "headers"}} JSON ({type(exc).__name__}: '
@@ -179,7 +186,9 @@ def http_request(current: Any, context: CallContext, inputs: Any, outputs: Any) 
     context.http_headers = None
     data = _take_block(current, context, inputs[0].v.i64, "its HTTP request")
     body_offset = inputs[1].v.i64
-    body = _take_block(current, context, body_offset, "its HTTP request body") if body_offset else None
+    body = (
+        _take_block(current, context, body_offset, "its HTTP request body") if body_offset else None
+    )
     request = _parse_request(context, data, body)
     http = context.http
     if http is None or not http.allows(request.url):

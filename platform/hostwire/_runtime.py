@@ -164,7 +164,7 @@ class Plugin:
 
     def _shims(self) -> list[dict[str, object]]:
         """One shim module per namespace the guest imports host functions from."""
-        shims = []
+        shims: list[dict[str, object]] = []
         for namespace in sorted({f.namespace for f in self.host_functions.values()}):
             names = sorted(
                 i.name

@@ -56,9 +56,9 @@ def loads_strict(data: bytes, *, max_depth: int = MAX_DEPTH) -> Any:
     except json.JSONDecodeError as exc:
         raise JsonProblem(f"it is not JSON: {exc}") from exc
     # Only a document with more brackets than the limit can be too deep.
-    if isinstance(value, (dict, list)) and data.count(b"[") + data.count(b"{") > max_depth:
-        if _too_deep(value, max_depth):
-            raise JsonProblem(f"it is JSON nested too deeply (over {max_depth} levels)")
+    brackets = data.count(b"[") + data.count(b"{")
+    if isinstance(value, (dict, list)) and brackets > max_depth and _too_deep(value, max_depth):
+        raise JsonProblem(f"it is JSON nested too deeply (over {max_depth} levels)")
     return value
 
 
