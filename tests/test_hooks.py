@@ -244,7 +244,7 @@ def test_streaming_responses_go_through_the_chunk_hooks_only(
     ("answers", "message"),
     [
         pytest.param({"trap": True}, "trapped", id="trap"),
-        pytest.param({"http_pre_hook": "not json"}, "not valid JSON", id="garbage"),
+        pytest.param({"http_pre_hook": "not json"}, "is not JSON", id="garbage"),
         pytest.param({"http_pre_hook": {"error": "database down"}}, "database down", id="error"),
         pytest.param(
             {"http_pre_hook": {"has_response": True, "response": {"status_code": 99}}},
@@ -449,7 +449,7 @@ def raw_answer_plugin(name: str, answers: dict[str, bytes], limits: Limits | Non
         ),
         # json.loads(bytes) would guess UTF-16 from this and blame a 'utf-16-le' codec.
         pytest.param(b"{\x00 }\xff", "not UTF-8 (byte 0xff at offset 4)", id="utf16-looking"),
-        pytest.param(b'{"context": NaN}', "not valid JSON: NaN is not a JSON value", id="nan"),
+        pytest.param(b'{"context": NaN}', "not JSON: NaN is not a JSON number", id="nan"),
     ],
 )
 @pytest.mark.parametrize("export", ["http_pre_hook", "http_post_hook"])
@@ -683,7 +683,7 @@ def test_rewrites_that_keep_the_declared_response_pass(
             "GET /items 200 declares application/json, not text/plain",
             id="media-type",
         ),
-        pytest.param("/items", rewrite(b"{not json"), "the body is not valid JSON", id="not-json"),
+        pytest.param("/items", rewrite(b"{not json"), "the body is not JSON", id="not-json"),
         pytest.param(
             "/other",
             rewrite({"items": [1, 2], "secret": "[redacted]"}),

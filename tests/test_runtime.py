@@ -90,7 +90,7 @@ HOSTILE_CASES = [
     ),
     pytest.param("big_output", PluginOutputError, "over its limit of 1048576", id="big-output"),
     pytest.param(
-        "http", PluginTrapError, "HTTP request to http://127.0.0.1:9/ is not allowed", id="http"
+        "http", HostFunctionError, "HTTP request to http://127.0.0.1:9/ is not allowed", id="http"
     ),
 ]
 

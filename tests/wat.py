@@ -173,3 +173,77 @@ def hook_handler(*exports: str) -> str:
 {names}{TO_BLOCK}
 {functions}
 )"""
+
+
+# Plug-ins that break the output and host-call contracts, and one that uses HTTP.
+CONTRACT_BREAKER = f"""
+(module
+  {KERNEL}
+  (import "extism:host/env" "http_status_code" (func $http_status_code (result i32)))
+  (import "extism:host/env" "http_headers" (func $http_headers (result i64)))
+  (import "extism:host/user" "host_echo" (func $host_echo (param i64) (result i64)))
+  (memory (export "memory") 1)
+  (data (i32.const 0) "the guest ran on after a refused host call")
+  {TO_BLOCK}
+  (global $size (mut i64) (i64.const 52428800))
+  (func (export "output_huge_offset") (result i32)
+    (call $output_set (i64.const 0x7fffffffffff) (i64.const 10))
+    (i32.const 0))
+  (func (export "output_past_memory") (result i32)
+    (call $output_set (call $alloc (i64.const 16)) (i64.const 0x10000000))
+    (i32.const 0))
+  (func (export "output_past_block") (result i32)
+    (call $output_set (call $alloc (i64.const 16)) (i64.const 17))
+    (i32.const 0))
+  (func (export "output_unallocated") (result i32)
+    (call $output_set (i64.const 60000) (i64.const 5))
+    (i32.const 0))
+  (func (export "output_negative") (result i32)
+    (call $output_set (i64.const -8) (i64.const 5))
+    (i32.const 0))
+  (func (export "output_nothing") (result i32) (i32.const 0))
+  ;; 50 MiB blocks whose pages are never written: they cost the host nothing
+  ;; unless it copies them.
+  (func (export "huge_host_input") (result i32) (local $r i64)
+    (local.set $r (call $host_echo (call $alloc (global.get $size))))
+    (call $output_set (local.get $r) (call $length (local.get $r)))
+    (i32.const 0))
+  (func (export "huge_output") (result i32)
+    (call $output_set (call $alloc (global.get $size)) (global.get $size))
+    (i32.const 0))
+  ;; Calls host_echo forever, allocating a fresh input each time as PDKs do;
+  ;; should a call answer 0 (refused), it logs that it ran on and returns.
+  (func (export "host_calls_forever") (result i32) (local $r i64)
+    (loop $again
+      (local.set $r (call $host_echo (call $alloc (i64.const 64))))
+      (if (i64.eqz (local.get $r))
+        (then
+          (call $log_warn (call $to_block (i32.const 0) (i32.const 42)))
+          (return (i32.const 0))))
+      (br $again))
+    (i32.const 0))
+  ;; The input is an http_request JSON; the output is the response body,
+  ;; or its status as three digits, or its headers as JSON.
+  (func (export "fetch_body") (result i32) (local $r i64)
+    (local.set $r (call $http_request (call $input_offset) (i64.const 0)))
+    (call $output_set (local.get $r) (call $length (local.get $r)))
+    (i32.const 0))
+  (func (export "fetch_status") (result i32) (local $s i32) (local $out i64)
+    (drop (call $http_request (call $input_offset) (i64.const 0)))
+    (local.set $s (call $http_status_code))
+    (local.set $out (call $alloc (i64.const 3)))
+    (call $store_u8 (local.get $out)
+      (i32.add (i32.const 48) (i32.div_u (local.get $s) (i32.const 100))))
+    (call $store_u8 (i64.add (local.get $out) (i64.const 1))
+      (i32.add (i32.const 48) (i32.rem_u (i32.div_u (local.get $s) (i32.const 10)) (i32.const 10))))
+    (call $store_u8 (i64.add (local.get $out) (i64.const 2))
+      (i32.add (i32.const 48) (i32.rem_u (local.get $s) (i32.const 10))))
+    (call $output_set (local.get $out) (i64.const 3))
+    (i32.const 0))
+  (func (export "fetch_headers") (result i32) (local $h i64)
+    (drop (call $http_request (call $input_offset) (i64.const 0)))
+    (local.set $h (call $http_headers))
+    (call $output_set (local.get $h) (call $length (local.get $h)))
+    (i32.const 0))
+)
+"""

@@ -75,6 +75,7 @@ class LimitsConfig(BaseModel):
     max_output_bytes: int = Field(_DEFAULTS.max_output_bytes, ge=1)
     max_host_calls: int = Field(_DEFAULTS.max_host_calls, ge=0)
     max_instances: int = Field(_DEFAULTS.max_instances, ge=1, le=1024)
+    max_host_input_bytes: int = Field(_DEFAULTS.max_host_input_bytes, ge=1)
 
     def to_limits(self) -> Limits:
         return Limits(**self.model_dump())

@@ -6,28 +6,53 @@ offset of a block holding the output. All of them share one cffi trampoline;
 each is bound explicitly to the plug-ins that get it, never through the
 Extism SDK's process-wide registry.
 
-The SDK ignores exceptions raised in a host function (cffi prints them and the
-guest reads offset 0). The trampoline instead records the exception in the
-call's context, answers every later host call of that plug-in call at once
-with offset 0, and the runtime raises the exception when ``call`` returns, so
-a failing host function always fails the call. (Extism's cancel handle is not
-used for this: it works through the engine's shared epoch, and a cancel that
-lands late interrupted a later call of another instance, measured at about 1
-in 5,000 calls.)
+A failed host call stops the guest at once. The SDK ignores exceptions raised
+in a host function and a C host function cannot trap, so the trampoline
+records the failure in the call's context and answers ``FAILED`` (-1, never a
+block offset); a small wasm module linked between the guest and its host
+functions (``shim_wat``, the module the guest imports as ``extism:host/user``)
+turns that answer into a trap, and the runtime raises the recorded error. The
+trap belongs to the failing call's own store: nothing else is disturbed.
+(Extism's cancel handle is not used: it increments the epoch of the engine
+that every instance of a plug-in shares, so it interrupts their other calls
+too; a late cancel was measured to hit about 1 call in 5,000.)
+
+What a host function reads from the plug-in is bounded by the block's length
+*before* anything is copied (``max_host_input_bytes``): an oversize call gets
+``HostFunction.oversize``'s answer, by default a Contract 1 ``413``.
 """
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import extism
 from extism.extism import _ffi, _lib
 
-from hostwire._errors import HostCallLimitError, HostFunctionError, PluginTimeoutError
+from hostwire._errors import (
+    HostCallLimitError,
+    HostFunctionError,
+    PluginError,
+    PluginMemoryError,
+    PluginTimeoutError,
+)
+from hostwire._limits import Limits
 from hostwire._wasm import USER_MODULE
+
+if TYPE_CHECKING:
+    from hostwire._plugin_http import PluginHttp
+
+_DEFAULTS = Limits()
+# The answer of a failed host call: the shim traps on it. Extism block
+# offsets are below 4 GiB, so -1 (u64::MAX) is never a real answer.
+FAILED = -1
+# Host functions are linked under this prefix; the shim re-exports them under
+# the namespace the guest imports.
+LINK_PREFIX = "hostwire:"
 
 
 class CallContext:
@@ -42,7 +67,13 @@ class CallContext:
         "export",
         "extra",
         "host_calls",
+        "http",
+        "http_headers",
+        "http_status",
         "max_host_calls",
+        "max_host_input_bytes",
+        "max_output_bytes",
+        "output",
         "plugin",
     )
 
@@ -52,39 +83,82 @@ class CallContext:
         export: str,
         max_host_calls: int,
         extra: dict[str, Any] | None = None,
+        *,
+        max_host_input_bytes: int = _DEFAULTS.max_host_input_bytes,
+        max_output_bytes: int = _DEFAULTS.max_output_bytes,
+        http: PluginHttp | None = None,
     ) -> None:
         self.plugin = plugin
         self.export = export
         self.max_host_calls = max_host_calls
+        self.max_host_input_bytes = max_host_input_bytes
+        self.max_output_bytes = max_output_bytes
+        self.http = http
         self.host_calls = 0
         self.extra: dict[str, Any] = extra if extra is not None else {}
         self.error: BaseException | None = None
         # time.monotonic() when the call's timeout_ms runs out: host functions
         # get only what is left, since the runtime cannot interrupt them.
         self.deadline: float | None = None
+        # What the guest gave output_set (hostwire's own, see _kernel.py).
+        self.output: bytes | None = None
+        self.http_status = 0
+        self.http_headers: dict[str, str] | None = None
+
+    def reset(self, export: str, extra: dict[str, Any], timeout_s: float) -> None:
+        """Make the context ready for the next call of its instance."""
+        self.export = export
+        self.extra = extra
+        self.host_calls = 0
+        self.error = None
+        self.output = None
+        self.http_status = 0
+        self.http_headers = None
+        self.deadline = time.monotonic() + timeout_s
 
     def fail(self, exc: BaseException) -> None:
         """Remember the first failure; later host calls of this call are refused."""
         if self.error is None:
             self.error = exc
 
+    @property
+    def where(self) -> str:
+        return f'Plug-in "{self.plugin}" export "{self.export}"'
+
 
 HostHandler = Callable[[CallContext, bytes], bytes]
+# (context, function name, input length) -> the guest's answer to an oversize call.
+OversizeAnswer = Callable[[CallContext, str, int], bytes]
+
+
+def payload_too_large(context: CallContext, function: str, length: int) -> bytes:
+    """The Contract 1 answer to a host call whose input is over ``max_host_input_bytes``."""
+    message = (
+        f'The input of host function "{function}" is {length} bytes, over the plug-in\'s '
+        f"limit of {context.max_host_input_bytes} (max_host_input_bytes); it was not read."
+    )
+    error = {"code": "payload_too_large", "message": message}
+    return json.dumps({"status": 413, "headers": {}, "body": {"error": error}}).encode()
 
 
 @dataclass(frozen=True, slots=True)
 class HostFunction:
-    """A host function: ``handler(context, input_bytes) -> output_bytes``."""
+    """A host function: ``handler(context, input_bytes) -> output_bytes``.
+
+    ``oversize`` answers a call whose input is over ``max_host_input_bytes``
+    (the handler is not called and the input is not read).
+    """
 
     name: str
     handler: HostHandler
     namespace: str = USER_MODULE
+    oversize: OversizeAnswer = payload_too_large
 
-    def to_extism(self) -> extism.Function:
+    def to_extism(self, namespace: str | None = None) -> extism.Function:
         # The Function keeps the cffi handle to ``self`` alive; the compiled
         # plug-in keeps the Function alive.
         return extism.Function(
-            self.namespace,
+            self.namespace if namespace is None else namespace,
             self.name,
             [extism.ValType.I64],
             [extism.ValType.I64],
@@ -93,23 +167,60 @@ class HostFunction:
         )
 
 
-def _read_block(current: Any, offset: int) -> bytes:
-    length = _lib.extism_current_plugin_memory_length(current, offset)
+# -- plug-in memory, from inside a host call -----------------------------------
+
+
+def context_of(current: Any) -> CallContext | None:
+    """The CallContext of the running call, or None outside hostwire's runtime."""
+    raw = _lib.extism_current_plugin_host_context(current)
+    if raw == _ffi.NULL:
+        return None
+    context = _ffi.from_handle(raw)
+    return context if isinstance(context, CallContext) else None
+
+
+def block_length(current: Any, offset: int) -> int:
+    """The length of the block at ``offset``; 0 if no block starts there."""
+    if offset <= 0:  # 0 is no block; a negative i64 is an offset past 8 EiB
+        return 0
+    return int(_lib.extism_current_plugin_memory_length(current, offset))
+
+
+def read_block(current: Any, offset: int, length: int) -> bytes:
+    """Copy ``length`` bytes of the block at ``offset`` (its length, checked by the caller)."""
     if length == 0:
         return b""
     base = _lib.extism_current_plugin_memory(current)
     return bytes(_ffi.buffer(base + offset, length))
 
 
-def _write_block(current: Any, data: bytes) -> int:
+def write_block(current: Any, context: CallContext, data: bytes, what: str) -> int:
+    """Put ``data`` in a new block of the plug-in's memory and return its offset."""
     offset = _lib.extism_current_plugin_memory_alloc(current, len(data))
     if offset == 0:
-        raise MemoryError(
-            f"the plug-in's memory limit leaves no room for a {len(data)}-byte host-function result"
+        raise PluginMemoryError(
+            f"{context.where} ran out of memory: there is no room for the {len(data)}-byte "
+            f"result of {what} (limit memory_mib).",
+            plugin=context.plugin,
+            export=context.export,
         )
     base = _lib.extism_current_plugin_memory(current)
     _ffi.buffer(base + offset, len(data))[:] = data
     return int(offset)
+
+
+def free_block(current: Any, offset: int) -> None:
+    if offset > 0:
+        _lib.extism_current_plugin_memory_free(current, offset)
+
+
+def check_deadline(context: CallContext, what: str) -> None:
+    if context.deadline is not None and time.monotonic() > context.deadline:
+        raise PluginTimeoutError(
+            f"{context.where} ran out of time (limit timeout_ms) while {what} was running.",
+            plugin=context.plugin,
+            export=context.export,
+        )
 
 
 @_ffi.callback(  # type: ignore[untyped-decorator]
@@ -120,35 +231,43 @@ def _trampoline(  # noqa: PLR0917 (the signature cffi calls)
 ) -> None:
     function: HostFunction = _ffi.from_handle(user_data)[0]
     outputs[0].v.i64 = 0
-    raw_context = _lib.extism_current_plugin_host_context(current)
-    if raw_context == _ffi.NULL:
+    context = context_of(current)
+    if context is None:
         return  # called outside hostwire's runtime: nothing to report to
-    context: CallContext | None = _ffi.from_handle(raw_context)
-    if not isinstance(context, CallContext) or context.error is not None:
-        return  # after a failure the call is lost anyway: do no more work for it
+    outputs[0].v.i64 = FAILED
+    if context.error is not None:
+        return  # the call already failed: stop the guest, do no more work for it
     try:
-        context.host_calls += 1
-        if context.host_calls > context.max_host_calls:
-            raise HostCallLimitError(
-                f'Plug-in "{context.plugin}" export "{context.export}" made more than '
-                f"{context.max_host_calls} host-function calls (limit max_host_calls); "
-                f'the call to "{function.name}" was refused.',
-                plugin=context.plugin,
-                export=context.export,
-                function=function.name,
-            )
-        data = _read_block(current, inputs[0].v.i64)
-        result = function.handler(context, data)
-        if context.deadline is not None and time.monotonic() > context.deadline:
-            raise PluginTimeoutError(
-                f'Plug-in "{context.plugin}" export "{context.export}" ran out of time '
-                f'(limit timeout_ms) while host function "{function.name}" was running.',
-                plugin=context.plugin,
-                export=context.export,
-            )
-        outputs[0].v.i64 = _write_block(current, result)
-    except BaseException as exc:  # every failure must reach the caller, see module doc
-        context.fail(_as_host_error(function, context, exc))
+        outputs[0].v.i64 = _host_call(current, function, context, inputs[0].v.i64)
+    except BaseException as exc:  # the trampoline's own refusals: limits, memory, time
+        context.fail(
+            exc if isinstance(exc, PluginError) else _as_host_error(function, context, exc)
+        )
+
+
+def _host_call(current: Any, function: HostFunction, context: CallContext, offset: int) -> int:
+    context.host_calls += 1
+    if context.host_calls > context.max_host_calls:
+        raise HostCallLimitError(
+            f"{context.where} made more than {context.max_host_calls} host-function "
+            f'calls (limit max_host_calls); the call to "{function.name}" was refused '
+            "and the plug-in stopped.",
+            plugin=context.plugin,
+            export=context.export,
+            function=function.name,
+        )
+    length = block_length(current, offset)
+    if length > context.max_host_input_bytes:
+        result = function.oversize(context, function.name, length)
+    else:
+        data = read_block(current, offset, length)
+        try:
+            result = function.handler(context, data)
+        except BaseException as exc:  # every failure must reach the caller, see module doc
+            context.fail(_as_host_error(function, context, exc))
+            return FAILED
+        check_deadline(context, f'host function "{function.name}"')
+    return write_block(current, context, result, f'"{function.name}"')
 
 
 def _as_host_error(
@@ -157,11 +276,36 @@ def _as_host_error(
     if isinstance(exc, (HostFunctionError, PluginTimeoutError)):
         return exc
     wrapped = HostFunctionError(
-        f'Plug-in "{context.plugin}" export "{context.export}" failed because host function '
-        f'"{function.name}" raised {type(exc).__name__}: {exc}',
+        f'{context.where} failed because host function "{function.name}" raised '
+        f"{type(exc).__name__}: {exc}",
         plugin=context.plugin,
         export=context.export,
         function=function.name,
     )
     wrapped.__cause__ = exc
     return wrapped
+
+
+# -- the shim: a failed host call traps ------------------------------------------
+
+
+def _wat_string(text: str) -> str:
+    return '"' + "".join(f"\\{b:02x}" for b in text.encode()) + '"'
+
+
+def shim_wat(namespace: str, names: list[str]) -> str:
+    """A module exporting each of ``names`` as ``(i64) -> i64``, forwarding to the
+    host function linked as ``LINK_PREFIX + namespace`` and trapping on ``FAILED``."""
+    imports = "\n".join(
+        f"  (import {_wat_string(LINK_PREFIX + namespace)} {_wat_string(name)} "
+        f"(func $f{i} (param i64) (result i64)))"
+        for i, name in enumerate(names)
+    )
+    exports = "\n".join(
+        f"""  (func (export {_wat_string(name)}) (param i64) (result i64) (local $r i64)
+    (local.set $r (call $f{i} (local.get 0)))
+    (if (i64.eq (local.get $r) (i64.const {FAILED})) (then unreachable))
+    (local.get $r))"""
+        for i, name in enumerate(names)
+    )
+    return f"(module\n{imports}\n{exports}\n)"

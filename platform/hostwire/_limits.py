@@ -22,6 +22,9 @@ class Limits:
     max_output_bytes: int = 1024 * 1024
     max_host_calls: int = 1000
     max_instances: int = 64
+    # What one host call may read from the plug-in's memory; checked from the
+    # block's length before anything is copied (an oversize call gets a 413).
+    max_host_input_bytes: int = 256 * 1024
 
     def __post_init__(self) -> None:
         for field in (
@@ -30,6 +33,7 @@ class Limits:
             "max_input_bytes",
             "max_output_bytes",
             "max_instances",
+            "max_host_input_bytes",
         ):
             if getattr(self, field) < 1:
                 raise ValueError(f"limit {field} must be at least 1, not {getattr(self, field)}")

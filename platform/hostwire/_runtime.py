@@ -3,7 +3,13 @@
 An Extism ``Plugin`` is not thread-safe, so each concurrent call takes its own
 instance from a pool over one ``CompiledPlugin`` (instantiating costs about a
 quarter of a millisecond; compiling costs milliseconds). An instance that
-trapped, timed out, ran out of memory or was cancelled is freed, never reused.
+trapped, timed out, ran out of memory or whose host call failed is freed,
+never reused.
+
+Besides the plug-in's module, each instance links a shim per host-function
+namespace (a failed host call traps, see ``_hostfn``) and hostwire's own
+``output_set`` and plug-in HTTP (``_kernel``). The output is what the guest gave
+``output_set``, checked and bounded before it is copied.
 """
 
 from __future__ import annotations
@@ -11,7 +17,6 @@ from __future__ import annotations
 import json
 import os
 import threading
-import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from types import TracebackType
@@ -38,11 +43,14 @@ from hostwire._errors import (
     PluginTimeoutError,
     PluginTrapError,
 )
-from hostwire._hostfn import CallContext, HostFunction
+from hostwire._hostfn import LINK_PREFIX, CallContext, HostFunction, shim_wat
+from hostwire._kernel import kernel_functions
 from hostwire._limits import Limits
 from hostwire._logs import ROUTER
+from hostwire._plugin_http import PluginHttp
+from hostwire._strictjson import plugin_json
 from hostwire._text import one_line
-from hostwire._wasm import KERNEL_MODULE, USER_MODULE, ModuleInfo, inspect_module
+from hostwire._wasm import KERNEL_MODULE, USER_MODULE, ModuleInfo, inspect_module, to_binary
 
 _TRAP_PREFIX = "error while executing"
 
@@ -104,11 +112,12 @@ class Plugin:
         self._exports = self.info.function_exports
         # Only plug-ins that can log need the log buffer drained after each call.
         self._logs = any(i.name.startswith("log_") for i in self.info.imports_from(KERNEL_MODULE))
+        # Plug-in HTTP is hostwire's (_plugin_http): Extism never gets allowed_hosts.
+        self._http = PluginHttp(allowed_hosts, self.limits.max_input_bytes)
         manifest = {
-            "wasm": [{"data": wasm}],
+            "wasm": [*self._shims(), {"data": wasm, "name": "main"}],
             "memory": {"max_pages": self.limits.max_pages},
             "timeout_ms": self.limits.timeout_ms,
-            "allowed_hosts": list(allowed_hosts),
             "allowed_paths": dict(allowed_paths or {}),
             "config": {str(k): _config_value(v) for k, v in (config or {}).items()},
         }
@@ -117,7 +126,10 @@ class Plugin:
             self._compiled: CompiledPlugin | None = CompiledPlugin(
                 manifest,
                 wasi=self.info.uses_wasi or bool(allowed_paths),
-                functions=[f.to_extism() for f in self.host_functions.values()],
+                functions=[
+                    *(f.to_extism(LINK_PREFIX + f.namespace) for f in self.host_functions.values()),
+                    *kernel_functions(),
+                ],
             )
         except extism.Error as exc:
             raise PluginLoadError(
@@ -150,6 +162,28 @@ class Plugin:
                     plugin=self.name,
                 )
 
+    def _shims(self) -> list[dict[str, object]]:
+        """One shim module per namespace the guest imports host functions from."""
+        shims: list[dict[str, object]] = []
+        for namespace in sorted({f.namespace for f in self.host_functions.values()}):
+            names = sorted(
+                i.name
+                for i in self.info.imports_from(namespace)
+                if i.name in self.host_functions
+                and self.host_functions[i.name].namespace == namespace
+            )
+            if not names:
+                continue
+            if namespace == KERNEL_MODULE:
+                raise PluginLoadError(
+                    f'Plug-in "{self.name}": host functions cannot be put in "{KERNEL_MODULE}" '
+                    f"({', '.join(names)}).",
+                    plugin=self.name,
+                )
+            shim = to_binary(shim_wat(namespace, names).encode(), "shim.wat")
+            shims.append({"data": shim, "name": namespace})
+        return shims
+
     # -- the pool -----------------------------------------------------------
 
     def _new_instance(self) -> _Instance:
@@ -162,7 +196,14 @@ class Plugin:
                 f'Plug-in "{self.name}" failed to instantiate: {one_line(str(exc))}',
                 plugin=self.name,
             ) from exc
-        context = CallContext(self.name, "", self._max_host_calls)
+        context = CallContext(
+            self.name,
+            "",
+            self._max_host_calls,
+            max_host_input_bytes=self.limits.max_host_input_bytes,
+            max_output_bytes=self._max_output,
+            http=self._http,
+        )
         instance = _Instance(plugin, str(plugin.id), context)
         ROUTER.register(instance.uuid, self.name)
         return instance
@@ -219,13 +260,11 @@ class Plugin:
         instance = self._acquire(export)
         # Each instance reuses one context: it runs one call at a time.
         context = instance.context
-        context.export = export
-        context.extra = extra
-        context.host_calls = 0
-        context.error = None
-        context.deadline = time.monotonic() + self._timeout_s
+        context.reset(export, extra, self._timeout_s)
         try:
-            output: bytes = instance.plugin.call(export, data, host_context=context)
+            # parse=None: Extism's output buffer, not yet copied (hostwire's
+            # output_set leaves it empty; its length is checked all the same).
+            buffer = instance.plugin.call(export, data, parse=None, host_context=context)
         except extism.Error as exc:
             failure = (
                 _host_failure(context) if context.error else self._failure(export, exc, instance)
@@ -243,33 +282,31 @@ class Plugin:
             # The call "succeeded" after a host function failed: never a silent success.
             self._end(instance, reuse=False)
             raise _host_failure(context)
-        self._end(instance, reuse=True)
-        if len(output) > self._max_output:
+        if context.output is not None:
+            output = context.output
+        elif len(buffer) > self._max_output:
+            self._end(instance, reuse=False)
             raise PluginOutputError(
-                f'Plug-in "{self.name}" export "{export}" returned {len(output)} bytes, '
+                f'Plug-in "{self.name}" export "{export}" returned {len(buffer)} bytes, '
                 f"over its limit of {self.limits.max_output_bytes} (max_output_bytes).",
                 plugin=self.name,
                 export=export,
             )
+        else:
+            output = bytes(buffer)
+        self._end(instance, reuse=True)
         return output
 
     def call_json(self, export: str, value: Any = None, **extra: Any) -> Any:
         """Call ``export`` with ``value`` as JSON and parse its JSON output.
 
-        Empty output gives ``None``; output that is not JSON raises
-        ``PluginOutputError``.
+        Empty output gives ``None``; output that is not strict JSON in UTF-8
+        (or nested too deeply) raises ``PluginOutputError``.
         """
         output = self.call(export, json.dumps(value).encode(), **extra)
         if not output.strip():
             return None
-        try:
-            return json.loads(output)
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise PluginOutputError(
-                f'Plug-in "{self.name}" export "{export}" returned invalid JSON: {exc}',
-                plugin=self.name,
-                export=export,
-            ) from exc
+        return plugin_json(output, plugin=self.name, export=export)
 
     def _end(self, instance: _Instance, *, reuse: bool) -> None:
         with self._lock:
@@ -321,6 +358,7 @@ class Plugin:
             self._free(instance)
         if compiled is not None:
             compiled.__del__()
+        self._http.close()
 
     def __enter__(self) -> Self:
         return self

@@ -1,9 +1,10 @@
-"""JSON that a plug-in wrote, decoded strictly: UTF-8 only, no NaN, bounded nesting.
+"""Strict JSON from bytes a plug-in wrote: UTF-8 only, no NaN, bounded nesting.
 
-``json.loads`` on bytes guesses UTF-16 or UTF-32 from the first bytes, so bad
-UTF-8 was reported as a ``'utf-16-le' codec`` error; it accepts ``NaN``, which
-cannot be written back as JSON; and deep nesting raises ``RecursionError``.
-Here each is a ``ValueError`` with one clear sentence.
+``json.loads(bytes)`` guesses the encoding (UTF-16 and UTF-32 too, so invalid
+UTF-8 is reported as a ``'utf-16-le' codec`` error), accepts ``NaN`` and
+``Infinity`` (which cannot be written back as JSON) and raises
+``RecursionError`` on deep nesting. Every place that decodes what a plug-in
+wrote uses ``plugin_json``, ``parse_json`` or ``loads_strict`` instead.
 """
 
 from __future__ import annotations
@@ -11,22 +12,83 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from hostwire._errors import PluginOutputError
 
-def _refuse_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not a JSON value")
+# As serde_json's default: deeper JSON is refused before any code walks it.
+MAX_DEPTH = 128
 
 
-def parse_json(data: bytes, what: str) -> Any:
-    """``data`` as JSON; ``what`` names it in the error (e.g. "its answer")."""
+class JsonProblem(ValueError):
+    """Bytes that are not strict JSON; the message is one line saying why.
+
+    ``detail`` is the reason without a subject ("is not UTF-8 (...)"), so that
+    callers can name what was parsed ("its answer is not UTF-8 (...)").
+    """
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(f"it {detail}")
+        self.detail = detail
+
+
+class _Constant(ValueError):
+    pass
+
+
+def _no_constants(name: str) -> Any:
+    raise _Constant(f"{name} is not a JSON number")
+
+
+def _too_deep(value: Any, max_depth: int) -> bool:
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > max_depth:
+            return True
+        children = node.values() if isinstance(node, dict) else node
+        stack.extend((c, depth + 1) for c in children if isinstance(c, (dict, list)))
+    return False
+
+
+def loads_strict(data: bytes, *, max_depth: int = MAX_DEPTH) -> Any:
+    """Parse ``data`` as JSON in UTF-8, at most ``max_depth`` arrays/objects deep.
+
+    Raises ``JsonProblem`` saying what is wrong: not UTF-8, not JSON, nested too deeply.
+    """
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise ValueError(
-            f"{what} is not UTF-8 (byte 0x{data[exc.start]:02x} at offset {exc.start})"
-        ) from None
+        raise JsonProblem(
+            f"is not UTF-8 (byte 0x{data[exc.start]:02x} at offset {exc.start})"
+        ) from exc
     try:
-        return json.loads(text, parse_constant=_refuse_constant)
-    except RecursionError:
-        raise ValueError(f"{what} is JSON nested too deeply") from None
-    except ValueError as exc:  # JSONDecodeError, NaN, or an integer past the digit limit
-        raise ValueError(f"{what} is not valid JSON: {exc}") from None
+        value = json.loads(text, parse_constant=_no_constants)
+    except RecursionError as exc:
+        raise JsonProblem(f"is JSON nested too deeply (over {max_depth} levels)") from exc
+    except (_Constant, json.JSONDecodeError) as exc:
+        raise JsonProblem(f"is not JSON: {exc}") from exc
+    except ValueError as exc:  # an integer past Python's digit limit
+        raise JsonProblem(f"is not JSON: {exc}") from exc
+    # Only a document with more brackets than the limit can be too deep.
+    brackets = data.count(b"[") + data.count(b"{")
+    if isinstance(value, (dict, list)) and brackets > max_depth and _too_deep(value, max_depth):
+        raise JsonProblem(f"is JSON nested too deeply (over {max_depth} levels)")
+    return value
+
+
+def parse_json(data: bytes, what: str) -> Any:
+    """``loads_strict`` whose ``ValueError`` names ``what`` (e.g. "its answer")."""
+    try:
+        return loads_strict(data)
+    except JsonProblem as exc:
+        raise ValueError(f"{what} {exc.detail}") from None
+
+
+def plugin_json(output: bytes, *, plugin: str, export: str | None) -> Any:
+    """A plug-in's output parsed by ``loads_strict``; a problem is a ``PluginOutputError``."""
+    try:
+        return loads_strict(output)
+    except JsonProblem as exc:
+        where = f'Plug-in "{plugin}" export "{export}"' if export else f'Plug-in "{plugin}"'
+        raise PluginOutputError(
+            f"{where} returned invalid JSON: {exc}.", plugin=plugin, export=export
+        ) from exc
