@@ -1,8 +1,9 @@
 """The plug-in runtime: compile once, call from a pool of instances.
 
 An Extism ``Plugin`` is not thread-safe, so each concurrent call takes its own
-instance from a pool over one ``CompiledPlugin`` (instantiating costs about a
-quarter of a millisecond; compiling costs milliseconds). An instance that
+instance from a pool. Each instance is compiled with an engine of its own (1 to
+3 ms, paid when the pool grows or replaces an instance): Extism stops a call by
+bumping its engine's epoch, which would stop every call on a shared engine. An instance that
 trapped, timed out, ran out of memory or whose host call failed is freed,
 never reused.
 
@@ -122,19 +123,10 @@ class Plugin:
             "config": {str(k): _config_value(v) for k, v in (config or {}).items()},
         }
         ROUTER.start()
-        try:
-            self._compiled: CompiledPlugin | None = CompiledPlugin(
-                manifest,
-                wasi=self.info.uses_wasi or bool(allowed_paths),
-                functions=[
-                    *(f.to_extism(LINK_PREFIX + f.namespace) for f in self.host_functions.values()),
-                    *kernel_functions(),
-                ],
-            )
-        except extism.Error as exc:
-            raise PluginLoadError(
-                f'Plug-in "{name}" failed to compile: {one_line(str(exc))}', plugin=name
-            ) from exc
+        self._wasi = self.info.uses_wasi or bool(allowed_paths)
+        self._manifest: dict[str, Any] | None = manifest
+        # Compile now so that compile and link errors surface at load time.
+        compiled = self._compile()
         self._max_host_calls = self.limits.max_host_calls
         self._timeout_s = self.limits.timeout_ms / 1000
         self._max_input = self.limits.max_input_bytes
@@ -143,8 +135,7 @@ class Plugin:
         self._idle: list[_Instance] = []
         self._in_flight = 0
         self._closed = False
-        # Instantiate one now so link errors surface at load time, not first call.
-        self._idle.append(self._new_instance())
+        self._idle.append(self._new_instance(compiled))
 
     @property
     def exports(self) -> frozenset[str]:
@@ -186,16 +177,38 @@ class Plugin:
 
     # -- the pool -----------------------------------------------------------
 
-    def _new_instance(self) -> _Instance:
-        if self._compiled is None:
+    def _compile(self) -> CompiledPlugin:
+        if self._manifest is None:
             raise PluginError(f'Plug-in "{self.name}" is closed.', plugin=self.name)
         try:
-            plugin = extism.Plugin(self._compiled, functions=[])
+            return CompiledPlugin(
+                self._manifest,
+                wasi=self._wasi,
+                functions=[
+                    *(f.to_extism(LINK_PREFIX + f.namespace) for f in self.host_functions.values()),
+                    *kernel_functions(),
+                ],
+            )
+        except extism.Error as exc:
+            raise PluginLoadError(
+                f'Plug-in "{self.name}" failed to compile: {one_line(str(exc))}', plugin=self.name
+            ) from exc
+
+    def _new_instance(self, compiled: CompiledPlugin | None = None) -> _Instance:
+        # Every instance gets an engine of its own (a compile, 1 to 3 ms): Extism
+        # enforces timeout_ms by bumping the engine's epoch, which interrupts every
+        # store of that engine, so with a shared engine one call's timeout killed the
+        # other calls of the same plug-in running at that moment.
+        compiled = compiled or self._compile()
+        try:
+            plugin = extism.Plugin(compiled, functions=[])
         except extism.Error as exc:
             raise PluginLoadError(
                 f'Plug-in "{self.name}" failed to instantiate: {one_line(str(exc))}',
                 plugin=self.name,
             ) from exc
+        finally:
+            compiled.__del__()  # the instance keeps what it needs of it
         context = CallContext(
             self.name,
             "",
@@ -353,11 +366,9 @@ class Plugin:
         with self._lock:
             self._closed = True
             idle, self._idle = self._idle, []
-            compiled, self._compiled = self._compiled, None
+            self._manifest = None
         for instance in idle:
             self._free(instance)
-        if compiled is not None:
-            compiled.__del__()
         self._http.close()
 
     def __enter__(self) -> Self:
