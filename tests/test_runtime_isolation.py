@@ -60,7 +60,7 @@ def test_stopping_one_call_leaves_a_concurrent_call_running() -> None:
         instances.append(instance)
         return instance
 
-    plugin._new_instance = recording  # type: ignore[method-assign]
+    plugin._new_instance = recording  # type: ignore[method-assign,assignment]
     results: dict[str, object] = {}
 
     def run(export: str) -> None:
