@@ -3,6 +3,7 @@ plug-ins built on it run under the harness, and `hostwire plugin new` builds."""
 
 from __future__ import annotations
 
+import base64
 import json
 import re
 import subprocess
@@ -128,12 +129,25 @@ def test_the_whole_pdk_compiles_and_imports_only_extism(spec: Path, tmp_path: Pa
 
 LIGHT_PLUGIN = """
 import {
-  BeforeEventResult, BeforeEventResultReject, Color, DeliveryState, JsonWriter, Light,
-  LightEvent, LightUpdate, ListEventDeliveriesOptions, config, configOr, decodeLight,
-  encodeLight, fail, getLight, getStates, inputJson, inputString, lastJsonError,
-  listEventDeliveries, logInfo, onLightBeforeSave, outputAs, outputJson, outputString,
-  outputWriter, readInputAs, updateLight,
+  BeforeEventResult, BeforeEventResultReject, Color, DeliveryState, HttpPreHookInput,
+  HttpPreHookOutput, JsonValue, JsonWriter, Light, LightEvent, LightUpdate,
+  ListEventDeliveriesOptions, config, configOr, decodeLight, encodeLight, fail, getLight,
+  getStates, inputJson, inputString, lastJsonError, listEventDeliveries, logInfo,
+  onHttpPreHook, onLightBeforeSave, outputAs, outputJson, outputString, outputWriter,
+  readInputAs, respond, updateLight,
 } from "../pdk";
+
+export function http_pre_hook(): i32 {
+  return onHttpPreHook(preHook);
+}
+
+function preHook(input: HttpPreHookInput): HttpPreHookOutput {
+  if (input.request.path == "/respond") {
+    const headers = JsonValue.newObject().set("retry-after", JsonValue.ofString("1"));
+    return respond(input.context, 429, headers, Uint8Array.wrap(String.UTF8.encode("slow down")));
+  }
+  return new HttpPreHookOutput(input.context);
+}
 
 // Reads the default light, gives the target light the configured colour, and
 // counts dead deliveries: no body, path and body, query options.
@@ -297,6 +311,21 @@ def test_typed_calls_go_out_as_contract_1_json(light: PluginHarness) -> None:
     assert (update.method, update.path) == ("PATCH", "/lights/lamp/1")
     assert update.body == {"color": "green", "brightness": 42}  # unset fields are left out
     assert deliveries.query == [("state", "dead"), ("limit", "5")]
+
+
+def test_respond_fills_the_whole_pre_hook_answer(light: PluginHarness) -> None:
+    request = {"method": "GET", "path": "/respond", "headers": {}, "query": {}, "body": ""}
+    assert light.call("http_pre_hook", {"context": {"n": 1}, "request": request}) == {
+        "context": {"n": 1},
+        "response": {
+            "status_code": 429,
+            "headers": {"retry-after": "1"},
+            "body": base64.b64encode(b"slow down").decode(),
+        },
+        "has_response": True,
+    }
+    request["path"] = "/"
+    assert light.call("http_pre_hook", {"context": {}, "request": request}) == {"context": {}}
 
 
 def test_failed_calls_read_clearly(light: PluginHarness) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
 import math
@@ -696,3 +697,95 @@ def test_a_new_c_project_builds_with_its_build_command_and_runs(tmp_path: Path) 
         h.mock("getStates", {"status": "on", "color": "red"})
         assert h.call("run") == {"status": "on", "color": "red"}
         assert h.fire("light.before_create", record=light()) == {}
+
+
+# -- presence flags cannot be forgotten ---------------------------------------------
+
+PRESENCE_PLUGIN = r"""
+#include "hostwire.h"
+
+static int pre_hook(const HttpPreHookInput *input, HttpPreHookOutput *output) {
+    if (hw_str_eq_c(input->request->path, "/flag-only")) {
+        /* The fail-open trap: has_response set, has_has_response forgotten. */
+        output->response = hw_new(HttpResponse);
+        output->response->status_code = 403;
+        output->response->headers = hw_json_object();
+        output->response->body = HW_STR("bm8=");
+        output->has_response = true;
+    } else if (hw_str_eq_c(input->request->path, "/respond")) {
+        hw_json *headers = hw_json_object();
+        hw_json_set(headers, "retry-after", hw_json_string(HW_STR("1")));
+        hw_respond(output, 429, headers, HW_STR("slow down"));
+    } else if (hw_str_eq_c(input->request->path, "/no")) {
+        output->has_response = false;
+        output->has_has_response = true; /* an explicit false still needs its flag */
+    }
+    return 0;
+}
+HW_ON_HTTP_PRE_HOOK(pre_hook)
+
+static int chunk(const HttpStreamChunkInput *input, HttpStreamChunkOutput *output) {
+    (void)input;
+    output->skip = true; /* no has_skip */
+    return 0;
+}
+HW_ON_HTTP_STREAM_CHUNK_HOOK(chunk)
+
+HW_EXPORT(deliveries) {
+    api_list_event_deliveries_options options = {0};
+    options.limit = 5; /* no has_limit */
+    options.state = DeliveryState_DEAD; /* no has_state */
+    api_list_event_deliveries_response r = api_list_event_deliveries(&options);
+    hw_output_cstr(r.ok ? "{}" : "{\"failed\":true}");
+    return 0;
+}
+"""
+
+
+@pytest.fixture(scope="module")
+def presence_wasm(light_pdk: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("presence-plugin") / "plugin.wasm"
+    return build(light_pdk, PRESENCE_PLUGIN, out)
+
+
+def hook_input(path: str) -> dict[str, object]:
+    request = {"method": "GET", "path": path, "headers": {}, "query": {}, "body": ""}
+    return {"context": {}, "request": request}
+
+
+def test_setting_has_response_alone_answers_with_the_response(presence_wasm: Path) -> None:
+    with harness(presence_wasm) as h:
+        assert h.call("http_pre_hook", hook_input("/flag-only")) == {
+            "context": {},
+            "response": {"status_code": 403, "headers": {}, "body": "bm8="},
+            "has_response": True,
+        }
+        assert h.call("http_pre_hook", hook_input("/no")) == {
+            "context": {},
+            "has_response": False,
+        }
+        assert h.call("http_pre_hook", hook_input("/other")) == {"context": {}}
+
+
+def test_hw_respond_fills_the_whole_answer(presence_wasm: Path) -> None:
+    with harness(presence_wasm) as h:
+        answer = h.call("http_pre_hook", hook_input("/respond"))
+    assert answer == {
+        "context": {},
+        "response": {
+            "status_code": 429,
+            "headers": {"retry-after": "1"},
+            "body": base64.b64encode(b"slow down").decode(),
+        },
+        "has_response": True,
+    }
+
+
+def test_values_other_than_zero_are_sent_without_their_flag(presence_wasm: Path) -> None:
+    chunk = {"context": {}, "request": hook_input("/")["request"], "chunk": "eA=="}
+    with harness(presence_wasm) as h:
+        assert h.call("http_stream_chunk_hook", chunk) == {"context": {}, "skip": True}
+        h.mock("listEventDeliveries", {"deliveries": []})
+        assert h.call("deliveries") == {}
+        (call,) = h.calls
+    assert call.query == [("state", "dead"), ("limit", "5")]

@@ -7,6 +7,7 @@ Every build shares one cargo target folder, so serde is compiled once a session.
 
 from __future__ import annotations
 
+import base64
 import os
 import subprocess
 import sys
@@ -91,6 +92,10 @@ light_after_destroy!(|event| {
 });
 
 http_pre_hook!(|input| {
+    if input.request.path == "/respond" {
+        let headers = json!({"retry-after": "1"});
+        return Ok(HttpPreHookOutput::respond(input.context, 429, headers, b"slow down"));
+    }
     if input.request.path != "/blocked" {
         return Ok(HttpPreHookOutput { context: input.context, ..Default::default() });
     }
@@ -367,6 +372,18 @@ def test_http_hooks_are_typed(light_wasm: Path) -> None:
             "http_pre_hook", {"context": {"n": 1}, "request": {**request, "path": "/"}}
         )
         assert passed == {"context": {"n": 1}}
+        responded = harness.call(
+            "http_pre_hook", {"context": {"n": 1}, "request": {**request, "path": "/respond"}}
+        )
+        assert responded == {
+            "context": {"n": 1},
+            "has_response": True,
+            "response": {
+                "status_code": 429,
+                "headers": {"retry-after": "1"},
+                "body": base64.b64encode(b"slow down").decode(),
+            },
+        }
         exports = harness.plugin.exports
     assert {"paint", "light_before_save", "light_after_destroy", "http_pre_hook"} <= set(exports)
     assert "light_after_update" not in exports  # only what the plug-in handles

@@ -77,11 +77,11 @@ GLOBAL_NAMES = frozenset(
         parseFloat parseInt select sizeof store trace unchecked unreachable
         Any ApiError Decoder Integer Json JsonKind JsonReader JsonValue JsonWriter Response
         ResponseBase ValueResponse
-        MAX_DEPTH abortPlugin beginCall config configOr decodeAny decodeBoolean decodeInteger
+        MAX_DEPTH abortPlugin base64 beginCall config configOr decodeAny decodeBoolean decodeInteger
         decodeJson decodeNumber decodeString encodeAny encodeBoolean encodeInteger encodeJson
         encodeNumber encodeString fail failed input inputJson inputString lastJsonError
         logDebug logError logInfo logTrace logWarn output outputAs outputJson outputString
-        outputWriter quote readInputAs varGet varSet
+        outputWriter quote readInputAs respond varGet varSet
         """,
     )
 )
@@ -655,6 +655,33 @@ def _example(pdk: _Pdk) -> Example:
 # -- the Language protocol ----------------------------------------------------------
 
 
+def _respond(model: PdkModel, pdk: _Pdk) -> dict[str, str] | None:
+    """respond(context, status, headers, body) for the pre-hook (hooks.yaml's shapes)."""
+    hook = next((h for h in pdk.hooks if h.export == "http_pre_hook"), None)
+    if hook is None or hook.output is None:
+        return None
+    classes = {c.name: c for c in pdk.classes}
+    output = classes.get(hook.output.name)
+    if output is None:
+        return None
+
+    def member(cls: TsClass, json_name: str) -> str:
+        return next(f.member for f in cls.fields if f.json == literal(json_name))
+
+    field = next(f for f in output.fields if f.json == literal("response"))
+    response = classes[field.type.name.removesuffix(" | null")]
+    return {
+        "output": output.name,
+        "response": response.name,
+        "context": member(output, "context"),
+        "field": field.member,
+        "flag": member(output, "has_response"),
+        "status": member(response, "status_code"),
+        "headers": member(response, "headers"),
+        "body": member(response, "body"),
+    }
+
+
 def _context(model: PdkModel) -> dict[str, object]:
     pdk = _Builder(model).build()
     arrays = [pdk.arrays[k] for k in sorted(pdk.arrays)]
@@ -670,6 +697,7 @@ def _context(model: PdkModel) -> dict[str, object]:
         "build": BUILD,
         "example": _example(pdk),
         "first_handler": (pdk.events or pdk.hooks)[0],
+        "respond": _respond(model, pdk),
         "title": one_line(model.title),  # for comments and headings
         "version": one_line(model.version),
     }

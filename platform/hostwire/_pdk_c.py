@@ -254,6 +254,24 @@ class _Types:
             return f"{self.writer(t)}({buf}, {ptr});"
         return f"{self.writer(t)}({buf}, *{ptr});"
 
+    def nonzero(self, t: TypeRef, value: str) -> str:
+        """A C expression: a value-type member holds something other than its zero."""
+        if t.kind == "boolean":
+            return value
+        if t.kind == "array":
+            return f"{value}.count != 0"
+        return f"{value} != 0"  # integers, numbers, enums (0 is "no value")
+
+    def presence_note(self, t: TypeRef, has: str) -> str:
+        """When a value-type member is sent, for its comment."""
+        if t.kind == "boolean":
+            return f"sent when true; set {has} to send false"
+        if t.kind == "array":
+            return f"sent when not empty; set {has} to send []"
+        if t.kind == "model":
+            return "sent when set"
+        return f"sent when not 0; set {has} to send 0"
+
     def absent(self, t: TypeRef, value: str) -> str:
         return f"{value}.ptr == NULL" if t.kind == "string" else f"{value} == NULL"
 
@@ -272,6 +290,7 @@ class _Pdk:
         self.names = _Names()
         self.types = _Types(model, self.names)
         self.members: dict[str, list[str]] = {}  # model → its fields' C names
+        self.flags: dict[str, dict[str, str]] = {}  # model → JSON name → its has_ flag
         self.enums = [self._enum(m) for m in model.models if m.kind == "enum"]
         self.objects = [self._object(m) for m in model.models if m.kind == "object"]
         self.operations = [self._operation(op) for op in model.operations]
@@ -316,6 +335,7 @@ class _Pdk:
             "operations": self.operations,
             "events": self.events,
             "hooks": self.hooks,
+            "respond": self._respond(),
             "cached_powers": cached_powers(),
             "build_command": README_BUILD,
         }
@@ -349,11 +369,15 @@ class _Pdk:
         for f, member in zip(m.fields, idents, strict=True):
             pointer = t.pointer_like(f.type)
             has = members.claim(f"has_{member}") if not f.required and not pointer else ""
+            self.flags.setdefault(m.name, {})[f.name] = has
             null = members.claim(f"{member}_null") if f.nullable and f.type.kind != "any" else ""
             value = f"value->{member}"
             present = []
             if has:
-                present.append(f"value->{has}")
+                # A value other than 0 / false / empty is there by itself: has_ is
+                # only needed to send 0, false or []. (A forgotten has_ flag
+                # dropped a hook's has_response = true: the request went on.)
+                present += [f"value->{has}", t.nonzero(f.type, value)]
             elif not f.required:
                 present.append(t.present(f.type, value))
             if null and not f.required:
@@ -363,7 +387,11 @@ class _Pdk:
                 is_null.append(t.absent(f.type, value))
             notes = []
             if not f.required:
-                notes.append(f"optional: {'has_' + member if has else 'NULL when absent'}")
+                notes.append(
+                    f"optional: {t.presence_note(f.type, has)}"
+                    if has
+                    else "optional: NULL when absent"
+                )
             if null:
                 notes.append(f"null: {null}")
             doc = c_comment(f.description)
@@ -430,9 +458,13 @@ class _Pdk:
                 has = "" if t.pointer_like(p.type) else members.claim(f"has_{member}")
                 value = f"options->{member}"
                 entry["write"] = t.write_field(p.type, "&hw_b", value)
-                flag = f"options->{has}" if has else t.present(p.type, value)
+                flag = (
+                    f"(options->{has} || {t.nonzero(p.type, value)})"
+                    if has
+                    else t.present(p.type, value)
+                )
                 entry["present"] = f"options != NULL && {flag}"
-                note = f"set {has}" if has else "omitted when NULL"
+                note = t.presence_note(p.type, has) if has else "omitted when NULL"
                 option_fields.append(
                     {
                         "decl": _decl(t.field(p.type), member),
@@ -546,6 +578,32 @@ class _Pdk:
             )
         handler["params"] = ", ".join(params)
         return handler
+
+    def _respond(self) -> dict[str, str] | None:
+        """hw_respond(output, status, headers, body) for the pre-hook (hooks.yaml's shapes)."""
+        hook = next((h for h in self.model.hooks if h.export == "http_pre_hook"), None)
+        if hook is None or not self.types.is_object(hook.output):
+            return None
+        models = {m.name: m for m in self.model.models}
+
+        def member(model: str, json_name: str) -> str:
+            fields = [f.name for f in models[model].fields]
+            return self.members[model][fields.index(json_name)]
+
+        output = models[hook.output.model]
+        response = next(f for f in output.fields if f.name == "response").type
+        flag = member(output.name, "has_response")
+        return {
+            "function": self.names.claim("hw_respond"),
+            "output": self.types.names[output.name],
+            "response": self.types.names[response.model],
+            "field": member(output.name, "response"),
+            "flag": flag,
+            "flag_has": self.flags[output.name]["has_response"],
+            "status": member(response.model, "status_code"),
+            "headers": member(response.model, "headers"),
+            "body": member(response.model, "body"),
+        }
 
     def _prefill(self, payload: TypeRef, result: TypeRef) -> list[str]:
         """Required result fields the payload has too start as the payload's (hooks' context)."""

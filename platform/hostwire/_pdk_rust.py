@@ -572,6 +572,40 @@ def _event_example(
     return [f"{event.export}!(|event| {{", f"    {log}", f"    {answer}", "});"]
 
 
+def _respond(mapper: _Mapper, pdk: PdkModel) -> dict[str, object] | None:
+    """``HttpPreHookOutput::respond(context, status, headers, body)`` (hooks.yaml's shapes):
+    the struct literal's field lines."""
+    hook = next((h for h in pdk.hooks if h.export == "http_pre_hook"), None)
+    output = mapper.object_model(hook.output if hook else None)
+    if output is None:
+        return None
+    fields = {f.name: r for f, r in zip(output.fields, mapper.model(output).fields, strict=True)}
+    response = mapper.object_model(next(f.type for f in output.fields if f.name == "response"))
+    if response is None or not {"context", "has_response"} <= set(fields):
+        return None
+    made_fields = zip(response.fields, mapper.model(response).fields, strict=True)
+    rust = {f.name: r.ident for f, r in made_fields}
+    values = {"status_code": "status_code", "headers": "headers", "body": "crate::base64(body)"}
+    made = ", ".join(f"{rust[name]}: {value}" for name, value in values.items())
+    lines = []
+    for name, field_ in fields.items():
+        if name == "context":
+            lines.append(f"{field_.ident}: context")
+        elif name == "response":
+            lines.append(
+                f"{field_.ident}: Some(crate::models::{mapper.names[response.name]} {{ {made} }})"
+            )
+        elif name == "has_response":
+            lines.append(f"{field_.ident}: Some(true)")
+        else:
+            lines.append(f"{field_.ident}: None")
+    return {
+        "output": mapper.names[output.name],
+        "flag": fields["has_response"].ident,
+        "fields": lines,
+    }
+
+
 def _context(pdk: PdkModel) -> dict[str, object]:
     mapper = _Mapper(pdk)
     taken: set[str] = set()
@@ -610,6 +644,7 @@ def _context(pdk: PdkModel) -> dict[str, object]:
         "event_example": _event_example(mapper, chosen, helpers) if chosen else [],
         "example_event": next((e for e in events if chosen and e.export == chosen.export), None),
         "example_call": call,
+        "respond": _respond(mapper, pdk),
     }
 
 
