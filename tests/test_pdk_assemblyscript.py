@@ -18,9 +18,10 @@ import wasmtime
 from conftest import ROOT
 from hostwire import Limits, PluginError, load_openapi
 from hostwire._pdk import generate, scaffold
-from hostwire._pdk_assemblyscript import BUILD
+from hostwire._pdk_assemblyscript import BUILD, runtime_names
 from hostwire._pdk_model import build_model
 from hostwire.testing import MockReply, PluginHarness
+from pdk_documents import document as pdk_document
 
 ASC = ROOT / "node_modules" / ".bin" / "asc"
 LIGHT_SPEC = ROOT / "openapi" / "light.yaml"
@@ -849,3 +850,17 @@ def test_plugin_new_with_a_value_answer_and_an_awkward_title_builds(tmp_path: Pa
         harness.mock("count", 2.5)
         assert harness.call("run") == {"greeting": "hello", "count": 200}
         assert [(c.operation, c.query) for c in harness.calls] == [("count", [])]
+
+
+# -- generated names never take the runtime's ---------------------------------------
+
+
+@pytest.mark.parametrize("document", ["every-runtime-name", "fastapi"])
+def test_documents_full_of_the_runtimes_names_compile(document: str, tmp_path: Path) -> None:
+    spec = pdk_document(document, tmp_path, runtime_names())
+    generate(spec, "assemblyscript", tmp_path / "project" / "pdk")
+    compile_plugin(tmp_path / "project", everything(tmp_path / "project" / "pdk"), spec)
+
+
+def test_the_runtime_names_are_read_from_the_runtime() -> None:
+    assert {"JsonValue", "decodeString", "respond", "base64", "storeBlock"} <= runtime_names()

@@ -7,6 +7,7 @@ import json
 import logging
 import math
 import random
+import re
 import shlex
 import struct
 import subprocess
@@ -19,8 +20,18 @@ import pytest
 from conftest import ROOT
 from hostwire import Limits, PluginError, PluginMemoryError
 from hostwire._pdk import generate
-from hostwire._pdk_c import BUILD, CC_FLAGS, SOURCES, c_ident, c_string, upper_snake
+from hostwire._pdk_c import (
+    BUILD,
+    CC_FLAGS,
+    SOURCES,
+    c_ident,
+    c_string,
+    runtime_names,
+    upper_snake,
+)
 from hostwire.testing import MockReply, PluginHarness
+from pdk_documents import FASTAPI, write_clash_document
+from pdk_documents import document as pdk_document
 
 LIGHT_SPEC = ROOT / "openapi" / "light.yaml"
 AWKWARD_SPEC = ROOT / "tests" / "pdk" / "awkward.yaml"
@@ -789,3 +800,65 @@ def test_values_other_than_zero_are_sent_without_their_flag(presence_wasm: Path)
         assert h.call("deliveries") == {}
         (call,) = h.calls
     assert call.query == [("state", "dead"), ("limit", "5")]
+
+
+# -- generated names never take the runtime's ---------------------------------------
+
+CLASH_PLUGIN = r"""
+#include "hostwire.h"
+
+HW_EXPORT(run) {
+    hw_output_cstr("{}");
+    return 0;
+}
+"""
+
+
+@pytest.mark.parametrize("document", ["every-runtime-name", "fastapi"])
+def test_documents_full_of_the_runtimes_names_compile(document: str, tmp_path: Path) -> None:
+    spec = pdk_document(document, tmp_path, runtime_names())
+    pdk = tmp_path / "pdk"
+    generate(spec, "c", pdk)
+    # Each file on its own (strict C99, warnings are errors), then all linked together.
+    for source in SOURCES:
+        cc(f"-I{pdk}", "-c", str(pdk / source), "-o", str(tmp_path / f"{source}.o"))
+    build(pdk, CLASH_PLUGIN, tmp_path / "plugin.wasm")
+
+
+def test_generated_c_names_are_never_runtime_names(tmp_path: Path) -> None:
+    spec = write_clash_document(tmp_path, runtime_names())
+    generate(spec, "c", tmp_path / "pdk")
+    generated = "\n".join(
+        (tmp_path / "pdk" / name).read_text(encoding="utf-8")
+        for name in ("hw_models.h", "hw_api.h", "hw_exports.h")
+    )
+    declared = set(re.findall(r"\btypedef (?:struct|enum) \w+ (\w+);", generated))
+    declared |= set(re.findall(r"^\S[^(\n]*?\b(\w+)\(", generated, re.M))  # functions
+    declared |= set(re.findall(r"^\s+(\w+)(?: = \d+)?,?$", generated, re.M))  # enum constants
+    declared |= set(re.findall(r"^#define (\w+)", generated, re.M))
+    assert "hw_any_array" in declared
+    assert {"HWModel_to_string", "hw_respond"} <= declared
+    assert declared & runtime_names() == set()
+
+
+def test_a_fastapi_validation_error_reads_and_writes(tmp_path: Path) -> None:
+    models = tmp_path / "pdk" / "hw_models.h"
+    generate(FASTAPI, "c", tmp_path / "pdk")
+    text = models.read_text(encoding="utf-8")
+    assert "hw_any_array loc;" in text
+    source = (
+        CLASH_PLUGIN
+        + r"""
+HW_EXPORT(echo_error) {
+    HTTPValidationError error;
+    if (!HTTPValidationError_parse(hw_input(), &error)) return hw_fail("%s", hw_error());
+    hw_output(HTTPValidationError_to_json(&error));
+    return 0;
+}
+"""
+    )
+    wasm = build(tmp_path / "pdk", source, tmp_path / "plugin.wasm")
+    error = {"detail": [{"loc": ["body", "price", 0], "msg": "Input should be > 0",
+                         "type": "greater_than", "input": -1, "ctx": {"gt": 0}}]}  # fmt: skip
+    with PluginHarness(wasm, spec=FASTAPI) as h:
+        assert h.call("echo_error", error) == error

@@ -20,6 +20,8 @@ from hostwire import PluginError
 from hostwire._pdk import generate
 from hostwire._pdk_rust import BUILD, TARGET
 from hostwire.testing import PluginHarness
+from pdk_documents import document as pdk_document
+from pdk_documents import rust_runtime_names
 
 CARGO = Path("/usr/bin/cargo")
 RUSTC = Path("/usr/bin/rustc")
@@ -485,3 +487,27 @@ def test_a_scaffolded_project_builds_with_its_command_and_runs(
             "body": {"status": "on", "color": "red"},
             "error": None,
         }
+
+
+# -- generated names never take the runtime's ---------------------------------------
+
+CLASH_PLUGIN = r"""
+use hostwire_pdk::*;
+
+export!(run, |_: ()| {
+    let value: Value = json!({"ok": true});
+    let _: Option<Response<Value>> = None;
+    let _: Option<ApiError> = None;
+    Ok(value)
+});
+"""
+
+
+@pytest.mark.parametrize("document", ["every-runtime-name", "fastapi"])
+def test_documents_full_of_the_runtimes_names_compile(
+    document: str, tmp_path: Path, cargo_env: dict[str, str]
+) -> None:
+    spec = pdk_document(document, tmp_path, rust_runtime_names())
+    wasm = build_plugin(tmp_path / "plugin", spec, "clash_plugin", CLASH_PLUGIN, cargo_env)
+    with PluginHarness(wasm, spec=spec) as harness:
+        assert harness.call("run") == {"ok": True}

@@ -2,19 +2,22 @@
 
 Everything is decided here, the templates only format:
 
-- runtime: ``hw_`` / ``HW_`` (private: ``hw__``), in ``hw_runtime.[ch]``;
+- runtime: ``hw_`` / ``HW_`` (private: ``hw__``), in ``hw_runtime.[ch]``; a
+  generated name never equals a runtime name (they are read from the runtime's
+  sources; a clash would get ``_2``), and a model named ``HW`` becomes ``HWModel``;
 - object models: ``typedef struct Light Light;`` with ``Light_read``,
   ``Light_write``, ``Light_parse``, ``Light_to_json``; nested objects are
   pointers (``Light *record``), so models may refer to themselves;
 - string enums: ``typedef enum Color { Color_RED = 1, ... } Color;`` (0 is "no
   value") with ``Color_to_string`` / ``Color_from_string``;
-- arrays: ``Light_array`` / ``hw_str_array`` / ``hw_int_array_array``
-  (``items`` + ``count``);
+- arrays: ``Light_array`` / ``hw_str_array`` / ``hw_int_array_array`` /
+  ``hw_any_array`` (free JSON values) (``items`` + ``count``);
 - operations: ``api_<name>(...)`` returning ``api_<name>_response``;
 - events and HTTP hooks: ``HW_ON_<EXPORT>(handler)`` defines the export.
 
 Field conventions: an optional field of a value type (integer, number,
-boolean, enum, array) has ``bool has_<name>``; pointer-like types (objects,
+boolean, enum, array) is sent when it holds anything but 0 / false / empty, and
+has ``bool has_<name>`` to send 0, false or ``[]`` too; pointer-like types (objects,
 strings, ``any``) are NULL when absent; a nullable field has
 ``bool <name>_null``. JSON names that are not C identifiers, or are keywords,
 are mangled (``part-no`` → ``part_no``, ``default`` → ``default_``).
@@ -32,7 +35,7 @@ from fractions import Fraction
 from typing import Any
 
 from hostwire._openapi import OpenAPIDocument
-from hostwire._pdk import RenderJob
+from hostwire._pdk import RenderJob, templates_root
 from hostwire._pdk_model import ANY, Model, OperationDef, PdkModel, TypeRef
 
 CC_FLAGS = "--target=wasm32-freestanding -O2 -s -nostdlib -Wl,--no-entry"
@@ -71,7 +74,13 @@ _HEADER_NAMES = frozenset(
     intmax_t uintmax_t max_align_t __bool_true_false_are_defined
     """.split()  # noqa: SIM905 (a word list reads better than a list literal)
 )
-RESERVED = _C_KEYWORDS | _CPP_KEYWORDS | _HEADER_NAMES
+# What the runtime defines without its prefix: what clang expects from a C library.
+_LIBC_NAMES = frozenset({"memcpy", "memmove", "memset", "memcmp", "strlen"})
+RESERVED = _C_KEYWORDS | _CPP_KEYWORDS | _HEADER_NAMES | _LIBC_NAMES
+# Every name of the runtime starts with hw_ / HW_ (private: hw__); no generated
+# name takes one of them (the generator reads them from the runtime's sources).
+_RUNTIME_NAME = re.compile(r"\b(?:hw|HW)_\w+")
+RUNTIME_FILES = ("hw_runtime.h.j2", "hw_runtime.c.j2")
 _STDINT_MACRO = re.compile(r"^U?INT(8|16|32|64|PTR|MAX)?_(MAX|MIN|C)$")
 
 _READERS = {
@@ -100,12 +109,20 @@ _ARRAY_BASES = {
     "integer": "hw_int",
     "number": "hw_number",
     "boolean": "hw_bool",
-    "any": "hw_json",
+    "any": "hw_any",  # not hw_json: hw_json_array() is the runtime's
 }
 _SECTIONS = (("path", "path"), ("query", "query"), ("header", "headers"))
 
 
 # -- names --------------------------------------------------------------------
+
+
+@functools.cache
+def runtime_names() -> frozenset[str]:
+    """Every hw_/HW_ name the runtime declares or defines, and the libc names it defines."""
+    folder = templates_root() / "c"
+    text = "\n".join((folder / name).read_text(encoding="utf-8") for name in RUNTIME_FILES)
+    return frozenset(_RUNTIME_NAME.findall(text)) | _LIBC_NAMES
 
 
 def c_ident(text: str) -> str:
@@ -180,8 +197,12 @@ class _Types:
 
     def __init__(self, model: PdkModel, names: _Names) -> None:
         self.kinds = {m.name: m.kind for m in model.models}
-        # Model names are PascalCase (no "_"), so "<Model>_<suffix>" names never clash.
-        self.names = {m.name: names.claim(m.name) for m in model.models}
+        # Model names are PascalCase (no "_"), so "<Model>_<suffix>" names never clash,
+        # unless the model is named HW or Hw: its names would start like the runtime's.
+        self.names = {
+            m.name: names.claim(f"{m.name}Model" if m.name.lower() == "hw" else m.name)
+            for m in model.models
+        }
         self.arrays: dict[str, TypeRef] = {}  # C name → array type, filled as types are mapped
         self._array_names: dict[TypeRef, str] = {}
         self._global = names
@@ -287,7 +308,7 @@ class _Pdk:
 
     def __init__(self, model: PdkModel) -> None:
         self.model = model
-        self.names = _Names()
+        self.names = _Names(runtime_names())
         self.types = _Types(model, self.names)
         self.members: dict[str, list[str]] = {}  # model → its fields' C names
         self.flags: dict[str, dict[str, str]] = {}  # model → JSON name → its has_ flag
