@@ -3,6 +3,7 @@ plug-ins built on it run under the harness, and `hostwire plugin new` builds."""
 
 from __future__ import annotations
 
+import base64
 import json
 import re
 import subprocess
@@ -17,9 +18,10 @@ import wasmtime
 from conftest import ROOT
 from hostwire import Limits, PluginError, load_openapi
 from hostwire._pdk import generate, scaffold
-from hostwire._pdk_assemblyscript import BUILD
+from hostwire._pdk_assemblyscript import BUILD, runtime_names
 from hostwire._pdk_model import build_model
 from hostwire.testing import MockReply, PluginHarness
+from pdk_documents import document as pdk_document
 
 ASC = ROOT / "node_modules" / ".bin" / "asc"
 LIGHT_SPEC = ROOT / "openapi" / "light.yaml"
@@ -69,6 +71,8 @@ def build_with_asc(project: Path) -> Path:
     )
     errors = "\n".join(line for line in result.stderr.splitlines() if "AS235" not in line)
     assert result.returncode == 0, f"asc failed:\n{errors}"
+    # Warnings are errors too; AS235 only says the test's `export *` of classes exports nothing.
+    assert "WARNING" not in errors, f"asc warned:\n{errors}"
     return wasm
 
 
@@ -128,12 +132,25 @@ def test_the_whole_pdk_compiles_and_imports_only_extism(spec: Path, tmp_path: Pa
 
 LIGHT_PLUGIN = """
 import {
-  BeforeEventResult, BeforeEventResultReject, Color, DeliveryState, JsonWriter, Light,
-  LightEvent, LightUpdate, ListEventDeliveriesOptions, config, configOr, decodeLight,
-  encodeLight, fail, getLight, getStates, inputJson, inputString, lastJsonError,
-  listEventDeliveries, logInfo, onLightBeforeSave, outputAs, outputJson, outputString,
-  outputWriter, readInputAs, updateLight,
+  BeforeEventResult, BeforeEventResultReject, Color, DeliveryState, HttpPreHookInput,
+  HttpPreHookOutput, JsonValue, JsonWriter, Light, LightEvent, LightUpdate,
+  ListEventDeliveriesOptions, config, configOr, decodeLight, encodeLight, fail, getLight,
+  getStates, inputJson, inputString, lastJsonError, listEventDeliveries, logInfo,
+  onHttpPreHook, onLightBeforeSave, outputAs, outputJson, outputString, outputWriter,
+  readInputAs, respond, updateLight,
 } from "../pdk";
+
+export function http_pre_hook(): i32 {
+  return onHttpPreHook(preHook);
+}
+
+function preHook(input: HttpPreHookInput): HttpPreHookOutput {
+  if (input.request.path == "/respond") {
+    const headers = JsonValue.newObject().set("retry-after", JsonValue.ofString("1"));
+    return respond(input.context, 429, headers, Uint8Array.wrap(String.UTF8.encode("slow down")));
+  }
+  return new HttpPreHookOutput(input.context);
+}
 
 // Reads the default light, gives the target light the configured colour, and
 // counts dead deliveries: no body, path and body, query options.
@@ -297,6 +314,21 @@ def test_typed_calls_go_out_as_contract_1_json(light: PluginHarness) -> None:
     assert (update.method, update.path) == ("PATCH", "/lights/lamp/1")
     assert update.body == {"color": "green", "brightness": 42}  # unset fields are left out
     assert deliveries.query == [("state", "dead"), ("limit", "5")]
+
+
+def test_respond_fills_the_whole_pre_hook_answer(light: PluginHarness) -> None:
+    request = {"method": "GET", "path": "/respond", "headers": {}, "query": {}, "body": ""}
+    assert light.call("http_pre_hook", {"context": {"n": 1}, "request": request}) == {
+        "context": {"n": 1},
+        "response": {
+            "status_code": 429,
+            "headers": {"retry-after": "1"},
+            "body": base64.b64encode(b"slow down").decode(),
+        },
+        "has_response": True,
+    }
+    request["path"] = "/"
+    assert light.call("http_pre_hook", {"context": {}, "request": request}) == {"context": {}}
 
 
 def test_failed_calls_read_clearly(light: PluginHarness) -> None:
@@ -820,3 +852,17 @@ def test_plugin_new_with_a_value_answer_and_an_awkward_title_builds(tmp_path: Pa
         harness.mock("count", 2.5)
         assert harness.call("run") == {"greeting": "hello", "count": 200}
         assert [(c.operation, c.query) for c in harness.calls] == [("count", [])]
+
+
+# -- generated names never take the runtime's ---------------------------------------
+
+
+@pytest.mark.parametrize("document", ["every-runtime-name", "fastapi"])
+def test_documents_full_of_the_runtimes_names_compile(document: str, tmp_path: Path) -> None:
+    spec = pdk_document(document, tmp_path, runtime_names())
+    generate(spec, "assemblyscript", tmp_path / "project" / "pdk")
+    compile_plugin(tmp_path / "project", everything(tmp_path / "project" / "pdk"), spec)
+
+
+def test_the_runtime_names_are_read_from_the_runtime() -> None:
+    assert {"JsonValue", "decodeString", "respond", "base64", "storeBlock"} <= runtime_names()

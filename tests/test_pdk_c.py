@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
 import math
 import random
+import re
 import shlex
 import struct
 import subprocess
@@ -18,8 +20,18 @@ import pytest
 from conftest import ROOT
 from hostwire import Limits, PluginError, PluginMemoryError
 from hostwire._pdk import generate
-from hostwire._pdk_c import BUILD, CC_FLAGS, SOURCES, c_ident, c_string, upper_snake
+from hostwire._pdk_c import (
+    BUILD,
+    CC_FLAGS,
+    SOURCES,
+    c_ident,
+    c_string,
+    runtime_names,
+    upper_snake,
+)
 from hostwire.testing import MockReply, PluginHarness
+from pdk_documents import FASTAPI, write_clash_document
+from pdk_documents import document as pdk_document
 
 LIGHT_SPEC = ROOT / "openapi" / "light.yaml"
 AWKWARD_SPEC = ROOT / "tests" / "pdk" / "awkward.yaml"
@@ -696,3 +708,157 @@ def test_a_new_c_project_builds_with_its_build_command_and_runs(tmp_path: Path) 
         h.mock("getStates", {"status": "on", "color": "red"})
         assert h.call("run") == {"status": "on", "color": "red"}
         assert h.fire("light.before_create", record=light()) == {}
+
+
+# -- presence flags cannot be forgotten ---------------------------------------------
+
+PRESENCE_PLUGIN = r"""
+#include "hostwire.h"
+
+static int pre_hook(const HttpPreHookInput *input, HttpPreHookOutput *output) {
+    if (hw_str_eq_c(input->request->path, "/flag-only")) {
+        /* The fail-open trap: has_response set, has_has_response forgotten. */
+        output->response = hw_new(HttpResponse);
+        output->response->status_code = 403;
+        output->response->headers = hw_json_object();
+        output->response->body = HW_STR("bm8=");
+        output->has_response = true;
+    } else if (hw_str_eq_c(input->request->path, "/respond")) {
+        hw_json *headers = hw_json_object();
+        hw_json_set(headers, "retry-after", hw_json_string(HW_STR("1")));
+        hw_respond(output, 429, headers, HW_STR("slow down"));
+    } else if (hw_str_eq_c(input->request->path, "/no")) {
+        output->has_response = false;
+        output->has_has_response = true; /* an explicit false still needs its flag */
+    }
+    return 0;
+}
+HW_ON_HTTP_PRE_HOOK(pre_hook)
+
+static int chunk(const HttpStreamChunkInput *input, HttpStreamChunkOutput *output) {
+    (void)input;
+    output->skip = true; /* no has_skip */
+    return 0;
+}
+HW_ON_HTTP_STREAM_CHUNK_HOOK(chunk)
+
+HW_EXPORT(deliveries) {
+    api_list_event_deliveries_options options = {0};
+    options.limit = 5; /* no has_limit */
+    options.state = DeliveryState_DEAD; /* no has_state */
+    api_list_event_deliveries_response r = api_list_event_deliveries(&options);
+    hw_output_cstr(r.ok ? "{}" : "{\"failed\":true}");
+    return 0;
+}
+"""
+
+
+@pytest.fixture(scope="module")
+def presence_wasm(light_pdk: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("presence-plugin") / "plugin.wasm"
+    return build(light_pdk, PRESENCE_PLUGIN, out)
+
+
+def hook_input(path: str) -> dict[str, object]:
+    request = {"method": "GET", "path": path, "headers": {}, "query": {}, "body": ""}
+    return {"context": {}, "request": request}
+
+
+def test_setting_has_response_alone_answers_with_the_response(presence_wasm: Path) -> None:
+    with harness(presence_wasm) as h:
+        assert h.call("http_pre_hook", hook_input("/flag-only")) == {
+            "context": {},
+            "response": {"status_code": 403, "headers": {}, "body": "bm8="},
+            "has_response": True,
+        }
+        assert h.call("http_pre_hook", hook_input("/no")) == {
+            "context": {},
+            "has_response": False,
+        }
+        assert h.call("http_pre_hook", hook_input("/other")) == {"context": {}}
+
+
+def test_hw_respond_fills_the_whole_answer(presence_wasm: Path) -> None:
+    with harness(presence_wasm) as h:
+        answer = h.call("http_pre_hook", hook_input("/respond"))
+    assert answer == {
+        "context": {},
+        "response": {
+            "status_code": 429,
+            "headers": {"retry-after": "1"},
+            "body": base64.b64encode(b"slow down").decode(),
+        },
+        "has_response": True,
+    }
+
+
+def test_values_other_than_zero_are_sent_without_their_flag(presence_wasm: Path) -> None:
+    chunk = {"context": {}, "request": hook_input("/")["request"], "chunk": "eA=="}
+    with harness(presence_wasm) as h:
+        assert h.call("http_stream_chunk_hook", chunk) == {"context": {}, "skip": True}
+        h.mock("listEventDeliveries", {"deliveries": []})
+        assert h.call("deliveries") == {}
+        (call,) = h.calls
+    assert call.query == [("state", "dead"), ("limit", "5")]
+
+
+# -- generated names never take the runtime's ---------------------------------------
+
+CLASH_PLUGIN = r"""
+#include "hostwire.h"
+
+HW_EXPORT(run) {
+    hw_output_cstr("{}");
+    return 0;
+}
+"""
+
+
+@pytest.mark.parametrize("document", ["every-runtime-name", "fastapi"])
+def test_documents_full_of_the_runtimes_names_compile(document: str, tmp_path: Path) -> None:
+    spec = pdk_document(document, tmp_path, runtime_names())
+    pdk = tmp_path / "pdk"
+    generate(spec, "c", pdk)
+    # Each file on its own (strict C99, warnings are errors), then all linked together.
+    for source in SOURCES:
+        cc(f"-I{pdk}", "-c", str(pdk / source), "-o", str(tmp_path / f"{source}.o"))
+    build(pdk, CLASH_PLUGIN, tmp_path / "plugin.wasm")
+
+
+def test_generated_c_names_are_never_runtime_names(tmp_path: Path) -> None:
+    spec = write_clash_document(tmp_path, runtime_names())
+    generate(spec, "c", tmp_path / "pdk")
+    generated = "\n".join(
+        (tmp_path / "pdk" / name).read_text(encoding="utf-8")
+        for name in ("hw_models.h", "hw_api.h", "hw_exports.h")
+    )
+    declared = set(re.findall(r"\btypedef (?:struct|enum) \w+ (\w+);", generated))
+    declared |= set(re.findall(r"^\S[^(\n]*?\b(\w+)\(", generated, re.M))  # functions
+    declared |= set(re.findall(r"^\s+(\w+)(?: = \d+)?,?$", generated, re.M))  # enum constants
+    declared |= set(re.findall(r"^#define (\w+)", generated, re.M))
+    assert "hw_any_array" in declared
+    assert {"HWModel_to_string", "hw_respond"} <= declared
+    assert declared & runtime_names() == set()
+
+
+def test_a_fastapi_validation_error_reads_and_writes(tmp_path: Path) -> None:
+    models = tmp_path / "pdk" / "hw_models.h"
+    generate(FASTAPI, "c", tmp_path / "pdk")
+    text = models.read_text(encoding="utf-8")
+    assert "hw_any_array loc;" in text
+    source = (
+        CLASH_PLUGIN
+        + r"""
+HW_EXPORT(echo_error) {
+    HTTPValidationError error;
+    if (!HTTPValidationError_parse(hw_input(), &error)) return hw_fail("%s", hw_error());
+    hw_output(HTTPValidationError_to_json(&error));
+    return 0;
+}
+"""
+    )
+    wasm = build(tmp_path / "pdk", source, tmp_path / "plugin.wasm")
+    error = {"detail": [{"loc": ["body", "price", 0], "msg": "Input should be > 0",
+                         "type": "greater_than", "input": -1, "ctx": {"gt": 0}}]}  # fmt: skip
+    with PluginHarness(wasm, spec=FASTAPI) as h:
+        assert h.call("echo_error", error) == error

@@ -7,6 +7,7 @@ Every build shares one cargo target folder, so serde is compiled once a session.
 
 from __future__ import annotations
 
+import base64
 import os
 import subprocess
 import sys
@@ -19,6 +20,8 @@ from hostwire import PluginError
 from hostwire._pdk import generate
 from hostwire._pdk_rust import BUILD, TARGET
 from hostwire.testing import PluginHarness
+from pdk_documents import document as pdk_document
+from pdk_documents import rust_runtime_names
 
 CARGO = Path("/usr/bin/cargo")
 RUSTC = Path("/usr/bin/rustc")
@@ -91,6 +94,10 @@ light_after_destroy!(|event| {
 });
 
 http_pre_hook!(|input| {
+    if input.request.path == "/respond" {
+        let headers = json!({"retry-after": "1"});
+        return Ok(HttpPreHookOutput::respond(input.context, 429, headers, b"slow down"));
+    }
     if input.request.path != "/blocked" {
         return Ok(HttpPreHookOutput { context: input.context, ..Default::default() });
     }
@@ -367,6 +374,18 @@ def test_http_hooks_are_typed(light_wasm: Path) -> None:
             "http_pre_hook", {"context": {"n": 1}, "request": {**request, "path": "/"}}
         )
         assert passed == {"context": {"n": 1}}
+        responded = harness.call(
+            "http_pre_hook", {"context": {"n": 1}, "request": {**request, "path": "/respond"}}
+        )
+        assert responded == {
+            "context": {"n": 1},
+            "has_response": True,
+            "response": {
+                "status_code": 429,
+                "headers": {"retry-after": "1"},
+                "body": base64.b64encode(b"slow down").decode(),
+            },
+        }
         exports = harness.plugin.exports
     assert {"paint", "light_before_save", "light_after_destroy", "http_pre_hook"} <= set(exports)
     assert "light_after_update" not in exports  # only what the plug-in handles
@@ -468,3 +487,27 @@ def test_a_scaffolded_project_builds_with_its_command_and_runs(
             "body": {"status": "on", "color": "red"},
             "error": None,
         }
+
+
+# -- generated names never take the runtime's ---------------------------------------
+
+CLASH_PLUGIN = r"""
+use hostwire_pdk::*;
+
+export!(run, |_: ()| {
+    let value: Value = json!({"ok": true});
+    let _: Option<Response<Value>> = None;
+    let _: Option<ApiError> = None;
+    Ok(value)
+});
+"""
+
+
+@pytest.mark.parametrize("document", ["every-runtime-name", "fastapi"])
+def test_documents_full_of_the_runtimes_names_compile(
+    document: str, tmp_path: Path, cargo_env: dict[str, str]
+) -> None:
+    spec = pdk_document(document, tmp_path, rust_runtime_names())
+    wasm = build_plugin(tmp_path / "plugin", spec, "clash_plugin", CLASH_PLUGIN, cargo_env)
+    with PluginHarness(wasm, spec=spec) as harness:
+        assert harness.call("run") == {"ok": True}

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import functools
+import sys
+import threading
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -18,7 +21,8 @@ from openapi_core.validation.request.validators import (
 )
 
 from hostwire import compile_schema, load_openapi
-from hostwire._validate import InvalidCall, OperationValidator
+from hostwire._hostapi import error_reply
+from hostwire._validate import MAX_DETAILS, InvalidCall, OperationValidator, _Schema
 from petstore.app import SPEC as PETSTORE_PATH
 
 LIGHTS = "openapi/light.yaml"
@@ -136,8 +140,129 @@ def test_portable_schemas_take_the_fast_path_and_agree() -> None:
         {**record, "extra": 1},
         {k: v for k, v in record.items() if k != "name"},
     ]
-    slow = compile_schema(lights, lights.component_schema("Light"))
-    slow._fast = None
+    slow = _Schema(lights, lights.component_schema("Light"), fast=False)
     for value in variants:
         assert light.problems("body", "", value) == slow.problems("body", "", value)
     assert [bool(light.problems("body", "", v)) for v in variants] == [False] + [True] * 5
+
+
+# -- compiled schemas are shared by threads -------------------------------------------
+
+ARRAYS = """\
+openapi: 3.1.0
+info: {title: arrays, version: "1"}
+paths:
+  /items:
+    get:
+      operationId: listItems
+      parameters:
+        - {name: ids, in: query, schema: {type: array, items: {type: integer}}}
+        - {name: flags, in: query, schema: {type: array, items: {type: boolean}}}
+        - {name: ratios, in: query, schema: {type: array, items: {type: number}}}
+        - {name: names, in: query, schema: {type: array, items: {type: string}}}
+      responses: {"200": {description: ok}}
+"""
+
+
+def test_eight_threads_cast_array_parameters_of_every_type_right(tmp_path: Path) -> None:
+    (tmp_path / "arrays.yaml").write_text(ARRAYS)
+    spec = load_openapi(tmp_path / "arrays.yaml")
+    validator = OperationValidator(spec, spec.operations["list_items"])
+    given = {"ids": ["1", "22"], "flags": ["true", "false"], "ratios": ["0.5", "2"],
+             "names": ["7", "true"]}  # fmt: skip
+    sent = {"ids": ["1", "22"], "flags": ["true", "false"], "ratios": ["0.5", "2.0"],
+            "names": ["7", "true"]}  # fmt: skip
+    # Every call casts long arrays of every type: the threads meet in each schema often.
+    query = {name: values * 10 for name, values in given.items()}
+    expected = [(name, text) for name, values in sent.items() for text in values * 10]
+    wrong: list[str] = []
+
+    def hammer() -> None:
+        for _ in range(300):
+            try:
+                got = validator.prepare({"query": query}).query
+            except InvalidCall as exc:
+                wrong.append(str(exc))
+                continue
+            if got != expected:
+                wrong.append(f"the query became {got}")
+
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # switch threads as often as possible: races show at once
+    try:
+        threads = [threading.Thread(target=hammer) for _ in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    finally:
+        sys.setswitchinterval(interval)
+    assert wrong == []
+
+
+def test_a_schema_shared_by_eight_threads_casts_items_and_wholes_right(tmp_path: Path) -> None:
+    (tmp_path / "arrays.yaml").write_text(ARRAYS)
+    spec = load_openapi(tmp_path / "arrays.yaml")
+    (ids,) = [p for p in spec.operations["list_items"].parameters if p.name == "ids"]
+    assert ids.schema is not None
+    schema = compile_schema(spec, ids.schema)
+    wrong: list[str] = []
+
+    def hammer() -> None:
+        for _ in range(20_000):
+            item, whole = schema.cast_item("5"), schema.cast("5")
+            if (item, whole) != (5, "5"):  # an item is an integer; the parameter an array
+                wrong.append(f"{item!r}, {whole!r}")
+
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    try:
+        threads = [threading.Thread(target=hammer) for _ in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    finally:
+        sys.setswitchinterval(interval)
+    assert wrong == []
+    assert (schema.cast_item("5"), schema.cast("5")) == (5, "5")
+
+
+def test_a_compiled_schema_cannot_be_changed() -> None:
+    lights = load_openapi(LIGHTS)
+    schema = compile_schema(lights, lights.component_schema("Light"))
+    with pytest.raises(AttributeError, match="immutable"):
+        schema.kind = "integer"  # type: ignore[misc]
+
+
+# -- error replies quote bad values short ----------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        pytest.param({"body": {"name": "Tom", "owner": "x" * 50_000_000}}, id="50-mb-string"),
+        pytest.param({"body": {"name": "Tom", "tag": 7, "x" * 1_000_000: 1}}, id="long-key"),
+        pytest.param({"body": ["é" * 10_000_000]}, id="long-value-of-wrong-type"),
+        pytest.param({"body": {"name": ["x" * 1000] * 100_000}}, id="long-array"),
+    ],
+)
+def test_an_invalid_huge_value_gets_a_short_error_reply(call: dict[str, Any]) -> None:
+    pets = load_openapi(PETSTORE)
+    validator = OperationValidator(pets, pets.operations["create_pet"])
+    with pytest.raises(InvalidCall) as failure:
+        validator.prepare(call)
+    reply = error_reply(400, "invalid_request", str(failure.value), failure.value.details)
+    assert len(reply) < 8_000
+    assert "bytes)" in reply.decode() or len(failure.value.details) <= MAX_DETAILS + 1
+    assert str(failure.value).startswith("create_pet: body ")
+    assert len(failure.value.details) <= MAX_DETAILS + 1
+
+
+def test_a_long_bad_value_is_quoted_by_a_prefix_and_its_size() -> None:
+    pets = load_openapi(PETSTORE)
+    validator = OperationValidator(pets, pets.operations["list_pets"])
+    with pytest.raises(InvalidCall) as failure:
+        validator.prepare({"query": {"limit": "9" * 1000 + "x"}})
+    (problem,) = failure.value.details
+    assert problem["message"] == f"'{'9' * 79}…(1001 bytes) is not of type 'integer'"

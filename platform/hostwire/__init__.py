@@ -36,7 +36,7 @@ from hostwire._hostapi import HostApi
 from hostwire._hostfn import CallContext, HostFunction
 from hostwire._limits import Limits
 from hostwire._logs import log_safe
-from hostwire._openapi import OpenAPIDocument, Operation, load_openapi, snake_case
+from hostwire._openapi import OpenAPIDocument, Operation, Webhook, load_openapi, snake_case
 from hostwire._outbox import Outbox
 from hostwire._pluginset import PluginSet
 from hostwire._runtime import Plugin
@@ -86,6 +86,7 @@ __all__ = [
     "SpecError",
     "Subscriber",
     "Target",
+    "Webhook",
     "compile_schema",
     "fetch_url",
     "load_config",

@@ -85,6 +85,9 @@ class Operation:
     summary: str
     parameters: tuple[Parameter, ...]
     body: RequestBody | None
+    # The operation object itself, its path item's $ref already followed: read
+    # responses and the rest from here, never from document["paths"].
+    node: Node = field(compare=False, repr=False)
     responses: tuple[str, ...] = ()
 
     @property
@@ -94,6 +97,21 @@ class Operation:
 
     def __str__(self) -> str:
         return f"{self.method.upper()} {self.path}"
+
+
+@dataclass(frozen=True, slots=True)
+class Webhook:
+    """One entry of the document's ``webhooks`` (OpenAPI 3.1), $refs followed."""
+
+    name: str
+    item: Node  # the path item
+    operation: Node | None  # its post operation, if it has one
+    body: Node | None  # the JSON schema of the post's request body, if declared
+
+    @property
+    def summary(self) -> str:
+        value = self.operation.value if self.operation is not None else {}
+        return str(value.get("summary", ""))
 
 
 def _load_text(text: str, where: str) -> Any:
@@ -122,6 +140,7 @@ class OpenAPIDocument:
     uri: str
     registry: Registry[Any] = field(repr=False)
     operations: dict[str, Operation] = field(default_factory=dict, repr=False)
+    webhooks: dict[str, Webhook] = field(default_factory=dict, repr=False)
 
     @property
     def version(self) -> str:
@@ -162,17 +181,8 @@ class OpenAPIDocument:
 
     def webhook_body(self, name: str) -> Node | None:
         """The JSON request body schema of webhook ``name`` (OpenAPI 3.1), if declared."""
-        root = Node(f"{self.uri}#", self.document)
-        webhooks = self.document.get("webhooks") or {}
-        if name not in webhooks:
-            return None
-        item = self.deref(root.child("webhooks", name))
-        if "post" not in item.value:
-            return None
-        operation = item.child("post")
-        if "requestBody" not in operation.value:
-            return None
-        return self.json_schema(self.deref(operation.child("requestBody")))
+        webhook = self.webhooks.get(name)
+        return webhook.body if webhook is not None else None
 
     def json_schema(self, holder: Node) -> Node | None:
         """The schema of the first JSON media type (sorted) that has one, in a
@@ -268,6 +278,7 @@ def load_openapi(path: str | Path) -> OpenAPIDocument:
     )
     spec = OpenAPIDocument(str(path), document, uri, registry)
     spec.operations = _collect_operations(spec)
+    spec.webhooks = _collect_webhooks(spec)
     return spec
 
 
@@ -335,6 +346,7 @@ def _collect_operations(spec: OpenAPIDocument) -> dict[str, Operation]:
             parameters=tuple(parameters.values()),
             body=_request_body(spec, node),
             responses=tuple(sorted(str(code) for code in raw.get("responses") or {})),
+            node=node,
         )
         if name in operations:
             other = operations[name]
@@ -345,6 +357,20 @@ def _collect_operations(spec: OpenAPIDocument) -> dict[str, Operation]:
             )
         operations[name] = operation
     return operations
+
+
+def _collect_webhooks(spec: OpenAPIDocument) -> dict[str, Webhook]:
+    """Every webhook, resolved once, for the event bus and the PDKs alike."""
+    root = Node(f"{spec.uri}#", spec.document)
+    webhooks: dict[str, Webhook] = {}
+    for name in sorted(spec.document.get("webhooks") or {}):
+        item = spec.deref(root.child("webhooks", name))
+        operation = spec.deref(item.child("post")) if "post" in item.value else None
+        body = None
+        if operation is not None and "requestBody" in operation.value:
+            body = spec.json_schema(spec.deref(operation.child("requestBody")))
+        webhooks[name] = Webhook(name, item, operation, body)
+    return webhooks
 
 
 def dumps(value: Any) -> bytes:

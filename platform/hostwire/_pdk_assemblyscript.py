@@ -33,6 +33,7 @@ AssemblyScript compiler.
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 import shlex
@@ -40,7 +41,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from hostwire._openapi import OpenAPIDocument
-from hostwire._pdk import RenderJob
+from hostwire._pdk import RenderJob, templates_root
 from hostwire._pdk_model import Model, OperationDef, PdkModel, TypeRef, pascal_case
 
 ASSEMBLYSCRIPT = "0.28.20"
@@ -75,16 +76,33 @@ GLOBAL_NAMES = frozenset(
         isBoolean isConstant isDefined isFinite isFloat isFunction isInteger isManaged isNaN
         isNullable isReference isSigned isString isVoid lengthof load memory nameof offsetof
         parseFloat parseInt select sizeof store trace unchecked unreachable
+        bool f32 f64 i16 i32 i64 i8 isize string u16 u32 u64 u8 usize v128 void
         Any ApiError Decoder Integer Json JsonKind JsonReader JsonValue JsonWriter Response
         ResponseBase ValueResponse
-        MAX_DEPTH abortPlugin beginCall config configOr decodeAny decodeBoolean decodeInteger
+        MAX_DEPTH abortPlugin base64 beginCall config configOr decodeAny decodeBoolean decodeInteger
         decodeJson decodeNumber decodeString encodeAny encodeBoolean encodeInteger encodeJson
         encodeNumber encodeString fail failed input inputJson inputString lastJsonError
         logDebug logError logInfo logTrace logWarn output outputAs outputJson outputString
-        outputWriter quote readInputAs varGet varSet
+        outputWriter quote readInputAs respond varGet varSet
         """,
     )
 )
+# The runtime's own files: everything they export is taken (read from the
+# templates, so the list cannot fall behind them).
+RUNTIME_FILES = ("host.ts.j2", "json.ts.j2", "kernel.ts.j2", "plugin.ts.j2")
+_EXPORT = re.compile(
+    r"^export\s+(?:declare\s+)?(?:abstract\s+)?(?:function|class|const|let|enum)\s+(\w+)", re.M
+)
+
+
+@functools.cache
+def runtime_names() -> frozenset[str]:
+    """The names the PDK's runtime files export, and AssemblyScript's globals."""
+    folder = templates_root() / "assemblyscript"
+    text = "\n".join((folder / name).read_text(encoding="utf-8") for name in RUNTIME_FILES)
+    return GLOBAL_NAMES | frozenset(_EXPORT.findall(text))
+
+
 # Members every model class has.
 MODEL_MEMBERS = frozenset({"constructor", "encode", "fromJson", "toJson", "toBytes"})
 _WORD_BOUNDARY = re.compile(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])")
@@ -324,7 +342,7 @@ class _Builder:
     def __init__(self, model: PdkModel) -> None:
         self.model = model
         self.by_name = {m.name: m for m in model.models}
-        self.globals = Names(GLOBAL_NAMES)
+        self.globals = Names(runtime_names())
         self.class_names = {
             m.name: self.globals.claim(self._class_name(m.name)) for m in model.models
         }
@@ -334,7 +352,9 @@ class _Builder:
         self.pdk = _Pdk()
 
     def _class_name(self, name: str) -> str:
-        return f"{name}Model" if name in GLOBAL_NAMES else name
+        taken = runtime_names()
+        clash = {name, f"decode{name}", f"encode{name}"} & taken
+        return f"{name}Model" if clash else name
 
     def type_of(self, ref: TypeRef) -> TsType:
         if ref.kind in _PRIMITIVES:
@@ -655,6 +675,33 @@ def _example(pdk: _Pdk) -> Example:
 # -- the Language protocol ----------------------------------------------------------
 
 
+def _respond(model: PdkModel, pdk: _Pdk) -> dict[str, str] | None:
+    """respond(context, status, headers, body) for the pre-hook (hooks.yaml's shapes)."""
+    hook = next((h for h in pdk.hooks if h.export == "http_pre_hook"), None)
+    if hook is None or hook.output is None:
+        return None
+    classes = {c.name: c for c in pdk.classes}
+    output = classes.get(hook.output.name)
+    if output is None:
+        return None
+
+    def member(cls: TsClass, json_name: str) -> str:
+        return next(f.member for f in cls.fields if f.json == literal(json_name))
+
+    field = next(f for f in output.fields if f.json == literal("response"))
+    response = classes[field.type.name.removesuffix(" | null")]
+    return {
+        "output": output.name,
+        "response": response.name,
+        "context": member(output, "context"),
+        "field": field.member,
+        "flag": member(output, "has_response"),
+        "status": member(response, "status_code"),
+        "headers": member(response, "headers"),
+        "body": member(response, "body"),
+    }
+
+
 def _context(model: PdkModel) -> dict[str, object]:
     pdk = _Builder(model).build()
     arrays = [pdk.arrays[k] for k in sorted(pdk.arrays)]
@@ -670,6 +717,7 @@ def _context(model: PdkModel) -> dict[str, object]:
         "build": BUILD,
         "example": _example(pdk),
         "first_handler": (pdk.events or pdk.hooks)[0],
+        "respond": _respond(model, pdk),
         "title": one_line(model.title),  # for comments and headings
         "version": one_line(model.version),
     }

@@ -2,19 +2,22 @@
 
 Everything is decided here, the templates only format:
 
-- runtime: ``hw_`` / ``HW_`` (private: ``hw__``), in ``hw_runtime.[ch]``;
+- runtime: ``hw_`` / ``HW_`` (private: ``hw__``), in ``hw_runtime.[ch]``; a
+  generated name never equals a runtime name (they are read from the runtime's
+  sources; a clash would get ``_2``), and a model named ``HW`` becomes ``HWModel``;
 - object models: ``typedef struct Light Light;`` with ``Light_read``,
   ``Light_write``, ``Light_parse``, ``Light_to_json``; nested objects are
   pointers (``Light *record``), so models may refer to themselves;
 - string enums: ``typedef enum Color { Color_RED = 1, ... } Color;`` (0 is "no
   value") with ``Color_to_string`` / ``Color_from_string``;
-- arrays: ``Light_array`` / ``hw_str_array`` / ``hw_int_array_array``
-  (``items`` + ``count``);
+- arrays: ``Light_array`` / ``hw_str_array`` / ``hw_int_array_array`` /
+  ``hw_any_array`` (free JSON values) (``items`` + ``count``);
 - operations: ``api_<name>(...)`` returning ``api_<name>_response``;
 - events and HTTP hooks: ``HW_ON_<EXPORT>(handler)`` defines the export.
 
 Field conventions: an optional field of a value type (integer, number,
-boolean, enum, array) has ``bool has_<name>``; pointer-like types (objects,
+boolean, enum, array) is sent when it holds anything but 0 / false / empty, and
+has ``bool has_<name>`` to send 0, false or ``[]`` too; pointer-like types (objects,
 strings, ``any``) are NULL when absent; a nullable field has
 ``bool <name>_null``. JSON names that are not C identifiers, or are keywords,
 are mangled (``part-no`` → ``part_no``, ``default`` → ``default_``).
@@ -32,7 +35,7 @@ from fractions import Fraction
 from typing import Any
 
 from hostwire._openapi import OpenAPIDocument
-from hostwire._pdk import RenderJob
+from hostwire._pdk import RenderJob, templates_root
 from hostwire._pdk_model import ANY, Model, OperationDef, PdkModel, TypeRef
 
 CC_FLAGS = "--target=wasm32-freestanding -O2 -s -nostdlib -Wl,--no-entry"
@@ -71,7 +74,13 @@ _HEADER_NAMES = frozenset(
     intmax_t uintmax_t max_align_t __bool_true_false_are_defined
     """.split()  # noqa: SIM905 (a word list reads better than a list literal)
 )
-RESERVED = _C_KEYWORDS | _CPP_KEYWORDS | _HEADER_NAMES
+# What the runtime defines without its prefix: what clang expects from a C library.
+_LIBC_NAMES = frozenset({"memcpy", "memmove", "memset", "memcmp", "strlen"})
+RESERVED = _C_KEYWORDS | _CPP_KEYWORDS | _HEADER_NAMES | _LIBC_NAMES
+# Every name of the runtime starts with hw_ / HW_ (private: hw__); no generated
+# name takes one of them (the generator reads them from the runtime's sources).
+_RUNTIME_NAME = re.compile(r"\b(?:hw|HW)_\w+")
+RUNTIME_FILES = ("hw_runtime.h.j2", "hw_runtime.c.j2")
 _STDINT_MACRO = re.compile(r"^U?INT(8|16|32|64|PTR|MAX)?_(MAX|MIN|C)$")
 
 _READERS = {
@@ -100,12 +109,20 @@ _ARRAY_BASES = {
     "integer": "hw_int",
     "number": "hw_number",
     "boolean": "hw_bool",
-    "any": "hw_json",
+    "any": "hw_any",  # not hw_json: hw_json_array() is the runtime's
 }
 _SECTIONS = (("path", "path"), ("query", "query"), ("header", "headers"))
 
 
 # -- names --------------------------------------------------------------------
+
+
+@functools.cache
+def runtime_names() -> frozenset[str]:
+    """Every hw_/HW_ name the runtime declares or defines, and the libc names it defines."""
+    folder = templates_root() / "c"
+    text = "\n".join((folder / name).read_text(encoding="utf-8") for name in RUNTIME_FILES)
+    return frozenset(_RUNTIME_NAME.findall(text)) | _LIBC_NAMES
 
 
 def c_ident(text: str) -> str:
@@ -180,8 +197,12 @@ class _Types:
 
     def __init__(self, model: PdkModel, names: _Names) -> None:
         self.kinds = {m.name: m.kind for m in model.models}
-        # Model names are PascalCase (no "_"), so "<Model>_<suffix>" names never clash.
-        self.names = {m.name: names.claim(m.name) for m in model.models}
+        # Model names are PascalCase (no "_"), so "<Model>_<suffix>" names never clash,
+        # unless the model is named HW or Hw: its names would start like the runtime's.
+        self.names = {
+            m.name: names.claim(f"{m.name}Model" if m.name.lower() == "hw" else m.name)
+            for m in model.models
+        }
         self.arrays: dict[str, TypeRef] = {}  # C name → array type, filled as types are mapped
         self._array_names: dict[TypeRef, str] = {}
         self._global = names
@@ -254,6 +275,24 @@ class _Types:
             return f"{self.writer(t)}({buf}, {ptr});"
         return f"{self.writer(t)}({buf}, *{ptr});"
 
+    def nonzero(self, t: TypeRef, value: str) -> str:
+        """A C expression: a value-type member holds something other than its zero."""
+        if t.kind == "boolean":
+            return value
+        if t.kind == "array":
+            return f"{value}.count != 0"
+        return f"{value} != 0"  # integers, numbers, enums (0 is "no value")
+
+    def presence_note(self, t: TypeRef, has: str) -> str:
+        """When a value-type member is sent, for its comment."""
+        if t.kind == "boolean":
+            return f"sent when true; set {has} to send false"
+        if t.kind == "array":
+            return f"sent when not empty; set {has} to send []"
+        if t.kind == "model":
+            return "sent when set"
+        return f"sent when not 0; set {has} to send 0"
+
     def absent(self, t: TypeRef, value: str) -> str:
         return f"{value}.ptr == NULL" if t.kind == "string" else f"{value} == NULL"
 
@@ -269,9 +308,10 @@ class _Pdk:
 
     def __init__(self, model: PdkModel) -> None:
         self.model = model
-        self.names = _Names()
+        self.names = _Names(runtime_names())
         self.types = _Types(model, self.names)
         self.members: dict[str, list[str]] = {}  # model → its fields' C names
+        self.flags: dict[str, dict[str, str]] = {}  # model → JSON name → its has_ flag
         self.enums = [self._enum(m) for m in model.models if m.kind == "enum"]
         self.objects = [self._object(m) for m in model.models if m.kind == "object"]
         self.operations = [self._operation(op) for op in model.operations]
@@ -316,6 +356,7 @@ class _Pdk:
             "operations": self.operations,
             "events": self.events,
             "hooks": self.hooks,
+            "respond": self._respond(),
             "cached_powers": cached_powers(),
             "build_command": README_BUILD,
         }
@@ -349,11 +390,15 @@ class _Pdk:
         for f, member in zip(m.fields, idents, strict=True):
             pointer = t.pointer_like(f.type)
             has = members.claim(f"has_{member}") if not f.required and not pointer else ""
+            self.flags.setdefault(m.name, {})[f.name] = has
             null = members.claim(f"{member}_null") if f.nullable and f.type.kind != "any" else ""
             value = f"value->{member}"
             present = []
             if has:
-                present.append(f"value->{has}")
+                # A value other than 0 / false / empty is there by itself: has_ is
+                # only needed to send 0, false or []. (A forgotten has_ flag
+                # dropped a hook's has_response = true: the request went on.)
+                present += [f"value->{has}", t.nonzero(f.type, value)]
             elif not f.required:
                 present.append(t.present(f.type, value))
             if null and not f.required:
@@ -363,7 +408,11 @@ class _Pdk:
                 is_null.append(t.absent(f.type, value))
             notes = []
             if not f.required:
-                notes.append(f"optional: {'has_' + member if has else 'NULL when absent'}")
+                notes.append(
+                    f"optional: {t.presence_note(f.type, has)}"
+                    if has
+                    else "optional: NULL when absent"
+                )
             if null:
                 notes.append(f"null: {null}")
             doc = c_comment(f.description)
@@ -430,9 +479,13 @@ class _Pdk:
                 has = "" if t.pointer_like(p.type) else members.claim(f"has_{member}")
                 value = f"options->{member}"
                 entry["write"] = t.write_field(p.type, "&hw_b", value)
-                flag = f"options->{has}" if has else t.present(p.type, value)
+                flag = (
+                    f"(options->{has} || {t.nonzero(p.type, value)})"
+                    if has
+                    else t.present(p.type, value)
+                )
                 entry["present"] = f"options != NULL && {flag}"
-                note = f"set {has}" if has else "omitted when NULL"
+                note = t.presence_note(p.type, has) if has else "omitted when NULL"
                 option_fields.append(
                     {
                         "decl": _decl(t.field(p.type), member),
@@ -546,6 +599,32 @@ class _Pdk:
             )
         handler["params"] = ", ".join(params)
         return handler
+
+    def _respond(self) -> dict[str, str] | None:
+        """hw_respond(output, status, headers, body) for the pre-hook (hooks.yaml's shapes)."""
+        hook = next((h for h in self.model.hooks if h.export == "http_pre_hook"), None)
+        if hook is None or not self.types.is_object(hook.output):
+            return None
+        models = {m.name: m for m in self.model.models}
+
+        def member(model: str, json_name: str) -> str:
+            fields = [f.name for f in models[model].fields]
+            return self.members[model][fields.index(json_name)]
+
+        output = models[hook.output.model]
+        response = next(f for f in output.fields if f.name == "response").type
+        flag = member(output.name, "has_response")
+        return {
+            "function": self.names.claim("hw_respond"),
+            "output": self.types.names[output.name],
+            "response": self.types.names[response.model],
+            "field": member(output.name, "response"),
+            "flag": flag,
+            "flag_has": self.flags[output.name]["has_response"],
+            "status": member(response.model, "status_code"),
+            "headers": member(response.model, "headers"),
+            "body": member(response.model, "body"),
+        }
 
     def _prefill(self, payload: TypeRef, result: TypeRef) -> list[str]:
         """Required result fields the payload has too start as the payload's (hooks' context)."""

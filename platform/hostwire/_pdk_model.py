@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from hostwire._exports import HTTP_HOOKS
-from hostwire._openapi import Node, OpenAPIDocument, load_openapi
+from hostwire._openapi import Node, OpenAPIDocument, Operation, load_openapi
 
 HOOKS_SPEC = Path(__file__).with_name("hooks.yaml")
 # export → (input model, output model), from hooks.yaml
@@ -253,7 +253,7 @@ def build_model(spec: OpenAPIDocument) -> PdkModel:
     )
 
 
-def _operation(spec: OpenAPIDocument, builder: _Builder, op: Any) -> OperationDef:
+def _operation(spec: OpenAPIDocument, builder: _Builder, op: Operation) -> OperationDef:
     context = pascal_case(op.name)
     params = []
     for param in op.parameters:
@@ -267,7 +267,7 @@ def _operation(spec: OpenAPIDocument, builder: _Builder, op: Any) -> OperationDe
     if op.body is not None and op.body.schema is not None:
         body, _ = builder.type_of(op.body.schema, f"{context}Body")
     response = None
-    node = spec.at("paths", op.path, op.method)
+    node = op.node
     for status in sorted(node.value.get("responses") or {}):
         if str(status).startswith("2"):
             answer = spec.deref(node.child("responses", status))
@@ -291,26 +291,24 @@ def _operation(spec: OpenAPIDocument, builder: _Builder, op: Any) -> OperationDe
 def _events(spec: OpenAPIDocument, builder: _Builder) -> list[EventDef]:
     events = []
     pattern = re.compile(r"^([a-z][a-z0-9_]*)\.((before|after)_[a-z]+)$")
-    for name in sorted(spec.document.get("webhooks") or {}):
+    for name, webhook in sorted(spec.webhooks.items()):
         match = pattern.match(name)
-        body = spec.webhook_body(name)
-        if match is None or body is None:
+        if match is None or webhook.body is None or webhook.operation is None:
             continue
         model, step, when = match.groups()
-        payload, _ = builder.type_of(body, f"{model}_event")
+        payload, _ = builder.type_of(webhook.body, f"{model}_event")
         result = None
         if when == "before":
-            post = spec.deref(spec.at("webhooks", name)).child("post")
+            post = webhook.operation
             for status in sorted(post.value.get("responses") or {}):
                 schema = spec.json_schema(spec.deref(post.child("responses", status)))
                 if schema is not None:
                     result, _ = builder.type_of(schema, f"{model}_before_result")
                     break
-        summary = str(
-            spec.deref(spec.at("webhooks", name)).value.get("post", {}).get("summary", "")
-        )
         events.append(
-            EventDef(f"{model}_{step}", name, model, when == "before", payload, result, summary)
+            EventDef(
+                f"{model}_{step}", name, model, when == "before", payload, result, webhook.summary
+            )
         )
     return events
 

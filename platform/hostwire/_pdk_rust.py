@@ -2,7 +2,8 @@
 
 Everything a template prints is worked out here: identifiers (snake_case
 fields and functions, PascalCase types and variants, Rust keywords get a
-trailing ``_``, clashes get ``_2``), types (``Option<T>`` for optional or
+trailing ``_``, clashes get ``_2``, a model named like a runtime or prelude
+type gets ``Model`` appended), types (``Option<T>`` for optional or
 nullable, ``Option<Option<T>>`` for both, ``Box`` where a model contains itself,
 ``serde_json::Value`` for free JSON), serde attributes and doc comments.
 
@@ -52,6 +53,22 @@ KEYWORDS = frozenset(
         false final fn for if impl in let loop macro match mod move mut override priv pub ref
         return self Self static struct super trait true try type typeof union unsafe unsized use
         virtual where while yield
+        """,
+    )
+)
+# Type names a model must not take: the crate root's own (lib.rs re-exports them
+# next to `models::*`, and its own win there) and the standard prelude's (a
+# plug-in's `use hostwire_pdk::*;` would otherwise shadow them). Such a model
+# gets "Model" appended: `Error` → `ErrorModel`.
+RUNTIME_TYPES = frozenset(
+    re.findall(
+        r"\w+",
+        """
+        ApiError Error Response Value Call
+        AsMut AsRef Box Clone Copy Default DoubleEndedIterator Drop Eq Err Extend
+        ExactSizeIterator Fn FnMut FnOnce From FromIterator Into IntoIterator Iterator
+        None Ok Option Ord PartialEq PartialOrd Result Send Sized Some String Sync
+        ToOwned ToString TryFrom TryInto Unpin Vec
         """,
     )
 )
@@ -225,11 +242,16 @@ class _Mapper:
     def __init__(self, pdk: PdkModel) -> None:
         self.pdk = pdk
         self.by_name = {m.name: m for m in pdk.models}
-        taken: set[str] = set()
-        self.names = {m.name: unique(type_ident(m.name), taken) for m in pdk.models}
+        taken: set[str] = set(RUNTIME_TYPES)
+        self.names = {m.name: unique(self._type_name(m.name), taken) for m in pdk.models}
         shadowed = set(self.names.values())
         self.prelude = {k: (v if k in shadowed else k) for k, v in _PRELUDE.items()}
         self.defaults = self._default_models()
+
+    @staticmethod
+    def _type_name(name: str) -> str:
+        ident = type_ident(name)
+        return f"{ident}Model" if ident in RUNTIME_TYPES else ident
 
     # types ----------------------------------------------------------------
 
@@ -572,6 +594,40 @@ def _event_example(
     return [f"{event.export}!(|event| {{", f"    {log}", f"    {answer}", "});"]
 
 
+def _respond(mapper: _Mapper, pdk: PdkModel) -> dict[str, object] | None:
+    """``HttpPreHookOutput::respond(context, status, headers, body)`` (hooks.yaml's shapes):
+    the struct literal's field lines."""
+    hook = next((h for h in pdk.hooks if h.export == "http_pre_hook"), None)
+    output = mapper.object_model(hook.output if hook else None)
+    if output is None:
+        return None
+    fields = {f.name: r for f, r in zip(output.fields, mapper.model(output).fields, strict=True)}
+    response = mapper.object_model(next(f.type for f in output.fields if f.name == "response"))
+    if response is None or not {"context", "has_response"} <= set(fields):
+        return None
+    made_fields = zip(response.fields, mapper.model(response).fields, strict=True)
+    rust = {f.name: r.ident for f, r in made_fields}
+    values = {"status_code": "status_code", "headers": "headers", "body": "crate::base64(body)"}
+    made = ", ".join(f"{rust[name]}: {value}" for name, value in values.items())
+    lines = []
+    for name, field_ in fields.items():
+        if name == "context":
+            lines.append(f"{field_.ident}: context")
+        elif name == "response":
+            lines.append(
+                f"{field_.ident}: Some(crate::models::{mapper.names[response.name]} {{ {made} }})"
+            )
+        elif name == "has_response":
+            lines.append(f"{field_.ident}: Some(true)")
+        else:
+            lines.append(f"{field_.ident}: None")
+    return {
+        "output": mapper.names[output.name],
+        "flag": fields["has_response"].ident,
+        "fields": lines,
+    }
+
+
 def _context(pdk: PdkModel) -> dict[str, object]:
     mapper = _Mapper(pdk)
     taken: set[str] = set()
@@ -610,6 +666,7 @@ def _context(pdk: PdkModel) -> dict[str, object]:
         "event_example": _event_example(mapper, chosen, helpers) if chosen else [],
         "example_event": next((e for e in events if chosen and e.export == chosen.export), None),
         "example_call": call,
+        "respond": _respond(mapper, pdk),
     }
 
 

@@ -13,6 +13,7 @@ parameter percent-encoded, the query, the headers and the body bytes.
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import re
@@ -53,6 +54,12 @@ RESERVED_HEADERS = frozenset(
     }
 )
 RESERVED_PREFIX = "x-hostwire-"
+# Error messages quote at most this much of a bad value (or name): an input of
+# megabytes must not come back doubled in the error reply.
+QUOTE_CHARS = 80
+MAX_MESSAGE = 240
+# How many problems one error reply lists (a long array can break on every item).
+MAX_DETAILS = 20
 # Header values a plug-in may send: visible latin-1 text, tabs and spaces; never CR or LF.
 HEADER_VALUE = re.compile(r"^[\t\x20-\x7e\x80-\xff]*$")
 
@@ -78,8 +85,27 @@ class InvalidCall(Exception):
         self.details = details
 
 
+def clip(text: str, limit: int = QUOTE_CHARS) -> str:
+    """``text``, or its first ``limit`` characters and how long it was."""
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}…({len(text.encode('utf-8', 'surrogatepass'))} bytes)"
+
+
+def quote_value(value: Any) -> str:
+    """A value for an error message: at most QUOTE_CHARS of it, and its size in bytes."""
+    shown = repr(value)
+    if len(shown) <= QUOTE_CHARS:
+        return shown
+    if isinstance(value, str):
+        size = len(value.encode("utf-8", "surrogatepass"))
+    else:
+        size = len(json.dumps(value, ensure_ascii=False, default=str).encode("utf-8", "replace"))
+    return f"{shown[:QUOTE_CHARS]}…({size} bytes)"
+
+
 def _problem(where: str, name: str, message: str) -> dict[str, str]:
-    return {"in": where, "field": name, "message": message}
+    return {"in": where, "field": clip(name, MAX_MESSAGE), "message": clip(message, MAX_MESSAGE)}
 
 
 def _text(value: Any) -> str:
@@ -161,7 +187,7 @@ class _Schema:
     are checked by the same format checker on both paths.
     """
 
-    def __init__(self, spec: OpenAPIDocument, node: Node) -> None:
+    def __init__(self, spec: OpenAPIDocument, node: Node, *, fast: bool = True) -> None:
         cls, checker = (
             (OAS30Validator, oas30_format_checker)
             if spec.is_v30
@@ -169,7 +195,7 @@ class _Schema:
         )
         self._validator = cls({"$ref": node.uri}, registry=spec.registry, format_checker=checker)
         self._fast: Callable[[Any], Any] | None = None
-        if _portable(spec, node, set()):
+        if fast and _portable(spec, node, set()):
             self._fast = fastjsonschema.compile(
                 {"$ref": node.uri},
                 handlers={"file": spec.document_at},
@@ -185,30 +211,21 @@ class _Schema:
             items = spec.deref(node.child("items")).value
             item_kind = items.get("type") if isinstance(items, dict) else None
             self.item_kind = item_kind if isinstance(item_kind, str) else None
+        self._compiled = True
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        # Shared by every thread that calls the operation: set once, in __init__.
+        if getattr(self, "_compiled", False):
+            raise AttributeError(f"a compiled schema is immutable (tried to set {name!r})")
+        object.__setattr__(self, name, value)
 
     def cast(self, value: Any) -> Any:
         """Strings for numbers and booleans arrive as text over HTTP: accept them."""
-        if not isinstance(value, str):
-            return value
-        try:
-            if self.kind == "integer":
-                return int(value)
-            if self.kind == "number":
-                number = float(value)
-                return number if math.isfinite(number) else value
-        except ValueError:
-            return value
-        if self.kind == "boolean" and value in {"true", "false"}:
-            return value == "true"
-        return value
+        return _cast(self.kind, value)
 
     def cast_item(self, value: Any) -> Any:
         """Cast one item of an array parameter, the way ``cast`` does a scalar."""
-        kind, self.kind = self.kind, self.item_kind
-        try:
-            return self.cast(value)
-        finally:
-            self.kind = kind
+        return _cast(self.item_kind, value)
 
     def problems(self, where: str, name: str, value: Any) -> list[dict[str, str]]:
         if self._fast is not None:
@@ -219,10 +236,38 @@ class _Schema:
             else:
                 return []
         found = []
-        errors = sorted(self._validator.iter_errors(value), key=lambda e: list(e.absolute_path))
+        # A long array can break on every item: enough for a reply, not all of them.
+        first = itertools.islice(self._validator.iter_errors(value), MAX_DETAILS + 1)
+        errors = sorted(first, key=lambda e: [str(part) for part in e.absolute_path])
         for error in errors:
-            found.append(_problem(where, _field(name, error), error.message))
+            found.append(_problem(where, _field(name, error), _message(error)))
         return found
+
+
+def _cast(kind: str | None, value: Any) -> Any:
+    if not isinstance(value, str):
+        return value
+    try:
+        if kind == "integer":
+            return int(value)
+        if kind == "number":
+            number = float(value)
+            return number if math.isfinite(number) else value
+    except ValueError:
+        return value
+    if kind == "boolean" and value in {"true", "false"}:
+        return value == "true"
+    return value
+
+
+def _message(error: ValidationError) -> str:
+    """jsonschema's message, with the bad value quoted short (it may be megabytes)."""
+    message = error.message
+    if len(message) > MAX_MESSAGE:
+        shown = repr(error.instance)
+        if len(shown) > QUOTE_CHARS:
+            message = message.replace(shown, quote_value(error.instance))
+    return clip(message, MAX_MESSAGE)
 
 
 def _format(checker: FormatChecker, name: str) -> Callable[[Any], bool]:
@@ -285,6 +330,10 @@ class OperationValidator:
         body = self._check_body(call, problems)
         if problems:
             first = problems[0]
+            if len(problems) > MAX_DETAILS:
+                more = len(problems) - MAX_DETAILS
+                problems = problems[:MAX_DETAILS]
+                problems.append(_problem("input", "/", f"and {more} more problems"))
             raise InvalidCall(
                 f"{self.operation.name}: {first['in']} {first['field']}: {first['message']}.",
                 problems,

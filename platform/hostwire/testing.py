@@ -134,13 +134,11 @@ class PluginHarness:
 
     def _check(self, op: Operation, status: int, body: Any) -> None:
         """A mock body must be what the app could answer: its response schema."""
-        responses = self.api.spec.at("paths", op.path, op.method).value.get("responses") or {}
+        responses = op.node.value.get("responses") or {}
         code = str(status) if str(status) in responses else f"{str(status)[0]}XX"
         if code not in responses:
             return
-        answer = self.api.spec.deref(
-            self.api.spec.at("paths", op.path, op.method, "responses", code)
-        )
+        answer = self.api.spec.deref(op.node.child("responses", code))
         node = self.api.spec.json_schema(answer)
         if node is None:
             return

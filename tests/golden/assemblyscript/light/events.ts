@@ -13,7 +13,7 @@
 // Handlers cannot capture local variables (AssemblyScript has no closures):
 // use module-level functions and variables.
 import { beginCall, failed, outputAs, outputString, readInputAs } from "./plugin";
-import { JsonValue, decodeAny, encodeAny } from "./json";
+import { JsonValue, base64, decodeAny, encodeAny } from "./json";
 import {
   BeforeEventResult,
   BeforeEventResultReject,
@@ -319,4 +319,23 @@ export function onHttpStreamChunkHook(handler: (input: HttpStreamChunkInput) => 
   if (failed()) return 1;
   outputAs<HttpStreamChunkOutput>(answer, encodeHttpStreamChunkOutput);
   return 0;
+}
+
+/**
+ * Answers the request from an http_pre_hook handler: the response (body given
+ * as bytes, sent as base64) with hasResponse set, so the route and later
+ * pre-hooks are skipped. headers: header names to values (a JSON object), or
+ * null for none.
+ *   return respond(input.context, 403, null, Uint8Array.wrap(String.UTF8.encode("no")));
+ */
+export function respond(context: JsonValue, statusCode: i64, headers: JsonValue | null, body: Uint8Array): HttpPreHookOutput {
+  const response = new HttpResponse();
+  response.statusCode = statusCode;
+  response.headers = headers !== null ? headers : JsonValue.newObject();
+  response.body = base64(body);
+  const output = new HttpPreHookOutput();
+  output.context = context;
+  output.response = response;
+  output.hasResponse = true;
+  return output;
 }

@@ -329,6 +329,21 @@ export function quote(text: string): string {
   return new JsonWriter().string(text).toString();
 }
 
+const BASE64 = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+
+/** bytes as base64 text, the way hook bodies and chunks travel. */
+export function base64(bytes: Uint8Array): string {
+  let out = "";
+  for (let i = 0; i < bytes.length; i += 3) {
+    const left = bytes.length - i;
+    const n: u32 = (u32(bytes[i]) << 16) | (left > 1 ? u32(bytes[i + 1]) << 8 : 0) | (left > 2 ? u32(bytes[i + 2]) : 0);
+    out += BASE64.charAt((n >> 18) & 63) + BASE64.charAt((n >> 12) & 63);
+    out += left > 1 ? BASE64.charAt((n >> 6) & 63) : "=";
+    out += left > 2 ? BASE64.charAt(n & 63) : "=";
+  }
+  return out;
+}
+
 // ---- writing --------------------------------------------------------------
 
 /**

@@ -113,15 +113,15 @@ api_list_things_response api_list_things(const api_list_things_options *options)
     hw_write_key(&hw_b, &hw_first, "\"query\":");
     hw_inner = true;
     hw_buf_char(&hw_b, '{');
-    if (options != NULL && options->has_type) {
+    if (options != NULL && (options->has_type || options->type != 0)) {
         hw_write_key(&hw_b, &hw_inner, "\"type\":");
         Kind_write(&hw_b, options->type);
     }
-    if (options != NULL && options->has_limit) {
+    if (options != NULL && (options->has_limit || options->limit != 0)) {
         hw_write_key(&hw_b, &hw_inner, "\"limit\":");
         hw_write_int(&hw_b, options->limit);
     }
-    if (options != NULL && options->has_tags) {
+    if (options != NULL && (options->has_tags || options->tags.count != 0)) {
         hw_write_key(&hw_b, &hw_inner, "\"tags\":");
         hw_str_array_write(&hw_b, &options->tags);
     }

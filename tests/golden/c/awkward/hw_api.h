@@ -78,9 +78,9 @@ api_delete_things_id_parts_part_no_response api_delete_things_id_parts_part_no(h
  * options: the optional parameters, or NULL.
  */
 typedef struct api_list_things_options {
-    Kind type; /* query parameter type (set has_type). A keyword as a parameter name. */
-    int64_t limit; /* query parameter limit (set has_limit). At most this many. */
-    hw_str_array tags; /* query parameter tags (set has_tags). Any of these tags. */
+    Kind type; /* query parameter type (sent when set). A keyword as a parameter name. */
+    int64_t limit; /* query parameter limit (sent when not 0; set has_limit to send 0). At most this many. */
+    hw_str_array tags; /* query parameter tags (sent when not empty; set has_tags to send []). Any of these tags. */
     bool has_type;
     bool has_limit;
     bool has_tags;

@@ -98,3 +98,13 @@ int32_t hw__run_http_stream_chunk_hook(hw_http_stream_chunk_hook_handler handler
     }
     return hw__finish("http_stream_chunk_hook", hw_code);
 }
+
+void hw_respond(HttpPreHookOutput *output, int64_t status_code, const hw_json *headers, hw_str body) {
+    HttpResponse *response = hw_new(HttpResponse);
+    response->status_code = status_code;
+    response->headers = headers != NULL ? hw_json_copy(headers) : hw_json_object();
+    response->body = hw_base64(body.ptr, body.len);
+    output->response = response;
+    output->has_response = true;
+    output->has_has_response = true;
+}

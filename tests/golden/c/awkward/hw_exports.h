@@ -59,6 +59,15 @@ int32_t hw__run_http_stream_chunk_hook(hw_http_stream_chunk_hook_handler handler
 #define HW_ON_HTTP_STREAM_CHUNK_HOOK(handler) \
     __attribute__((export_name("http_stream_chunk_hook"))) int32_t hw__export_http_stream_chunk_hook(void) { return hw__run_http_stream_chunk_hook(handler); }
 
+/* Answers the request from an http_pre_hook handler: output->response becomes
+ * {status_code, headers, body} (body given as bytes, sent as base64) and
+ * has_response true, so the route and later pre-hooks are skipped. headers is
+ * a JSON object of header names to values (copied), or NULL for none:
+ *
+ *     hw_respond(output, 403, NULL, HW_STR("forbidden"));
+ */
+void hw_respond(HttpPreHookOutput *output, int64_t status_code, const hw_json *headers, hw_str body);
+
 #ifdef __cplusplus
 }
 #endif

@@ -385,7 +385,7 @@ void HttpPreHookOutput_write(hw_buf *buf, const HttpPreHookOutput *value) {
         hw_write_key(buf, &first, "\"response\":");
         HttpResponse_write(buf, value->response);
     }
-    if (value->has_has_response) {
+    if (value->has_has_response || value->has_response) {
         hw_write_key(buf, &first, "\"has_response\":");
         hw_write_bool(buf, value->has_response);
     }
@@ -590,7 +590,7 @@ void HttpStreamChunkOutput_write(hw_buf *buf, const HttpStreamChunkOutput *value
         hw_write_key(buf, &first, "\"chunk\":");
         hw_write_str(buf, value->chunk);
     }
-    if (value->has_skip) {
+    if (value->has_skip || value->skip) {
         hw_write_key(buf, &first, "\"skip\":");
         hw_write_bool(buf, value->skip);
     }
@@ -646,11 +646,11 @@ void MatchBody_write(hw_buf *buf, const MatchBody *value) {
         hw_write_key(buf, &first, "\"self\":");
         hw_write_str(buf, value->self);
     }
-    if (value->has_async) {
+    if (value->has_async || value->async) {
         hw_write_key(buf, &first, "\"async\":");
         hw_write_bool(buf, value->async);
     }
-    if (value->has_struct_) {
+    if (value->has_struct_ || value->struct_ != 0) {
         hw_write_key(buf, &first, "\"struct\":");
         hw_write_number(buf, value->struct_);
     }
@@ -827,15 +827,15 @@ void Thing_write(hw_buf *buf, const Thing *value) {
         if (value->class__null || value->class_.ptr == NULL) hw_write_null(buf);
         else hw_write_str(buf, value->class_);
     }
-    if (value->has_default_) {
+    if (value->has_default_ || value->default_ != 0) {
         hw_write_key(buf, &first, "\"default\":");
         hw_write_int(buf, value->default_);
     }
-    if (value->has_for_) {
+    if (value->has_for_ || value->for_ != 0) {
         hw_write_key(buf, &first, "\"for\":");
         hw_write_number(buf, value->for_);
     }
-    if (value->has_score || value->score_null) {
+    if (value->has_score || value->score != 0 || value->score_null) {
         hw_write_key(buf, &first, "\"score\":");
         if (value->score_null) hw_write_null(buf);
         else hw_write_int(buf, value->score);
@@ -844,11 +844,11 @@ void Thing_write(hw_buf *buf, const Thing *value) {
     ThingPartsItem_array_write(buf, &value->parts);
     hw_write_key(buf, &first, "\"owner\":");
     ThingOwner_write(buf, value->owner);
-    if (value->has_tags) {
+    if (value->has_tags || value->tags.count != 0) {
         hw_write_key(buf, &first, "\"tags\":");
         hw_str_array_write(buf, &value->tags);
     }
-    if (value->has_matrix) {
+    if (value->has_matrix || value->matrix.count != 0) {
         hw_write_key(buf, &first, "\"matrix\":");
         hw_int_array_array_write(buf, &value->matrix);
     }

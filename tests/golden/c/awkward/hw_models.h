@@ -133,7 +133,7 @@ struct HttpPreHookOutput {
     hw_json *context; /* Values a pre-hook sets for its post-hook; strings to any JSON. */
     HttpRequest *request; /* The request as the app is about to see it. (optional: NULL when absent) */
     HttpResponse *response; /* A response, from the app or made by a hook. (optional: NULL when absent) */
-    bool has_response; /* Whether response short-circuits the request. (optional: has_has_response) */
+    bool has_response; /* Whether response short-circuits the request. (optional: sent when true; set has_has_response to send false) */
     hw_str error; /* Non-empty: the hook failed; its failure policy applies. (optional: NULL when absent) */
     bool has_has_response;
 };
@@ -181,7 +181,7 @@ hw_str HttpStreamChunkInput_to_json(const HttpStreamChunkInput *value);
 struct HttpStreamChunkOutput {
     hw_json *context; /* Values a pre-hook sets for its post-hook; strings to any JSON. */
     hw_str chunk; /* The chunk to send instead, base64; omitted = unchanged. (optional: NULL when absent) */
-    bool skip; /* Drop this chunk. (optional: has_skip) */
+    bool skip; /* Drop this chunk. (optional: sent when true; set has_skip to send false) */
     hw_str error; /* Non-empty: the hook failed; its failure policy applies. (optional: NULL when absent) */
     bool has_skip;
 };
@@ -193,8 +193,8 @@ hw_str HttpStreamChunkOutput_to_json(const HttpStreamChunkOutput *value);
 /* An inline body object. */
 struct MatchBody {
     hw_str self; /* A keyword field. (optional: NULL when absent) */
-    bool async; /* Another. (optional: has_async) */
-    double struct_; /* And another. (optional: has_struct_) */
+    bool async; /* Another. (optional: sent when true; set has_async to send false) */
+    double struct_; /* And another. (optional: sent when not 0; set has_struct_ to send 0) */
     bool has_async;
     bool has_struct_;
 };
@@ -228,13 +228,13 @@ struct Thing {
     hw_str id; /* The id. */
     Kind type; /* An enum with awkward values. */
     hw_str class_; /* Nullable (optional: NULL when absent; null: class__null) */
-    int64_t default_; /* Optional integer named default. (optional: has_default_) */
-    double for_; /* Optional number named for. (optional: has_for_) */
-    int64_t score; /* Optional, nullable integer. (optional: has_score; null: score_null) */
+    int64_t default_; /* Optional integer named default. (optional: sent when not 0; set has_default_ to send 0) */
+    double for_; /* Optional number named for. (optional: sent when not 0; set has_for_ to send 0) */
+    int64_t score; /* Optional, nullable integer. (optional: sent when not 0; set has_score to send 0; null: score_null) */
     ThingPartsItem_array parts; /* An array of inline objects. */
     ThingOwner *owner; /* A nested inline object. */
-    hw_str_array tags; /* Strings. (optional: has_tags) */
-    hw_int_array_array matrix; /* An array of arrays. (optional: has_matrix) */
+    hw_str_array tags; /* Strings. (optional: sent when not empty; set has_tags to send []) */
+    hw_int_array_array matrix; /* An array of arrays. (optional: sent when not empty; set has_matrix to send []) */
     hw_json *extra; /* Anything at all. (optional: NULL when absent) */
     bool class__null;
     bool has_default_;

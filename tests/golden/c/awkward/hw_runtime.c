@@ -294,6 +294,24 @@ hw_str hw_buf_str(const hw_buf *buf) {
     return s;
 }
 
+hw_str hw_base64(const void *data, size_t len) {
+    static const char alphabet[] =
+        "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    const unsigned char *in = (const unsigned char *)data;
+    size_t size = (len + 2) / 3 * 4;
+    char *out = (char *)hw_alloc(size + 1);
+    for (size_t i = 0, o = 0; i < len; i += 3, o += 4) {
+        uint32_t n = (uint32_t)in[i] << 16;
+        if (i + 1 < len) n |= (uint32_t)in[i + 1] << 8;
+        if (i + 2 < len) n |= in[i + 2];
+        out[o] = alphabet[(n >> 18) & 63];
+        out[o + 1] = alphabet[(n >> 12) & 63];
+        out[o + 2] = i + 1 < len ? alphabet[(n >> 6) & 63] : '=';
+        out[o + 3] = i + 2 < len ? alphabet[n & 63] : '=';
+    }
+    return (hw_str){out, size};
+}
+
 /* ==== Integers ============================================================ */
 
 size_t hw_format_int(int64_t value, char out[24]) {

@@ -146,6 +146,8 @@ void hw_buf_append(hw_buf *buf, const void *data, size_t len);
 void hw_buf_cstr(hw_buf *buf, const char *text);
 void hw_buf_char(hw_buf *buf, char c);
 hw_str hw_buf_str(const hw_buf *buf); /* NUL-terminated view of the contents */
+/* data (len bytes) as base64 text, the way hook bodies and chunks travel. */
+hw_str hw_base64(const void *data, size_t len);
 
 /* ---- JSON values --------------------------------------------------------- */
 

@@ -151,7 +151,7 @@ api_list_event_deliveries_response api_list_event_deliveries(const api_list_even
         hw_write_key(&hw_b, &hw_inner, "\"plugin\":");
         hw_write_str(&hw_b, options->plugin);
     }
-    if (options != NULL && options->has_state) {
+    if (options != NULL && (options->has_state || options->state != 0)) {
         hw_write_key(&hw_b, &hw_inner, "\"state\":");
         DeliveryState_write(&hw_b, options->state);
     }
@@ -159,7 +159,7 @@ api_list_event_deliveries_response api_list_event_deliveries(const api_list_even
         hw_write_key(&hw_b, &hw_inner, "\"event_id\":");
         hw_write_str(&hw_b, options->event_id);
     }
-    if (options != NULL && options->has_limit) {
+    if (options != NULL && (options->has_limit || options->limit != 0)) {
         hw_write_key(&hw_b, &hw_inner, "\"limit\":");
         hw_write_int(&hw_b, options->limit);
     }
@@ -270,7 +270,7 @@ api_stream_light_events_response api_stream_light_events(const api_stream_light_
     hw_write_key(&hw_b, &hw_first, "\"query\":");
     hw_inner = true;
     hw_buf_char(&hw_b, '{');
-    if (options != NULL && options->has_limit) {
+    if (options != NULL && (options->has_limit || options->limit != 0)) {
         hw_write_key(&hw_b, &hw_inner, "\"limit\":");
         hw_write_int(&hw_b, options->limit);
     }

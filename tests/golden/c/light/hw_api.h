@@ -97,9 +97,9 @@ api_get_states_response api_get_states(void);
  */
 typedef struct api_list_event_deliveries_options {
     hw_str plugin; /* query parameter plugin (omitted when NULL). Only this plug-in's deliveries. */
-    DeliveryState state; /* query parameter state (set has_state). Only deliveries in this state. */
+    DeliveryState state; /* query parameter state (sent when set). Only deliveries in this state. */
     hw_str event_id; /* query parameter event_id (omitted when NULL). Only the deliveries of this event. */
-    int64_t limit; /* query parameter limit (set has_limit). At most this many deliveries. */
+    int64_t limit; /* query parameter limit (sent when not 0; set has_limit to send 0). At most this many deliveries. */
     bool has_state;
     bool has_limit;
 } api_list_event_deliveries_options;
@@ -163,7 +163,7 @@ api_set_light_color_response api_set_light_color(const SetLightColorRequest *bod
  * options: the optional parameters, or NULL.
  */
 typedef struct api_stream_light_events_options {
-    int64_t limit; /* query parameter limit (set has_limit). Close the stream after this many events; open until the client leaves when omitted. */
+    int64_t limit; /* query parameter limit (sent when not 0; set has_limit to send 0). Close the stream after this many events; open until the client leaves when omitted. */
     bool has_limit;
 } api_stream_light_events_options;
 typedef struct api_stream_light_events_response {

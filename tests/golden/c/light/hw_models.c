@@ -615,7 +615,7 @@ void ErrorError_write(hw_buf *buf, const ErrorError *value) {
         hw_write_key(buf, &first, "\"plugin\":");
         hw_write_str(buf, value->plugin);
     }
-    if (value->has_details) {
+    if (value->has_details || value->details.count != 0) {
         hw_write_key(buf, &first, "\"details\":");
         ErrorErrorDetailsItem_array_write(buf, &value->details);
     }
@@ -855,7 +855,7 @@ void HttpPreHookOutput_write(hw_buf *buf, const HttpPreHookOutput *value) {
         hw_write_key(buf, &first, "\"response\":");
         HttpResponse_write(buf, value->response);
     }
-    if (value->has_has_response) {
+    if (value->has_has_response || value->has_response) {
         hw_write_key(buf, &first, "\"has_response\":");
         hw_write_bool(buf, value->has_response);
     }
@@ -1060,7 +1060,7 @@ void HttpStreamChunkOutput_write(hw_buf *buf, const HttpStreamChunkOutput *value
         hw_write_key(buf, &first, "\"chunk\":");
         hw_write_str(buf, value->chunk);
     }
-    if (value->has_skip) {
+    if (value->has_skip || value->skip) {
         hw_write_key(buf, &first, "\"skip\":");
         hw_write_bool(buf, value->skip);
     }
@@ -1196,15 +1196,15 @@ void LightCreate_write(hw_buf *buf, const LightCreate *value) {
     }
     hw_write_key(buf, &first, "\"name\":");
     hw_write_str(buf, value->name);
-    if (value->has_status) {
+    if (value->has_status || value->status != 0) {
         hw_write_key(buf, &first, "\"status\":");
         Status_write(buf, value->status);
     }
-    if (value->has_color) {
+    if (value->has_color || value->color != 0) {
         hw_write_key(buf, &first, "\"color\":");
         Color_write(buf, value->color);
     }
-    if (value->has_brightness) {
+    if (value->has_brightness || value->brightness != 0) {
         hw_write_key(buf, &first, "\"brightness\":");
         hw_write_int(buf, value->brightness);
     }
@@ -1393,15 +1393,15 @@ void LightUpdate_write(hw_buf *buf, const LightUpdate *value) {
         hw_write_key(buf, &first, "\"name\":");
         hw_write_str(buf, value->name);
     }
-    if (value->has_status) {
+    if (value->has_status || value->status != 0) {
         hw_write_key(buf, &first, "\"status\":");
         Status_write(buf, value->status);
     }
-    if (value->has_color) {
+    if (value->has_color || value->color != 0) {
         hw_write_key(buf, &first, "\"color\":");
         Color_write(buf, value->color);
     }
-    if (value->has_brightness) {
+    if (value->has_brightness || value->brightness != 0) {
         hw_write_key(buf, &first, "\"brightness\":");
         hw_write_int(buf, value->brightness);
     }

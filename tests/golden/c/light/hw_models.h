@@ -201,7 +201,7 @@ struct ErrorError {
     hw_str code; /* A stable machine-readable code, e.g. invalid_request. */
     hw_str message; /* A sentence for people. */
     hw_str plugin; /* The plug-in that rejected the change or failed, when one did. (optional: NULL when absent) */
-    ErrorErrorDetailsItem_array details; /* One entry per problem found. (optional: has_details) */
+    ErrorErrorDetailsItem_array details; /* One entry per problem found. (optional: sent when not empty; set has_details to send []) */
     bool has_details;
 };
 bool ErrorError_read(const hw_json *src, ErrorError *out);
@@ -256,7 +256,7 @@ struct HttpPreHookOutput {
     hw_json *context; /* Values a pre-hook sets for its post-hook; strings to any JSON. */
     HttpRequest *request; /* The request as the app is about to see it. (optional: NULL when absent) */
     HttpResponse *response; /* A response, from the app or made by a hook. (optional: NULL when absent) */
-    bool has_response; /* Whether response short-circuits the request. (optional: has_has_response) */
+    bool has_response; /* Whether response short-circuits the request. (optional: sent when true; set has_has_response to send false) */
     hw_str error; /* Non-empty: the hook failed; its failure policy applies. (optional: NULL when absent) */
     bool has_has_response;
 };
@@ -304,7 +304,7 @@ hw_str HttpStreamChunkInput_to_json(const HttpStreamChunkInput *value);
 struct HttpStreamChunkOutput {
     hw_json *context; /* Values a pre-hook sets for its post-hook; strings to any JSON. */
     hw_str chunk; /* The chunk to send instead, base64; omitted = unchanged. (optional: NULL when absent) */
-    bool skip; /* Drop this chunk. (optional: has_skip) */
+    bool skip; /* Drop this chunk. (optional: sent when true; set has_skip to send false) */
     hw_str error; /* Non-empty: the hook failed; its failure policy applies. (optional: NULL when absent) */
     bool has_skip;
 };
@@ -333,9 +333,9 @@ hw_str Light_to_json(const Light *value);
 struct LightCreate {
     hw_str id; /* The id to give the light (letters, digits, _ and -); a random one when omitted. (optional: NULL when absent) */
     hw_str name; /* A name for people. */
-    Status status; /* Whether the light is on or off. (optional: has_status) */
-    Color color; /* The light's colour. (optional: has_color) */
-    int64_t brightness; /* Brightness in percent. (optional: has_brightness) */
+    Status status; /* Whether the light is on or off. (optional: sent when set) */
+    Color color; /* The light's colour. (optional: sent when set) */
+    int64_t brightness; /* Brightness in percent. (optional: sent when not 0; set has_brightness to send 0) */
     bool has_status;
     bool has_color;
     bool has_brightness;
@@ -381,9 +381,9 @@ hw_str LightList_to_json(const LightList *value);
 /* The fields to change; at least one. */
 struct LightUpdate {
     hw_str name; /* A name for people. (optional: NULL when absent) */
-    Status status; /* Whether the light is on or off. (optional: has_status) */
-    Color color; /* The light's colour. (optional: has_color) */
-    int64_t brightness; /* Brightness in percent. (optional: has_brightness) */
+    Status status; /* Whether the light is on or off. (optional: sent when set) */
+    Color color; /* The light's colour. (optional: sent when set) */
+    int64_t brightness; /* Brightness in percent. (optional: sent when not 0; set has_brightness to send 0) */
     bool has_status;
     bool has_color;
     bool has_brightness;

@@ -55,3 +55,29 @@ macro_rules! http_stream_chunk_hook {
         }
     };
 }
+
+impl crate::models::HttpPreHookOutput {
+    /// Answers the request from an `http_pre_hook` handler: `response` (the body
+    /// given as bytes, sent as base64) with `has_response` set, so the route
+    /// and later pre-hooks are skipped. `headers`: a JSON object of header names
+    /// to values (`Value::Null` for none).
+    ///
+    /// ```ignore
+    /// Ok(HttpPreHookOutput::respond(input.context, 403, Value::Null, b"no"))
+    /// ```
+    pub fn respond(
+        context: crate::Value,
+        status_code: i64,
+        headers: crate::Value,
+        body: &[u8],
+    ) -> Self {
+        let headers = if headers.is_null() { crate::json!({}) } else { headers };
+        Self {
+            context: context,
+            request: None,
+            response: Some(crate::models::HttpResponse { status_code: status_code, headers: headers, body: crate::base64(body) }),
+            has_response: Some(true),
+            error: None,
+        }
+    }
+}

@@ -119,6 +119,24 @@ pub fn config_json<T: DeserializeOwned>(key: &str) -> Result<Option<T>, Error> {
     }
 }
 
+/// `data` as base64 text, the way hook bodies and chunks travel.
+pub fn base64(data: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity((data.len() + 2) / 3 * 4);
+    for chunk in data.chunks(3) {
+        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for index in 0..4 {
+            if index <= chunk.len() {
+                out.push(char::from(ALPHABET[((n >> (18 - 6 * index)) & 63) as usize]));
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
 /// Sets the call's error message (what [`handle`] does when a handler fails).
 pub fn set_error(message: &str) {
     unsafe { kernel::error_set(kernel::write(message.as_bytes())) };

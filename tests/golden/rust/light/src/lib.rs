@@ -25,7 +25,7 @@ pub use client::{ApiError, Response};
 #[doc(no_inline)]
 pub use models::*;
 pub use plugin::{
-    config, config_json, handle, input, input_bytes, input_string, log, output, output_bytes,
+    base64, config, config_json, handle, input, input_bytes, input_string, log, output, output_bytes,
     output_string, set_error, Error,
 };
 pub use serde_json::{self, json, Value};

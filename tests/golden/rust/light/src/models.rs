@@ -188,7 +188,7 @@ impl ::std::fmt::Display for DeliveryState {
 /// The one error shape of the whole API.
 #[derive(Debug, Clone, PartialEq, Default)]
 #[derive(serde::Serialize, serde::Deserialize)]
-pub struct Error {
+pub struct ErrorModel {
     /// What went wrong.
     pub error: ErrorError,
 }
