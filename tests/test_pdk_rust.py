@@ -18,7 +18,7 @@ from conftest import ROOT
 from hostwire import PluginError
 from hostwire._pdk import generate
 from hostwire._pdk_rust import BUILD, TARGET
-from hostwire.testing import PluginHarness
+from hostwire.testing import MockReply, PluginHarness
 
 CARGO = Path("/usr/bin/cargo")
 RUSTC = Path("/usr/bin/rustc")
@@ -263,7 +263,8 @@ def test_optional_config_and_unset_fields_stay_out(light_wasm: Path) -> None:
     with PluginHarness(light_wasm, spec=LIGHT, config={"color": "blue"}) as harness:
         harness.mock("getLight", LIGHT_RECORD)
         harness.mock("updateLight", {**LIGHT_RECORD, "color": "blue"})
-        harness.mock("listEventDeliveries", status=500, body={"oops": 1})
+        # Not the error shape light.yaml declares for a 500: only a responder can answer it.
+        harness.mock("listEventDeliveries", responder=lambda call: MockReply(500, {"oops": 1}))
         assert harness.call("paint", "lamp")["dead"] is None
         assert harness.calls_to("updateLight")[0].body == {"color": "blue"}
 
