@@ -295,10 +295,11 @@ async def _bad_json(request: Request, exc: Exception) -> Response:
 async def _client_gone(request: Request, exc: Exception) -> Response:
     # Nobody reads this answer; 499 (nginx's "client closed request") is for
     # the access log, which would otherwise say 500. Nothing was done.
+    # Named by its request id (which the access log line has too), not its raw path.
     log.info(
-        "%s %s: the client closed the connection before sending the whole body; nothing was done.",
-        request.method,
-        request.url.path,
+        "request_id=%s: the client closed the connection before sending the whole body; "
+        "nothing was done.",
+        request.scope.get("state", {}).get("request_id", "-"),
     )
     return Response(status_code=499)
 
