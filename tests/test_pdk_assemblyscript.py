@@ -348,7 +348,7 @@ def test_failed_calls_read_clearly(light: PluginHarness) -> None:
         "get_light failed with status 200: invalid_response: "
         "the body does not match its schema: name: is required but missing"
     )
-    light.mock("getLight", ["not", "the", "error", "shape"], status=502)
+    light.mock("getLight", responder=lambda call: MockReply(502, ["not", "the", "error", "shape"]))
     assert light.call("lookup")["message"] == '["not","the","error","shape"]'
     light.mock("getLight", LIGHT)
     assert light.call("lookup") == {

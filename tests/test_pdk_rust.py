@@ -19,7 +19,7 @@ from conftest import ROOT
 from hostwire import PluginError
 from hostwire._pdk import generate
 from hostwire._pdk_rust import BUILD, TARGET
-from hostwire.testing import PluginHarness
+from hostwire.testing import MockReply, PluginHarness
 from pdk_documents import document as pdk_document
 from pdk_documents import rust_runtime_names
 
@@ -270,7 +270,8 @@ def test_optional_config_and_unset_fields_stay_out(light_wasm: Path) -> None:
     with PluginHarness(light_wasm, spec=LIGHT, config={"color": "blue"}) as harness:
         harness.mock("getLight", LIGHT_RECORD)
         harness.mock("updateLight", {**LIGHT_RECORD, "color": "blue"})
-        harness.mock("listEventDeliveries", status=500, body={"oops": 1})
+        # Not the error shape light.yaml declares for a 500: only a responder can answer it.
+        harness.mock("listEventDeliveries", responder=lambda call: MockReply(500, {"oops": 1}))
         assert harness.call("paint", "lamp")["dead"] is None
         assert harness.calls_to("updateLight")[0].body == {"color": "blue"}
 

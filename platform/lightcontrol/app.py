@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import json
 import logging
 import os
 import secrets
@@ -17,7 +16,7 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 from starlette.routing import Route
 
@@ -33,6 +32,7 @@ from hostwire import (
     to_thread,
 )
 from lightcontrol import _spec
+from lightcontrol._body import BadJson, parse_json
 from lightcontrol._middleware import (
     BearerAuthMiddleware,
     BodyLimitMiddleware,
@@ -110,21 +110,13 @@ def _error(
 
 
 async def _body(request: Request, schema: str) -> dict[str, Any]:
-    raw = await request.body()
-    try:
-        value = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise _BadJson(f"The body is not valid JSON: {exc}.") from exc
+    value = parse_json(await request.body())
     found = _spec.problems(schema, value)
     if found:
         first = found[0]
         raise LightInvalid(f"{first['field']}: {first['message']}.", found)
     assert isinstance(value, dict)
     return value
-
-
-class _BadJson(Exception):
-    pass
 
 
 def _states(light: dict[str, Any]) -> dict[str, Any]:
@@ -227,18 +219,32 @@ def build_routes() -> list[Route]:
         return _json({"replayed": count})
 
     return [
-        Route("/states", get_states, methods=["GET"], name="getStates"),
-        Route("/light_control", control_light, methods=["POST"], name="controlLight"),
-        Route("/light_color", set_light_color, methods=["POST"], name="setLightColor"),
-        Route("/lights", list_lights, methods=["GET"], name="listLights"),
-        Route("/lights", create_light, methods=["POST"], name="createLight"),
-        Route("/lights/{id}", get_light, methods=["GET"], name="getLight"),
-        Route("/lights/{id}", update_light, methods=["PATCH"], name="updateLight"),
-        Route("/lights/{id}", delete_light, methods=["DELETE"], name="deleteLight"),
-        Route("/events/deliveries", list_event_deliveries, methods=["GET"]),
-        Route("/events/stream", stream_light_events, methods=["GET"]),
-        Route("/events/{event_id}/replay", replay_event, methods=["POST"]),
+        _path("/states", GET=get_states),
+        _path("/light_control", POST=control_light),
+        _path("/light_color", POST=set_light_color),
+        _path("/lights", GET=list_lights, POST=create_light),
+        _path("/lights/{id}", GET=get_light, PATCH=update_light, DELETE=delete_light),
+        _path("/events/deliveries", GET=list_event_deliveries),
+        _path("/events/stream", GET=stream_light_events),
+        _path("/events/{event_id}/replay", POST=replay_event),
     ]
+
+
+Endpoint = Callable[[Request], Awaitable[Response]]
+
+
+def _path(path: str, **endpoints: Endpoint) -> Route:
+    """One route for all the methods of ``path``.
+
+    Starlette answers 405 with the methods of the first route whose path
+    matches, so one route per method would give an incomplete ``Allow``.
+    """
+
+    async def endpoint(request: Request) -> Response:
+        method = "GET" if request.method == "HEAD" else request.method
+        return await endpoints[method](request)
+
+    return Route(path, endpoint, methods=list(endpoints))
 
 
 def build_metadata_routes(settings: Settings) -> list[Route]:
@@ -285,7 +291,20 @@ async def _light_error(request: Request, exc: Exception) -> Response:
 
 
 async def _bad_json(request: Request, exc: Exception) -> Response:
-    return _error(400, "invalid_json", str(exc))
+    assert isinstance(exc, BadJson)
+    return _error(400, "invalid_json", str(exc), exc.details)
+
+
+async def _client_gone(request: Request, exc: Exception) -> Response:
+    # Nobody reads this answer; 499 (nginx's "client closed request") is for
+    # the access log, which would otherwise say 500. Nothing was done.
+    # Named by its request id (which the access log line has too), not its raw path.
+    log.info(
+        "request_id=%s: the client closed the connection before sending the whole body; "
+        "nothing was done.",
+        request.scope.get("state", {}).get("request_id", "-"),
+    )
+    return Response(status_code=499)
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:
@@ -297,6 +316,9 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     }.get(exc.status_code, str(exc.detail))
     response = _error(exc.status_code, codes.get(exc.status_code, "http_error"), message)
     response.headers.update(exc.headers or {})
+    if "allow" in response.headers:  # Starlette joins a set: make it stable
+        methods = sorted(m.strip() for m in response.headers["allow"].split(","))
+        response.headers["allow"] = ", ".join(methods)
     return response
 
 
@@ -355,7 +377,8 @@ def create_app(
 
     handlers: dict[Any, ExceptionHandler] = {
         LightError: _light_error,
-        _BadJson: _bad_json,
+        BadJson: _bad_json,
+        ClientDisconnect: _client_gone,
         HTTPException: _http_error,
         Exception: _internal_error,
     }
