@@ -16,6 +16,22 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from hostwire import log_safe
 
 access_log = logging.getLogger("lightcontrol.access")
+log = logging.getLogger("lightcontrol")
+
+CLIENT_GONE = 499
+"""nginx's "client closed request": only the access log sees it, nobody reads it."""
+
+
+def log_client_gone(scope: Scope) -> None:
+    """One line for a client that left before its body was complete (nothing ran)."""
+    # Named by its request id (the access log line has it too), not its raw path.
+    log.info(
+        "request_id=%s: the client closed the connection before sending the whole body; "
+        "nothing was done.",
+        log_safe(str(scope.get("state", {}).get("request_id", "-"))),
+    )
+
+
 _SAFE_ID = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
 
 
@@ -137,8 +153,11 @@ class BodyLimitMiddleware:
         try:
             with anyio.move_on_after(self.body_timeout_s):
                 body = await self._read(receive)
-        except _ClientGone:
-            return  # nothing runs, and there is nobody to answer
+        except _ClientGone:  # nothing runs; the answer is for the access log only
+            log_client_gone(scope)
+            await send({"type": "http.response.start", "status": CLIENT_GONE, "headers": []})
+            await send({"type": "http.response.body", "body": b""})
+            return
         except _TooLarge:
             await send_error(send, 413, "payload_too_large", too_large, [_CLOSE])
             return

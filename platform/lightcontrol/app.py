@@ -34,11 +34,13 @@ from hostwire import (
 from lightcontrol import _spec
 from lightcontrol._body import BadJson, parse_json
 from lightcontrol._middleware import (
+    CLIENT_GONE,
     BearerAuthMiddleware,
     BodyLimitMiddleware,
     ConcurrencyLimitMiddleware,
     RequestIdMiddleware,
     error_body,
+    log_client_gone,
 )
 from lightcontrol.events import LightEvents
 from lightcontrol.feed import ChangeFeed
@@ -296,15 +298,9 @@ async def _bad_json(request: Request, exc: Exception) -> Response:
 
 
 async def _client_gone(request: Request, exc: Exception) -> Response:
-    # Nobody reads this answer; 499 (nginx's "client closed request") is for
-    # the access log, which would otherwise say 500. Nothing was done.
-    # Named by its request id (which the access log line has too), not its raw path.
-    log.info(
-        "request_id=%s: the client closed the connection before sending the whole body; "
-        "nothing was done.",
-        request.scope.get("state", {}).get("request_id", "-"),
-    )
-    return Response(status_code=499)
+    # The access log would otherwise say 500. Nothing was done.
+    log_client_gone(request.scope)
+    return Response(status_code=CLIENT_GONE)
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:
