@@ -29,6 +29,7 @@ from hostwire import (
     HttpHooksMiddleware,
     Outbox,
     PluginSet,
+    StorageError,
     load_openapi,
     to_thread,
 )
@@ -193,7 +194,7 @@ def build_routes() -> list[Route]:
                 limit=int(query.get("limit", "100")),
             )
         )
-        return _json({"deliveries": found})
+        return _json({"deliveries": found, "summary": await run(outbox.summary)})
 
     async def stream_light_events(request: Request) -> Response:
         problems = _spec.query_problems("streamLightEvents", dict(request.query_params))
@@ -297,6 +298,13 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     return response
 
 
+async def _storage_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, StorageError)  # logged once per kind by the store's guard
+    response = _error(503, "storage_unavailable", str(exc))
+    response.headers["retry-after"] = str(exc.retry_after_s)
+    return response
+
+
 async def _internal_error(request: Request, exc: Exception) -> Response:
     log.exception("unhandled error", exc_info=exc)
     return _error(500, "internal_error", "The server failed; the error is in its log.")
@@ -342,7 +350,8 @@ def create_app(
         try:
             yield
         finally:
-            outbox.stop()
+            # In a thread: deliveries in flight may need this loop to finish.
+            await outbox.stop_async()
             feed.detach(active)
             target.unbind()
             if own:
@@ -352,6 +361,7 @@ def create_app(
 
     handlers: dict[Any, ExceptionHandler] = {
         LightError: _light_error,
+        StorageError: _storage_error,
         _BadJson: _bad_json,
         HTTPException: _http_error,
         Exception: _internal_error,
