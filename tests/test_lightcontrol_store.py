@@ -24,15 +24,16 @@ def record_steps(store: LightStore) -> list[str]:
 def test_create_update_destroy_run_their_steps_in_order(store: LightStore) -> None:
     steps = record_steps(store)
     light = store.create({"name": "Porch"})
+    # after_validation is an after-step: it runs in the write's transaction, first.
     assert steps == [
-        "before_validation", "after_validation", "before_save", "before_create",
-        "after_create", "after_save",
+        "before_validation", "before_save", "before_create",
+        "after_validation", "after_create", "after_save",
     ]  # fmt: skip
     steps.clear()
     store.update(light["id"], {"status": "on"})
     assert steps == [
-        "before_validation", "after_validation", "before_save", "before_update",
-        "after_update", "after_save",
+        "before_validation", "before_save", "before_update",
+        "after_validation", "after_update", "after_save",
     ]  # fmt: skip
     steps.clear()
     store.destroy(light["id"])

@@ -163,12 +163,7 @@ class EventBus:
         if output in _GO_ON or not output.strip():
             return None
         where = f'Plug-in "{plugin.name}" export "{export}"'
-        try:
-            answer = json.loads(output)
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise PluginOutputError(
-                f"{where} returned invalid JSON: {exc}", plugin=plugin.name, export=export
-            ) from exc
+        answer = _decode_answer(output, where, plugin.name, export)
         if (
             not isinstance(answer, dict)
             or len(answer) > 1
@@ -218,6 +213,30 @@ class EventBus:
 
 
 _GO_ON = frozenset({b"", b"{}"})
+
+
+def _decode_answer(output: bytes, where: str, plugin: str, export: str) -> Any:
+    # Strict UTF-8 first: json.loads(bytes) would guess UTF-16 from some byte
+    # patterns and report a codec error no plug-in author can act on.
+    try:
+        text = output.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise PluginOutputError(
+            f"{where} returned output that is not UTF-8 (byte {exc.start}: "
+            f"{output[exc.start : exc.start + 1]!r}).",
+            plugin=plugin,
+            export=export,
+        ) from exc
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise PluginOutputError(
+            f"{where} returned invalid JSON: {exc}", plugin=plugin, export=export
+        ) from exc
+    except RecursionError as exc:
+        raise PluginOutputError(
+            f"{where} returned JSON nested too deeply to read.", plugin=plugin, export=export
+        ) from exc
 
 
 def _encode(envelope: dict[str, Any]) -> bytes:

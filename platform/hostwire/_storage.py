@@ -61,14 +61,17 @@ class StorageGuard:
         self._failing: set[str] = set()
 
     @contextmanager
-    def guard(self, action: str) -> Iterator[None]:
-        """Run a database step; a storage failure becomes ``StorageError`` naming ``action``."""
+    def guard(self, action: str, *, quiet: bool = False) -> Iterator[None]:
+        """Run a database step; a storage failure becomes ``StorageError`` naming ``action``.
+
+        ``quiet``: do not log it (the caller reports the error itself, e.g. at start).
+        """
         try:
             yield
         except sqlite3.Error as exc:
-            raise self.error(exc, action) from exc
+            raise self.error(exc, action, quiet=quiet) from exc
 
-    def error(self, exc: sqlite3.Error, action: str) -> BaseException:
+    def error(self, exc: sqlite3.Error, action: str, *, quiet: bool = False) -> BaseException:
         """The error to raise for ``exc``: a ``StorageError``, or ``exc`` itself (a bug)."""
         found = classify(exc)
         if found is None:
@@ -77,7 +80,7 @@ class StorageGuard:
         with self._lock:
             first = kind not in self._failing
             self._failing.add(kind)
-        if first:
+        if first and not quiet:
             log.error(
                 "storage unavailable (%s) while %s in %s: %s; later failures of this kind "
                 "are not logged until storage works again.",

@@ -48,6 +48,7 @@ from lightcontrol.store import (
     LightError,
     LightInvalid,
     LightNotFound,
+    LightPluginFailed,
     LightStore,
 )
 
@@ -278,6 +279,15 @@ ExceptionHandler = Callable[[Request, Exception], Awaitable[Response]]
 async def _light_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, LightError)
     plugin = getattr(exc, "plugin", None)
+    if isinstance(exc, LightPluginFailed):  # the client sees it; the operator must too
+        log.error(
+            'before-event handler failed: plug-in "%s" export "%s" (fail_closed): %s '
+            "request_id=%s",
+            exc.plugin,
+            exc.export or "?",
+            str(exc).replace("\n", " "),
+            getattr(request.state, "request_id", "-"),
+        )
     body = error_body(exc.code, str(exc), exc.details, plugin)
     return Response(body, exc.status, media_type="application/json")
 
@@ -418,6 +428,9 @@ def create_app(
 def serve_app(db_path: str | None = None, config: HostwireConfig | None = None) -> Starlette:
     """The factory ``hostwire serve`` uses (entry point group ``hostwire.apps``)."""
     settings = Settings.from_env(db_path=db_path)
+    # Open the database once before serving: a read-only or full one is a
+    # one-line StorageError here, not a traceback from the server's startup.
+    LightStore(Path(settings.db_path)).close()
     if not os.environ.get("LIGHTCONTROL_TOKEN"):
         log.warning("LIGHTCONTROL_TOKEN is not set; this run's bearer token is %s", settings.token)
     return create_app(settings, plugins=config)
