@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from lightcontrol.store import Change, LightInvalid, LightRejected, LightStore
+from lightcontrol.store import Change, LightError, LightInvalid, LightReentrant, LightRejected, LightStore
 
 
 @pytest.fixture
@@ -142,3 +142,31 @@ def test_concurrent_changes_lose_nothing(store: LightStore) -> None:
     assert not errors
     final = store.get(light["id"])
     assert final["revision"] == 1 + threads * per_thread
+
+
+def test_a_change_of_a_light_from_inside_its_own_change_fails_at_once(
+    store: LightStore,
+) -> None:
+    caught: list[LightError] = []
+
+    def meddler(change: Change) -> None:
+        if change.step == "before_save" and change.record["brightness"] == 7:
+            try:
+                store.update(change.record["id"], {"color": "red"})
+            except LightError as exc:
+                caught.append(exc)
+            store.update("lamp", {"color": "blue"})  # another light: fine
+
+    store.create({"name": "Lamp", "id": "lamp"})
+    store.observers.append(meddler)
+    assert store.update("default", {"brightness": 7})["color"] == "white"
+    (error,) = caught
+    assert isinstance(error, LightReentrant)
+    assert (error.status, error.code) == (409, "reentrant_change")
+    assert str(error).startswith('Light "default" cannot change while a change of it is under way')
+    assert store.get("lamp")["color"] == "blue"
+    # In another thread (no enclosing change) the same update works.
+    worker = threading.Thread(target=store.update, args=("default", {"color": "green"}))
+    worker.start()
+    worker.join(30)
+    assert store.get("default")["color"] == "green"
