@@ -364,8 +364,7 @@ class Gate:
             first = False
             with self.lock:
                 first = not any(
-                    e["data"]["record"]["id"] == envelope["data"]["record"]["id"]
-                    for e in self.seen
+                    e["data"]["record"]["id"] == envelope["data"]["record"]["id"] for e in self.seen
                 )
                 self.seen.append(envelope)
             self.entered.set()
@@ -407,7 +406,11 @@ def test_records_are_delivered_concurrently_and_in_order_per_record(db_path: Pat
             outbox.stop()
     assert not gate.barrier.broken  # type: ignore[union-attr]
     for record in records:
-        order = [e["data"]["record"]["brightness"] for e in gate.seen if e["data"]["record"]["id"] == record]
+        order = [
+            e["data"]["record"]["brightness"]
+            for e in gate.seen
+            if e["data"]["record"]["id"] == record
+        ]
         assert order == [1, 2, 3, 4]
     assert all(d["attempts"] == 1 for d in outbox.deliveries())
 

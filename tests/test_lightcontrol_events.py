@@ -305,8 +305,10 @@ def test_after_validation_is_delivered_first_from_the_outbox(
     with lightcontrol(tmp_path, [plugin], **FAST_EVENTS) as client:
         assert client.patch("/lights/default", json={"brightness": 40}).status_code == 200
         wait_for(
-            lambda: len(deliveries(client)) == 2
-            and {d["state"] for d in deliveries(client)} == {"delivered"},
+            lambda: (
+                len(deliveries(client)) == 2
+                and {d["state"] for d in deliveries(client)} == {"delivered"}
+            ),
             "both deliveries",
         )
         oldest_first = list(reversed(deliveries(client, plugin="watcher")))
@@ -393,9 +395,11 @@ def test_a_handler_changing_its_own_light_gets_409_at_once(
     inner = [
         r.getMessage()
         for r in caplog.records
-        if "PATCH /lights/default" in r.getMessage() and "principal=plugin:selfish" in r.getMessage()
+        if "PATCH /lights/default" in r.getMessage()
+        and "principal=plugin:selfish" in r.getMessage()
     ]
-    assert len(inner) == 1 and '" 409 ' in inner[0]
+    assert len(inner) == 1
+    assert '" 409 ' in inner[0]
 
 
 def test_a_full_disk_or_a_read_only_database_answers_503_and_loses_nothing(

@@ -7,7 +7,14 @@ from pathlib import Path
 
 import pytest
 
-from lightcontrol.store import Change, LightError, LightInvalid, LightReentrant, LightRejected, LightStore
+from lightcontrol.store import (
+    Change,
+    LightError,
+    LightInvalid,
+    LightReentrant,
+    LightRejected,
+    LightStore,
+)
 
 
 @pytest.fixture

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -72,8 +73,6 @@ def write_config(directory: Path) -> Path:
 
 
 def free_port() -> int:
-    import socket  # noqa: PLC0415
-
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
@@ -87,8 +86,18 @@ def sigterm_round(directory: Path, writes: int = 60) -> dict[str, Any]:
     url = f"http://127.0.0.1:{port}"
     with log_path.open("w") as log:  # a file, not a pipe: a full pipe blocks the server
         process = subprocess.Popen(
-            [sys.executable, "-m", "hostwire", "serve", "--port", str(port), "--db", str(db),
-             "--config", str(write_config(directory))],  # fmt: skip
+            [
+                sys.executable,
+                "-m",
+                "hostwire",
+                "serve",
+                "--port",
+                str(port),
+                "--db",
+                str(db),
+                "--config",
+                str(write_config(directory)),
+            ],
             cwd=directory,
             env={**os.environ, "LIGHTCONTROL_TOKEN": TOKEN},
             stdout=subprocess.DEVNULL,
@@ -111,9 +120,11 @@ def sigterm_round(directory: Path, writes: int = 60) -> dict[str, Any]:
                 with ThreadPoolExecutor(6) as pool:
                     statuses = list(
                         pool.map(
-                            lambda n: client.post(
-                                "/light_color", json={"action": colours[n % 3]}
-                            ).status_code,
+                            lambda n: (
+                                client.post(
+                                    "/light_color", json={"action": colours[n % 3]}
+                                ).status_code
+                            ),
                             range(writes),
                         )
                     )
@@ -126,7 +137,9 @@ def sigterm_round(directory: Path, writes: int = 60) -> dict[str, Any]:
                 process.kill()
                 process.wait(30)
     with sqlite3.connect(db) as conn:
-        rows = conn.execute("SELECT state, attempts, last_error FROM hostwire_deliveries").fetchall()
+        rows = conn.execute(
+            "SELECT state, attempts, last_error FROM hostwire_deliveries"
+        ).fetchall()
     return {
         "code": code,
         "stop_s": stop_s,

@@ -110,12 +110,13 @@ def _iso(seconds: float | None) -> str | None:
 def _database_path(path: object) -> str:
     if path is None or not isinstance(path, (str, os.PathLike)):
         raise TypeError(
-            "Outbox needs the path of the app's SQLite database file (str or path), "
-            f"not {path!r}."
+            f"Outbox needs the path of the app's SQLite database file (str or path), not {path!r}."
         )
     text = os.fspath(path)
     if not isinstance(text, str) or not text.strip():
-        raise ValueError("Outbox needs the path of the app's SQLite database file, not an empty one.")
+        raise ValueError(
+            "Outbox needs the path of the app's SQLite database file, not an empty one."
+        )
     if text == ":memory:" or "mode=memory" in text:
         raise ValueError(
             f"Outbox cannot use an in-memory database ({text!r}): its workers open their own "
@@ -390,7 +391,8 @@ class Outbox:
             db = self.connect()
             try:
                 count = db.execute(
-                    "DELETE FROM hostwire_deliveries WHERE state = 'delivered' AND delivered_at < ?",
+                    "DELETE FROM hostwire_deliveries "
+                    "WHERE state = 'delivered' AND delivered_at < ?",
                     (cutoff,),
                 ).rowcount
                 db.execute(
@@ -554,8 +556,12 @@ class _Worker(threading.Thread):
                     pause = self.lane.until_next_due(db)
                 except sqlite3.Error as exc:
                     # One log line per kind of storage failure; anything else is a bug.
-                    if not isinstance(self.outbox.storage.error(exc, "delivering events"), StorageError):
-                        log.exception('delivery worker for "%s" hit a database error', self.plugin.name)
+                    if not isinstance(
+                        self.outbox.storage.error(exc, "delivering events"), StorageError
+                    ):
+                        log.exception(
+                            'delivery worker for "%s" hit a database error', self.plugin.name
+                        )
                     pause = self.outbox.poll_s
                 self.lane.sleep(self, seen, pause)
         finally:

@@ -281,8 +281,7 @@ async def _light_error(request: Request, exc: Exception) -> Response:
     plugin = getattr(exc, "plugin", None)
     if isinstance(exc, LightPluginFailed):  # the client sees it; the operator must too
         log.error(
-            'before-event handler failed: plug-in "%s" export "%s" (fail_closed): %s '
-            "request_id=%s",
+            'before-event handler failed: plug-in "%s" export "%s" (fail_closed): %s request_id=%s',
             exc.plugin,
             exc.export or "?",
             str(exc).replace("\n", " "),

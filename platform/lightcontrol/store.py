@@ -30,6 +30,7 @@ errors) raise hostwire's ``StorageError`` (the API answers 503).
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 import threading
 import uuid
@@ -428,10 +429,9 @@ class LightStore:
             try:
                 yield self._db
             except BaseException as exc:
-                try:
+                # SQLite may have rolled back already (a full disk does that).
+                with contextlib.suppress(sqlite3.Error):
                     self._db.execute("ROLLBACK")
-                except sqlite3.Error:
-                    pass  # SQLite already rolled back (a full disk does that)
                 for hook in self.after_rollback:
                     hook()
                 if isinstance(exc, sqlite3.Error):
