@@ -543,6 +543,8 @@ class _Worker(threading.Thread):
                 self.wake.clear()
                 seen = self.lane.generation()
                 try:
+                    if self.index == 0:  # time-gated: cheap when not due, and runs under load
+                        self.outbox.check_lag()
                     row = self.lane.claim(db)
                     if row is not None:
                         try:
@@ -552,8 +554,9 @@ class _Worker(threading.Thread):
                         continue
                     if self.index == 0:
                         self.outbox.prune_if_due()
-                        self.outbox.check_lag()
                     pause = self.lane.until_next_due(db)
+                except StorageError:
+                    pause = self.outbox.poll_s  # logged once per kind by the guard
                 except sqlite3.Error as exc:
                     # One log line per kind of storage failure; anything else is a bug.
                     if not isinstance(
