@@ -347,14 +347,13 @@ class Outbox:
         for row in self._read("summarising deliveries", _SUMMARY):
             entry = found.setdefault(
                 row["plugin"],
-                {"plugin": row["plugin"], "pending": 0, "dead": 0, "oldest_pending_age_s": None},
+                {"plugin": row["plugin"], "pending": 0, "dead": 0, "oldest_pending_age_s": 0.0},
             )
             entry[row["state"]] = row["count"]
             if row["state"] == "pending":
                 entry["oldest_pending_age_s"] = round(max(0.0, now - row["oldest"]), 3)
         for entry in found.values():
-            age = entry["oldest_pending_age_s"]
-            entry["lagging"] = age is not None and age > self.warn_lag_s
+            entry["lagging"] = entry["oldest_pending_age_s"] > self.warn_lag_s
         return [found[name] for name in sorted(found)]
 
     def check_lag(self, now: float | None = None) -> None:
