@@ -1,13 +1,13 @@
 """After-event delivery throughput against sustained writes.
 
-``hostwire serve`` (lightcontrol, SQLite, uvicorn, in a subprocess) with the
-sample plug-in ``follow`` (``light_after_update``: copies the default light to
-a lamp through ``updateLight``, so every delivery is a host call and a write
-of its own). Several HTTP clients change the default light for a fixed time;
-meanwhile and afterwards the outbox is read: events recorded per second (the
-app's commits), deliveries made per second, and the backlog left when the
-writes stop. Run with ``events.concurrency`` 1 (one delivery at a time per
-plug-in, as before) and the default.
+``hostwire serve`` (lightcontrol, SQLite on disk, uvicorn, in a subprocess)
+with one plug-in whose ``light_after_update`` calls the app back (host
+function ``get_states``, in process) for every event. Several HTTP clients
+change 16 lights for a fixed time; the outbox is read before and after:
+events recorded per second (one per committed write), deliveries made per
+second over the same window, and the backlog left when the writes stop (and
+how long it takes to drain). Run with ``events.concurrency`` 1 (one delivery
+at a time per plug-in, as before) and 8 (the default).
 
 Goal: with the default concurrency the plug-in keeps up: deliveries per second
 >= 0.95 x events recorded per second over the write window.
@@ -33,6 +33,20 @@ from _bench import free_port, served
 ROOT = Path(__file__).resolve().parent.parent
 TOKEN = "bench-token"
 GOAL = 0.95
+LIGHTS = [f"lamp-{n}" for n in range(16)]
+# light_after_update: one in-process host call (get_states), then done.
+HANDLER = """(module
+  (import "extism:host/env" "alloc" (func $alloc (param i64) (result i64)))
+  (import "extism:host/env" "store_u8" (func $store_u8 (param i64 i32)))
+  (import "extism:host/user" "get_states" (func $get_states (param i64) (result i64)))
+  (memory (export "memory") 1)
+  (func (export "light_after_update") (result i32) (local $b i64)
+    (local.set $b (call $alloc (i64.const 2)))
+    (call $store_u8 (local.get $b) (i32.const 123))
+    (call $store_u8 (i64.add (local.get $b) (i64.const 1)) (i32.const 125))
+    (drop (call $get_states (local.get $b)))
+    (i32.const 0))
+)"""
 
 
 def counts(db: Path) -> tuple[int, int]:
@@ -49,10 +63,10 @@ def run(tmp: Path, concurrency: int, seconds: float, clients: int) -> dict[str, 
     work.mkdir()
     db = work / "lights.db"
     config = work / "plugins.yaml"
+    (work / "handler.wat").write_text(HANDLER)
     config.write_text(
-        f"openapi: {ROOT / 'openapi/light.yaml'}\nplugins:\n  - name: follow\n"
-        f"    path: {ROOT / 'sample_plugins/follow/build/plugin.wasm'}\n"
-        "    config: {source: default, target: lamp}\n    grants: [updateLight]\n"
+        f"openapi: {ROOT / 'openapi/light.yaml'}\nplugins:\n  - name: watcher\n"
+        f"    path: {work / 'handler.wat'}\n    grants: [getStates]\n"
         f"events: {{concurrency: {concurrency}}}\n"
     )
     port = free_port()
@@ -69,7 +83,8 @@ def run(tmp: Path, concurrency: int, seconds: float, clients: int) -> dict[str, 
         ready_url=f"{url}/openapi.json",
         start_s=60,
     ):
-        httpx.post(f"{url}/lights", json={"id": "lamp", "name": "Lamp"}, headers=headers)
+        for light in LIGHTS:
+            httpx.post(f"{url}/lights", json={"id": light, "name": light}, headers=headers)
         stop = threading.Event()
         writes = [0] * clients
 
@@ -114,10 +129,14 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--clients", type=int, default=6)
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory(dir="/dev/shm" if Path("/dev/shm").is_dir() else None) as tmp:
+    # On disk: a commit's fsync is what bounds the app's writes in production.
+    with tempfile.TemporaryDirectory() as tmp:
         results = {c: run(Path(tmp), c, args.seconds, args.clients) for c in (1, 8)}
     columns = list(results[1])
-    print(f"{args.clients} clients writing for {args.seconds:g} s; follow delivers every event")
+    print(
+        f"{args.clients} clients writing to {len(LIGHTS)} lights for {args.seconds:g} s; "
+        "the plug-in calls the app for every event"
+    )
     print(f"{'concurrency':<12}" + "".join(f"{c:>20}" for c in columns))
     for concurrency, figures in results.items():
         print(f"{concurrency:<12}" + "".join(f"{figures[c]:>20.1f}" for c in columns))

@@ -27,6 +27,7 @@ program forgot ``stop()`` ends by itself once the main thread has finished.
 
 from __future__ import annotations
 
+import collections
 import json
 import logging
 import os
@@ -77,8 +78,9 @@ CREATE INDEX IF NOT EXISTS hostwire_deliveries_subject
 """
 STATES = ("pending", "delivered", "dead")
 
-# The oldest due delivery of a plug-in that is first in line for its subject
-# and whose subject has no delivery in flight (the JSON list of busy subjects).
+# The oldest due deliveries of a plug-in that are first in line for their
+# subject (so each has another subject) and whose subject has no delivery in
+# flight or queued (the JSON list of busy subjects).
 _NEXT_DUE = """
 SELECT d.event_seq, d.export, d.subject, d.attempts, e.id, e.payload, e.chain
 FROM hostwire_deliveries d JOIN hostwire_events e ON e.seq = d.event_seq
@@ -88,7 +90,7 @@ WHERE d.plugin = ? AND d.state = 'pending' AND d.next_attempt_at <= ?
     SELECT 1 FROM hostwire_deliveries p
     WHERE p.plugin = d.plugin AND p.subject = d.subject
       AND p.state = 'pending' AND p.event_seq < d.event_seq)
-ORDER BY d.event_seq LIMIT 1
+ORDER BY d.event_seq LIMIT ?
 """
 _SUMMARY = """
 SELECT d.plugin, d.state, COUNT(*) AS count, MIN(e.created_at) AS oldest
@@ -131,6 +133,9 @@ class Outbox:
 
     ``path`` is the database file (a ``str`` or path; never ``None`` nor
     ``":memory:"``, which raise ``TypeError`` and ``ValueError``).
+    ``write_lock``: the lock the app holds around its own write transactions
+    in this process, if any; the workers take it to record a delivery, so the
+    two never wait for each other inside SQLite.
     """
 
     def __init__(
@@ -145,6 +150,7 @@ class Outbox:
         concurrency: int = 8,
         grace_s: float = 5.0,
         warn_lag_s: float = 60.0,
+        write_lock: threading.Lock | None = None,
         jitter: Callable[[], float] = random.random,
     ) -> None:
         self.path = _database_path(path)
@@ -166,6 +172,10 @@ class Outbox:
         self._lag_lock = threading.Lock()
         self._lag_checked_at = 0.0
         self._lag_logged_at: dict[str, float] = {}
+        # The workers' marks go one at a time, and with the app's own writes
+        # when it shares its writer's lock (``write_lock``): SQLite's busy wait
+        # sleeps for up to 100 ms at a time, a lock hands over at once.
+        self.mark_lock = write_lock or threading.Lock()
         with self.storage.guard("creating the outbox tables"):
             db = self.connect()
             try:
@@ -428,7 +438,8 @@ class _Lane:
         self.stopping = threading.Event()
         self.abandoned = threading.Event()  # stop() gave up waiting: record no outcome
         self._lock = threading.Lock()
-        self._busy: set[str] = set()
+        self._busy: set[str] = set()  # subjects in flight or queued in _ready
+        self._ready: collections.deque[sqlite3.Row] = collections.deque()
         self._idle: list[_Worker] = []
         self._generation = 0  # bumped by every notify, so a worker never sleeps through one
         self.workers = [_Worker(self, n) for n in range(outbox.concurrency)]
@@ -478,15 +489,28 @@ class _Lane:
             return self._generation
 
     def claim(self, db: sqlite3.Connection) -> sqlite3.Row | None:
-        """The next delivery to make, its subject marked busy; None when nothing is due."""
+        """The next delivery to make, its subject marked busy; None when nothing is due.
+
+        One query fetches a batch (one delivery per subject, their subjects
+        reserved at once), so a backlog costs a query per batch, not per event.
+        """
         with self._lock:
-            row: sqlite3.Row | None = db.execute(
-                _NEXT_DUE, (self.plugin.name, time.time(), json.dumps(sorted(self._busy)))
-            ).fetchone()
-            if row is None:
+            if not self._ready:
+                rows = db.execute(
+                    _NEXT_DUE,
+                    (
+                        self.plugin.name,
+                        time.time(),
+                        json.dumps(sorted(self._busy)),
+                        2 * len(self.workers),
+                    ),
+                ).fetchall()
+                self._ready.extend(rows)
+                self._busy.update(row["subject"] for row in rows)
+            if not self._ready:
                 return None
-            self._busy.add(row["subject"])
-            helper = self._idle.pop() if self._idle else None
+            row: sqlite3.Row = self._ready.popleft()
+            helper = self._idle.pop() if self._idle and self._ready else None
         if helper is not None:
             helper.wake.set()  # there may be more to do: bring one more worker in
         return row
@@ -577,6 +601,10 @@ class _Worker(threading.Thread):
             self.delivering = False
         if self.lane.abandoned.is_set():
             return  # stop() gave up on this delivery: it stays pending, attempts untouched
+        with self.outbox.mark_lock:
+            self._record(db, row, error)
+
+    def _record(self, db: sqlite3.Connection, row: sqlite3.Row, error: str | None) -> None:
         attempts = row["attempts"] + 1
         key = (row["event_seq"], self.plugin.name)
         if error is None:

@@ -347,6 +347,7 @@ def create_app(
         events = plugins.events if plugins is not None else None
         outbox = Outbox(
             active.path,
+            write_lock=active.write_lock,
             **(events.model_dump(exclude={"max_depth"}) if events is not None else {}),
         )
         app.state.outbox = outbox

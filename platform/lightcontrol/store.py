@@ -214,6 +214,11 @@ class LightStore:
             self.close()
             raise
 
+    @property
+    def write_lock(self) -> threading.Lock:
+        """Held around every write transaction (an outbox shares it for its marks)."""
+        return self._lock
+
     def close(self) -> None:
         with self._lock, self._read_lock:
             self._db.close()
