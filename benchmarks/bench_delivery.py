@@ -128,11 +128,12 @@ def main() -> int:
     parser = argparse.ArgumentParser(description="after-event delivery throughput")
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--clients", type=int, default=6)
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8])
     args = parser.parse_args()
     # On disk: a commit's fsync is what bounds the app's writes in production.
     with tempfile.TemporaryDirectory() as tmp:
-        results = {c: run(Path(tmp), c, args.seconds, args.clients) for c in (1, 8)}
-    columns = list(results[1])
+        results = {c: run(Path(tmp), c, args.seconds, args.clients) for c in args.concurrency}
+    columns = list(next(iter(results.values())))
     print(
         f"{args.clients} clients writing to {len(LIGHTS)} lights for {args.seconds:g} s; "
         "the plug-in calls the app for every event"
@@ -140,9 +141,12 @@ def main() -> int:
     print(f"{'concurrency':<12}" + "".join(f"{c:>20}" for c in columns))
     for concurrency, figures in results.items():
         print(f"{concurrency:<12}" + "".join(f"{figures[c]:>20.1f}" for c in columns))
-    best = results[8]
+    best = results[args.concurrency[-1]]
     ratio = best["deliveries/s"] / max(best["events/s recorded"], 1e-9)
-    print(f"deliveries / events recorded, concurrency 8: {ratio:.2f}  (goal >= {GOAL:g})")
+    print(
+        f"deliveries / events recorded, concurrency {args.concurrency[-1]}: {ratio:.2f}"
+        f"  (goal >= {GOAL:g})"
+    )
     met = ratio >= GOAL
     print("goal met" if met else "goal missed")
     return 0 if met else 1
