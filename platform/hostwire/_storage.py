@@ -69,7 +69,10 @@ class StorageGuard:
         try:
             yield
         except sqlite3.Error as exc:
-            raise self.error(exc, action, quiet=quiet) from exc
+            error = self.error(exc, action, quiet=quiet)
+            if error is exc:
+                raise
+            raise error from exc
 
     def error(self, exc: sqlite3.Error, action: str, *, quiet: bool = False) -> BaseException:
         """The error to raise for ``exc``: a ``StorageError``, or ``exc`` itself (a bug)."""

@@ -428,9 +428,15 @@ def create_app(
 def serve_app(db_path: str | None = None, config: HostwireConfig | None = None) -> Starlette:
     """The factory ``hostwire serve`` uses (entry point group ``hostwire.apps``)."""
     settings = Settings.from_env(db_path=db_path)
+    app = create_app(settings, plugins=config)  # a bad plug-in fails here, before any file
     # Open the database once before serving: a read-only or full one is a
     # one-line StorageError here, not a traceback from the server's startup.
-    LightStore(Path(settings.db_path)).close()
+    try:
+        LightStore(Path(settings.db_path)).close()
+    except StorageError:
+        if app.state.plugins is not None:
+            app.state.plugins.close()
+        raise
     if not os.environ.get("LIGHTCONTROL_TOKEN"):
         log.warning("LIGHTCONTROL_TOKEN is not set; this run's bearer token is %s", settings.token)
-    return create_app(settings, plugins=config)
+    return app

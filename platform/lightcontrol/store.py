@@ -440,7 +440,9 @@ class LightStore:
                 for hook in self.after_rollback:
                     hook()
                 if isinstance(exc, sqlite3.Error):
-                    raise self.storage.error(exc, action) from exc
+                    error = self.storage.error(exc, action)
+                    if error is not exc:
+                        raise error from exc
                 raise
             else:
                 try:
