@@ -187,6 +187,9 @@ def _follow_config(path: Path, target: str, grants: list[str]) -> Path:
         f"    path: {ROOT}/sample_plugins/follow/build/plugin.wasm\n"
         f"    config: {{source: default, target: {target}}}\n"
         f"    grants: {grants}\n"
+        # The first in-process call of a cold server on a loaded machine can take
+        # over a second, and there is only one attempt before the hour of backoff.
+        "    limits: {timeout_ms: 15000}\n"
         # an hour of backoff: nothing is retried before the kill
         "events: {backoff_s: 3600, max_backoff_s: 3600}\n"
     )
