@@ -438,6 +438,7 @@ class _Lane:
         self.stopping = threading.Event()
         self.abandoned = threading.Event()  # stop() gave up waiting: record no outcome
         self._lock = threading.Lock()
+        self._claim_lock = threading.Lock()  # one batch query at a time
         self._busy: set[str] = set()  # subjects in flight or queued in _ready
         self._ready: collections.deque[sqlite3.Row] = collections.deque()
         self._idle: list[_Worker] = []
@@ -493,26 +494,31 @@ class _Lane:
 
         One query fetches a batch (one delivery per subject, their subjects
         reserved at once), so a backlog costs a query per batch, not per event.
+        The query runs outside ``_lock``: commits notify through that lock and
+        must never wait for a query.
         """
-        with self._lock:
-            if not self._ready:
-                rows = db.execute(
-                    _NEXT_DUE,
-                    (
-                        self.plugin.name,
-                        time.time(),
-                        json.dumps(sorted(self._busy)),
-                        2 * len(self.workers),
-                    ),
-                ).fetchall()
-                self._ready.extend(rows)
-                self._busy.update(row["subject"] for row in rows)
-            if not self._ready:
-                return None
-            row: sqlite3.Row = self._ready.popleft()
-            helper = self._idle.pop() if self._idle and self._ready else None
-        if helper is not None:
-            helper.wake.set()  # there may be more to do: bring one more worker in
+        with self._claim_lock:
+            with self._lock:
+                row = self._take()
+                if row is not None or self.stopping.is_set():
+                    return row
+                busy = json.dumps(sorted(self._busy))
+            rows = db.execute(
+                _NEXT_DUE, (self.plugin.name, time.time(), busy, 2 * len(self.workers))
+            ).fetchall()
+            with self._lock:
+                fresh = [r for r in rows if r["subject"] not in self._busy]
+                self._ready.extend(fresh)
+                self._busy.update(r["subject"] for r in fresh)
+                return self._take()
+
+    def _take(self) -> sqlite3.Row | None:
+        # Under _lock. Brings one more worker in while more is queued.
+        if not self._ready:
+            return None
+        row: sqlite3.Row = self._ready.popleft()
+        if self._ready and self._idle:
+            self._idle.pop().wake.set()
         return row
 
     def release(self, subject: str) -> None:
