@@ -7,10 +7,14 @@ change 16 lights for a fixed time; the outbox is read before and after:
 events recorded per second (one per committed write), deliveries made per
 second over the same window, and the backlog left when the writes stop (and
 how long it takes to drain). Run with ``events.concurrency`` 1 (one delivery
-at a time per plug-in, as before) and 8 (the default).
+at a time per plug-in, as before) and 4 (the default).
 
 Goal: with the default concurrency the plug-in keeps up: deliveries per second
->= 0.95 x events recorded per second over the write window.
+>= 0.95 x events recorded per second over the write window. (Not met on a
+2-core machine: the handler's host calls, the HTTP writes and the commits
+share one process, one event loop and the GIL; more delivery threads take
+time from the writes instead of adding throughput. Concurrency pays where
+deliveries wait: slow host calls, a remote app.)
 
     .venv/bin/python benchmarks/bench_delivery.py [--seconds 10] [--clients 6]
 """
@@ -128,7 +132,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description="after-event delivery throughput")
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--clients", type=int, default=6)
-    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8])
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 4])
     args = parser.parse_args()
     # On disk: a commit's fsync is what bounds the app's writes in production.
     with tempfile.TemporaryDirectory() as tmp:

@@ -147,7 +147,7 @@ class Outbox:
         max_backoff_s: float = 300.0,
         poll_s: float = 1.0,
         retain_s: float = 7 * 86400,
-        concurrency: int = 8,
+        concurrency: int = 4,
         grace_s: float = 5.0,
         warn_lag_s: float = 60.0,
         write_lock: threading.Lock | None = None,
