@@ -249,3 +249,192 @@ def test_after_events_commit_with_the_write_or_not_at_all(tmp_path: Path) -> Non
     reopened = LightStore(tmp_path / "lights.db")
     assert reopened.get("default")["brightness"] == 12
     reopened.close()
+
+
+# -- hardening (issue 11) -----------------------------------------------------------
+
+# A before/after handler without imports: light_after_* answer nothing;
+# light_before_save answers config "answer", or two bytes of invalid UTF-8 when
+# config "bad_utf8" is set.
+ANSWERING = """(module
+  (import "extism:host/env" "output_set" (func $output_set (param i64 i64)))
+  (import "extism:host/env" "length" (func $length (param i64) (result i64)))
+  (import "extism:host/env" "alloc" (func $alloc (param i64) (result i64)))
+  (import "extism:host/env" "store_u8" (func $store_u8 (param i64 i32)))
+  (import "extism:host/env" "config_get" (func $config_get (param i64) (result i64)))
+  (memory (export "memory") 1)
+  (data (i32.const 0) "answer")
+  (data (i32.const 16) "bad_utf8")
+  (func $key (param $ptr i32) (param $len i32) (result i64) (local $b i64) (local $i i32)
+    (local.set $b (call $alloc (i64.extend_i32_u (local.get $len))))
+    (block $done (loop $copy
+      (br_if $done (i32.ge_u (local.get $i) (local.get $len)))
+      (call $store_u8 (i64.add (local.get $b) (i64.extend_i32_u (local.get $i)))
+        (i32.load8_u (i32.add (local.get $ptr) (local.get $i))))
+      (local.set $i (i32.add (local.get $i) (i32.const 1)))
+      (br $copy)))
+    (local.get $b))
+  (func (export "light_before_save") (result i32) (local $v i64) (local $b i64)
+    (if (i64.ne (call $config_get (call $key (i32.const 16) (i32.const 8))) (i64.const 0))
+      (then
+        (local.set $b (call $alloc (i64.const 2)))
+        (call $store_u8 (local.get $b) (i32.const 0xff))
+        (call $store_u8 (i64.add (local.get $b) (i64.const 1)) (i32.const 0xfe))
+        (call $output_set (local.get $b) (i64.const 2))
+        (return (i32.const 0))))
+    (local.set $v (call $config_get (call $key (i32.const 0) (i32.const 6))))
+    (if (i64.eqz (local.get $v)) (then (return (i32.const 0))))
+    (call $output_set (local.get $v) (call $length (local.get $v)))
+    (i32.const 0))
+  (func (export "light_after_validation") (result i32) (i32.const 0))
+  (func (export "light_after_update") (result i32) (i32.const 0))
+)"""
+
+
+@pytest.fixture
+def answering_plugin(tmp_path: Path) -> str:
+    path = tmp_path / "answering.wat"
+    path.write_text(ANSWERING)
+    return str(path)
+
+
+def test_after_validation_is_delivered_first_from_the_outbox(
+    tmp_path: Path, answering_plugin: str
+) -> None:
+    plugin = {"name": "watcher", "path": answering_plugin}
+    with lightcontrol(tmp_path, [plugin], **FAST_EVENTS) as client:
+        assert client.patch("/lights/default", json={"brightness": 40}).status_code == 200
+        wait_for(
+            lambda: (
+                len(deliveries(client)) == 2
+                and {d["state"] for d in deliveries(client)} == {"delivered"}
+            ),
+            "both deliveries",
+        )
+        oldest_first = list(reversed(deliveries(client, plugin="watcher")))
+        # A refused change raises no after-event at all, after_validation included.
+        assert client.patch("/lights/default", json={"brightness": 400}).status_code == 422
+        assert len(deliveries(client)) == 2
+    assert [d["type"] for d in oldest_first] == ["light.after_validation", "light.after_update"]
+    assert {d["subject"] for d in oldest_first} == {"light/default"}
+
+
+@pytest.mark.parametrize(
+    ("config", "message"),
+    [
+        pytest.param({"bad_utf8": "yes"}, "returned invalid JSON: it is not UTF-8", id="bad-utf8"),
+        pytest.param({"answer": "[" * 100_000}, "returned JSON nested too deeply", id="deep-json"),
+        pytest.param({"answer": "{not json"}, "returned invalid JSON", id="garbage"),
+    ],
+)
+def test_unreadable_before_answers_are_502_and_logged_once(
+    tmp_path: Path,
+    answering_plugin: str,
+    caplog: pytest.LogCaptureFixture,
+    config: dict[str, str],
+    message: str,
+) -> None:
+    plugin = {"name": "odd", "path": answering_plugin, "config": config}
+    with lightcontrol(tmp_path, [plugin]) as client, caplog.at_level("ERROR", "lightcontrol"):
+        response = client.patch(
+            "/lights/default", json={"brightness": 7}, headers={"X-Request-ID": "req-42"}
+        )
+        assert client.get("/lights/default").json()["brightness"] == 100
+    assert response.status_code == 502
+    error = response.json()["error"]
+    assert (error["code"], error["plugin"]) == ("plugin_failed", "odd")
+    assert message in error["message"]
+    assert "codec" not in error["message"]
+    (line,) = [r.getMessage() for r in caplog.records if r.name == "lightcontrol"]
+    assert line.startswith(
+        'before-event handler failed: plug-in "odd" export "light_before_save" (fail_closed): '
+    )
+    assert message in line
+    assert line.endswith("request_id=req-42")
+
+
+# light_before_save calls update_light with config "call" as its input, ignores
+# the reply and goes on.
+REENTRANT = """(module
+  (import "extism:host/env" "length" (func $length (param i64) (result i64)))
+  (import "extism:host/env" "alloc" (func $alloc (param i64) (result i64)))
+  (import "extism:host/env" "store_u8" (func $store_u8 (param i64 i32)))
+  (import "extism:host/env" "config_get" (func $config_get (param i64) (result i64)))
+  (import "extism:host/user" "update_light" (func $update_light (param i64) (result i64)))
+  (memory (export "memory") 1)
+  (func (export "light_before_save") (result i32) (local $b i64)
+    (local.set $b (call $alloc (i64.const 4)))
+    (call $store_u8 (local.get $b) (i32.const 99))
+    (call $store_u8 (i64.add (local.get $b) (i64.const 1)) (i32.const 97))
+    (call $store_u8 (i64.add (local.get $b) (i64.const 2)) (i32.const 108))
+    (call $store_u8 (i64.add (local.get $b) (i64.const 3)) (i32.const 108))
+    (drop (call $update_light (call $config_get (local.get $b))))
+    (i32.const 0))
+)"""
+
+
+def test_a_handler_changing_its_own_light_gets_409_at_once(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "reentrant.wat"
+    path.write_text(REENTRANT)
+    call = '{"path": {"id": "default"}, "body": {"color": "red"}}'
+    plugin = {
+        "name": "selfish",
+        "path": str(path),
+        "config": {"call": call},
+        "grants": ["updateLight"],
+        "limits": {"timeout_ms": 1000},
+    }
+    with lightcontrol(tmp_path, [plugin]) as client, caplog.at_level("INFO", "lightcontrol.access"):
+        # Waiting for the light's lock would outlast the handler's 1 s: a 502 timeout.
+        response = client.patch("/lights/default", json={"brightness": 9})
+        assert response.status_code == 200
+        light = client.get("/lights/default").json()
+    assert (light["brightness"], light["color"]) == (9, "white")
+    inner = [
+        r.getMessage()
+        for r in caplog.records
+        if "PATCH /lights/default" in r.getMessage()
+        and "principal=plugin:selfish" in r.getMessage()
+    ]
+    assert len(inner) == 1
+    assert '" 409 ' in inner[0]
+
+
+def test_a_full_disk_or_a_read_only_database_answers_503_and_loses_nothing(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    with lightcontrol(tmp_path, []) as client, caplog.at_level("INFO", "hostwire.storage"):
+        store: LightStore = client.app.state.store  # type: ignore[attr-defined]
+        kept = client.post("/lights", json={"name": "Kept"}).json()
+        # SQLite's own limits stand in for the failures (chmod does not stop root).
+        store._db.execute("PRAGMA query_only = ON")
+        refused = [client.patch(f"/lights/{kept['id']}", json={"brightness": 5}) for _ in range(3)]
+        store._db.execute("PRAGMA query_only = OFF")
+        pages = store._db.execute("PRAGMA page_count").fetchone()[0]
+        store._db.execute(f"PRAGMA max_page_count = {pages}")
+        full = [client.post("/lights", json={"name": "x" * 100}) for _ in range(200)]
+        store._db.execute("PRAGMA max_page_count = 1073741823")
+        assert client.patch(f"/lights/{kept['id']}", json={"brightness": 6}).status_code == 200
+        lights = client.get("/lights").json()["lights"]
+    for response in refused:
+        assert response.status_code == 503
+        assert response.headers["retry-after"] == "5"
+        assert response.json()["error"]["code"] == "storage_unavailable"
+        assert "read-only" in response.json()["error"]["message"]
+    full_ones = [r for r in full if r.status_code == 503]
+    assert full_ones, "the database never filled up"
+    assert all(r.status_code in (201, 503) for r in full)
+    assert "full" in full_ones[0].json()["error"]["message"]
+    created = {r.json()["id"] for r in full if r.status_code == 201}
+    assert {light["id"] for light in lights} == {"default", kept["id"], *created}
+    assert next(light for light in lights if light["id"] == kept["id"])["brightness"] == 6
+    # One line per kind of failure (not one per request), and one when it is over.
+    messages = [r.getMessage() for r in caplog.records if r.name == "hostwire.storage"]
+    assert [m.split(" while ")[0] for m in messages] == [
+        "storage unavailable (read_only)",
+        f"storage works again in {store.path} (it failed with: read_only).",
+        "storage unavailable (disk_full)",
+        f"storage works again in {store.path} (it failed with: disk_full).",
+    ]

@@ -6,6 +6,7 @@ import json
 import os
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -187,6 +188,9 @@ def _follow_config(path: Path, target: str, grants: list[str]) -> Path:
         f"    path: {ROOT}/sample_plugins/follow/build/plugin.wasm\n"
         f"    config: {{source: default, target: {target}}}\n"
         f"    grants: {grants}\n"
+        # The first in-process call of a cold server on a loaded machine can take
+        # over a second, and there is only one attempt before the hour of backoff.
+        "    limits: {timeout_ms: 15000}\n"
         # an hour of backoff: nothing is retried before the kill
         "events: {backoff_s: 3600, max_backoff_s: 3600}\n"
     )
@@ -263,3 +267,31 @@ def test_the_event_stream_sends_each_committed_change(tmp_path: Path) -> None:
     assert data[0]["record"]["color"] == "blue"
     assert data[0]["changes"]["color"] == {"from": "white", "to": "blue"}
     assert data[1]["record"]["id"] == "desk"
+
+
+def test_serve_refuses_a_read_only_database_in_one_line(tmp_path: Path) -> None:
+    db = tmp_path / "lights.db"
+    with server(db) as (process, _):
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=30) == 0
+    with sqlite3.connect(db) as conn:
+        conn.execute("PRAGMA journal_mode=DELETE")
+    # A file-format write version above 2 makes SQLite treat the file as read-only,
+    # for root too (chmod does not stop root).
+    with db.open("r+b") as raw:
+        raw.seek(18)
+        raw.write(bytes([3]))
+    result = subprocess.run(
+        [sys.executable, "-m", "hostwire", "serve", "--port", str(free_port()), "--db", str(db)],
+        cwd=ROOT,
+        env={**os.environ, "LIGHTCONTROL_TOKEN": TOKEN},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines() == [
+        f"hostwire: error: Storage is unavailable: the database is read-only ({db}, while "
+        "opening the database); nothing was changed, retry in 5 s."
+    ]

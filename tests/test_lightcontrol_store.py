@@ -7,7 +7,14 @@ from pathlib import Path
 
 import pytest
 
-from lightcontrol.store import Change, LightInvalid, LightRejected, LightStore
+from lightcontrol.store import (
+    Change,
+    LightError,
+    LightInvalid,
+    LightReentrant,
+    LightRejected,
+    LightStore,
+)
 
 
 @pytest.fixture
@@ -24,15 +31,16 @@ def record_steps(store: LightStore) -> list[str]:
 def test_create_update_destroy_run_their_steps_in_order(store: LightStore) -> None:
     steps = record_steps(store)
     light = store.create({"name": "Porch"})
+    # after_validation is an after-step: it runs in the write's transaction, first.
     assert steps == [
-        "before_validation", "after_validation", "before_save", "before_create",
-        "after_create", "after_save",
+        "before_validation", "before_save", "before_create",
+        "after_validation", "after_create", "after_save",
     ]  # fmt: skip
     steps.clear()
     store.update(light["id"], {"status": "on"})
     assert steps == [
-        "before_validation", "after_validation", "before_save", "before_update",
-        "after_update", "after_save",
+        "before_validation", "before_save", "before_update",
+        "after_validation", "after_update", "after_save",
     ]  # fmt: skip
     steps.clear()
     store.destroy(light["id"])
@@ -141,3 +149,31 @@ def test_concurrent_changes_lose_nothing(store: LightStore) -> None:
     assert not errors
     final = store.get(light["id"])
     assert final["revision"] == 1 + threads * per_thread
+
+
+def test_a_change_of_a_light_from_inside_its_own_change_fails_at_once(
+    store: LightStore,
+) -> None:
+    caught: list[LightError] = []
+
+    def meddler(change: Change) -> None:
+        if change.step == "before_save" and change.record["brightness"] == 7:
+            try:
+                store.update(change.record["id"], {"color": "red"})
+            except LightError as exc:
+                caught.append(exc)
+            store.update("lamp", {"color": "blue"})  # another light: fine
+
+    store.create({"name": "Lamp", "id": "lamp"})
+    store.observers.append(meddler)
+    assert store.update("default", {"brightness": 7})["color"] == "white"
+    (error,) = caught
+    assert isinstance(error, LightReentrant)
+    assert (error.status, error.code) == (409, "reentrant_change")
+    assert str(error).startswith('Light "default" cannot change while a change of it is under way')
+    assert store.get("lamp")["color"] == "blue"
+    # In another thread (no enclosing change) the same update works.
+    worker = threading.Thread(target=store.update, args=("default", {"color": "green"}))
+    worker.start()
+    worker.join(30)
+    assert store.get("default")["color"] == "green"

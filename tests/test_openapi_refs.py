@@ -16,13 +16,6 @@ from test_pdk_c import build
 
 REFS = ROOT / "tests" / "pdk" / "refs.yaml"
 NOTE = {"id": "n1", "text": "hello"}
-# _events.py (not this branch's file) skips a webhook whose path item is a $ref
-# before asking spec.webhook_body(); the one-line fix in EventBus._webhook_schema:
-#     if not webhook or "post" not in webhook:   →   if not webhook:
-# Strict: once that line is in, these pass, and the marker must go.
-NEEDS_EVENTS_FIX = pytest.mark.xfail(
-    strict=True, reason="needs the one-line change in _events.py described above"
-)
 
 PLUGIN = r"""
 #include "hostwire.h"
@@ -76,7 +69,6 @@ def test_pdk_generate_follows_refs(lang: str, tmp_path: Path) -> None:
     assert render(load_openapi(REFS), lang) == render(load_openapi(REFS), lang)
 
 
-@NEEDS_EVENTS_FIX
 def test_the_webhook_payloads_are_validated_at_run_time() -> None:
     bus = EventBus([], spec=load_openapi(REFS))
     for step in ("before_save", "after_save"):
@@ -109,7 +101,6 @@ def test_a_c_plugin_calls_the_host_functions_behind_refs_and_they_validate(
         assert [c.operation for c in h.calls] == ["getNote"]  # the bad call reached nothing
 
 
-@NEEDS_EVENTS_FIX
 def test_a_c_plugin_handles_the_events_behind_refs(refs_wasm: Path) -> None:
     with PluginHarness(refs_wasm, spec=REFS) as h:
         assert h.fire("note.before_save", record={**NOTE, "text": "no"}) == {

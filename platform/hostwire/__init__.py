@@ -29,6 +29,7 @@ from hostwire._errors import (
     PluginTimeoutError,
     PluginTrapError,
     SpecError,
+    StorageError,
 )
 from hostwire._events import EventBus, Subscriber, new_envelope
 from hostwire._hooks import HttpHooksMiddleware
@@ -41,6 +42,7 @@ from hostwire._outbox import Outbox
 from hostwire._pluginset import PluginSet
 from hostwire._runtime import Plugin
 from hostwire._source import fetch_url, read_path
+from hostwire._storage import StorageGuard
 from hostwire._threads import to_thread
 from hostwire._validate import HttpCall, compile_schema
 
@@ -84,6 +86,8 @@ __all__ = [
     "PluginTrapError",
     "Reply",
     "SpecError",
+    "StorageError",
+    "StorageGuard",
     "Subscriber",
     "Target",
     "Webhook",

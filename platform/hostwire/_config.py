@@ -203,6 +203,9 @@ class EventsConfig(BaseModel):
     poll_s: float = Field(1.0, gt=0, le=3600)
     retain_s: float = Field(7 * 86400, ge=0)
     max_depth: int = Field(8, ge=1, le=64)
+    concurrency: int = Field(4, ge=1, le=64)  # deliveries in flight per plug-in, one per record
+    grace_s: float = Field(5.0, ge=0, le=600)  # at shutdown, for deliveries in flight
+    warn_lag_s: float = Field(60.0, gt=0)  # warn when the oldest pending delivery is older
 
 
 class HostwireConfig(BaseModel):

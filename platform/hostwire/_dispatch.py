@@ -9,6 +9,7 @@ the platform itself raise ``DispatchError`` with the status the plug-in sees:
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import logging
 import threading
 import time
@@ -167,6 +168,9 @@ class AsgiTarget:
                 "answer it; run plug-ins with hostwire.to_thread or anyio.to_thread.run_sync.",
             )
         try:
+            loop = self._token.native_token if self._token is not None else None
+            if isinstance(loop, asyncio.AbstractEventLoop):
+                return self._send_bounded(loop, call, caller)
             return anyio.from_thread.run(self._request, call, caller, token=self._token)
         except anyio.NoEventLoopError as exc:
             raise DispatchError(
@@ -176,6 +180,26 @@ class AsgiTarget:
                 "in its lifespan, or use hostwire.run_app).",
             ) from exc
         except anyio.RunFinishedError as exc:
+            raise DispatchError(502, "app_not_running", "The in-process app has stopped.") from exc
+
+    def _send_bounded(
+        self, loop: asyncio.AbstractEventLoop, call: HttpCall, caller: Caller
+    ) -> Reply:
+        # The app's own timeout (fail_after in _request) cannot cut a request
+        # that waits for a worker thread, so this thread waits at most the
+        # plug-in's remaining time itself, then gives up on the request.
+        limit = caller.timeout(self.timeout_s)
+        if loop.is_closed():
+            raise anyio.RunFinishedError
+        future = asyncio.run_coroutine_threadsafe(self._request(call, caller), loop)
+        try:
+            return future.result(limit)
+        except concurrent.futures.TimeoutError as exc:
+            future.cancel()
+            raise DispatchError(
+                504, "upstream_timeout", f"The app did not answer within {limit:.3g} s."
+            ) from exc
+        except concurrent.futures.CancelledError as exc:
             raise DispatchError(502, "app_not_running", "The in-process app has stopped.") from exc
 
     def _scope(self, call: HttpCall, caller: Caller) -> dict[str, Any]:

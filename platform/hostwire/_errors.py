@@ -3,6 +3,7 @@
 HostwireError
 ├── ConfigError                  a plug-in configuration file is wrong
 │   └── SpecError                an OpenAPI document is missing or invalid
+├── StorageError                 the database is full, read-only or unreachable
 └── PluginError                  something went wrong with one plug-in
     ├── PluginLoadError          the module cannot be read, fetched or compiled
     │   └── PluginIntegrityError its sha256 is not the one configured
@@ -44,6 +45,19 @@ class ConfigError(HostwireError):
 
 class SpecError(ConfigError):
     """An OpenAPI document cannot be read, is invalid, or cannot become host functions."""
+
+
+class StorageError(HostwireError):
+    """The database cannot be written or read now (full, read-only, I/O error...).
+
+    ``kind`` names the failure (``disk_full``, ``read_only``, ``io_error``...);
+    ``retry_after_s`` is a hint for clients. Nothing was changed.
+    """
+
+    def __init__(self, message: str, *, kind: str, retry_after_s: int = 5) -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.retry_after_s = retry_after_s
 
 
 class PluginError(HostwireError):

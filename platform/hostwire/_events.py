@@ -26,6 +26,7 @@ from typing import Any, Literal
 from hostwire._errors import EventHandlerError, EventRejected, PluginError, PluginOutputError
 from hostwire._openapi import OpenAPIDocument
 from hostwire._runtime import Plugin
+from hostwire._strictjson import JsonProblem, loads_strict
 from hostwire._validate import compile_schema
 
 log = logging.getLogger("hostwire.events")
@@ -92,7 +93,7 @@ class EventBus:
         if self.spec is None:
             return None
         webhook = (self.spec.document.get("webhooks") or {}).get(kind)
-        if not webhook or "post" not in webhook:
+        if not webhook:
             return None
         body = self.spec.webhook_body(kind)
         return compile_schema(self.spec, body) if body is not None else None
@@ -163,12 +164,7 @@ class EventBus:
         if output in _GO_ON or not output.strip():
             return None
         where = f'Plug-in "{plugin.name}" export "{export}"'
-        try:
-            answer = json.loads(output)
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise PluginOutputError(
-                f"{where} returned invalid JSON: {exc}", plugin=plugin.name, export=export
-            ) from exc
+        answer = _decode_answer(output, where, plugin.name, export)
         if (
             not isinstance(answer, dict)
             or len(answer) > 1
@@ -218,6 +214,21 @@ class EventBus:
 
 
 _GO_ON = frozenset({b"", b"{}"})
+
+
+def _decode_answer(output: bytes, where: str, plugin: str, export: str) -> Any:
+    # Strict: UTF-8 only (json.loads(bytes) guesses UTF-16 from some byte
+    # patterns), no NaN, bounded nesting (a RecursionError would be a 500).
+    try:
+        return loads_strict(output)
+    except JsonProblem as exc:
+        raise PluginOutputError(
+            f"{where} returned invalid JSON: {exc}.", plugin=plugin, export=export
+        ) from exc
+    except RecursionError as exc:
+        raise PluginOutputError(
+            f"{where} returned JSON nested too deeply to read.", plugin=plugin, export=export
+        ) from exc
 
 
 def _encode(envelope: dict[str, Any]) -> bytes:

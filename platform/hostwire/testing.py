@@ -30,6 +30,7 @@ from hostwire._limits import Limits
 from hostwire._openapi import Operation, dumps
 from hostwire._runtime import Plugin
 from hostwire._source import read_path
+from hostwire._strictjson import plugin_json
 from hostwire._validate import HttpCall, compile_schema
 
 __all__ = ["MockReply", "PluginHarness", "RecordedCall"]
@@ -181,7 +182,11 @@ class PluginHarness:
         """
         if value is None:
             output = self.plugin.call(export, b"")
-            return json.loads(output) if output.strip() else None
+            return (
+                plugin_json(output, plugin=self.plugin.name, export=export)
+                if output.strip()
+                else None
+            )
         return self.plugin.call_json(export, value)
 
     def call_raw(self, export: str, data: bytes | str = b"") -> bytes:

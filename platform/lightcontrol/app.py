@@ -28,6 +28,7 @@ from hostwire import (
     HttpHooksMiddleware,
     Outbox,
     PluginSet,
+    StorageError,
     load_openapi,
     to_thread,
 )
@@ -49,6 +50,7 @@ from lightcontrol.store import (
     LightError,
     LightInvalid,
     LightNotFound,
+    LightPluginFailed,
     LightStore,
 )
 
@@ -190,7 +192,7 @@ def build_routes() -> list[Route]:
                 limit=int(query.get("limit", "100")),
             )
         )
-        return _json({"deliveries": found})
+        return _json({"deliveries": found, "summary": await run(outbox.summary)})
 
     async def stream_light_events(request: Request) -> Response:
         problems = _spec.query_problems("streamLightEvents", dict(request.query_params))
@@ -288,6 +290,14 @@ ExceptionHandler = Callable[[Request, Exception], Awaitable[Response]]
 async def _light_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, LightError)
     plugin = getattr(exc, "plugin", None)
+    if isinstance(exc, LightPluginFailed):  # the client sees it; the operator must too
+        log.error(
+            'before-event handler failed: plug-in "%s" export "%s" (fail_closed): %s request_id=%s',
+            exc.plugin,
+            exc.export or "?",
+            str(exc).replace("\n", " "),
+            getattr(request.state, "request_id", "-"),
+        )
     body = error_body(exc.code, str(exc), exc.details, plugin)
     return Response(body, exc.status, media_type="application/json")
 
@@ -315,6 +325,13 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     if "allow" in response.headers:  # Starlette joins a set: make it stable
         methods = sorted(m.strip() for m in response.headers["allow"].split(","))
         response.headers["allow"] = ", ".join(methods)
+    return response
+
+
+async def _storage_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, StorageError)  # logged once per kind by the store's guard
+    response = _error(503, "storage_unavailable", str(exc))
+    response.headers["retry-after"] = str(exc.retry_after_s)
     return response
 
 
@@ -351,6 +368,7 @@ def create_app(
         events = plugins.events if plugins is not None else None
         outbox = Outbox(
             active.path,
+            write_lock=active.write_lock,
             **(events.model_dump(exclude={"max_depth"}) if events is not None else {}),
         )
         app.state.outbox = outbox
@@ -363,7 +381,8 @@ def create_app(
         try:
             yield
         finally:
-            outbox.stop()
+            # In a thread: deliveries in flight may need this loop to finish.
+            await outbox.stop_async()
             feed.detach(active)
             target.unbind()
             if own:
@@ -375,6 +394,7 @@ def create_app(
         LightError: _light_error,
         BadJson: _bad_json,
         ClientDisconnect: _client_gone,
+        StorageError: _storage_error,
         HTTPException: _http_error,
         Exception: _internal_error,
     }
@@ -437,6 +457,15 @@ def create_app(
 def serve_app(db_path: str | None = None, config: HostwireConfig | None = None) -> Starlette:
     """The factory ``hostwire serve`` uses (entry point group ``hostwire.apps``)."""
     settings = Settings.from_env(db_path=db_path)
+    app = create_app(settings, plugins=config)  # a bad plug-in fails here, before any file
+    # Open the database once before serving: a read-only or full one is a
+    # one-line StorageError here, not a traceback from the server's startup.
+    try:
+        LightStore(Path(settings.db_path)).close()
+    except StorageError:
+        if app.state.plugins is not None:
+            app.state.plugins.close()
+        raise
     if not os.environ.get("LIGHTCONTROL_TOKEN"):
         log.warning("LIGHTCONTROL_TOKEN is not set; this run's bearer token is %s", settings.token)
-    return create_app(settings, plugins=config)
+    return app

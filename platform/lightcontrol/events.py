@@ -2,8 +2,9 @@
 
 Every change goes through ``LightStore``'s steps, so every write (the original
 three routes included) raises its events: before-steps run the plug-ins'
-``light_before_*`` handlers on the spot; after-steps put an event in the
-outbox inside the write's transaction, delivered once it commits.
+``light_before_*`` handlers on the spot; after-steps (``after_validation``
+included) put an event in the outbox inside the write's transaction,
+delivered once it commits.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ class LightEvents:
             except EventRejected as exc:
                 raise LightRejected(str(exc), plugin=exc.plugin) from exc
             except EventHandlerError as exc:
-                raise LightPluginFailed(str(exc), plugin=exc.plugin) from exc
+                raise LightPluginFailed(str(exc), plugin=exc.plugin, export=exc.export) from exc
             return
         handlers = self.bus.handlers(MODEL, change.step)
         if not handlers or change.connection is None:

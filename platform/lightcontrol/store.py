@@ -15,22 +15,34 @@ checks the light's revision: if it moved anyway, the change runs again on the
 fresh state. No change is ever computed from a stale read.
 ``after_*`` steps run inside the write's transaction, after the write and
 before the commit, so anything they record (an outbox row) commits with it.
+``after_validation`` is one of them: it carries the record as it was
+validated (before ``before_save`` ran) and is recorded first, so its event
+comes first in the outbox; a change refused after validation has none.
 A write that returns has been committed with ``synchronous=FULL``: it survives
 the process being killed.
+
+A change made while another change of the same light is under way in the
+same chain of calls (a before-step's plug-in updating its own light) can
+never get the light's lock: it fails at once with ``LightReentrant`` (409)
+instead of waiting. Storage failures (disk full, read-only database, I/O
+errors) raise hostwire's ``StorageError`` (the API answers 503).
 """
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 import threading
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
+from hostwire import StorageGuard
 from lightcontrol._spec import problems
 
 Action = Literal["create", "update", "destroy"]
@@ -38,6 +50,9 @@ DEFAULT_LIGHT_ID = "default"
 MAX_ATTEMPTS = 20
 LOCK_TIMEOUT_S = 30.0
 _STRIPES = 64
+# Lights whose change is under way further up this chain of calls (it travels
+# with the context into plug-ins' in-process calls).
+_CHANGING: ContextVar[frozenset[str]] = ContextVar("lightcontrol_changing", default=frozenset())
 
 STEPS: dict[Action, tuple[str, ...]] = {
     "create": (
@@ -115,14 +130,21 @@ class LightPluginFailed(LightError):
     status = 502
     code = "plugin_failed"
 
-    def __init__(self, message: str, plugin: str) -> None:
+    def __init__(self, message: str, plugin: str, export: str | None = None) -> None:
         super().__init__(message)
         self.plugin = plugin
+        self.export = export
 
 
 class LightConflict(LightError):
     status = 409
     code = "conflict"
+
+
+class LightReentrant(LightConflict):
+    """A change of a light made from inside a change of the same light."""
+
+    code = "reentrant_change"
 
 
 @dataclass
@@ -165,20 +187,37 @@ class LightStore:
         self.after_rollback: list[Callable[[], None]] = []
         self._lock = threading.Lock()
         self._light_locks = [threading.RLock() for _ in range(_STRIPES)]
-        self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
-        self._db.row_factory = sqlite3.Row
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
-        self._db.execute("PRAGMA busy_timeout=5000")
-        self._db.executescript(_SCHEMA)
-        # Reads use their own connection: in WAL mode they never wait for a
-        # writer's transaction or fsync, so they are cheap enough to run on
-        # the event loop.
+        self.storage = StorageGuard(self.path)
         self._read_lock = threading.Lock()
-        self._reader = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
-        self._reader.row_factory = sqlite3.Row
-        if self.get_or_none(DEFAULT_LIGHT_ID) is None:
-            self.create({"name": "Default light"}, light_id=DEFAULT_LIGHT_ID)
+        with self.storage.guard("opening the database", quiet=True):
+            self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+            try:
+                self._db.row_factory = sqlite3.Row
+                self._db.execute("PRAGMA journal_mode=WAL")
+                self._db.execute("PRAGMA synchronous=FULL")
+                self._db.execute("PRAGMA busy_timeout=5000")
+                self._db.executescript(_SCHEMA)
+                # Reads use their own connection: in WAL mode they never wait for a
+                # writer's transaction or fsync, so they are cheap enough to run on
+                # the event loop.
+                self._reader = sqlite3.connect(
+                    self.path, check_same_thread=False, isolation_level=None
+                )
+                self._reader.row_factory = sqlite3.Row
+            except BaseException:
+                self._db.close()
+                raise
+        try:
+            if self.get_or_none(DEFAULT_LIGHT_ID) is None:
+                self.create({"name": "Default light"}, light_id=DEFAULT_LIGHT_ID)
+        except BaseException:
+            self.close()
+            raise
+
+    @property
+    def write_lock(self) -> threading.Lock:
+        """Held around every write transaction (an outbox shares it for its marks)."""
+        return self._lock
 
     def close(self) -> None:
         with self._lock, self._read_lock:
@@ -188,7 +227,7 @@ class LightStore:
     # -- reads --------------------------------------------------------------
 
     def get_or_none(self, light_id: str) -> dict[str, Any] | None:
-        with self._read_lock:
+        with self._read_lock, self.storage.guard("reading a light"):
             row = self._reader.execute(
                 f"SELECT {', '.join(_COLUMNS)} FROM lights WHERE id = ?", (light_id,)
             ).fetchone()
@@ -201,7 +240,7 @@ class LightStore:
         return light
 
     def list(self) -> list[dict[str, Any]]:
-        with self._read_lock:
+        with self._read_lock, self.storage.guard("listing lights"):
             rows = self._reader.execute(
                 f"SELECT {', '.join(_COLUMNS)} FROM lights ORDER BY seq"
             ).fetchall()
@@ -224,17 +263,18 @@ class LightStore:
             "updated_at": now,
             "revision": 1,
         }
-        record = self._before("create", record, None)
-        with self._transaction() as db:
-            if self._exists(db, record["id"]):
-                raise LightConflict(f'A light with the id "{record["id"]}" already exists.')
-            db.execute(
-                f"INSERT INTO lights ({', '.join(_COLUMNS)}, seq) VALUES "
-                f"({', '.join('?' for _ in _COLUMNS)}, "
-                "(SELECT COALESCE(MAX(seq), 0) + 1 FROM lights))",
-                tuple(record[c] for c in _COLUMNS),
-            )
-            self._after("create", record, None, db)
+        with self._changing(record["id"]):
+            record, validated = self._before("create", record, None)
+            with self._transaction("creating a light") as db:
+                if self._exists(db, record["id"]):
+                    raise LightConflict(f'A light with the id "{record["id"]}" already exists.')
+                db.execute(
+                    f"INSERT INTO lights ({', '.join(_COLUMNS)}, seq) VALUES "
+                    f"({', '.join('?' for _ in _COLUMNS)}, "
+                    "(SELECT COALESCE(MAX(seq), 0) + 1 FROM lights))",
+                    tuple(record[c] for c in _COLUMNS),
+                )
+                self._after("create", record, validated, None, db)
         return record
 
     def update(self, light_id: str, changes: dict[str, Any]) -> dict[str, Any]:
@@ -255,8 +295,8 @@ class LightStore:
                 "updated_at": _now(),
                 "revision": previous["revision"] + 1,
             }
-            record = self._before("update", record, previous)
-            with self._transaction() as db:
+            record, validated = self._before("update", record, previous)
+            with self._transaction("updating a light") as db:
                 current = db.execute(
                     "SELECT revision FROM lights WHERE id = ?", (light_id,)
                 ).fetchone()
@@ -277,7 +317,7 @@ class LightStore:
                         light_id,
                     ),
                 )
-                self._after("update", record, previous, db)
+                self._after("update", record, validated, previous, db)
             return record
         raise LightConflict(
             f'Light "{light_id}" kept changing during {MAX_ATTEMPTS} attempts; try again.'
@@ -291,7 +331,7 @@ class LightStore:
         for _ in range(MAX_ATTEMPTS):
             previous = self.get(light_id)
             self._run("destroy", "before_destroy", dict(previous), previous, None)
-            with self._transaction() as db:
+            with self._transaction("deleting a light") as db:
                 deleted = db.execute(
                     "DELETE FROM lights WHERE id = ? AND revision = ?",
                     (light_id, previous["revision"]),
@@ -310,13 +350,15 @@ class LightStore:
 
     def _before(
         self, action: Action, record: dict[str, Any], previous: dict[str, Any] | None
-    ) -> dict[str, Any]:
+    ) -> tuple[dict[str, Any], dict[str, Any]]:
+        """The record after the before-steps, and the record as validated."""
         steps = STEPS[action]
         record = self._run(action, steps[0], record, previous, None)  # before_validation
         record_problems = problems("Light", record)
         if record_problems:
             raise LightInvalid("The light would not be valid.", record_problems)
-        for step in steps[1:4]:  # after_validation, before_save, before_<action>
+        validated = dict(record)
+        for step in steps[2:4]:  # before_save, before_<action>
             record = self._run(action, step, record, previous, None)
         # An observer may have replaced the record in a before step: validate again.
         record_problems = problems("Light", record)
@@ -325,15 +367,18 @@ class LightStore:
         immutable = {"id", "created_at", "revision"}
         if previous is not None and any(record[k] != previous[k] for k in immutable - {"revision"}):
             raise LightInvalid("A light's id and created_at cannot change.")
-        return record
+        return record, validated
 
     def _after(
         self,
         action: Action,
         record: dict[str, Any],
+        validated: dict[str, Any],
         previous: dict[str, Any] | None,
         db: sqlite3.Connection,
     ) -> None:
+        # after_validation first: its event precedes the others in the outbox.
+        self._run(action, STEPS[action][1], validated, previous, db)
         for step in STEPS[action][4:]:
             self._run(action, step, record, previous, db)
 
@@ -355,27 +400,60 @@ class LightStore:
         return db.execute("SELECT 1 FROM lights WHERE id = ?", (light_id,)).fetchone() is not None
 
     @contextmanager
-    def _light_lock(self, light_id: str) -> Iterator[None]:
-        lock = self._light_locks[hash(light_id) % _STRIPES]
-        if not lock.acquire(timeout=LOCK_TIMEOUT_S):
-            raise LightConflict(f'Light "{light_id}" is busy with another change; try again.')
+    def _changing(self, light_id: str) -> Iterator[None]:
+        """Mark ``light_id`` as being changed in this chain; refuse a nested change of it."""
+        changing = _CHANGING.get()
+        if light_id in changing:
+            raise LightReentrant(
+                f'Light "{light_id}" cannot change while a change of it is under way '
+                "(a plug-in handling that change tried to change the same light); "
+                "change the record in the handler's answer instead."
+            )
+        token = _CHANGING.set(changing | {light_id})
         try:
             yield
         finally:
-            lock.release()
+            _CHANGING.reset(token)
 
     @contextmanager
-    def _transaction(self) -> Iterator[sqlite3.Connection]:
+    def _light_lock(self, light_id: str) -> Iterator[None]:
+        with self._changing(light_id):
+            lock = self._light_locks[hash(light_id) % _STRIPES]
+            if not lock.acquire(timeout=LOCK_TIMEOUT_S):
+                raise LightConflict(f'Light "{light_id}" is busy with another change; try again.')
+            try:
+                yield
+            finally:
+                lock.release()
+
+    @contextmanager
+    def _transaction(self, action: str) -> Iterator[sqlite3.Connection]:
         with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
+            with self.storage.guard(action):
+                self._db.execute("BEGIN IMMEDIATE")
             try:
                 yield self._db
-            except BaseException:
-                self._db.execute("ROLLBACK")
+            except BaseException as exc:
+                # SQLite may have rolled back already (a full disk does that).
+                with contextlib.suppress(sqlite3.Error):
+                    self._db.execute("ROLLBACK")
                 for hook in self.after_rollback:
                     hook()
+                if isinstance(exc, sqlite3.Error):
+                    error = self.storage.error(exc, action)
+                    if error is not exc:
+                        raise error from exc
                 raise
             else:
-                self._db.execute("COMMIT")
+                try:
+                    with self.storage.guard(action):
+                        self._db.execute("COMMIT")
+                except BaseException:
+                    if self._db.in_transaction:
+                        self._db.execute("ROLLBACK")
+                    for hook in self.after_rollback:
+                        hook()
+                    raise
+        self.storage.ok()
         for hook in self.after_commit:
             hook()

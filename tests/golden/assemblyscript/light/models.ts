@@ -579,6 +579,8 @@ export function encodeDelivery(w: JsonWriter, v: Delivery): void {
 export class DeliveryList {
   /** Newest first. */
   deliveries: Array<Delivery>;
+  /** Per plug-in with undelivered events: how many are pending and dead, the age of the oldest pending one, and whether that is over the configured events.warn_lag_s (lagging). */
+  summary: Array<DeliveryListSummaryItem> | null = null;
 
   constructor(
     deliveries: Array<Delivery> = new Array<Delivery>(),
@@ -623,6 +625,10 @@ export function decodeDeliveryList(d: Decoder, v: JsonValue): DeliveryList {
   if (field === null) d.missing();
   else out.deliveries = decodeArray_Delivery(d, field);
   d.leave();
+  d.enter("summary");
+  field = v.get("summary");
+  if (field !== null && !field.isNull) out.summary = decodeArray_DeliveryListSummaryItem(d, field);
+  d.leave();
   return out;
 }
 
@@ -630,6 +636,113 @@ export function encodeDeliveryList(w: JsonWriter, v: DeliveryList): void {
   w.beginObject();
   w.key("deliveries");
   encodeArray_Delivery(w, v.deliveries);
+  const __summary = v.summary;
+  if (__summary !== null) {
+    w.key("summary");
+    encodeArray_DeliveryListSummaryItem(w, __summary);
+  }
+  w.endObject();
+}
+
+/** One plug-in's backlog. */
+export class DeliveryListSummaryItem {
+  /** The plug-in. */
+  plugin: string;
+  /** Deliveries waiting to go out. */
+  pending: i64;
+  /** Deliveries that gave up. */
+  dead: i64;
+  /** Seconds since the oldest pending delivery's event; 0 when none is pending. */
+  oldestPendingAgeS: f64;
+  /** The oldest pending delivery is older than warn_lag_s. */
+  lagging: bool;
+
+  constructor(
+    plugin: string = "",
+    pending: i64 = 0,
+    dead: i64 = 0,
+    oldestPendingAgeS: f64 = 0.0,
+    lagging: bool = false,
+  ) {
+    this.plugin = plugin;
+    this.pending = pending;
+    this.dead = dead;
+    this.oldestPendingAgeS = oldestPendingAgeS;
+    this.lagging = lagging;
+  }
+
+  /** Parses JSON text; null when it is not JSON or does not match (see lastJsonError()). */
+  static fromJson(text: string): DeliveryListSummaryItem | null {
+    return decodeJson<DeliveryListSummaryItem>(Uint8Array.wrap(String.UTF8.encode(text)), decodeDeliveryListSummaryItem);
+  }
+
+  /** Writes this object to w. */
+  encode(w: JsonWriter): void {
+    encodeDeliveryListSummaryItem(w, this);
+  }
+
+  /** This object as JSON text. */
+  toJson(): string {
+    const w = new JsonWriter();
+    encodeDeliveryListSummaryItem(w, this);
+    return w.toString();
+  }
+
+  /** This object as UTF-8 JSON. */
+  toBytes(): Uint8Array {
+    const w = new JsonWriter();
+    encodeDeliveryListSummaryItem(w, this);
+    return w.toBytes();
+  }
+}
+
+export function decodeDeliveryListSummaryItem(d: Decoder, v: JsonValue): DeliveryListSummaryItem {
+  const out = new DeliveryListSummaryItem();
+  if (!v.isObject) {
+    d.expected("an object", v);
+    return out;
+  }
+  let field: JsonValue | null;
+  d.enter("plugin");
+  field = v.get("plugin");
+  if (field === null) d.missing();
+  else out.plugin = decodeString(d, field);
+  d.leave();
+  d.enter("pending");
+  field = v.get("pending");
+  if (field === null) d.missing();
+  else out.pending = decodeInteger(d, field);
+  d.leave();
+  d.enter("dead");
+  field = v.get("dead");
+  if (field === null) d.missing();
+  else out.dead = decodeInteger(d, field);
+  d.leave();
+  d.enter("oldest_pending_age_s");
+  field = v.get("oldest_pending_age_s");
+  if (field === null) d.missing();
+  else out.oldestPendingAgeS = decodeNumber(d, field);
+  d.leave();
+  d.enter("lagging");
+  field = v.get("lagging");
+  if (field === null) d.missing();
+  else out.lagging = decodeBoolean(d, field);
+  d.leave();
+  return out;
+}
+
+export function encodeDeliveryListSummaryItem(w: JsonWriter, v: DeliveryListSummaryItem): void {
+  w.beginObject();
+  w.key("plugin");
+  encodeString(w, v.plugin);
+  w.key("pending");
+  encodeInteger(w, v.pending);
+  w.key("dead");
+  encodeInteger(w, v.dead);
+  w.key("oldest_pending_age_s");
+  encodeNumber(w, v.oldestPendingAgeS);
+  w.key("lagging");
+  encodeBoolean(w, v.lagging);
   w.endObject();
 }
 
@@ -2354,6 +2467,27 @@ export function decodeArray_Delivery(d: Decoder, v: JsonValue): Array<Delivery> 
 export function encodeArray_Delivery(w: JsonWriter, v: Array<Delivery>): void {
   w.beginArray();
   for (let i = 0; i < v.length; i++) encodeDelivery(w, v[i]);
+  w.endArray();
+}
+
+export function decodeArray_DeliveryListSummaryItem(d: Decoder, v: JsonValue): Array<DeliveryListSummaryItem> {
+  const out = new Array<DeliveryListSummaryItem>();
+  if (!v.isArray) {
+    d.expected("an array", v);
+    return out;
+  }
+  const items = v.items;
+  for (let i = 0; i < items.length; i++) {
+    d.enterIndex(i);
+    out.push(decodeDeliveryListSummaryItem(d, items[i]));
+    d.leave();
+  }
+  return out;
+}
+
+export function encodeArray_DeliveryListSummaryItem(w: JsonWriter, v: Array<DeliveryListSummaryItem>): void {
+  w.beginArray();
+  for (let i = 0; i < v.length; i++) encodeDeliveryListSummaryItem(w, v[i]);
   w.endArray();
 }
 

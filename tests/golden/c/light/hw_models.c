@@ -212,6 +212,35 @@ void Status_write(hw_buf *buf, Status value) {
     else hw_write_cstr(buf, text);
 }
 
+/* ---- DeliveryListSummaryItem_array */
+
+bool DeliveryListSummaryItem_array_read(const hw_json *src, DeliveryListSummaryItem_array *out) {
+    size_t i = 0;
+    out->items = NULL;
+    out->count = 0;
+    if (src == NULL || src->kind != HW_JSON_ARRAY) return hw__bad_type(src, "an array");
+    out->items = hw_new_array(DeliveryListSummaryItem, src->count);
+    HW_JSON_EACH(item, src) {
+        if (!DeliveryListSummaryItem_read(item, &out->items[i])) return hw__at_index(i);
+        i++;
+    }
+    out->count = i;
+    return true;
+}
+
+void DeliveryListSummaryItem_array_write(hw_buf *buf, const DeliveryListSummaryItem_array *value) {
+    if (value == NULL) {
+        hw_write_null(buf);
+        return;
+    }
+    hw_buf_char(buf, '[');
+    for (size_t i = 0; i < value->count; i++) {
+        if (i > 0) hw_buf_char(buf, ',');
+        DeliveryListSummaryItem_write(buf, &value->items[i]);
+    }
+    hw_buf_char(buf, ']');
+}
+
 /* ---- Delivery_array */
 
 bool Delivery_array_read(const hw_json *src, Delivery_array *out) {
@@ -515,6 +544,11 @@ bool DeliveryList_read(const hw_json *src, DeliveryList *out) {
     v = hw_json_get(src, "deliveries");
     if (v == NULL) return hw__missing("deliveries");
     if (!Delivery_array_read(v, &out->deliveries)) return hw__at("deliveries");
+    v = hw_json_get(src, "summary");
+    if (v != NULL && v->kind != HW_JSON_NULL) { /* null: as if absent */
+        if (!DeliveryListSummaryItem_array_read(v, &out->summary)) return hw__at("summary");
+        out->has_summary = true;
+    }
     return true;
 }
 
@@ -527,6 +561,10 @@ void DeliveryList_write(hw_buf *buf, const DeliveryList *value) {
     hw_buf_char(buf, '{');
     hw_write_key(buf, &first, "\"deliveries\":");
     Delivery_array_write(buf, &value->deliveries);
+    if (value->has_summary || value->summary.count != 0) {
+        hw_write_key(buf, &first, "\"summary\":");
+        DeliveryListSummaryItem_array_write(buf, &value->summary);
+    }
     hw_buf_char(buf, '}');
 }
 
@@ -538,6 +576,61 @@ bool DeliveryList_parse(hw_str text, DeliveryList *out) {
 hw_str DeliveryList_to_json(const DeliveryList *value) {
     hw_buf buf = {0};
     DeliveryList_write(&buf, value);
+    return hw_buf_str(&buf);
+}
+
+/* ---- DeliveryListSummaryItem */
+
+bool DeliveryListSummaryItem_read(const hw_json *src, DeliveryListSummaryItem *out) {
+    const hw_json *v;
+    memset(out, 0, sizeof *out);
+    if (src == NULL || src->kind != HW_JSON_OBJECT) return hw__bad_type(src, "an object");
+    v = hw_json_get(src, "plugin");
+    if (v == NULL) return hw__missing("plugin");
+    if (!hw_read_str(v, &out->plugin)) return hw__at("plugin");
+    v = hw_json_get(src, "pending");
+    if (v == NULL) return hw__missing("pending");
+    if (!hw_read_int(v, &out->pending)) return hw__at("pending");
+    v = hw_json_get(src, "dead");
+    if (v == NULL) return hw__missing("dead");
+    if (!hw_read_int(v, &out->dead)) return hw__at("dead");
+    v = hw_json_get(src, "oldest_pending_age_s");
+    if (v == NULL) return hw__missing("oldest_pending_age_s");
+    if (!hw_read_number(v, &out->oldest_pending_age_s)) return hw__at("oldest_pending_age_s");
+    v = hw_json_get(src, "lagging");
+    if (v == NULL) return hw__missing("lagging");
+    if (!hw_read_bool(v, &out->lagging)) return hw__at("lagging");
+    return true;
+}
+
+void DeliveryListSummaryItem_write(hw_buf *buf, const DeliveryListSummaryItem *value) {
+    bool first = true;
+    if (value == NULL) {
+        hw_write_null(buf);
+        return;
+    }
+    hw_buf_char(buf, '{');
+    hw_write_key(buf, &first, "\"plugin\":");
+    hw_write_str(buf, value->plugin);
+    hw_write_key(buf, &first, "\"pending\":");
+    hw_write_int(buf, value->pending);
+    hw_write_key(buf, &first, "\"dead\":");
+    hw_write_int(buf, value->dead);
+    hw_write_key(buf, &first, "\"oldest_pending_age_s\":");
+    hw_write_number(buf, value->oldest_pending_age_s);
+    hw_write_key(buf, &first, "\"lagging\":");
+    hw_write_bool(buf, value->lagging);
+    hw_buf_char(buf, '}');
+}
+
+bool DeliveryListSummaryItem_parse(hw_str text, DeliveryListSummaryItem *out) {
+    hw_json *doc = hw_json_parse(text);
+    return doc != NULL && DeliveryListSummaryItem_read(doc, out);
+}
+
+hw_str DeliveryListSummaryItem_to_json(const DeliveryListSummaryItem *value) {
+    hw_buf buf = {0};
+    DeliveryListSummaryItem_write(&buf, value);
     return hw_buf_str(&buf);
 }
 

@@ -21,6 +21,7 @@ typedef struct BeforeEventResultReject BeforeEventResultReject;
 typedef struct ControlLightRequest ControlLightRequest;
 typedef struct Delivery Delivery;
 typedef struct DeliveryList DeliveryList;
+typedef struct DeliveryListSummaryItem DeliveryListSummaryItem;
 typedef struct Error Error;
 typedef struct ErrorError ErrorError;
 typedef struct ErrorErrorDetailsItem ErrorErrorDetailsItem;
@@ -41,6 +42,7 @@ typedef struct LightUpdate LightUpdate;
 typedef struct ReplayResult ReplayResult;
 typedef struct SetLightColorRequest SetLightColorRequest;
 typedef struct States States;
+typedef struct DeliveryListSummaryItem_array DeliveryListSummaryItem_array;
 typedef struct Delivery_array Delivery_array;
 typedef struct ErrorErrorDetailsItem_array ErrorErrorDetailsItem_array;
 typedef struct Light_array Light_array;
@@ -104,6 +106,13 @@ bool Status_read(const hw_json *src, Status *out);
 void Status_write(hw_buf *buf, Status value);
 
 /* ---- Arrays --------------------------------------------------------------- */
+
+struct DeliveryListSummaryItem_array {
+    DeliveryListSummaryItem *items;
+    size_t count;
+};
+bool DeliveryListSummaryItem_array_read(const hw_json *src, DeliveryListSummaryItem_array *out);
+void DeliveryListSummaryItem_array_write(hw_buf *buf, const DeliveryListSummaryItem_array *value);
 
 struct Delivery_array {
     Delivery *items;
@@ -181,11 +190,26 @@ hw_str Delivery_to_json(const Delivery *value);
 /* A list of deliveries. */
 struct DeliveryList {
     Delivery_array deliveries; /* Newest first. */
+    DeliveryListSummaryItem_array summary; /* Per plug-in with undelivered events: how many are pending and dead, the age of the oldest pending one, and whether that is over the configured events.warn_lag_s (lagging). (optional: sent when not empty; set has_summary to send []) */
+    bool has_summary;
 };
 bool DeliveryList_read(const hw_json *src, DeliveryList *out);
 void DeliveryList_write(hw_buf *buf, const DeliveryList *value); /* NULL: null */
 bool DeliveryList_parse(hw_str text, DeliveryList *out);
 hw_str DeliveryList_to_json(const DeliveryList *value);
+
+/* One plug-in's backlog. */
+struct DeliveryListSummaryItem {
+    hw_str plugin; /* The plug-in. */
+    int64_t pending; /* Deliveries waiting to go out. */
+    int64_t dead; /* Deliveries that gave up. */
+    double oldest_pending_age_s; /* Seconds since the oldest pending delivery's event; 0 when none is pending. */
+    bool lagging; /* The oldest pending delivery is older than warn_lag_s. */
+};
+bool DeliveryListSummaryItem_read(const hw_json *src, DeliveryListSummaryItem *out);
+void DeliveryListSummaryItem_write(hw_buf *buf, const DeliveryListSummaryItem *value); /* NULL: null */
+bool DeliveryListSummaryItem_parse(hw_str text, DeliveryListSummaryItem *out);
+hw_str DeliveryListSummaryItem_to_json(const DeliveryListSummaryItem *value);
 
 /* The one error shape of the whole API. */
 struct Error {

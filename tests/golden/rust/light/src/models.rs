@@ -147,6 +147,26 @@ pub struct Delivery {
 pub struct DeliveryList {
     /// Newest first.
     pub deliveries: Vec<Delivery>,
+    /// Per plug-in with undelivered events: how many are pending and dead, the age of the
+    /// oldest pending one, and whether that is over the configured events.warn_lag_s (lagging).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub summary: Option<Vec<DeliveryListSummaryItem>>,
+}
+
+/// One plug-in's backlog.
+#[derive(Debug, Clone, PartialEq, Default)]
+#[derive(serde::Serialize, serde::Deserialize)]
+pub struct DeliveryListSummaryItem {
+    /// The plug-in.
+    pub plugin: String,
+    /// Deliveries waiting to go out.
+    pub pending: i64,
+    /// Deliveries that gave up.
+    pub dead: i64,
+    /// Seconds since the oldest pending delivery's event; 0 when none is pending.
+    pub oldest_pending_age_s: f64,
+    /// The oldest pending delivery is older than warn_lag_s.
+    pub lagging: bool,
 }
 
 /// pending waits for a (re)try, delivered is done, dead gave up after the last attempt.
