@@ -499,3 +499,24 @@ def test_unreadable_before_answers_are_plugin_errors(
             before_save(EventBus([Subscriber(plugin)], spec=light_spec))
     assert caught.value.plugin == "odd"
     assert "codec" not in str(caught.value)
+
+
+def test_a_fail_open_failure_is_logged_on_one_escaped_line(
+    light_spec: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The export fails with error_set(config "message"): its own words reach the log.
+    module = f"""(module
+{wat.KERNEL}
+  (memory (export "memory") 1)
+  (data (i32.const 0) "message")
+{wat.TO_BLOCK}
+  (func (export "light_before_save") (result i32)
+    (call $error_set (call $config_get (call $to_block (i32.const 0) (i32.const 7))))
+    (i32.const 1)))"""
+    words = "no \x1b[31mred\x1b[0m today \u202eeulb"
+    failing = Plugin("flaky", compile_wat(module), config={"message": words})
+    with failing, caplog.at_level("WARNING", logger="hostwire"):
+        assert before_save(EventBus([Subscriber(failing, "fail_open")], spec=light_spec)) == LIGHT
+    (line,) = [r.getMessage() for r in caplog.records if "fail_open" in r.getMessage()]
+    assert line.isprintable()
+    assert "no \\x1b[31mred\\x1b[0m today \\u202eeulb" in line

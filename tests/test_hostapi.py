@@ -313,11 +313,20 @@ def test_invalid_calls_get_400_and_never_reach_the_app(
     assert petstore.state.seen == []
 
 
-def test_input_that_is_not_json_gets_400(in_process: HostApi) -> None:
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        pytest.param(b"{not json", "The input is not JSON", id="garbage"),
+        # json.loads(bytes) would guess UTF-16 here and blame a 'utf-16-le' codec.
+        pytest.param(b'{\x00"query": "\xff"}', "The input is not UTF-8 (byte 0xff", id="utf8"),
+        pytest.param(b"[" * 100_000, "The input is JSON nested too deeply", id="deep"),
+    ],
+)
+def test_input_that_is_not_json_gets_400(in_process: HostApi, data: bytes, message: str) -> None:
     with caller_plugin(in_process, ALL_PETSTORE) as plugin:
-        reply = json.loads(plugin.call("call_list_pets", b"{not json"))
+        reply = json.loads(plugin.call("call_list_pets", data))
     assert reply["status"] == 400
-    assert reply["body"]["error"]["message"].startswith("The input is not JSON")
+    assert reply["body"]["error"]["message"].startswith(message)
 
 
 def test_calls_outside_the_grants_get_403_and_reach_nothing(

@@ -24,6 +24,7 @@ import anyio.lowlevel
 import httpx
 from starlette.types import ASGIApp, Message
 
+from hostwire._logs import log_safe
 from hostwire._threads import CHAIN
 from hostwire._validate import RESERVED_HEADERS, RESERVED_PREFIX, HttpCall
 
@@ -276,9 +277,14 @@ class AsgiTarget:
             ) from exc
         except Exception as exc:
             if reply.status and done.is_set():
-                log.warning("the app failed after answering %s %s: %r", call.method, call.path, exc)
+                log.warning(
+                    "the app failed after answering %s %s: %s",
+                    call.method,
+                    log_safe(call.path),
+                    log_safe(repr(exc)),
+                )
             else:
-                log.exception("the app failed on %s %s", call.method, call.path)
+                log.exception("the app failed on %s %s", call.method, log_safe(call.path))
                 raise DispatchError(
                     502, "app_error", f"The app failed on {call.method} {call.path}: {exc!r}"
                 ) from exc

@@ -24,6 +24,7 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 
 from hostwire._errors import EventHandlerError, EventRejected, PluginError, PluginOutputError
+from hostwire._logs import log_safe
 from hostwire._openapi import OpenAPIDocument
 from hostwire._runtime import Plugin
 from hostwire._strictjson import JsonProblem, loads_strict
@@ -144,7 +145,9 @@ class EventBus:
                 raise
             except PluginError as exc:
                 if subscriber.on_error == "fail_open":
-                    log.warning("%s; its policy is fail_open, so the change goes on.", exc)
+                    log.warning(
+                        "%s; its policy is fail_open, so the change goes on.", log_safe(str(exc))
+                    )
                     continue
                 raise EventHandlerError(
                     f'{exc} (plug-in "{plugin.name}" is fail_closed, so the change was refused)',

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Iterable
@@ -12,7 +11,9 @@ from typing import Any
 from hostwire._dispatch import Caller, DispatchError, Reply, Target
 from hostwire._errors import ConfigError
 from hostwire._hostfn import CallContext, HostFunction
+from hostwire._logs import log_safe
 from hostwire._openapi import OpenAPIDocument, Operation, dumps, load_openapi
+from hostwire._strictjson import JsonProblem, loads_strict
 from hostwire._threads import CHAIN, describe
 from hostwire._validate import InvalidCall, OperationValidator
 
@@ -28,18 +29,14 @@ def error_reply(status: int, code: str, message: str, details: Any = None) -> by
     return dumps({"status": status, "headers": {}, "body": {"error": error}})
 
 
-def _no_constants(name: str) -> Any:
-    raise ValueError(f"{name} is not a JSON number")
-
-
 def _reply_json(reply: Reply) -> bytes:
     head = dumps({"status": reply.status, "headers": reply.headers})[:-1]
     if not reply.body:
         return head + b',"body":null}'
     if "json" in reply.headers.get("content-type", ""):
         try:
-            json.loads(reply.body.decode("utf-8"), parse_constant=_no_constants)
-        except (ValueError, RecursionError):
+            loads_strict(reply.body)
+        except JsonProblem:
             pass  # not strict JSON in UTF-8: the plug-in gets it as text
         else:
             # Valid JSON from the app goes to the plug-in as sent, not re-encoded.
@@ -124,9 +121,9 @@ class HostApi:
                     f"Nested plug-in calls went deeper than {self.max_depth}: {describe(chain)}.",
                 )
             try:
-                value = json.loads(data, parse_constant=_no_constants) if data.strip() else {}
-            except (ValueError, RecursionError) as exc:  # JSONDecodeError is a ValueError
-                return error_reply(400, "invalid_request", f"The input is not JSON: {exc}.")
+                value = loads_strict(data) if data.strip() else {}
+            except JsonProblem as exc:
+                return error_reply(400, "invalid_request", f"The input {exc.detail}.")
             try:
                 call = validator.prepare(value)
             except InvalidCall as exc:
@@ -136,13 +133,19 @@ class HostApi:
             try:
                 reply = self.target.send(call, caller)
             except DispatchError as exc:
-                log.warning("%s: %s %s failed: %s", context.plugin, call.method, call.path, exc)
+                log.warning(
+                    "%s: %s %s failed: %s",
+                    context.plugin,
+                    call.method,
+                    log_safe(call.path),
+                    log_safe(str(exc)),
+                )
                 return error_reply(exc.status, exc.code, str(exc))
             log.debug(
                 "%s: %s %s → %d in %.2f ms",
                 context.plugin,
                 call.method,
-                call.path,
+                log_safe(call.path),
                 reply.status,
                 (time.perf_counter() - started) * 1000,
             )

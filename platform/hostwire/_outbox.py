@@ -43,6 +43,7 @@ from typing import Any
 import anyio.to_thread
 
 from hostwire._errors import PluginError, StorageError
+from hostwire._logs import log_safe
 from hostwire._runtime import Plugin
 from hostwire._storage import StorageGuard
 from hostwire._threads import CHAIN
@@ -626,7 +627,7 @@ class _Worker(threading.Thread):
                 "event %s for %s was interrupted by the shutdown and stays pending: %s",
                 row["id"],
                 self.plugin.name,
-                error,
+                log_safe(error),
             )
         elif attempts >= self.outbox.max_attempts:
             log.error(
@@ -634,7 +635,7 @@ class _Worker(threading.Thread):
                 row["id"],
                 self.plugin.name,
                 attempts,
-                error,
+                log_safe(error),
             )
             db.execute(
                 "UPDATE hostwire_deliveries SET state = 'dead', attempts = ?, last_error = ? "
@@ -649,7 +650,7 @@ class _Worker(threading.Thread):
                 self.plugin.name,
                 attempts,
                 delay,
-                error,
+                log_safe(error),
             )
             db.execute(
                 "UPDATE hostwire_deliveries SET attempts = ?, last_error = ?, next_attempt_at = ? "

@@ -30,6 +30,7 @@ from hostwire import (
     PluginSet,
     StorageError,
     load_openapi,
+    log_safe,
     to_thread,
 )
 from lightcontrol import _spec
@@ -295,8 +296,8 @@ async def _light_error(request: Request, exc: Exception) -> Response:
             'before-event handler failed: plug-in "%s" export "%s" (fail_closed): %s request_id=%s',
             exc.plugin,
             exc.export or "?",
-            str(exc).replace("\n", " "),
-            getattr(request.state, "request_id", "-"),
+            log_safe(str(exc)),
+            log_safe(str(getattr(request.state, "request_id", "-"))),
         )
     body = error_body(exc.code, str(exc), exc.details, plugin)
     return Response(body, exc.status, media_type="application/json")
