@@ -482,7 +482,7 @@ def test_the_summary_and_the_log_say_when_deliveries_lag(
     ("output", "message"),
     [
         pytest.param(b"\xff\xfe", "returned invalid JSON: it is not UTF-8", id="bad-utf8"),
-        pytest.param(b"[" * 100_000, "returned JSON nested too deeply", id="deep-json"),
+        pytest.param(b"[" * 100_000, "is JSON nested too deeply", id="deep-json"),
     ],
 )
 def test_unreadable_before_answers_are_plugin_errors(

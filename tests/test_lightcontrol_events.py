@@ -323,7 +323,7 @@ def test_after_validation_is_delivered_first_from_the_outbox(
     ("config", "message"),
     [
         pytest.param({"bad_utf8": "yes"}, "returned invalid JSON: it is not UTF-8", id="bad-utf8"),
-        pytest.param({"answer": "[" * 100_000}, "returned JSON nested too deeply", id="deep-json"),
+        pytest.param({"answer": "[" * 100_000}, "is JSON nested too deeply", id="deep-json"),
         pytest.param({"answer": "{not json"}, "returned invalid JSON", id="garbage"),
     ],
 )
