@@ -130,6 +130,7 @@ bench: $(STAMP) plugins
 	$(PY) benchmarks/bench_hostcalls.py
 	$(PY) benchmarks/bench_events.py
 	$(PY) benchmarks/bench_hooks.py
+	$(PY) benchmarks/bench_delivery.py
 
 clean:
 	rm -rf sample_plugins/*/build build .pytest_cache .mypy_cache .ruff_cache
