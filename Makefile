@@ -15,7 +15,7 @@ RUST_PLUGINS := $(patsubst %/Cargo.toml,%/build/plugin.wasm,$(wildcard sample_pl
 PLUGINS := $(C_PLUGINS) $(C_PDK_PLUGINS) $(AS_PLUGINS) $(RUST_PLUGINS)
 
 # PDKs generated from openapi/light.yaml, which the sample plug-ins build on.
-PDK_INPUTS := openapi/light.yaml $(wildcard platform/hostwire/_pdk*.py) platform/hostwire/hooks.yaml \
+PDK_INPUTS := openapi/light.yaml $(wildcard platform/hostwire/_pdk/*.py) platform/hostwire/hooks.yaml \
   $(shell find pdk_templates -type f 2>/dev/null)
 # Rust comes from Debian (rustup's toolchain has no wasm32 target here).
 CARGO := /usr/bin/cargo

@@ -81,7 +81,7 @@ from hostwire import (
     load_openapi,
     new_envelope,
 )
-from hostwire._wasm import to_binary
+from hostwire._runtime.module import to_binary
 from lightcontrol.events import LightEvents
 from lightcontrol.store import DEFAULT_LIGHT_ID, Change, LightStore
 

@@ -55,8 +55,8 @@ from hostwire import (
     Reply,
     run_app,
 )
-from hostwire._hostfn import CallContext
-from hostwire._wasm import to_binary
+from hostwire._runtime.hostfn import CallContext
+from hostwire._runtime.module import to_binary
 from lightcontrol.app import Settings, create_app
 
 SPEC = ROOT / "openapi" / "light.yaml"

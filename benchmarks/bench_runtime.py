@@ -23,7 +23,7 @@ from extism.extism import CompiledPlugin
 
 from _bench import summary
 from hostwire import Limits, Plugin
-from hostwire._wasm import to_binary
+from hostwire._runtime.module import to_binary
 
 ECHO_WAT = """
 (module

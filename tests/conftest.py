@@ -7,7 +7,7 @@ import pytest
 
 import wat
 from hostwire import HostFunction, Limits, Plugin
-from hostwire._wasm import to_binary
+from hostwire._runtime.module import to_binary
 
 ROOT = Path(__file__).resolve().parent.parent
 

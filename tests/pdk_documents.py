@@ -10,7 +10,7 @@ from typing import Any
 
 from conftest import ROOT
 from hostwire import snake_case
-from hostwire._pdk import templates_root
+from hostwire._pdk.generate import templates_root
 
 FASTAPI = ROOT / "tests" / "pdk" / "fastapi.json"
 _RUST_PUB = re.compile(

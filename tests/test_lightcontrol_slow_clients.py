@@ -25,7 +25,7 @@ import uvicorn
 
 from conftest import ROOT
 from hostwire import parse_config
-from hostwire._server import server_config
+from hostwire._targets.server import server_config
 from lightcontrol.app import Settings, create_app
 
 TOKEN = "slow-token"

@@ -9,8 +9,8 @@ import pytest
 
 from conftest import ROOT
 from hostwire import PluginError, load_openapi
-from hostwire._events import EventBus
-from hostwire._pdk import LANGUAGES, generate, render
+from hostwire._events.bus import EventBus
+from hostwire._pdk.generate import LANGUAGES, generate, render
 from hostwire.testing import PluginHarness
 from test_pdk_c import build
 

@@ -9,7 +9,7 @@ import pytest
 
 from conftest import ROOT
 from hostwire import ConfigError, load_openapi
-from hostwire._pdk import HEADER, LANGUAGES, render, scaffold
+from hostwire._pdk.generate import HEADER, LANGUAGES, render, scaffold
 
 GOLDEN = ROOT / "tests" / "golden"
 DOCUMENTS = {
@@ -92,7 +92,7 @@ def test_scaffold_refuses_a_folder_that_is_not_empty(tmp_path: Path) -> None:
 
 def test_hook_shapes_have_no_stray_keys() -> None:
     """A comma in an unquoted YAML flow value splits it into a stray key."""
-    from hostwire._pdk_model import HOOKS_SPEC
+    from hostwire._pdk.model import HOOKS_SPEC
 
     document = load_openapi(HOOKS_SPEC).document
     keywords = {"type", "description", "$ref", "additionalProperties", "minimum", "maximum",

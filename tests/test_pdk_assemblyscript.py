@@ -17,9 +17,9 @@ import wasmtime
 
 from conftest import ROOT
 from hostwire import Limits, PluginError, load_openapi
-from hostwire._pdk import generate, scaffold
-from hostwire._pdk_assemblyscript import BUILD, runtime_names
-from hostwire._pdk_model import build_model
+from hostwire._pdk.assemblyscript import BUILD, runtime_names
+from hostwire._pdk.generate import generate, scaffold
+from hostwire._pdk.model import build_model
 from hostwire.testing import MockReply, PluginHarness
 from pdk_documents import document as pdk_document
 

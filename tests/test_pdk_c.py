@@ -19,16 +19,8 @@ import pytest
 
 from conftest import ROOT
 from hostwire import Limits, PluginError, PluginMemoryError
-from hostwire._pdk import generate
-from hostwire._pdk_c import (
-    BUILD,
-    CC_FLAGS,
-    SOURCES,
-    c_ident,
-    c_string,
-    runtime_names,
-    upper_snake,
-)
+from hostwire._pdk.c import BUILD, CC_FLAGS, SOURCES, c_ident, c_string, runtime_names, upper_snake
+from hostwire._pdk.generate import generate
 from hostwire.testing import MockReply, PluginHarness
 from pdk_documents import FASTAPI, write_clash_document
 from pdk_documents import document as pdk_document

@@ -23,9 +23,9 @@ import pytest
 from conftest import ROOT
 from hostwire import Limits
 from hostwire._errors import ConfigError
-from hostwire._pdk import generate, scaffold
-from hostwire._pdk_c import CC_FLAGS, SOURCES
-from hostwire._pdk_rust import RESERVED_NAMES
+from hostwire._pdk.c import CC_FLAGS, SOURCES
+from hostwire._pdk.generate import generate, scaffold
+from hostwire._pdk.rust import RESERVED_NAMES
 from hostwire.testing import MockReply, PluginHarness
 
 SPEC = "openapi/light.yaml"  # as a user in the repository would give it

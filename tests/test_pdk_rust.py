@@ -17,8 +17,8 @@ import pytest
 
 from conftest import ROOT
 from hostwire import PluginError
-from hostwire._pdk import generate
-from hostwire._pdk_rust import BUILD, TARGET
+from hostwire._pdk.generate import generate
+from hostwire._pdk.rust import BUILD, TARGET
 from hostwire.testing import MockReply, PluginHarness
 from pdk_documents import document as pdk_document
 from pdk_documents import rust_runtime_names

@@ -28,7 +28,7 @@ from hostwire import (
     PluginOutputError,
     load_config,
 )
-from hostwire._strictjson import JsonProblem, loads_strict
+from hostwire._runtime.strictjson import JsonProblem, loads_strict
 
 
 @pytest.fixture(scope="module")

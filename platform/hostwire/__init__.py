@@ -1,6 +1,5 @@
 """hostwire: an application's OpenAPI document as a WebAssembly plug-in system."""
 
-from hostwire._apprunner import run_app
 from hostwire._config import (
     EventsConfig,
     HostwireConfig,
@@ -9,7 +8,6 @@ from hostwire._config import (
     load_config,
     parse_config,
 )
-from hostwire._dispatch import AsgiTarget, Caller, DispatchError, HttpTarget, Reply, Target
 from hostwire._errors import (
     ConfigError,
     EventHandlerError,
@@ -31,20 +29,38 @@ from hostwire._errors import (
     SpecError,
     StorageError,
 )
-from hostwire._events import EventBus, Subscriber, new_envelope
+from hostwire._events import EventBus, Outbox, StorageGuard, Subscriber, new_envelope
 from hostwire._hooks import HttpHooksMiddleware
-from hostwire._hostapi import HostApi
-from hostwire._hostfn import CallContext, HostFunction
-from hostwire._limits import Limits
-from hostwire._logs import log_safe
-from hostwire._openapi import OpenAPIDocument, Operation, Webhook, load_openapi, snake_case
-from hostwire._outbox import Outbox
+from hostwire._hostapi import (
+    HostApi,
+    OpenAPIDocument,
+    Operation,
+    Webhook,
+    compile_schema,
+    load_openapi,
+    snake_case,
+)
 from hostwire._pluginset import PluginSet
-from hostwire._runtime import Plugin
-from hostwire._source import fetch_url, read_path
-from hostwire._storage import StorageGuard
-from hostwire._threads import to_thread
-from hostwire._validate import HttpCall, compile_schema
+from hostwire._runtime import (
+    CallContext,
+    HostFunction,
+    Limits,
+    Plugin,
+    fetch_url,
+    log_safe,
+    read_path,
+    to_thread,
+)
+from hostwire._targets import (
+    AsgiTarget,
+    Caller,
+    DispatchError,
+    HttpCall,
+    HttpTarget,
+    Reply,
+    Target,
+    run_app,
+)
 
 __all__ = [
     "AsgiTarget",

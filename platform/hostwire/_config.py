@@ -31,10 +31,7 @@ from pydantic import (
 
 from hostwire._document import DocumentError, dotted, json_size, parse_json, parse_yaml, read_text
 from hostwire._errors import ConfigError, PluginLoadError
-from hostwire._hostfn import HostFunction
-from hostwire._limits import Limits
-from hostwire._runtime import Plugin
-from hostwire._source import DOWNLOAD_TIMEOUT_S, fetch_url, read_path
+from hostwire._runtime import DOWNLOAD_TIMEOUT_S, HostFunction, Limits, Plugin, fetch_url, read_path
 from hostwire._text import yaml_problem
 
 log = logging.getLogger("hostwire.config")

@@ -10,10 +10,8 @@ from typing import Self
 
 from hostwire._config import HostwireConfig
 from hostwire._events import Subscriber
-from hostwire._exports import http_hook_exports, lifecycle_exports
-from hostwire._hostapi import HostApi
-from hostwire._runtime import Plugin
-from hostwire._wasm import USER_MODULE
+from hostwire._hostapi import HostApi, http_hook_exports, lifecycle_exports
+from hostwire._runtime import USER_MODULE, Plugin
 
 log = logging.getLogger("hostwire.plugins")
 

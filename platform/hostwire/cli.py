@@ -16,20 +16,22 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from hostwire._apprunner import run_app
 from hostwire._config import load_config
-from hostwire._dispatch import HttpTarget
 from hostwire._errors import ConfigError, HostwireError, PluginLoadError
-from hostwire._exports import http_hook_exports, lifecycle_exports
-from hostwire._hostapi import HostApi
-from hostwire._hostfn import HostFunction
-from hostwire._limits import Limits
-from hostwire._openapi import load_openapi
-from hostwire._outbox import STATES, Outbox
+from hostwire._events import STATES, Outbox
+from hostwire._hostapi import HostApi, http_hook_exports, lifecycle_exports, load_openapi
 from hostwire._pdk import LANGUAGES, generate, language, scaffold
-from hostwire._runtime import Plugin
-from hostwire._source import read_path, sha256_hex
-from hostwire._wasm import KERNEL_MODULE, USER_MODULE, inspect_module
+from hostwire._runtime import (
+    KERNEL_MODULE,
+    USER_MODULE,
+    HostFunction,
+    Limits,
+    Plugin,
+    inspect_module,
+    read_path,
+    sha256_hex,
+)
+from hostwire._targets import HttpTarget, run_app
 
 USAGE_ERROR = 2
 # Apps register a factory ``(db_path) -> ASGI app`` here; hostwire imports none.
@@ -249,7 +251,7 @@ def cmd_plugin_inspect(args: argparse.Namespace) -> int:
 def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn  # noqa: PLC0415 (other commands should not pay for importing a server)
 
-    from hostwire._server import server_config  # noqa: PLC0415 (it imports uvicorn)
+    from hostwire._targets.server import server_config  # noqa: PLC0415 (it imports uvicorn)
 
     class _CleanExitServer(uvicorn.Server):
         # uvicorn re-raises SIGTERM/SIGINT after a graceful shutdown, so the

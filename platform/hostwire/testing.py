@@ -23,15 +23,10 @@ from types import TracebackType
 from typing import Any, Self
 from urllib.parse import unquote
 
-from hostwire._dispatch import Caller, Reply
 from hostwire._events import EventBus
-from hostwire._hostapi import ALL_OPERATIONS, HostApi
-from hostwire._limits import Limits
-from hostwire._openapi import Operation, dumps
-from hostwire._runtime import Plugin
-from hostwire._source import read_path
-from hostwire._strictjson import plugin_json
-from hostwire._validate import HttpCall, compile_schema
+from hostwire._hostapi import ALL_OPERATIONS, HostApi, Operation, compile_schema, dumps
+from hostwire._runtime import Limits, Plugin, plugin_json, read_path
+from hostwire._targets import Caller, HttpCall, Reply
 
 __all__ = ["MockReply", "PluginHarness", "RecordedCall"]
 

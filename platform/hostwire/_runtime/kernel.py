@@ -11,10 +11,10 @@ unchanged:
   ``length`` bytes, and that ``length`` is within ``max_output_bytes``,
   *before* copying; anything else fails the call with ``PluginOutputError``.
 - ``http_request``, ``http_status_code``, ``http_headers``: plug-in HTTP done
-  by hostwire (``_plugin_http``), so redirects cannot leave ``allowed_hosts``.
+  by hostwire (``http``), so redirects cannot leave ``allowed_hosts``.
 
 These cannot make the guest trap (only the user-function shim can, see
-``_hostfn``): a failure is recorded, the guest gets 0 and the call fails when
+``hostfn``): a failure is recorded, the guest gets 0 and the call fails when
 it returns; later host calls of that call are refused.
 """
 
@@ -28,9 +28,9 @@ import extism
 from extism.extism import _ffi
 
 from hostwire._errors import PluginOutputError
-from hostwire._hostfn import CallContext, block_length, context_of, read_block
-from hostwire._plugin_http import http_headers, http_request, http_status_code
-from hostwire._wasm import KERNEL_MODULE
+from hostwire._runtime.hostfn import CallContext, block_length, context_of, read_block
+from hostwire._runtime.http import http_headers, http_request, http_status_code
+from hostwire._runtime.module import KERNEL_MODULE
 
 # handler(current, context, inputs, outputs); outputs are zeroed beforehand.
 KernelHandler = Callable[[Any, CallContext, Any, Any], None]

@@ -43,10 +43,8 @@ from typing import Any
 import anyio.to_thread
 
 from hostwire._errors import PluginError, StorageError
-from hostwire._logs import log_safe
-from hostwire._runtime import Plugin
-from hostwire._storage import StorageGuard
-from hostwire._threads import CHAIN
+from hostwire._events.storage import StorageGuard
+from hostwire._runtime import CHAIN, Plugin, log_safe
 
 log = logging.getLogger("hostwire.outbox")
 

@@ -34,9 +34,9 @@ from collections.abc import Iterable
 from fractions import Fraction
 from typing import Any
 
-from hostwire._openapi import OpenAPIDocument
-from hostwire._pdk import RenderJob, templates_root
-from hostwire._pdk_model import ANY, Model, OperationDef, PdkModel, TypeRef
+from hostwire._hostapi import OpenAPIDocument
+from hostwire._pdk.generate import RenderJob, templates_root
+from hostwire._pdk.model import ANY, Model, OperationDef, PdkModel, TypeRef
 
 CC_FLAGS = "--target=wasm32-freestanding -O2 -s -nostdlib -Wl,--no-entry"
 # The one command that builds a project made by `hostwire plugin new --lang c`:

@@ -8,8 +8,8 @@ trapped, timed out, ran out of memory or whose host call failed is freed,
 never reused.
 
 Besides the plug-in's module, each instance links a shim per host-function
-namespace (a failed host call traps, see ``_hostfn``) and hostwire's own
-``output_set`` and plug-in HTTP (``_kernel``). The output is what the guest gave
+namespace (a failed host call traps, see ``hostfn``) and hostwire's own
+``output_set`` and plug-in HTTP (``kernel``). The output is what the guest gave
 ``output_set``, checked and bounded before it is copied.
 """
 
@@ -44,14 +44,20 @@ from hostwire._errors import (
     PluginTimeoutError,
     PluginTrapError,
 )
-from hostwire._hostfn import LINK_PREFIX, CallContext, HostFunction, shim_wat
-from hostwire._kernel import kernel_functions
-from hostwire._limits import Limits
-from hostwire._logs import ROUTER
-from hostwire._plugin_http import PluginHttp
-from hostwire._strictjson import plugin_json
+from hostwire._runtime.hostfn import LINK_PREFIX, CallContext, HostFunction, shim_wat
+from hostwire._runtime.http import PluginHttp
+from hostwire._runtime.kernel import kernel_functions
+from hostwire._runtime.limits import Limits
+from hostwire._runtime.logs import ROUTER
+from hostwire._runtime.module import (
+    KERNEL_MODULE,
+    USER_MODULE,
+    ModuleInfo,
+    inspect_module,
+    to_binary,
+)
+from hostwire._runtime.strictjson import plugin_json
 from hostwire._text import one_line
-from hostwire._wasm import KERNEL_MODULE, USER_MODULE, ModuleInfo, inspect_module, to_binary
 
 _TRAP_PREFIX = "error while executing"
 
@@ -113,7 +119,7 @@ class Plugin:
         self._exports = self.info.function_exports
         # Only plug-ins that can log need the log buffer drained after each call.
         self._logs = any(i.name.startswith("log_") for i in self.info.imports_from(KERNEL_MODULE))
-        # Plug-in HTTP is hostwire's (_plugin_http): Extism never gets allowed_hosts.
+        # Plug-in HTTP is hostwire's (http.py): Extism never gets allowed_hosts.
         self._http = PluginHttp(allowed_hosts, self.limits.max_input_bytes)
         manifest = {
             "wasm": [*self._shims(), {"data": wasm, "name": "main"}],

@@ -40,9 +40,9 @@ import shlex
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from hostwire._openapi import OpenAPIDocument
-from hostwire._pdk import RenderJob, templates_root
-from hostwire._pdk_model import Model, OperationDef, PdkModel, TypeRef, pascal_case
+from hostwire._hostapi import OpenAPIDocument
+from hostwire._pdk.generate import RenderJob, templates_root
+from hostwire._pdk.model import Model, OperationDef, PdkModel, TypeRef, pascal_case
 
 ASSEMBLYSCRIPT = "0.28.20"
 BUILD = "npm install --no-audit --no-fund && npm run build"

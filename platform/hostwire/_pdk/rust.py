@@ -21,17 +21,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from hostwire._errors import ConfigError
-from hostwire._openapi import OpenAPIDocument
-from hostwire._pdk import RenderJob
-from hostwire._pdk_model import (
-    EventDef,
-    Model,
-    OperationDef,
-    Param,
-    PdkModel,
-    TypeRef,
-    pascal_case,
-)
+from hostwire._hostapi import OpenAPIDocument
+from hostwire._pdk.generate import RenderJob
+from hostwire._pdk.model import EventDef, Model, OperationDef, Param, PdkModel, TypeRef, pascal_case
 
 # Debian's cargo (rustup's is too new for Debian's rustc 1.63); the scaffold's
 # .cargo/config.toml picks the rustc, the wasm target and the offline crates.

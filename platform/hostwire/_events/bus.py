@@ -4,7 +4,7 @@ A plug-in subscribes to an event by exporting ``<model>_<before|after>_<step>``
 (``light_before_save``); which plug-ins export what is worked out once per
 event name and kept. ``before_*`` events run here, synchronously, in the
 plug-in list's order: each handler may go on, replace the record, or reject
-the change. ``after_*`` events go through the durable outbox (``_outbox.py``).
+the change. ``after_*`` events go through the durable outbox (``outbox.py``).
 
 The envelope has the Standard Webhooks shape
 ``{"id", "type", "timestamp", "data": {"record", "previous", "changes"}}``.
@@ -24,11 +24,8 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 
 from hostwire._errors import EventHandlerError, EventRejected, PluginError, PluginOutputError
-from hostwire._logs import log_safe
-from hostwire._openapi import OpenAPIDocument
-from hostwire._runtime import Plugin
-from hostwire._strictjson import JsonProblem, loads_strict
-from hostwire._validate import compile_schema
+from hostwire._hostapi import OpenAPIDocument, compile_schema
+from hostwire._runtime import JsonProblem, Plugin, loads_strict, log_safe
 
 log = logging.getLogger("hostwire.events")
 OnError = Literal["fail_closed", "fail_open"]

@@ -9,7 +9,7 @@ from pathlib import Path
 import httpx
 
 from hostwire._errors import PluginIntegrityError, PluginLoadError
-from hostwire._wasm import to_binary
+from hostwire._runtime.module import to_binary
 
 MAX_DOWNLOAD_BYTES = 64 * 1024 * 1024
 """A download larger than this is refused."""

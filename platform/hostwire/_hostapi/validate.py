@@ -18,7 +18,6 @@ import json
 import math
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote
 
@@ -32,28 +31,11 @@ from openapi_schema_validator import (
     oas31_format_checker,
 )
 
-from hostwire._openapi import Node, OpenAPIDocument, Operation, Parameter, is_json
+from hostwire._hostapi.openapi import Node, OpenAPIDocument, Operation, Parameter, is_json
+from hostwire._targets import RESERVED_HEADERS, RESERVED_PREFIX, HttpCall
 
 # Keys of the input JSON (Contract 1) and where their parameters live.
 SECTIONS = {"path": "path", "query": "query", "headers": "header"}
-# Headers a plug-in may never set: the host decides who it is and where it goes.
-RESERVED_HEADERS = frozenset(
-    {
-        "authorization",
-        "connection",
-        "content-length",
-        "content-type",
-        "cookie",
-        "forwarded",
-        "host",
-        "proxy-authorization",
-        "transfer-encoding",
-        "x-forwarded-for",
-        "x-forwarded-host",
-        "x-forwarded-proto",
-    }
-)
-RESERVED_PREFIX = "x-hostwire-"
 # Error messages quote at most this much of a bad value (or name): an input of
 # megabytes must not come back doubled in the error reply.
 QUOTE_CHARS = 80
@@ -62,19 +44,6 @@ MAX_MESSAGE = 240
 MAX_DETAILS = 20
 # Header values a plug-in may send: visible latin-1 text, tabs and spaces; never CR or LF.
 HEADER_VALUE = re.compile(r"^[\t\x20-\x7e\x80-\xff]*$")
-
-
-@dataclass(slots=True)
-class HttpCall:
-    """A validated request, ready for a target to send."""
-
-    method: str
-    path: str
-    query: list[tuple[str, str]] = field(default_factory=list)
-    headers: list[tuple[str, str]] = field(default_factory=list)
-    body: bytes | None = None
-    content_type: str | None = None
-    operation: str = ""  # the host function's name, for targets that route by it
 
 
 class InvalidCall(Exception):

@@ -41,17 +41,12 @@ from urllib.parse import parse_qsl, quote, urlencode
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from hostwire._contract import ResponseContract
-from hostwire._dispatch import ASGI_EXTENSION, header_map
 from hostwire._errors import PluginError
 from hostwire._events import Subscriber
-from hostwire._logs import log_safe
-from hostwire._openapi import OpenAPIDocument
-from hostwire._runtime import Plugin
-from hostwire._strictjson import parse_json
-from hostwire._threads import to_thread
-from hostwire._validate import HEADER_VALUE
-from hostwire._wasm import USER_MODULE, WASI_MODULES
+from hostwire._hooks.responses import ResponseContract
+from hostwire._hostapi import HEADER_VALUE, OpenAPIDocument
+from hostwire._runtime import USER_MODULE, WASI_MODULES, Plugin, log_safe, parse_json, to_thread
+from hostwire._targets import ASGI_EXTENSION, header_map
 
 log = logging.getLogger("hostwire.hooks")
 PRE, POST, CHUNK = "http_pre_hook", "http_post_hook", "http_stream_chunk_hook"

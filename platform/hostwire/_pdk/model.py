@@ -15,10 +15,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from hostwire._exports import HTTP_HOOKS
-from hostwire._openapi import Node, OpenAPIDocument, Operation, load_openapi
+from hostwire._hostapi import HTTP_HOOKS, Node, OpenAPIDocument, Operation, load_openapi
 
-HOOKS_SPEC = Path(__file__).with_name("hooks.yaml")
+HOOKS_SPEC = Path(__file__).resolve().parents[1] / "hooks.yaml"
 # export → (input model, output model), from hooks.yaml
 HOOK_MODELS = {
     "http_pre_hook": ("HttpPreHookInput", "HttpPreHookOutput"),

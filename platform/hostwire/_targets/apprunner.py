@@ -12,8 +12,8 @@ import anyio.from_thread
 import anyio.lowlevel
 from starlette.types import ASGIApp, Message
 
-from hostwire._dispatch import AsgiTarget
 from hostwire._errors import HostwireError
+from hostwire._targets.dispatch import AsgiTarget
 
 STEP_TIMEOUT_S = 60.0
 

@@ -13,9 +13,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from hostwire._openapi import Node, OpenAPIDocument, Operation, is_json
-from hostwire._strictjson import parse_json
-from hostwire._validate import compile_schema
+from hostwire._hostapi import Node, OpenAPIDocument, Operation, compile_schema, is_json
+from hostwire._runtime import parse_json
 
 _TEMPLATE = re.compile(r"\{[^/{}]+\}")
 

@@ -40,11 +40,11 @@ from hostwire._errors import (
     PluginMemoryError,
     PluginTimeoutError,
 )
-from hostwire._limits import Limits
-from hostwire._wasm import USER_MODULE
+from hostwire._runtime.limits import Limits
+from hostwire._runtime.module import USER_MODULE
 
 if TYPE_CHECKING:
-    from hostwire._plugin_http import PluginHttp
+    from hostwire._runtime.http import PluginHttp
 
 _DEFAULTS = Limits()
 # The answer of a failed host call: the shim traps on it. Extism block
@@ -100,7 +100,7 @@ class CallContext:
         # time.monotonic() when the call's timeout_ms runs out: host functions
         # get only what is left, since the runtime cannot interrupt them.
         self.deadline: float | None = None
-        # What the guest gave output_set (hostwire's own, see _kernel.py).
+        # What the guest gave output_set (hostwire's own, see kernel.py).
         self.output: bytes | None = None
         self.http_status = 0
         self.http_headers: dict[str, str] | None = None

@@ -8,14 +8,19 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from hostwire._dispatch import Caller, DispatchError, Reply, Target
 from hostwire._errors import ConfigError
-from hostwire._hostfn import CallContext, HostFunction
-from hostwire._logs import log_safe
-from hostwire._openapi import OpenAPIDocument, Operation, dumps, load_openapi
-from hostwire._strictjson import JsonProblem, loads_strict
-from hostwire._threads import CHAIN, describe
-from hostwire._validate import InvalidCall, OperationValidator
+from hostwire._hostapi.openapi import OpenAPIDocument, Operation, dumps, load_openapi
+from hostwire._hostapi.validate import InvalidCall, OperationValidator
+from hostwire._runtime import (
+    CHAIN,
+    CallContext,
+    HostFunction,
+    JsonProblem,
+    describe,
+    loads_strict,
+    log_safe,
+)
+from hostwire._targets import Caller, DispatchError, Reply, Target
 
 log = logging.getLogger("hostwire.hostapi")
 ALL_OPERATIONS = "*"

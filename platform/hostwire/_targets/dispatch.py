@@ -24,14 +24,44 @@ import anyio.lowlevel
 import httpx
 from starlette.types import ASGIApp, Message
 
-from hostwire._logs import log_safe
-from hostwire._threads import CHAIN
-from hostwire._validate import RESERVED_HEADERS, RESERVED_PREFIX, HttpCall
+from hostwire._runtime import CHAIN, log_safe
 
 log = logging.getLogger("hostwire.dispatch")
 PLUGIN_HEADER = "x-hostwire-plugin"
 ASGI_EXTENSION = "hostwire"
 MAX_RESPONSE_BYTES = 1024 * 1024
+
+# Headers a plug-in may never set: the host decides who it is and where it goes.
+RESERVED_HEADERS = frozenset(
+    {
+        "authorization",
+        "connection",
+        "content-length",
+        "content-type",
+        "cookie",
+        "forwarded",
+        "host",
+        "proxy-authorization",
+        "transfer-encoding",
+        "x-forwarded-for",
+        "x-forwarded-host",
+        "x-forwarded-proto",
+    }
+)
+RESERVED_PREFIX = "x-hostwire-"
+
+
+@dataclass(slots=True)
+class HttpCall:
+    """A validated request, ready for a target to send."""
+
+    method: str
+    path: str
+    query: list[tuple[str, str]] = field(default_factory=list)
+    headers: list[tuple[str, str]] = field(default_factory=list)
+    body: bytes | None = None
+    content_type: str | None = None
+    operation: str = ""  # the host function's name, for targets that route by it
 
 
 @dataclass(frozen=True, slots=True)

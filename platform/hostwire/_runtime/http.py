@@ -3,7 +3,7 @@
 Extism's own ``http_request`` follows redirects wherever they lead, so a
 plug-in allowed to reach host A could be sent on to any host B. hostwire links
 its own ``http_request``, ``http_status_code`` and ``http_headers`` in their
-place (see ``_kernel``), never hands ``allowed_hosts`` to Extism, and:
+place (see ``kernel``), never hands ``allowed_hosts`` to Extism, and:
 
 - sends requests only to hosts matching ``allowed_hosts`` (glob patterns on the
   host name, as Extism: ``api.example.com``, ``*.example.com``), over http or
@@ -32,7 +32,7 @@ from typing import Any
 import httpx
 
 from hostwire._errors import HostFunctionError, PluginTimeoutError
-from hostwire._hostfn import (
+from hostwire._runtime.hostfn import (
     CallContext,
     block_length,
     check_deadline,

@@ -1,0 +1,12 @@
+"""HTTP hooks: plug-ins before and after an app's requests, as ASGI middleware.
+
+It owns the middleware that runs ``http_pre_hook``, ``http_post_hook`` and
+``http_stream_chunk_hook`` around the app (``middleware``) and the check of a
+hook's answer against the operation's documented responses (``responses``).
+It imports ``hostwire._runtime``, ``hostwire._targets``, ``hostwire._hostapi``
+and ``hostwire._events``.
+"""
+
+from hostwire._hooks.middleware import HttpHooksMiddleware
+
+__all__ = ["HttpHooksMiddleware"]
