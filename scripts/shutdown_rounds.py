@@ -1,5 +1,5 @@
 """Many SIGTERM rounds of `hostwire serve` with a delivery backlog and hostile
-plug-in answers (tests/test_shutdown.py runs a few): every one must exit 0.
+plug-in answers (tests/events/test_shutdown.py runs a few): every one must exit 0.
 
     .venv/bin/python scripts/shutdown_rounds.py [--rounds 50] [--writes 60]
 """

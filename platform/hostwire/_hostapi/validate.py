@@ -5,7 +5,7 @@ openapi-core's request validator re-walks the document on every request
 may cost. So each operation is compiled once: its parameters and body schema
 are resolved through the document's $refs, and the schemas are checked with
 openapi-schema-validator, the schema validator openapi-core itself uses.
-``tests/test_validate.py`` checks both agree.
+``tests/hostapi/test_validate.py`` checks both agree.
 
 A valid call becomes an ``HttpCall``: the method, the path with every
 parameter percent-encoded, the query, the headers and the body bytes.

@@ -7,12 +7,12 @@ from pathlib import Path
 
 import pytest
 
+from c_build import build
 from conftest import ROOT
 from hostwire import PluginError, load_openapi
 from hostwire._events.bus import EventBus
 from hostwire._pdk.generate import LANGUAGES, generate, render
 from hostwire.testing import PluginHarness
-from test_pdk_c import build
 
 REFS = ROOT / "tests" / "pdk" / "refs.yaml"
 NOTE = {"id": "n1", "text": "hello"}

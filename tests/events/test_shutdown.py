@@ -22,7 +22,7 @@ from typing import Any
 
 import httpx
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 TOKEN = "shutdown-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 ROUNDS = 6

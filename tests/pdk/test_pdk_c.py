@@ -8,7 +8,6 @@ import logging
 import math
 import random
 import re
-import shlex
 import struct
 import subprocess
 import sys
@@ -17,9 +16,10 @@ from typing import Any
 
 import pytest
 
+from c_build import build, cc
 from conftest import ROOT
 from hostwire import Limits, PluginError, PluginMemoryError
-from hostwire._pdk.c import BUILD, CC_FLAGS, SOURCES, c_ident, c_string, runtime_names, upper_snake
+from hostwire._pdk.c import BUILD, SOURCES, c_ident, c_string, runtime_names, upper_snake
 from hostwire._pdk.generate import generate
 from hostwire.testing import MockReply, PluginHarness
 from pdk_documents import FASTAPI, write_clash_document
@@ -27,7 +27,6 @@ from pdk_documents import document as pdk_document
 
 LIGHT_SPEC = ROOT / "openapi" / "light.yaml"
 AWKWARD_SPEC = ROOT / "tests" / "pdk" / "awkward.yaml"
-STRICT = ("-std=c99", "-Wall", "-Wextra", "-Wpedantic", "-Werror")
 
 
 def light(light_id: str = "lamp-1", **fields: object) -> dict[str, object]:
@@ -42,19 +41,6 @@ def light(light_id: str = "lamp-1", **fields: object) -> dict[str, object]:
         "revision": 3,
     }
     return {**record, **fields}
-
-
-def cc(*args: str) -> None:
-    command = [sys.executable, "-m", "ziglang", "cc", *CC_FLAGS.split(), *STRICT, *args]
-    result = subprocess.run(command, capture_output=True, text=True, check=False)
-    assert result.returncode == 0, f"{shlex.join(command)}\n{result.stderr}"
-
-
-def build(pdk: Path, source: str, out: Path) -> Path:
-    main = out.with_suffix(".c")
-    main.write_text(source, encoding="utf-8")
-    cc(f"-I{pdk}", "-o", str(out), str(main), *(str(pdk / name) for name in SOURCES))
-    return out
 
 
 @pytest.fixture(scope="module")

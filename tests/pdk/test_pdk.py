@@ -22,7 +22,7 @@ UPDATE = os.environ.get("UPDATE_GOLDEN") == "1"
 @pytest.mark.parametrize("document", sorted(DOCUMENTS))
 @pytest.mark.parametrize("lang", LANGUAGES)
 def test_generated_pdk_matches_the_golden_files(lang: str, document: str) -> None:
-    """Regenerate with: UPDATE_GOLDEN=1 .venv/bin/python -m pytest tests/test_pdk.py"""
+    """Regenerate with: UPDATE_GOLDEN=1 .venv/bin/python -m pytest tests/pdk/test_pdk.py"""
     files = render(load_openapi(DOCUMENTS[document]), lang)
     folder = GOLDEN / lang / document
     if UPDATE:
