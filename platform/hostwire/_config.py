@@ -29,6 +29,7 @@ from pydantic import (
     model_validator,
 )
 
+from hostwire._contract import OnError
 from hostwire._document import DocumentError, dotted, json_size, parse_json, parse_yaml, read_text
 from hostwire._errors import ConfigError, PluginLoadError
 from hostwire._runtime import DOWNLOAD_TIMEOUT_S, HostFunction, Limits, Plugin, fetch_url, read_path
@@ -92,7 +93,7 @@ class PluginConfig(BaseModel):
     grants: list[str] = Field(default_factory=list)
     # What a failing before-event handler means: refuse the change (the safe
     # default: a guard that crashes lets nothing through) or let it go on.
-    on_error: Literal["fail_closed", "fail_open"] = "fail_closed"
+    on_error: OnError = "fail_closed"
     limits: LimitsConfig = Field(default_factory=LimitsConfig)
     allowed_hosts: list[str] = Field(default_factory=list)
     allowed_paths: dict[str, str] = Field(default_factory=dict)

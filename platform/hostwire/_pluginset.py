@@ -9,8 +9,9 @@ from types import TracebackType
 from typing import Self
 
 from hostwire._config import HostwireConfig
+from hostwire._contract import http_hook_exports, lifecycle_exports
 from hostwire._events import Subscriber
-from hostwire._hostapi import HostApi, http_hook_exports, lifecycle_exports
+from hostwire._hostapi import HostApi
 from hostwire._runtime import USER_MODULE, Plugin
 
 log = logging.getLogger("hostwire.plugins")

@@ -17,9 +17,10 @@ from types import FrameType
 from typing import Any
 
 from hostwire._config import load_config
+from hostwire._contract import http_hook_exports, lifecycle_exports
 from hostwire._errors import ConfigError, HostwireError, PluginLoadError
 from hostwire._events import STATES, Outbox
-from hostwire._hostapi import HostApi, http_hook_exports, lifecycle_exports, load_openapi
+from hostwire._hostapi import HostApi, load_openapi
 from hostwire._pdk import LANGUAGES, generate, language, scaffold
 from hostwire._runtime import (
     KERNEL_MODULE,

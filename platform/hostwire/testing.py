@@ -23,6 +23,7 @@ from types import TracebackType
 from typing import Any, Self
 from urllib.parse import unquote
 
+from hostwire._contract import error_body, event_export
 from hostwire._events import EventBus
 from hostwire._hostapi import ALL_OPERATIONS, HostApi, Operation, compile_schema, dumps
 from hostwire._runtime import Limits, Plugin, plugin_json, read_path
@@ -163,7 +164,7 @@ class PluginHarness:
         responder = self._mocks.get(op.name)
         if responder is None:
             error = {"code": "not_mocked", "message": f'No mock for operation "{op.grant}".'}
-            return Reply(501, {"content-type": "application/json"}, dumps({"error": error}))
+            return Reply(501, {"content-type": "application/json"}, dumps(error_body(**error)))
         reply = responder(recorded)
         headers = {"content-type": "application/json", **reply.headers}
         return Reply(reply.status, headers, b"" if reply.body is None else dumps(reply.body))
@@ -204,7 +205,7 @@ class PluginHarness:
                 k: {"from": before.get(k), "to": v} for k, v in record.items() if before.get(k) != v
             }
         envelope = self._bus.envelope(model, step, dict(record), prev, dict(changes))
-        return self.call(f"{model}_{step}", envelope)
+        return self.call(event_export(model, step), envelope)
 
     def close(self) -> None:
         self.plugin.close()

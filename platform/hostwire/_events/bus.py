@@ -21,14 +21,14 @@ import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any
 
+from hostwire._contract import OnError, event_export
 from hostwire._errors import EventHandlerError, EventRejected, PluginError, PluginOutputError
 from hostwire._hostapi import OpenAPIDocument, compile_schema
 from hostwire._runtime import JsonProblem, Plugin, loads_strict, log_safe
 
 log = logging.getLogger("hostwire.events")
-OnError = Literal["fail_closed", "fail_open"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,10 +37,6 @@ class Subscriber:
 
     plugin: Plugin
     on_error: OnError = "fail_closed"
-
-
-def export_name(model: str, step: str) -> str:
-    return f"{model}_{step}"
 
 
 def new_envelope(
@@ -72,7 +68,7 @@ class EventBus:
 
     def handlers(self, model: str, step: str) -> list[Subscriber]:
         """Subscribers that export ``<model>_<step>``, in order (computed once)."""
-        export = export_name(model, step)
+        export = event_export(model, step)
         found = self._by_export.get(export)
         if found is None:
             found = [s for s in self.subscribers if export in s.plugin.exports]
@@ -131,7 +127,7 @@ class EventBus:
         handlers = self.handlers(model, step)
         if not handlers:
             return record
-        export = export_name(model, step)
+        export = event_export(model, step)
         envelope = self.envelope(model, step, record, previous, changes)
         data = _encode(envelope)  # once per event; again only if a handler replaces the record
         for subscriber in handlers:

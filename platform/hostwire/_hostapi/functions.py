@@ -8,6 +8,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from hostwire._contract import error_body
 from hostwire._errors import ConfigError
 from hostwire._hostapi.openapi import OpenAPIDocument, Operation, dumps, load_openapi
 from hostwire._hostapi.validate import InvalidCall, OperationValidator
@@ -28,10 +29,7 @@ DEFAULT_MAX_DEPTH = 8
 
 
 def error_reply(status: int, code: str, message: str, details: Any = None) -> bytes:
-    error: dict[str, Any] = {"code": code, "message": message}
-    if details:
-        error["details"] = details
-    return dumps({"status": status, "headers": {}, "body": {"error": error}})
+    return dumps({"status": status, "headers": {}, "body": error_body(code, message, details)})
 
 
 def _reply_json(reply: Reply) -> bytes:

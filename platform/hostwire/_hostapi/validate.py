@@ -31,11 +31,10 @@ from openapi_schema_validator import (
     oas31_format_checker,
 )
 
+from hostwire._contract import INPUT_SECTIONS
 from hostwire._hostapi.openapi import Node, OpenAPIDocument, Operation, Parameter, is_json
 from hostwire._targets import RESERVED_HEADERS, RESERVED_PREFIX, HttpCall
 
-# Keys of the input JSON (Contract 1) and where their parameters live.
-SECTIONS = {"path": "path", "query": "query", "headers": "header"}
 # Error messages quote at most this much of a bad value (or name): an input of
 # megabytes must not come back doubled in the error reply.
 QUOTE_CHARS = 80
@@ -265,7 +264,7 @@ class OperationValidator:
     def __init__(self, spec: OpenAPIDocument, operation: Operation) -> None:
         self.operation = operation
         self._params: dict[str, dict[str, tuple[Parameter, _Schema | None]]] = {
-            loc: {} for loc in SECTIONS.values()
+            loc: {} for loc in INPUT_SECTIONS.values()
         }
         for param in operation.parameters:
             if param.location in self._params:
@@ -285,12 +284,12 @@ class OperationValidator:
                 [_problem("input", "/", f"expected an object, got {type(call).__name__}")],
             )
         problems: list[dict[str, str]] = []
-        unknown = sorted(set(call) - {*SECTIONS, "body"})
+        unknown = sorted(set(call) - {*INPUT_SECTIONS, "body"})
         problems += [
             _problem("input", k, "unknown key; use path, query, headers or body") for k in unknown
         ]
         values: dict[str, dict[str, Any]] = {}
-        for section, location in SECTIONS.items():
+        for section, location in INPUT_SECTIONS.items():
             given = call.get(section) or {}
             if not isinstance(given, dict):
                 problems.append(_problem(section, "/", "must be an object"))

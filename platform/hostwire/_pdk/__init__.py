@@ -3,8 +3,8 @@
 It owns the language-neutral model of operations, events and hooks
 (``model``), rendering templates (``generate``) and one module per language
 (``assemblyscript``, ``c``, ``rust``) that maps the model to its names and
-types. It imports ``hostwire._hostapi`` (the document, export names) and
-``hostwire._errors``; nothing at run time imports it but the CLI.
+types. It imports ``hostwire._hostapi`` (the document), ``hostwire._contract`` (export
+names, input sections) and ``hostwire._errors``; nothing at run time imports it but the CLI.
 """
 
 from hostwire._pdk.generate import LANGUAGES, generate, language, scaffold

@@ -40,6 +40,7 @@ import shlex
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+from hostwire._contract import INPUT_SECTIONS
 from hostwire._hostapi import OpenAPIDocument
 from hostwire._pdk.generate import RenderJob, templates_root
 from hostwire._pdk.model import Model, OperationDef, PdkModel, TypeRef, pascal_case
@@ -111,7 +112,8 @@ _PRIMITIVES = {"string": "string", "integer": "i64", "number": "f64", "boolean":
 _CODECS = {"string": "String", "integer": "Integer", "number": "Number", "boolean": "Boolean"}
 _FLAGGED = frozenset({"integer", "number", "boolean"})  # value types: no `| null`
 # Contract 1 input sections: parameter location → key.
-_SECTIONS = (("path", "path"), ("query", "query"), ("header", "headers"))
+# (OpenAPI location, key of the host call's input), as in Contract 1.
+_SECTIONS = tuple((location, key) for key, location in INPUT_SECTIONS.items())
 # What an operation's function refers to besides its codecs and host binding:
 # its arguments and locals must not shadow these.
 _OPERATION_GLOBALS = frozenset(

@@ -34,6 +34,7 @@ from collections.abc import Iterable
 from fractions import Fraction
 from typing import Any
 
+from hostwire._contract import INPUT_SECTIONS
 from hostwire._hostapi import OpenAPIDocument
 from hostwire._pdk.generate import RenderJob, templates_root
 from hostwire._pdk.model import ANY, Model, OperationDef, PdkModel, TypeRef
@@ -111,7 +112,8 @@ _ARRAY_BASES = {
     "boolean": "hw_bool",
     "any": "hw_any",  # not hw_json: hw_json_array() is the runtime's
 }
-_SECTIONS = (("path", "path"), ("query", "query"), ("header", "headers"))
+# (OpenAPI location, key of the host call's input), as in Contract 1.
+_SECTIONS = tuple((location, key) for key, location in INPUT_SECTIONS.items())
 
 
 # -- names --------------------------------------------------------------------

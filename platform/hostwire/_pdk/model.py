@@ -15,7 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from hostwire._hostapi import HTTP_HOOKS, Node, OpenAPIDocument, Operation, load_openapi
+from hostwire._contract import EVENT_TYPE, HTTP_HOOKS, event_export
+from hostwire._hostapi import Node, OpenAPIDocument, Operation, load_openapi
 
 HOOKS_SPEC = Path(__file__).resolve().parents[1] / "hooks.yaml"
 # export → (input model, output model), from hooks.yaml
@@ -289,12 +290,11 @@ def _operation(spec: OpenAPIDocument, builder: _Builder, op: Operation) -> Opera
 
 def _events(spec: OpenAPIDocument, builder: _Builder) -> list[EventDef]:
     events = []
-    pattern = re.compile(r"^([a-z][a-z0-9_]*)\.((before|after)_[a-z]+)$")
     for name, webhook in sorted(spec.webhooks.items()):
-        match = pattern.match(name)
+        match = EVENT_TYPE.match(name)
         if match is None or webhook.body is None or webhook.operation is None:
             continue
-        model, step, when = match.groups()
+        model, step, when = match["model"], match["step"], match["phase"]
         payload, _ = builder.type_of(webhook.body, f"{model}_event")
         result = None
         if when == "before":
@@ -306,7 +306,13 @@ def _events(spec: OpenAPIDocument, builder: _Builder) -> list[EventDef]:
                     break
         events.append(
             EventDef(
-                f"{model}_{step}", name, model, when == "before", payload, result, webhook.summary
+                event_export(model, step),
+                name,
+                model,
+                when == "before",
+                payload,
+                result,
+                webhook.summary,
             )
         )
     return events

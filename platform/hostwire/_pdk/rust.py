@@ -20,6 +20,7 @@ import textwrap
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+from hostwire._contract import INPUT_SECTIONS
 from hostwire._errors import ConfigError
 from hostwire._hostapi import OpenAPIDocument
 from hostwire._pdk.generate import RenderJob
@@ -73,6 +74,8 @@ _PRELUDE = {
 }
 _WORD_BOUNDARY = re.compile(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])")
 _NOT_WORD = re.compile(r"[^A-Za-z0-9]+")
+# The key of the host call's input (Contract 1) for each OpenAPI location.
+_KEYS = {location: key for key, location in INPUT_SECTIONS.items()}
 _PRIMITIVES = {"string": "String", "integer": "i64", "number": "f64", "boolean": "bool"}
 _VALUE = "serde_json::Value"
 
@@ -417,7 +420,7 @@ class _Mapper:
         )
 
     def _param(self, ident: str, param: Param) -> RustArg:
-        section = {"path": "path", "query": "query", "header": "headers"}[param.location]
+        section = _KEYS[param.location]
         return self._arg(
             ident,
             param.type,

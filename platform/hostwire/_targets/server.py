@@ -21,6 +21,7 @@ from typing import Any
 import uvicorn
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
+from hostwire._contract import error_body
 from hostwire._errors import ConfigError
 
 HEADER_TIMEOUT_S = 10.0
@@ -69,7 +70,7 @@ class HeaderTimeoutProtocol(H11Protocol):
         if self.transport.is_closing() or not self._waiting_for_headers():
             return
         message = f"The request headers did not arrive within {self.header_timeout_s:g} s."
-        body = json.dumps({"error": {"code": "request_timeout", "message": message}}).encode()
+        body = json.dumps(error_body("request_timeout", message)).encode()
         head = (
             "HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\n"
             f"content-length: {len(body)}\r\nconnection: close\r\n\r\n"
