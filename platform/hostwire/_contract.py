@@ -13,9 +13,9 @@ import re
 from typing import Any, Literal
 
 # Contract 1: the input keys that hold parameters, with each one's OpenAPI
-# location; the fourth key is "body". The output holds OUTPUT_KEYS.
+# location; the fourth key is "body". The output holds "status", "headers"
+# and "body".
 INPUT_SECTIONS = {"path": "path", "query": "query", "headers": "header"}
-OUTPUT_KEYS = ("status", "headers", "body")
 
 
 def error_body(code: str, message: str, details: Any = None) -> dict[str, Any]:

@@ -8,8 +8,8 @@ what its post-hook gets. A streaming response (one without Content-Length)
 goes out chunk by chunk through ``http_stream_chunk_hook`` instead, and no
 post-hook runs. Shapes: ``hooks.yaml``.
 
-Plug-in calls block. A hop to a worker thread costs about 50 µs, several times
-a hook call, so hooks of plug-ins whose ``timeout_ms`` is at most
+Plug-in calls block. A hop to a worker thread costs several times a hook
+call, so hooks of plug-ins whose ``timeout_ms`` is at most
 ``INLINE_TIMEOUT_MS`` (20) and which import no host functions run on the event
 loop itself: the timeout bounds how long they can hold it. Any other plug-in's
 hooks run in a worker thread, all of a request's pre-hooks in one hop and all

@@ -2,7 +2,8 @@
 
 It owns reading the document (``openapi``), checking each call against its
 operation (``validate``), the host functions that validate, check grants and
-send calls to a target (``functions``). It imports ``hostwire._runtime`` and ``hostwire._targets``.
+send calls to a target (``functions``). It imports ``hostwire._runtime``,
+``hostwire._targets`` and ``hostwire._contract``.
 """
 
 from hostwire._hostapi.functions import ALL_OPERATIONS, HostApi

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 import wasmtime
 
@@ -107,8 +106,3 @@ def inspect_module(wasm: bytes) -> ModuleInfo:
         kind, sig = _signature(exp.type)
         exports.append(Export(exp.name, kind, sig))
     return ModuleInfo(tuple(imports), tuple(exports))
-
-
-def read_module_file(path: Path) -> bytes:
-    """Read a ``.wasm`` or ``.wat`` file and return the binary module."""
-    return to_binary(path.read_bytes(), path.name)

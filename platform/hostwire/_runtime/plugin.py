@@ -1,8 +1,8 @@
 """The plug-in runtime: compile once, call from a pool of instances.
 
 An Extism ``Plugin`` is not thread-safe, so each concurrent call takes its own
-instance from a pool. Each instance is compiled with an engine of its own (1 to
-3 ms, paid when the pool grows or replaces an instance): Extism stops a call by
+instance from a pool. Each instance is compiled with an engine of its own (paid
+when the pool grows or replaces an instance): Extism stops a call by
 bumping its engine's epoch, which would stop every call on a shared engine. An instance that
 trapped, timed out, ran out of memory or whose host call failed is freed,
 never reused.
@@ -24,8 +24,10 @@ from types import TracebackType
 from typing import Any, Self
 
 # Rust captures a full native backtrace for every trap when RUST_BACKTRACE is
-# set (it is on many developer machines), which makes a trap cost ~250 ms.
-# hostwire reports the wasm reason instead, so library backtraces are off.
+# set (it is on many developer machines), which makes a trap slow. hostwire
+# reports the wasm reason instead, so library backtraces are off. This must
+# happen at import, before extism loads its native library: Rust reads the
+# variable once, at the first backtrace, and keeps the answer.
 os.environ.setdefault("RUST_LIB_BACKTRACE", "0")
 
 import extism
@@ -201,7 +203,7 @@ class Plugin:
             ) from exc
 
     def _new_instance(self, compiled: CompiledPlugin | None = None) -> _Instance:
-        # Every instance gets an engine of its own (a compile, 1 to 3 ms): Extism
+        # Every instance gets an engine of its own (a compile): Extism
         # enforces timeout_ms by bumping the engine's epoch, which interrupts every
         # store of that engine, so with a shared engine one call's timeout killed the
         # other calls of the same plug-in running at that moment.
