@@ -90,7 +90,9 @@ def test_call_wat_file_and_input_file(hostile_wat: Path, tmp_path: Path) -> None
         pytest.param(["memory_grow_bomb", "--memory-mib", "4"], 3, "more than 4 MiB", id="oom"),
         pytest.param(["unreachable_trap"], 3, "`unreachable` instruction executed", id="trap"),
         pytest.param(["nope"], 3, 'no export "nope"', id="no-such-export"),
-        pytest.param(["echo", "--memory-mib", "1"], 2, "memory_mib must be at least 2", id="limit"),
+        pytest.param(
+            ["echo", "--memory-mib", "1"], 64, "memory_mib must be at least 2", id="limit"
+        ),
     ],
 )
 def test_call_failures_are_one_line(
@@ -244,10 +246,10 @@ def test_call_outside_the_grants_fails_with_the_reason() -> None:
             id="unknown-grant",
         ),
         pytest.param(
-            ["--grant", "getStates"], 2, "--grant and --url need --spec", id="grant-without-spec"
+            ["--grant", "getStates"], 64, "--grant and --url need --spec", id="grant-without-spec"
         ),
         pytest.param(
-            [], 2, "calls host functions (get_states, set_light_color): give --spec", id="no-spec"
+            [], 64, "calls host functions (get_states, set_light_color): give --spec", id="no-spec"
         ),
         pytest.param(
             ["--spec", "nope.yaml"], 2, "nope.yaml: no such OpenAPI document", id="missing-spec"
@@ -326,10 +328,10 @@ def test_events_list_and_replay(tmp_path: Path) -> None:
     (delivery,) = json.loads(hostwire("events", "list", "--db", str(db), "--json").stdout)
     assert (delivery["state"], delivery["attempts"]) == ("pending", 0)
     unknown = hostwire("events", "replay", "evt_nope", "--db", str(db))
-    assert unknown.returncode == 2
+    assert unknown.returncode == 64
     assert 'No event has the id "evt_nope"' in unknown.stderr
     missing = hostwire("events", "list", "--db", str(tmp_path / "none.db"))
     assert (missing.returncode, missing.stderr.strip()) == (
-        2,
+        64,
         f"hostwire: error: {tmp_path / 'none.db'}: no such database (give the app's --db file).",
     )

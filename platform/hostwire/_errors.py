@@ -1,10 +1,15 @@
 """The exceptions hostwire raises.
 
 HostwireError
-├── ConfigError                  a plug-in configuration file is wrong
+├── UsageError                   the command line was used wrongly (exit 64)
+├── ConfigError                  a plug-in configuration file is wrong (exit 2)
 │   └── SpecError                an OpenAPI document is missing or invalid
 ├── StorageError                 the database is full, read-only or unreachable
-└── PluginError                  something went wrong with one plug-in
+├── AppStartupError              the app's lifespan failed or did not answer
+├── InvalidCall                  a host call breaks its OpenAPI operation (400)
+├── DispatchError                a host call could not reach the app (502, 504...)
+├── HookFailed                   a fail_closed HTTP hook failed (502)
+└── PluginError                  something went wrong with one plug-in (exit 3)
     ├── PluginLoadError          the module cannot be read, fetched or compiled
     │   └── PluginIntegrityError its sha256 is not the one configured
     ├── PluginInputError         the input is over the plug-in's size limit
@@ -21,7 +26,9 @@ HostwireError
     └── EventHandlerError        a before-event handler failed (fail_closed)
 
 Every PluginError carries the plug-in's name and, when known, the export.
-`exit_code` is what the command line exits with for that kind of error.
+`exit_code` is what the command line exits with for that kind of error (1
+unless a class says otherwise); the CLI maps exceptions to exit codes only
+through it.
 """
 
 from __future__ import annotations
@@ -31,6 +38,12 @@ class HostwireError(Exception):
     """Base class of every error hostwire raises on purpose."""
 
     exit_code = 1
+
+
+class UsageError(HostwireError):
+    """The command line was used wrongly: a bad option, a missing argument."""
+
+    exit_code = 64  # EX_USAGE (sysexits.h): not the configuration error's 2
 
 
 class ConfigError(HostwireError):
@@ -58,6 +71,37 @@ class StorageError(HostwireError):
         super().__init__(message)
         self.kind = kind
         self.retry_after_s = retry_after_s
+
+
+class AppStartupError(HostwireError):
+    """The app's lifespan startup or shutdown failed or did not answer."""
+
+
+class InvalidCall(HostwireError):
+    """A host call breaks its operation; ``details`` says where and why."""
+
+    def __init__(self, message: str, details: list[dict[str, str]]) -> None:
+        super().__init__(message)
+        self.details = details
+
+
+class DispatchError(HostwireError):
+    """A host call could not be completed; ``status`` and ``code`` go to the plug-in."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+
+
+class HookFailed(HostwireError):
+    """A fail_closed HTTP hook failed; the client gets 502 naming the plug-in."""
+
+    def __init__(self, plugin: str, export: str, reason: str) -> None:
+        super().__init__(f'Plug-in "{plugin}" {export} failed: {reason}')
+        self.plugin = plugin
+        self.export = export
+        self.reason = reason
 
 
 class PluginError(HostwireError):

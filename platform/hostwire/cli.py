@@ -14,11 +14,11 @@ from contextlib import contextmanager
 from importlib.metadata import entry_points
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import Any, NoReturn
 
 from hostwire._config import load_config
 from hostwire._contract import http_hook_exports, lifecycle_exports
-from hostwire._errors import ConfigError, HostwireError, PluginLoadError
+from hostwire._errors import ConfigError, HostwireError, PluginLoadError, UsageError
 from hostwire._events import STATES, Outbox
 from hostwire._hostapi import HostApi, load_openapi
 from hostwire._pdk import LANGUAGES, generate, language, scaffold
@@ -34,13 +34,8 @@ from hostwire._runtime import (
 )
 from hostwire._targets import HttpTarget, run_app
 
-USAGE_ERROR = 2
 # Apps register a factory ``(db_path) -> ASGI app`` here; hostwire imports none.
 APPS_GROUP = "hostwire.apps"
-
-
-class UsageError(HostwireError):
-    exit_code = USAGE_ERROR
 
 
 # Folders build tools put a module in; the project is the first folder above them.
@@ -333,16 +328,22 @@ def cmd_events_replay(args: argparse.Namespace) -> int:
     return 0
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, with usage errors exiting as ``UsageError`` does (not 2, the config's)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.print_usage(sys.stderr)
+        self.exit(UsageError.exit_code, f"{self.prog}: error: {message}\n")
+
+
 _DEBUG_HELP = "show tracebacks and debug logs (exit codes stay the same)"
 # Every command accepts --debug too; SUPPRESS keeps a command from resetting it to False.
-_DEBUG = argparse.ArgumentParser(add_help=False)
+_DEBUG = _Parser(add_help=False)
 _DEBUG.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=_DEBUG_HELP)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="hostwire", description="OpenAPI-driven WebAssembly plug-ins on Extism."
-    )
+    parser = _Parser(prog="hostwire", description="OpenAPI-driven WebAssembly plug-ins on Extism.")
     parser.add_argument("--debug", action="store_true", help=_DEBUG_HELP)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 

@@ -41,7 +41,7 @@ from urllib.parse import parse_qsl, quote, urlencode
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from hostwire._errors import PluginError
+from hostwire._errors import HookFailed, PluginError
 from hostwire._events import Subscriber
 from hostwire._hooks.responses import ResponseContract
 from hostwire._hostapi import HEADER_VALUE, OpenAPIDocument
@@ -54,23 +54,14 @@ MAX_BODY_BYTES = 1024 * 1024
 INLINE_TIMEOUT_MS = 20
 
 
-class HookFailed(Exception):
-    """A fail_closed hook failed; the client gets 502 naming the plug-in."""
-
-    def __init__(self, plugin: str, export: str, reason: str) -> None:
-        super().__init__(f'Plug-in "{plugin}" {export} failed: {reason}')
-        self.plugin = plugin
-        self.export = export
-        self.reason = reason
-
-    def log_line(self, exchange: _Exchange) -> str:
-        """The failure for the server's log: one line, client and plug-in text escaped."""
-        request = exchange.request
-        return (
-            f'Plug-in "{self.plugin}" {self.export} failed on {log_safe(request["method"])} '
-            f'"{log_safe(request["path"])}" (request_id={log_safe(exchange.request_id)}): '
-            f"{log_safe(self.reason)}"
-        )
+def _failure_line(exc: HookFailed, exchange: _Exchange) -> str:
+    """A hook failure for the server's log: one line, client and plug-in text escaped."""
+    request = exchange.request
+    return (
+        f'Plug-in "{exc.plugin}" {exc.export} failed on {log_safe(request["method"])} '
+        f'"{log_safe(request["path"])}" (request_id={log_safe(exchange.request_id)}): '
+        f"{log_safe(exc.reason)}"
+    )
 
 
 class _Disconnected(Exception):
@@ -229,7 +220,8 @@ class HttpHooksMiddleware:
                 await _run(posting, self._run_post_hooks, exchange)
         except HookFailed as exc:
             log.error(
-                "%s; its policy is fail_closed, so the client got 502.", exc.log_line(exchange)
+                "%s; its policy is fail_closed, so the client got 502.",
+                _failure_line(exc, exchange),
             )
             await _send_error(send, 502, "plugin_failed", str(exc), plugin=exc.plugin)
             return
@@ -495,7 +487,7 @@ class HttpHooksMiddleware:
                 )
             except HookFailed as exc:
                 # The status line is gone: all we can do is end the stream, and say why.
-                log.error("%s; the stream was cut short.", exc.log_line(exchange))
+                log.error("%s; the stream was cut short.", _failure_line(exc, exchange))
                 await send({"type": "http.response.body", "body": b"", "more_body": False})
                 raise _StreamCut from exc
             if passed is not None and (passed or not more):

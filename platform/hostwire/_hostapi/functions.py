@@ -9,9 +9,9 @@ from pathlib import Path
 from typing import Any
 
 from hostwire._contract import error_body
-from hostwire._errors import ConfigError
+from hostwire._errors import ConfigError, InvalidCall
 from hostwire._hostapi.openapi import OpenAPIDocument, Operation, dumps, load_openapi
-from hostwire._hostapi.validate import InvalidCall, OperationValidator
+from hostwire._hostapi.validate import OperationValidator
 from hostwire._runtime import (
     CHAIN,
     CallContext,

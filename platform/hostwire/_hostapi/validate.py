@@ -32,6 +32,7 @@ from openapi_schema_validator import (
 )
 
 from hostwire._contract import INPUT_SECTIONS
+from hostwire._errors import InvalidCall
 from hostwire._hostapi.openapi import Node, OpenAPIDocument, Operation, Parameter, is_json
 from hostwire._targets import RESERVED_HEADERS, RESERVED_PREFIX, HttpCall
 
@@ -43,14 +44,6 @@ MAX_MESSAGE = 240
 MAX_DETAILS = 20
 # Header values a plug-in may send: visible latin-1 text, tabs and spaces; never CR or LF.
 HEADER_VALUE = re.compile(r"^[\t\x20-\x7e\x80-\xff]*$")
-
-
-class InvalidCall(Exception):
-    """The call breaks its operation; ``details`` says where and why."""
-
-    def __init__(self, message: str, details: list[dict[str, str]]) -> None:
-        super().__init__(message)
-        self.details = details
 
 
 def clip(text: str, limit: int = QUOTE_CHARS) -> str:

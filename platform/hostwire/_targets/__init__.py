@@ -9,6 +9,7 @@ call chain) and ``hostwire._errors``, never the host API that uses it.
 ``hostwire serve`` needs, so the CLI imports it on demand.
 """
 
+from hostwire._errors import DispatchError
 from hostwire._targets.apprunner import run_app
 from hostwire._targets.dispatch import (
     ASGI_EXTENSION,
@@ -16,7 +17,6 @@ from hostwire._targets.dispatch import (
     RESERVED_PREFIX,
     AsgiTarget,
     Caller,
-    DispatchError,
     HttpCall,
     HttpTarget,
     Reply,

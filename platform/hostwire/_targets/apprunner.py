@@ -12,14 +12,10 @@ import anyio.from_thread
 import anyio.lowlevel
 from starlette.types import ASGIApp, Message
 
-from hostwire._errors import HostwireError
+from hostwire._errors import AppStartupError
 from hostwire._targets.dispatch import AsgiTarget
 
 STEP_TIMEOUT_S = 60.0
-
-
-class AppStartupError(HostwireError):
-    """The app's lifespan startup or shutdown failed or did not answer."""
 
 
 class _Lifespan:

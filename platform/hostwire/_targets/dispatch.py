@@ -24,6 +24,7 @@ import anyio.lowlevel
 import httpx
 from starlette.types import ASGIApp, Message
 
+from hostwire._errors import DispatchError
 from hostwire._runtime import CHAIN, log_safe
 
 log = logging.getLogger("hostwire.dispatch")
@@ -92,15 +93,6 @@ class Reply:
     status: int
     headers: dict[str, str] = field(default_factory=dict)
     body: bytes = b""
-
-
-class DispatchError(Exception):
-    """The call could not be completed; ``status`` and ``code`` go to the plug-in."""
-
-    def __init__(self, status: int, code: str, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.code = code
 
 
 class Target(Protocol):
