@@ -9,6 +9,7 @@ of hostwire.
 
 from __future__ import annotations
 
+import json
 import re
 from typing import Any, Literal
 
@@ -24,6 +25,12 @@ def error_body(code: str, message: str, details: Any = None) -> dict[str, Any]:
     if details:
         error["details"] = details
     return {"error": error}
+
+
+def error_reply(status: int, code: str, message: str, details: Any = None) -> bytes:
+    """A host call's error answer (Contract 1 output), as compact JSON."""
+    reply = {"status": status, "headers": {}, "body": error_body(code, message, details)}
+    return json.dumps(reply, separators=(",", ":"), ensure_ascii=False).encode()
 
 
 # Contract 2: an event is ``<model>.<phase>_<step>`` (``light.before_save``, the

@@ -21,8 +21,8 @@ from openapi_core.validation.request.validators import (
 )
 
 from hostwire import compile_schema, load_openapi
+from hostwire._contract import error_reply
 from hostwire._errors import InvalidCall
-from hostwire._hostapi.functions import error_reply
 from hostwire._hostapi.validate import MAX_DETAILS, OperationValidator, _Schema
 from petstore.app import SPEC as PETSTORE_PATH
 

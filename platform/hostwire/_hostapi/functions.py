@@ -8,7 +8,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from hostwire._contract import error_body
+from hostwire._contract import error_reply
 from hostwire._errors import ConfigError, InvalidCall
 from hostwire._hostapi.openapi import OpenAPIDocument, Operation, dumps, load_openapi
 from hostwire._hostapi.validate import OperationValidator
@@ -26,10 +26,6 @@ from hostwire._targets import Caller, DispatchError, Reply, Target
 log = logging.getLogger("hostwire.hostapi")
 ALL_OPERATIONS = "*"
 DEFAULT_MAX_DEPTH = 8
-
-
-def error_reply(status: int, code: str, message: str, details: Any = None) -> bytes:
-    return dumps({"status": status, "headers": {}, "body": error_body(code, message, details)})
 
 
 def _reply_json(reply: Reply) -> bytes:

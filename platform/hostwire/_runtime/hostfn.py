@@ -24,7 +24,6 @@ What a host function reads from the plug-in is bounded by the block's length
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -33,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 import extism
 from extism.extism import _ffi, _lib
 
+from hostwire._contract import error_reply
 from hostwire._errors import (
     HostCallLimitError,
     HostFunctionError,
@@ -137,8 +137,7 @@ def payload_too_large(context: CallContext, function: str, length: int) -> bytes
         f'The input of host function "{function}" is {length} bytes, over the plug-in\'s '
         f"limit of {context.max_host_input_bytes} (max_host_input_bytes); it was not read."
     )
-    error = {"code": "payload_too_large", "message": message}
-    return json.dumps({"status": 413, "headers": {}, "body": {"error": error}}).encode()
+    return error_reply(413, "payload_too_large", message)
 
 
 @dataclass(frozen=True, slots=True)
