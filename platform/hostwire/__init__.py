@@ -1,5 +1,6 @@
 """hostwire: an application's OpenAPI document as a WebAssembly plug-in system."""
 
+from hostwire._app import Hostwire
 from hostwire._config import (
     EventsConfig,
     HostwireConfig,
@@ -76,6 +77,7 @@ __all__ = [
     "HostCallLimitError",
     "HostFunction",
     "HostFunctionError",
+    "Hostwire",
     "HostwireConfig",
     "HostwireError",
     "HttpCall",

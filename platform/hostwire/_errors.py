@@ -33,6 +33,8 @@ through it.
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class HostwireError(Exception):
     """Base class of every error hostwire raises on purpose."""
@@ -187,3 +189,13 @@ class EventHandlerError(PluginError):
 
     The handler's own error is the ``__cause__``.
     """
+
+
+class RecordInvalid(HostwireError):  # TEMPORARY STUB
+    def __init__(self, message: str, details: Any = None) -> None:
+        super().__init__(message)
+        self.details = details
+
+
+class RecordConflict(HostwireError):  # TEMPORARY STUB
+    code = "conflict"

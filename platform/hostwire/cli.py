@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import importlib
+import inspect
 import json
 import logging
 import re
@@ -16,7 +18,8 @@ from pathlib import Path
 from types import FrameType
 from typing import Any, NoReturn
 
-from hostwire._config import load_config
+from hostwire._app import Hostwire, factory_arguments
+from hostwire._config import HostwireConfig, load_config
 from hostwire._contract import http_hook_exports, lifecycle_exports
 from hostwire._errors import ConfigError, HostwireError, PluginLoadError, UsageError
 from hostwire._events import STATES, Outbox
@@ -36,6 +39,11 @@ from hostwire._targets import HttpTarget, run_app
 
 # Apps register a factory ``(db_path) -> ASGI app`` here; hostwire imports none.
 APPS_GROUP = "hostwire.apps"
+_APP_HELP = (
+    "the ASGI app: module:attribute (an app object, or a factory function called with the "
+    "db_path/db/database and config arguments it takes), or an installed app's name; "
+    "default lightcontrol"
+)
 
 
 # Folders build tools put a module in; the project is the first folder above them.
@@ -80,9 +88,64 @@ def _app_factory(name: str) -> Callable[..., Any]:
     found = entry_points(group=APPS_GROUP, name=name)
     if not found:
         names = ", ".join(sorted(ep.name for ep in entry_points(group=APPS_GROUP))) or "none"
-        raise UsageError(f'No app named "{name}" is installed (apps: {names}).')
+        raise UsageError(
+            f"--app {name}: no installed app has that name (installed: {names}); "
+            "give module:attribute for your own app (e.g. --app myapp.main:app)."
+        )
     factory: Callable[..., Any] = next(iter(found)).load()
     return factory
+
+
+def _import_app(spec: str) -> Any:
+    """``module:attribute`` (dotted attributes allowed); the working folder is on the path."""
+    module_name, _, attribute = spec.partition(":")
+    if not module_name or not attribute:
+        raise UsageError(f"--app {spec}: write module:attribute, e.g. --app myapp.main:app.")
+    if "" not in sys.path and str(Path.cwd()) not in sys.path:
+        sys.path.insert(0, str(Path.cwd()))  # as uvicorn does: the app is in the project
+    try:
+        found: Any = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name and module_name.startswith(exc.name):
+            raise UsageError(
+                f'--app {spec}: no module named "{module_name}" (run from the folder that holds '
+                "it, or install it)."
+            ) from exc
+        raise
+    for part in attribute.split("."):
+        try:
+            found = getattr(found, part)
+        except AttributeError as exc:
+            raise UsageError(f'--app {spec}: module "{module_name}" has no "{attribute}".') from exc
+    return found
+
+
+def _build_app(spec: str, *, db: str | None, config: HostwireConfig | None) -> Any:
+    """The ASGI app ``--app`` names, with the database and the plug-ins given.
+
+    An installed name or a function is a factory, called with the keyword
+    arguments it accepts of ``db_path``/``db``/``database`` and ``config``; an
+    app object is used as it is. An app that wires hostwire itself
+    (``app.state.hostwire``) takes no ``--config``; one that does not gets a
+    ``Hostwire`` with it.
+    """
+    found = _import_app(spec) if ":" in spec else _app_factory(spec)
+    if inspect.isfunction(found) or inspect.ismethod(found):
+        offered = {"db_path": db, "db": db, "database": db, "config": config}
+        arguments = factory_arguments(found, **offered)
+        app = found(**arguments)
+        taken = "config" in arguments
+    else:
+        app, taken = found, False
+    if config is None or taken:
+        return app
+    state = getattr(app, "state", None)
+    if getattr(state, "hostwire", None) is not None:
+        raise UsageError(
+            f"--app {spec} sets up hostwire itself (its own configuration): drop --config, "
+            "or make the app a factory that takes config=."
+        )
+    return Hostwire(app, config=config, database=db)
 
 
 @contextmanager
@@ -105,8 +168,15 @@ def _host_functions(args: argparse.Namespace, plugin: str) -> Iterator[list[Host
         finally:
             api.close()
         return
+    if args.app is None:
+        args.app = "lightcontrol"
+        print(
+            "hostwire: calling lightcontrol in process (give --app module:app for your app, "
+            "or --url for a running one)",
+            file=sys.stderr,
+        )
     with tempfile.TemporaryDirectory(prefix="hostwire-call-") as scratch:
-        app = _app_factory(args.app)(db_path=str(Path(scratch) / "throwaway.db"))
+        app = _build_app(args.app, db=str(Path(scratch) / "throwaway.db"), config=None)
         with run_app(app, path_prefix=spec.base_path) as local:
             yield HostApi(spec, local).host_functions(plugin, args.grant)
 
@@ -257,21 +327,43 @@ def cmd_serve(args: argparse.Namespace) -> int:
             super().handle_exit(sig, frame)
             self._captured_signals.clear()
 
-    factory = _app_factory(args.app)
-    if args.config:
-        plugins = load_config(args.config)
-        try:
-            app = factory(db_path=args.db, config=plugins)
-        except ConfigError as exc:
-            if exc.path == str(Path(args.config)):
-                raise
-            # E.g. a grant or the openapi document it names: say which file to fix.
-            raise ConfigError(f"{Path(args.config)}: {exc}", path=args.config) from exc
-    else:
-        app = factory(db_path=args.db)
+    plugins = load_config(args.config) if args.config else None
+    try:
+        app = _build_app(args.app, db=args.db, config=plugins)
+    except ConfigError as exc:
+        if plugins is None or exc.path == str(Path(args.config)):
+            raise
+        # E.g. a grant or the openapi document it names: say which file to fix.
+        raise ConfigError(f"{Path(args.config)}: {exc}", path=args.config) from exc
     print(f"hostwire: serving {args.app} on http://{args.host}:{args.port}", file=sys.stderr)
     config = server_config(app, host=args.host, port=args.port)  # with a header deadline
     _CleanExitServer(config).run()
+    return 0
+
+
+def cmd_openapi(args: argparse.Namespace) -> int:
+    app = _build_app(args.app, db=None, config=None)
+    hostwire = getattr(getattr(app, "state", None), "hostwire", None)
+    if isinstance(hostwire, Hostwire):
+        document = hostwire.openapi()
+    elif callable(getattr(app, "openapi", None)):
+        document = app.openapi()
+    else:
+        raise UsageError(
+            f"--app {args.app} has no document of its own to print (neither hostwire nor "
+            "FastAPI's openapi()); its OpenAPI file is the document."
+        )
+    text = json.dumps(document, indent=2, ensure_ascii=False) + "\n"
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(text, encoding="utf-8")
+        print(
+            f"wrote {args.out} ({len(document.get('paths') or {})} paths, "
+            f"{len(document.get('webhooks') or {})} webhooks)",
+            file=sys.stderr,
+        )
+    else:
+        sys.stdout.write(text)
     return 0
 
 
@@ -348,15 +440,18 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     serve = commands.add_parser(
-        "serve", parents=[_DEBUG], help="run the app (lightcontrol) with uvicorn"
+        "serve", parents=[_DEBUG], help="run an ASGI app with its plug-ins, with uvicorn"
     )
     serve.add_argument("--host", default="127.0.0.1", help="default 127.0.0.1")
     serve.add_argument("--port", type=int, default=8000, help="default 8000")
+    serve.add_argument("--app", default="lightcontrol", help=_APP_HELP)
     serve.add_argument(
-        "--db", default="lightcontrol.db", help="SQLite file, default ./lightcontrol.db"
+        "--db",
+        help="the app's database: a SQLAlchemy URL (sqlite:///app.db, postgresql://...) or a "
+        "SQLite file; given to the app's factory and to the outbox (lightcontrol's default: "
+        "./lightcontrol.db)",
     )
     serve.add_argument("--config", help="plug-in configuration file (YAML or JSON)")
-    serve.add_argument("--app", default="lightcontrol", help=argparse.SUPPRESS)
     serve.set_defaults(handler=cmd_serve)
 
     plugin = commands.add_parser("plugin", parents=[_DEBUG], help="inspect or run one plug-in file")
@@ -395,18 +490,32 @@ def build_parser() -> argparse.ArgumentParser:
         "--url", help="call the app at this base URL instead of in process with a throw-away store"
     )
     call.add_argument("--token", help="the plug-in's bearer token for --url")
-    call.add_argument("--app", default="lightcontrol", help=argparse.SUPPRESS)
+    call.add_argument(
+        "--app",
+        help="the app --spec describes, run in process with a throw-away database: "
+        "module:attribute or an installed app's name (lightcontrol if neither --app nor --url)",
+    )
     call.set_defaults(handler=cmd_plugin_call)
 
-    inspect = plugin_commands.add_parser(
+    inspecting = plugin_commands.add_parser(
         "inspect", parents=[_DEBUG], help="list exports, imports and needs"
     )
-    inspect.add_argument("file", help="plug-in file, .wasm or .wat")
-    inspect.add_argument("--json", action="store_true", help="print JSON")
-    inspect.add_argument("--spec", help="OpenAPI document: list the operations it calls and grants")
-    inspect.set_defaults(handler=cmd_plugin_inspect)
+    inspecting.add_argument("file", help="plug-in file, .wasm or .wat")
+    inspecting.add_argument("--json", action="store_true", help="print JSON")
+    inspecting.add_argument(
+        "--spec", help="OpenAPI document: list the operations it calls and grants"
+    )
+    inspecting.set_defaults(handler=cmd_plugin_inspect)
 
     _add_plugin_new(plugin_commands)
+    openapi = commands.add_parser(
+        "openapi",
+        parents=[_DEBUG],
+        help="print an app's OpenAPI document, with its tracked models' webhooks",
+    )
+    openapi.add_argument("--app", required=True, help="the app: module:attribute or a name")
+    openapi.add_argument("--out", help="write it to this file instead of standard output")
+    openapi.set_defaults(handler=cmd_openapi)
     _add_pdk(commands)
     _add_events(commands)
     return parser

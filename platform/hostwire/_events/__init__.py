@@ -10,5 +10,6 @@ schemas).
 from hostwire._events.bus import EventBus, Subscriber, new_envelope
 from hostwire._events.outbox import STATES, Outbox
 from hostwire._events.storage import StorageGuard
+from hostwire._events.tracking import ModelTracker  # TEMP
 
 __all__ = ["STATES", "EventBus", "Outbox", "StorageGuard", "Subscriber", "new_envelope"]

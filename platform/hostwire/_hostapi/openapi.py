@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import urldefrag, urljoin, urlparse
 from urllib.request import url2pathname
 
+import httpx
 import yaml
 from openapi_spec_validator import validate as validate_spec
 from openapi_spec_validator.validation.exceptions import OpenAPIValidationError
@@ -26,6 +27,10 @@ from referencing.jsonschema import DRAFT4, DRAFT202012
 from hostwire._errors import SpecError
 from hostwire._text import one_line, yaml_problem
 
+_FETCH_TIMEOUT_S = 30.0
+# Where a document that is not a file lives, for $refs inside it (validators resolve file: URIs).
+_IN_MEMORY_URI = "file:///hostwire-in-memory/openapi.json"
+_MAX_FETCH_BYTES = 16 * 1024 * 1024
 METHODS = ("get", "put", "post", "delete", "options", "head", "patch", "trace")
 _WORD_BOUNDARY = re.compile(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])")
 _NOT_WORD = re.compile(r"[^A-Za-z0-9]+")
@@ -242,25 +247,57 @@ def _specification(document: dict[str, Any]) -> Any:
     return DRAFT4 if str(document.get("openapi", "")).startswith("3.0") else DRAFT202012
 
 
-def load_openapi(path: str | Path) -> OpenAPIDocument:
-    """Load an OpenAPI document (YAML or JSON) whose $refs point inside it or to files."""
-    path = Path(path).resolve()
-    document = _read_document(path)
-    if not isinstance(document, dict) or "openapi" not in document:
-        raise SpecError(f"{path}: not an OpenAPI document (no 'openapi' field).", path=str(path))
-    document = _string_keys(document, str(path), "")
+def load_openapi(
+    source: str | Path | Mapping[str, Any], *, name: str = "the OpenAPI document"
+) -> OpenAPIDocument:
+    """Load an OpenAPI document: a file (YAML or JSON), an http(s) URL, or a parsed dict.
+
+    A file's $refs may point inside it or to other files; a URL's or a dict's
+    only inside the document. ``name`` says what a dict is in error messages.
+    """
+    if isinstance(source, Mapping):
+        return _checked(dict(source), name, _IN_MEMORY_URI)
+    if isinstance(source, str) and source.startswith(("http://", "https://")):
+        return _checked(_fetch_document(source), source, _IN_MEMORY_URI)
+    path = Path(source).resolve()
+    return _checked(_read_document(path), str(path), path.as_uri())
+
+
+def _fetch_document(url: str) -> Any:
     try:
-        validate_spec(document, base_uri=path.as_uri())
-    except OpenAPIValidationError as exc:
-        where = "/".join(str(p) for p in exc.absolute_path) or "top level"
+        response = httpx.get(url, timeout=_FETCH_TIMEOUT_S, follow_redirects=True)
+    except httpx.HTTPError as exc:
+        raise SpecError(f"{url}: cannot fetch the OpenAPI document: {exc}.", path=url) from exc
+    if response.status_code != 200:
         raise SpecError(
-            f"{path}: invalid OpenAPI document at {where}: {one_line(exc.message)}.",
-            path=str(path),
+            f"{url}: fetching the OpenAPI document answered {response.status_code}, not 200.",
+            path=url,
+        )
+    if len(response.content) > _MAX_FETCH_BYTES:
+        raise SpecError(f"{url}: the OpenAPI document is over {_MAX_FETCH_BYTES} bytes.", path=url)
+    try:
+        text = response.content.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise SpecError(f"{url}: the OpenAPI document is not UTF-8: {exc}.", path=url) from exc
+    return _load_text(text, url)
+
+
+def _checked(document: Any, where: str, uri: str) -> OpenAPIDocument:
+    if not isinstance(document, dict) or "openapi" not in document:
+        raise SpecError(f"{where}: not an OpenAPI document (no 'openapi' field).", path=where)
+    document = _string_keys(document, where, "")
+    try:
+        validate_spec(document, base_uri=uri)
+    except OpenAPIValidationError as exc:
+        at = "/".join(str(p) for p in exc.absolute_path) or "top level"
+        raise SpecError(
+            f"{where}: invalid OpenAPI document at {at}: {one_line(exc.message)}.",
+            path=where,
         ) from exc
     except (RecursionError, Unresolvable, OSError, ValueError) as exc:
         raise SpecError(
-            f"{path}: cannot check the document: {one_line(str(exc)) or type(exc).__name__}.",
-            path=str(path),
+            f"{where}: cannot check the document: {one_line(str(exc)) or type(exc).__name__}.",
+            path=where,
         ) from exc
     specification = _specification(document)
 
@@ -272,11 +309,10 @@ def load_openapi(path: str | Path) -> OpenAPIDocument:
         resource: Resource[Any] = specification.create_resource(contents)
         return resource
 
-    uri = path.as_uri()
     registry: Registry[Any] = Registry(retrieve=retrieve).with_resource(  # type: ignore[call-arg]
         uri, specification.create_resource(document)
     )
-    spec = OpenAPIDocument(str(path), document, uri, registry)
+    spec = OpenAPIDocument(where, document, uri, registry)
     spec.operations = _collect_operations(spec)
     spec.webhooks = _collect_webhooks(spec)
     return spec

@@ -1,0 +1,1 @@
+"""tasks: a small FastAPI + SQLAlchemy service that hosts plug-ins through hostwire."""

@@ -1,0 +1,525 @@
+"""``Hostwire``: one object that gives a Starlette or FastAPI app its plug-in system.
+
+It wires what an app needs and nothing the app must know about: host
+functions for every operation of the app's OpenAPI document (called in
+process, limited by each plug-in's grants), the configured plug-ins, the
+event bus and the outbox in the app's own database, the HTTP hooks
+middleware, answers for hostwire's errors, and the app's lifespan (bind the
+loop, load the plug-ins, start and stop delivery workers).
+
+The document is resolved when the app starts, so routes declared after
+``Hostwire(app, ...)`` are host functions too: an explicit ``spec``, else the
+configuration's ``openapi`` file, else the app's own document (FastAPI's
+``app.openapi()``, or what the app serves at ``/openapi.json``). Tracked
+models add their lifecycle webhooks to it; ``openapi()`` returns the result,
+and a FastAPI app serves it.
+"""
+
+from __future__ import annotations
+
+import copy
+import inspect
+import logging
+import uuid
+from collections.abc import AsyncIterator, Callable, Mapping
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Self
+
+import anyio.to_thread
+import httpx
+from sqlalchemy import event
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
+from sqlalchemy.orm import Session
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from hostwire._config import HostwireConfig, load_config
+from hostwire._contract import EVENT_TYPE, error_body
+from hostwire._errors import (
+    ConfigError,
+    EventHandlerError,
+    EventRejected,
+    HostwireError,
+    RecordConflict,
+    RecordInvalid,
+    SpecError,
+    StorageError,
+)
+from hostwire._events import EventBus, ModelTracker, Outbox, Subscriber
+from hostwire._hooks import HttpHooksMiddleware
+from hostwire._hostapi import HostApi, OpenAPIDocument, load_openapi, snake_case
+from hostwire._pluginset import PluginSet
+from hostwire._runtime import log_safe
+from hostwire._targets import AsgiTarget
+
+log = logging.getLogger("hostwire")
+
+SERVED_SPEC_PATH = "/openapi.json"
+MAX_BODY_BYTES = 1024 * 1024
+Database = Engine | AsyncEngine | str | Path
+SpecSource = str | Path | Mapping[str, Any]
+
+
+class Hostwire:
+    """The plug-in system of one ASGI app (Starlette or FastAPI).
+
+    ``config`` is a configuration file's path or a loaded ``HostwireConfig``;
+    ``spec`` a path, an http(s) URL or a dict (by default the app's own
+    document); ``database`` the app's SQLAlchemy ``Engine`` or ``AsyncEngine``
+    (or a URL, or a SQLite file's path), where the outbox keeps after-events.
+    ``hooks=False`` leaves the HTTP hooks middleware out, for an app that places
+    ``hooks_middleware()`` in its own stack. Plug-ins are loaded when the app
+    starts (or by ``start()``); ``close()`` undoes everything.
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        config: HostwireConfig | str | Path,
+        spec: SpecSource | None = None,
+        database: Database | None = None,
+        hooks: bool = True,
+        max_body_bytes: int = MAX_BODY_BYTES,
+    ) -> None:
+        self.app = app
+        self.config = config if isinstance(config, HostwireConfig) else load_config(config)
+        self.max_body_bytes = max_body_bytes
+        self.target = AsgiTarget(app)
+        self.tracker = ModelTracker()
+        self.document: OpenAPIDocument | None = None
+        self.plugins: PluginSet | None = None
+        self.bus: EventBus | None = None
+        self._spec = spec
+        self._app_openapi: Callable[[], dict[str, Any]] | None = None
+        self._merged: dict[str, Any] | None = None
+        events = self.config.events.model_dump(exclude={"max_depth"})
+        self.outbox = Outbox(database, **events) if database is not None else None
+        self._workers_started = False
+        if isinstance(app, Starlette):
+            self._install(app, hooks=hooks)
+        elif hooks:
+            raise TypeError(
+                f"Hostwire installs itself into a Starlette or FastAPI app, not "
+                f"{type(app).__name__}; pass hooks=False and wrap the app with "
+                "hooks_middleware(), and call start() and close() yourself."
+            )
+
+    # -- what the app calls ------------------------------------------------------
+
+    def track(self, model: type, *, name: str | None = None, schema: Any = None) -> None:
+        """Raise ``<name>_before_*`` and ``<name>_after_*`` events for a mapped class.
+
+        ``name`` defaults to the class name in snake_case; ``schema`` is the
+        record schema (a component name of the document, or a JSON schema),
+        by default the component named like the class, else the columns'.
+        """
+        if self.document is not None:
+            raise RuntimeError(
+                f"track({model.__name__}) came after the app started: call it before, so "
+                "that the document has its webhooks."
+            )
+        self.tracker.track(model, name=name, schema=schema)
+
+    def openapi(self) -> dict[str, Any]:
+        """The app's OpenAPI document with the tracked models' webhooks added."""
+        if self._merged is None:
+            self._merged = self._with_webhooks(self._own_document())
+        return self._merged
+
+    def emit(
+        self,
+        type: str,
+        data: Mapping[str, Any],
+        *,
+        connection: Session | Connection | None = None,
+        subject: str | None = None,
+    ) -> str:
+        """Raise event ``type`` (a webhook of the document) with ``data``; return its id.
+
+        The event goes to the outbox, for every plug-in that exports its
+        handler, and is delivered after commit: inside ``connection``'s
+        transaction when given one (rolled back with it), else in one of its
+        own. ``subject`` orders events: those of one subject reach a plug-in
+        one at a time, in order (by default ``data["id"]`` if there is one).
+        """
+        outbox, bus = self._events_ready(f'emit("{type}")')
+        envelope = self._envelope(type, data, bus)
+        export = _event_export(type)
+        targets = [(s.plugin.name, export) for s in bus.subscribers if export in s.plugin.exports]
+        if not targets:
+            return str(envelope["id"])
+        if subject is None:
+            key = data.get("id")
+            subject = f"{type.partition('.')[0]}/{key}" if key is not None else str(envelope["id"])
+        if connection is None:
+            with outbox.engine.begin() as own:
+                outbox.add(own, envelope, subject=subject, targets=targets)
+            outbox.notify()
+        elif isinstance(connection, Session):
+            outbox.add(connection.connection(), envelope, subject=subject, targets=targets)
+            event.listen(connection, "after_commit", lambda _s: outbox.notify(), once=True)
+        elif isinstance(connection, Connection):
+            outbox.add(connection, envelope, subject=subject, targets=targets)
+            # Connections report a commit just before it happens: the poll is the backstop.
+            event.listen(connection, "commit", lambda _c: outbox.notify(), once=True)
+        else:
+            raise TypeError(
+                "emit(connection=...) takes a SQLAlchemy Session or Connection, not "
+                f"{type_name(connection)}; for AsyncSession or AsyncConnection await emit_async()."
+            )
+        return str(envelope["id"])
+
+    async def emit_async(
+        self,
+        type: str,
+        data: Mapping[str, Any],
+        *,
+        connection: AsyncSession | AsyncConnection | None = None,
+        subject: str | None = None,
+    ) -> str:
+        """``emit()`` for async code: in ``connection``'s transaction, or in a thread."""
+        if connection is None:
+            return await anyio.to_thread.run_sync(lambda: self.emit(type, data, subject=subject))
+        if isinstance(connection, AsyncSession | AsyncConnection):
+            found: str = await connection.run_sync(
+                lambda sync: self.emit(type, data, connection=sync, subject=subject)
+            )
+            return found
+        raise TypeError(
+            "emit_async(connection=...) takes an AsyncSession or AsyncConnection, not "
+            f"{type_name(connection)}."
+        )
+
+    def hooks_middleware(self) -> Middleware:
+        """The HTTP hooks middleware, for an app that places it in its own stack."""
+        return Middleware(_HooksEntry, hostwire=self)
+
+    @property
+    def subscribers(self) -> list[Subscriber]:
+        """The loaded plug-ins in the configuration's order (none before start)."""
+        return self.plugins.subscribers if self.plugins is not None else []
+
+    # -- starting and stopping ---------------------------------------------------
+
+    def start(self) -> None:
+        """Resolve the document and load the plug-ins. Idempotent.
+
+        The lifespan calls it; call it yourself to fail early (a bad plug-in
+        raises ``ConfigError`` here) or in a program that serves no requests.
+        """
+        if self.plugins is not None:
+            return
+        document = self._resolve_document()
+        self.target.path_prefix = document.base_path
+        api = HostApi(document, self.target, max_depth=self.config.events.max_depth)
+        plugins = PluginSet(self.config, api)
+        self.document = document
+        self.plugins = plugins
+        self.bus = EventBus(plugins.subscribers, spec=document)
+        self.tracker.bind(self.bus, self.outbox)
+
+    async def start_async(self) -> None:
+        """``start()`` off the event loop, with the app's served document fetched first."""
+        if self.plugins is not None:
+            return
+        if self._needs_served_document():
+            self._merged = self._with_webhooks(await self._served_document())
+        await anyio.to_thread.run_sync(self.start)
+
+    def start_delivery(self) -> None:
+        """Start the outbox's delivery workers for the plug-ins that handle after-events."""
+        if self.outbox is None or self.plugins is None or self._workers_started:
+            return
+        delivered = self._delivered_exports()
+        self.outbox.start(p for p in self.plugins if delivered & p.exports)
+        self._workers_started = True
+
+    def close(self) -> None:
+        """Stop delivery, unbind and close the plug-ins. Idempotent."""
+        if self.outbox is not None:
+            self.outbox.stop()
+        self._workers_started = False
+        self._shut()
+
+    async def close_async(self) -> None:
+        """``close()`` with delivery stopped in a thread: in-flight deliveries may need the loop."""
+        if self.outbox is not None:
+            await self.outbox.stop_async()
+        self._workers_started = False
+        self._shut()
+
+    def __enter__(self) -> Self:
+        self.start()
+        self.start_delivery()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    # -- internals ---------------------------------------------------------------
+
+    def _delivered_exports(self) -> frozenset[str]:
+        """Exports of the document's webhooks that the outbox delivers (all but before-events)."""
+        webhooks = (self.document.document.get("webhooks") or {}) if self.document else {}
+        found = set()
+        for name in webhooks:
+            lifecycle = EVENT_TYPE.match(name)
+            if lifecycle is None or lifecycle["phase"] != "before":
+                found.add(_event_export(name))
+        return frozenset(found)
+
+    def _shut(self) -> None:
+        self.tracker.unbind()
+        self.target.unbind()
+        plugins, self.plugins = self.plugins, None
+        self.bus = None
+        self.document = None
+        if plugins is not None:
+            plugins.close()
+
+    def _install(self, app: Starlette, *, hooks: bool) -> None:
+        if hooks:
+            app.add_middleware(_HooksEntry, hostwire=self)
+        for kind, handler in _HANDLERS.items():
+            if kind not in app.exception_handlers:  # the app's own answer wins
+                app.add_exception_handler(kind, handler)
+        own_openapi = getattr(app, "openapi", None)
+        if callable(own_openapi):  # FastAPI: serve the document with the webhooks
+            self._app_openapi = own_openapi
+            app.openapi = self.openapi  # type: ignore[attr-defined]
+        app.router.lifespan_context = self._lifespan(app.router.lifespan_context)
+        app.state.hostwire = self
+
+    def _lifespan(
+        self, inner: Callable[[Any], AbstractAsyncContextManager[Any]]
+    ) -> Callable[[Any], AbstractAsyncContextManager[Any]]:
+        @asynccontextmanager
+        async def lifespan(app: Any) -> AsyncIterator[Any]:
+            self.target.bind()
+            try:
+                await self.start_async()
+                self.start_delivery()
+                async with inner(app) as state:
+                    yield state
+            finally:
+                await self.close_async()
+
+        return lifespan
+
+    def _events_ready(self, what: str) -> tuple[Outbox, EventBus]:
+        if self.outbox is None:
+            raise ConfigError(
+                f"{what} needs the outbox: give Hostwire(database=...) (the app's engine)."
+            )
+        if self.bus is None:
+            raise RuntimeError(f"{what} came before Hostwire started (the app's startup).")
+        return self.outbox, self.bus
+
+    def _envelope(self, type: str, data: Mapping[str, Any], bus: EventBus) -> dict[str, Any]:
+        document = self.document
+        assert document is not None
+        if type not in (document.document.get("webhooks") or {}):
+            declared = ", ".join(sorted(document.document.get("webhooks") or {})) or "none"
+            raise ValueError(
+                f'"{type}" is not a webhook of {document.source}, so no plug-in can '
+                f"handle it (webhooks: {declared})."
+            )
+        envelope = {
+            "id": f"evt_{uuid.uuid4().hex}",
+            "type": type,
+            "timestamp": datetime.now(UTC)
+            .isoformat(timespec="milliseconds")
+            .replace("+00:00", "Z"),
+            "data": dict(data),
+        }
+        found = bus.problems(envelope)
+        if found:
+            first = found[0]
+            raise ValueError(
+                f'The data of event "{type}" does not match its webhook: '
+                f"{first['field']}: {first['message']}."
+            )
+        return envelope
+
+    def _needs_served_document(self) -> bool:
+        return self._source() is None and self._app_openapi is None and self._merged is None
+
+    def _source(self) -> SpecSource | None:
+        if self._spec is not None:
+            return self._spec
+        if self.config.openapi:
+            return self.config.base_dir / self.config.openapi
+        return None
+
+    def _resolve_document(self) -> OpenAPIDocument:
+        source = self._source()
+        if source is not None and not self.tracker.names:
+            # Loaded from its file, so that $refs to other files resolve.
+            return load_openapi(source, name="the spec given to Hostwire")
+        if self._merged is None and self._needs_served_document():
+            raise SpecError(
+                "Hostwire found no OpenAPI document: give spec= (a path, URL or dict), name "
+                f"one in the configuration's openapi key, or serve one at {SERVED_SPEC_PATH} "
+                "(fetched when the app starts)."
+            )
+        return load_openapi(self.openapi(), name="the app's OpenAPI document")
+
+    def _own_document(self) -> dict[str, Any]:
+        source = self._source()
+        if source is not None:
+            return copy.deepcopy(load_openapi(source, name="the spec given to Hostwire").document)
+        if self._app_openapi is not None:
+            return copy.deepcopy(self._app_openapi())
+        raise RuntimeError(
+            f"the app's document is known once it has started (it serves it at "
+            f"{SERVED_SPEC_PATH}); give Hostwire(spec=...) to have it before."
+        )
+
+    def _with_webhooks(self, document: Mapping[str, Any]) -> dict[str, Any]:
+        merged = copy.deepcopy(dict(document))
+        added = self.tracker.webhooks(merged)
+        if added:
+            webhooks = merged.setdefault("webhooks", {})
+            clash = sorted(set(added) & set(webhooks))
+            if clash:
+                log.info(
+                    "the document declares %s already; tracked models keep its definition",
+                    ", ".join(clash),
+                )
+            for name, entry in added.items():
+                webhooks.setdefault(name, entry)
+        return merged
+
+    async def _served_document(self) -> dict[str, Any]:
+        transport = httpx.ASGITransport(app=self._inner_app())
+        async with httpx.AsyncClient(transport=transport, base_url="http://app") as client:
+            try:
+                response = await client.get(SERVED_SPEC_PATH)
+            except Exception as exc:
+                raise SpecError(
+                    f"fetching the app's {SERVED_SPEC_PATH} failed: {log_safe(str(exc))}; "
+                    "give Hostwire(spec=...)."
+                ) from exc
+        if response.status_code != 200:
+            raise SpecError(
+                f"the app answered {response.status_code} for {SERVED_SPEC_PATH}: give "
+                "Hostwire(spec=...) (a path, URL or dict), or serve the document there."
+            )
+        try:
+            found = response.json()
+        except ValueError as exc:
+            raise SpecError(f"the app's {SERVED_SPEC_PATH} is not JSON: {exc}.") from exc
+        if not isinstance(found, dict):
+            raise SpecError(f"the app's {SERVED_SPEC_PATH} is not an OpenAPI document.")
+        return found
+
+    def _inner_app(self) -> ASGIApp:
+        # The routes without the middleware (the app may guard /openapi.json).
+        router = getattr(self.app, "router", None)
+        return router if router is not None else self.app
+
+
+class _HooksEntry:
+    """Runs the HTTP hooks once the plug-ins are loaded; passes requests through before."""
+
+    def __init__(self, app: ASGIApp, hostwire: Hostwire) -> None:
+        self.app = app
+        self.hostwire = hostwire
+        self._hooks: HttpHooksMiddleware | None = None
+        self._for: OpenAPIDocument | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        document = self.hostwire.document
+        if scope["type"] != "http" or document is None:
+            await self.app(scope, receive, send)
+            return
+        if self._hooks is None or self._for is not document:
+            self._hooks = HttpHooksMiddleware(
+                self.app,
+                subscribers=lambda: self.hostwire.subscribers,
+                max_body_bytes=self.hostwire.max_body_bytes,
+                spec=document,
+            )
+            self._for = document
+        await self._hooks(scope, receive, send)
+
+
+def _event_export(type: str) -> str:
+    """The export that handles webhook ``type``: ``task.before_save`` → ``task_before_save``."""
+    found = EVENT_TYPE.match(type)
+    if found:
+        return f"{found['model']}_{found['step']}"
+    return snake_case(type)
+
+
+def type_name(value: object) -> str:
+    return type(value).__name__
+
+
+def _error(status: int, code: str, message: str, details: Any = None) -> JSONResponse:
+    return JSONResponse(error_body(code, message, details), status_code=status)
+
+
+async def _rejected(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, EventRejected)
+    response = _error(422, "rejected", str(exc))
+    response.headers["x-hostwire-plugin"] = exc.plugin
+    return response
+
+
+async def _handler_failed(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, EventHandlerError)
+    log.warning("%s", log_safe(str(exc)))
+    response = _error(502, "plugin_failed", str(exc))
+    response.headers["x-hostwire-plugin"] = exc.plugin
+    return response
+
+
+async def _invalid(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, RecordInvalid)
+    return _error(422, "invalid_record", str(exc), exc.details)
+
+
+async def _conflict(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, RecordConflict)
+    return _error(409, exc.code, str(exc))
+
+
+async def _storage(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, StorageError)
+    response = _error(503, "storage_unavailable", str(exc))
+    response.headers["retry-after"] = str(exc.retry_after_s)
+    return response
+
+
+_HANDLERS: dict[type[HostwireError], Callable[[Request, Exception], Any]] = {
+    EventRejected: _rejected,
+    EventHandlerError: _handler_failed,
+    RecordInvalid: _invalid,
+    RecordConflict: _conflict,
+    StorageError: _storage,
+}
+
+
+def factory_arguments(factory: Callable[..., Any], **offered: Any) -> dict[str, Any]:
+    """The keyword arguments of ``offered`` that ``factory`` accepts (for the CLI)."""
+    try:
+        parameters = inspect.signature(factory).parameters
+    except (TypeError, ValueError):
+        return {}
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
+        return {k: v for k, v in offered.items() if v is not None}
+    return {k: v for k, v in offered.items() if k in parameters and v is not None}
