@@ -59,6 +59,7 @@ from hostwire._targets import (
     HttpTarget,
     Reply,
     Target,
+    calling_plugin,
     run_app,
 )
 
@@ -107,6 +108,7 @@ __all__ = [
     "Subscriber",
     "Target",
     "Webhook",
+    "calling_plugin",
     "compile_schema",
     "fetch_url",
     "load_config",
