@@ -13,7 +13,7 @@ from typing import Any
 import anyio
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from hostwire import log_safe
+from hostwire import calling_plugin, log_safe
 
 access_log = logging.getLogger("lightcontrol.access")
 log = logging.getLogger("lightcontrol")
@@ -227,7 +227,7 @@ class ConcurrencyLimitMiddleware:
             return
         # A plug-in's in-process call is part of work already admitted; shedding
         # it would fail the request that is waiting for it.
-        if self.in_flight >= self.max_concurrent and in_process_plugin(scope) is None:
+        if self.in_flight >= self.max_concurrent and calling_plugin(scope) is None:
             await send_error(
                 send,
                 503,
@@ -241,12 +241,6 @@ class ConcurrencyLimitMiddleware:
             await self.app(scope, receive, send)
         finally:
             self.in_flight -= 1
-
-
-def in_process_plugin(scope: Scope) -> str | None:
-    """The plug-in behind an in-process hostwire call (a scope extension no client can send)."""
-    extension = scope.get("extensions", {}).get("hostwire")
-    return str(extension["plugin"]) if extension else None
 
 
 class BearerAuthMiddleware:
@@ -274,7 +268,7 @@ class BearerAuthMiddleware:
         self.public_paths = public_paths
 
     def _principal(self, scope: Scope) -> str | None:
-        plugin = in_process_plugin(scope)
+        plugin = calling_plugin(scope)
         if plugin is not None:
             return f"plugin:{plugin}"
         header = dict(scope["headers"]).get(b"authorization", b"")

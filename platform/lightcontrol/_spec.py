@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import functools
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from hostwire import OpenAPIDocument, compile_schema, load_openapi
+from hostwire import OpenAPIDocument, Schema, compile_schema, load_openapi
 
 
 def resource_dir() -> Path:
@@ -35,7 +36,7 @@ def document() -> OpenAPIDocument:
 
 
 @functools.cache
-def _checker(schema_name: str) -> Any:
+def _checker(schema_name: str) -> Schema:
     spec_ = document()
     return compile_schema(spec_, spec_.component_schema(schema_name))
 
@@ -48,27 +49,9 @@ def problems(schema_name: str, value: object) -> list[dict[str, str]]:
     ]
 
 
-@functools.cache
-def _query_checkers(operation_id: str) -> dict[str, Any]:
-    """The compiled schema of each query parameter of ``operation_id``, made once."""
-    operation = document().operation(operation_id)
-    if operation is None:
-        raise KeyError(f"light.yaml has no operation {operation_id!r}")
-    return {
-        p.name: compile_schema(document(), p.schema)
-        for p in operation.parameters
-        if p.location == "query" and p.schema is not None
-    }
-
-
-def query_problems(operation_id: str, query: dict[str, str]) -> list[dict[str, str]]:
+def query_problems(operation_id: str, query: Mapping[str, str]) -> list[dict[str, str]]:
     """Problems with the query parameters of ``operation_id`` (numbers cast first)."""
-    found = []
-    for name, checker in _query_checkers(operation_id).items():
-        if name in query:
-            value = checker.cast(query[name])
-            found += [
-                {"field": name, "message": p["message"]}
-                for p in checker.problems("query", "", value)
-            ]
-    return found
+    return [
+        {"field": p["field"], "message": p["message"]}
+        for p in document().query_problems(operation_id, query)
+    ]

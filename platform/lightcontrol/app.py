@@ -7,12 +7,13 @@ import logging
 import os
 import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from starlette.applications import Starlette
+from starlette.datastructures import QueryParams
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
@@ -29,6 +30,7 @@ from hostwire import (
     Outbox,
     PluginSet,
     StorageError,
+    Subscriber,
     load_openapi,
     log_safe,
     to_thread,
@@ -114,14 +116,24 @@ def _error(
     return Response(error_body(code, message, details), status, media_type="application/json")
 
 
+def _refuse(problems: list[dict[str, str]]) -> None:
+    """422 naming the first of ``problems`` (all of them in ``details``), if any."""
+    if problems:
+        first = problems[0]
+        raise LightInvalid(f"{first['field']}: {first['message']}.", problems)
+
+
 async def _body(request: Request, schema: str) -> dict[str, Any]:
     value = parse_json(await request.body())
-    found = _spec.problems(schema, value)
-    if found:
-        first = found[0]
-        raise LightInvalid(f"{first['field']}: {first['message']}.", found)
+    _refuse(_spec.problems(schema, value))
     assert isinstance(value, dict)
     return value
+
+
+def _query(request: Request, operation_id: str) -> QueryParams:
+    """The request's query, checked against the parameters of ``operation_id``."""
+    _refuse(_spec.query_problems(operation_id, dict(request.query_params)))
+    return request.query_params
 
 
 def _states(light: dict[str, Any]) -> dict[str, Any]:
@@ -133,106 +145,127 @@ def _store(request: Request) -> LightStore:
     return store
 
 
+def _outbox(request: Request) -> Outbox:
+    outbox: Outbox = request.app.state.outbox
+    return outbox
+
+
+async def _run(fn: Callable[..., Any], *args: Any) -> Any:
+    # The model path blocks (SQLite fsync, plug-ins): never on the loop.
+    # hostwire.to_thread keeps a pool per nesting depth, so a plug-in
+    # calling back into this app cannot starve it of threads.
+    return await to_thread(fn, *args)
+
+
 def build_routes() -> list[Route]:
-    async def run(fn: Callable[..., Any], *args: Any) -> Any:
-        # The model path blocks (SQLite fsync, plug-ins): never on the loop.
-        # hostwire.to_thread keeps a pool per nesting depth, so a plug-in
-        # calling back into this app cannot starve it of threads.
-        return await to_thread(fn, *args)
+    """The API's routes: the lights, then their events."""
+    return [*_light_routes(), *_event_routes()]
 
-    # Reads take microseconds on their own WAL connection, less than a hop to
-    # a worker thread: they run on the loop.
-    async def get_states(request: Request) -> Response:
-        return _json(_states(_store(request).get(DEFAULT_LIGHT_ID)))
 
-    async def control_light(request: Request) -> Response:
-        body = await _body(request, "ControlLightRequest")
-        light = await run(
-            _store(request).update, DEFAULT_LIGHT_ID, {"status": STATUSES[body["action"]]}
-        )
-        return _json(_states(light))
+# -- lights ----------------------------------------------------------------------------
+# Reads take microseconds on their own WAL connection, less than a hop to
+# a worker thread: they run on the loop.
 
-    async def set_light_color(request: Request) -> Response:
-        body = await _body(request, "SetLightColorRequest")
-        light = await run(
-            _store(request).update, DEFAULT_LIGHT_ID, {"color": COLORS[body["action"]]}
-        )
-        return _json(_states(light))
 
-    async def list_lights(request: Request) -> Response:
-        return _json({"lights": _store(request).list()})
-
-    async def create_light(request: Request) -> Response:
-        body = await _body(request, "LightCreate")
-        return _json(await run(_store(request).create, body), 201)
-
-    async def get_light(request: Request) -> Response:
-        return _json(_store(request).get(request.path_params["id"]))
-
-    async def update_light(request: Request) -> Response:
-        body = await _body(request, "LightUpdate")
-        return _json(await run(_store(request).update, request.path_params["id"], body))
-
-    async def delete_light(request: Request) -> Response:
-        await run(_store(request).destroy, request.path_params["id"])
-        return Response(status_code=204)
-
-    async def list_event_deliveries(request: Request) -> Response:
-        query = request.query_params
-        problems = _spec.query_problems("listEventDeliveries", dict(query))
-        if problems:
-            first = problems[0]
-            raise LightInvalid(f"{first['field']}: {first['message']}.", problems)
-        outbox: Outbox = request.app.state.outbox
-        found = await run(
-            functools.partial(
-                outbox.deliveries,
-                plugin=query.get("plugin"),
-                state=query.get("state"),
-                event_id=query.get("event_id"),
-                limit=int(query.get("limit", "100")),
-            )
-        )
-        return _json({"deliveries": found, "summary": await run(outbox.summary)})
-
-    async def stream_light_events(request: Request) -> Response:
-        problems = _spec.query_problems("streamLightEvents", dict(request.query_params))
-        if problems:
-            first = problems[0]
-            raise LightInvalid(f"{first['field']}: {first['message']}.", problems)
-        limit = request.query_params.get("limit")
-        feed: ChangeFeed = request.app.state.feed
-        most = request.app.state.settings.max_streams
-        if feed.listening >= most:
-            response = _error(
-                503, "overloaded", f"{most} event streams are open already; retry later."
-            )
-            response.headers["retry-after"] = "5"
-            return response
-        return StreamingResponse(
-            feed.listen(int(limit) if limit else None),
-            media_type="text/event-stream",
-            headers={"cache-control": "no-cache"},
-        )
-
-    async def replay_event(request: Request) -> Response:
-        outbox: Outbox = request.app.state.outbox
-        event_id = request.path_params["event_id"]
-        if not await run(functools.partial(outbox.deliveries, event_id=event_id, limit=1)):
-            raise LightNotFound(f'No event has the id "{event_id}".')
-        count = await run(outbox.replay, event_id, request.query_params.get("plugin"))
-        return _json({"replayed": count})
-
+def _light_routes() -> list[Route]:
     return [
-        _path("/states", GET=get_states),
-        _path("/light_control", POST=control_light),
-        _path("/light_color", POST=set_light_color),
-        _path("/lights", GET=list_lights, POST=create_light),
-        _path("/lights/{id}", GET=get_light, PATCH=update_light, DELETE=delete_light),
-        _path("/events/deliveries", GET=list_event_deliveries),
-        _path("/events/stream", GET=stream_light_events),
-        _path("/events/{event_id}/replay", POST=replay_event),
+        _path("/states", GET=_get_states),
+        _path("/light_control", POST=_control_light),
+        _path("/light_color", POST=_set_light_color),
+        _path("/lights", GET=_list_lights, POST=_create_light),
+        _path("/lights/{id}", GET=_get_light, PATCH=_update_light, DELETE=_delete_light),
     ]
+
+
+async def _get_states(request: Request) -> Response:
+    return _json(_states(_store(request).get(DEFAULT_LIGHT_ID)))
+
+
+async def _control_light(request: Request) -> Response:
+    body = await _body(request, "ControlLightRequest")
+    light = await _run(
+        _store(request).update, DEFAULT_LIGHT_ID, {"status": STATUSES[body["action"]]}
+    )
+    return _json(_states(light))
+
+
+async def _set_light_color(request: Request) -> Response:
+    body = await _body(request, "SetLightColorRequest")
+    light = await _run(_store(request).update, DEFAULT_LIGHT_ID, {"color": COLORS[body["action"]]})
+    return _json(_states(light))
+
+
+async def _list_lights(request: Request) -> Response:
+    return _json({"lights": _store(request).list()})
+
+
+async def _create_light(request: Request) -> Response:
+    body = await _body(request, "LightCreate")
+    return _json(await _run(_store(request).create, body), 201)
+
+
+async def _get_light(request: Request) -> Response:
+    return _json(_store(request).get(request.path_params["id"]))
+
+
+async def _update_light(request: Request) -> Response:
+    body = await _body(request, "LightUpdate")
+    return _json(await _run(_store(request).update, request.path_params["id"], body))
+
+
+async def _delete_light(request: Request) -> Response:
+    await _run(_store(request).destroy, request.path_params["id"])
+    return Response(status_code=204)
+
+
+# -- events ----------------------------------------------------------------------------
+
+
+def _event_routes() -> list[Route]:
+    return [
+        _path("/events/deliveries", GET=_list_event_deliveries),
+        _path("/events/stream", GET=_stream_light_events),
+        _path("/events/{event_id}/replay", POST=_replay_event),
+    ]
+
+
+async def _list_event_deliveries(request: Request) -> Response:
+    query = _query(request, "listEventDeliveries")
+    outbox = _outbox(request)
+    found = await _run(
+        functools.partial(
+            outbox.deliveries,
+            plugin=query.get("plugin"),
+            state=query.get("state"),
+            event_id=query.get("event_id"),
+            limit=int(query.get("limit", "100")),
+        )
+    )
+    return _json({"deliveries": found, "summary": await _run(outbox.summary)})
+
+
+async def _stream_light_events(request: Request) -> Response:
+    limit = _query(request, "streamLightEvents").get("limit")
+    feed: ChangeFeed = request.app.state.feed
+    most = request.app.state.settings.max_streams
+    if feed.listening >= most:
+        response = _error(503, "overloaded", f"{most} event streams are open already; retry later.")
+        response.headers["retry-after"] = "5"
+        return response
+    return StreamingResponse(
+        feed.listen(int(limit) if limit else None),
+        media_type="text/event-stream",
+        headers={"cache-control": "no-cache"},
+    )
+
+
+async def _replay_event(request: Request) -> Response:
+    outbox = _outbox(request)
+    event_id = request.path_params["event_id"]
+    if not await _run(functools.partial(outbox.deliveries, event_id=event_id, limit=1)):
+        raise LightNotFound(f'No event has the id "{event_id}".')
+    count = await _run(outbox.replay, event_id, request.query_params.get("plugin"))
+    return _json({"replayed": count})
 
 
 Endpoint = Callable[[Request], Awaitable[Response]]
@@ -341,6 +374,16 @@ async def _internal_error(request: Request, exc: Exception) -> Response:
     return _error(500, "internal_error", "The server failed; the error is in its log.")
 
 
+_EXCEPTION_HANDLERS: dict[Any, ExceptionHandler] = {
+    LightError: _light_error,
+    BadJson: _bad_json,
+    ClientDisconnect: _client_gone,
+    StorageError: _storage_error,
+    HTTPException: _http_error,
+    Exception: _internal_error,
+}
+
+
 def create_app(
     settings: Settings | None = None,
     *,
@@ -353,65 +396,95 @@ def create_app(
     bad one fails here, before serving) and call this app in process.
     """
     settings = settings or Settings.from_env()
-    # Both need the app, so they are made after it; lifespan and the hooks
-    # middleware only use them once the app runs.
-    target: AsgiTarget
-    hosted: PluginSet | None = None
+    hosting = _Hosting(plugins)
+    app = Starlette(
+        routes=[*build_routes(), *build_metadata_routes(settings)],  # the API is the hot path
+        middleware=_middleware(settings, hosting),
+        exception_handlers=_EXCEPTION_HANDLERS,
+        lifespan=_lifespan(settings, store, hosting),
+    )
+    app.state.settings = settings
+    hosting.connect(app)
+    app.state.plugins = hosting.plugins
+    return app
+
+
+@dataclass
+class _Hosting:
+    """The configured plug-ins and the in-process target they call the app through.
+
+    Both need the finished app, so ``connect`` makes them after it; the
+    lifespan and the hooks middleware only use them once the app runs.
+    """
+
+    config: HostwireConfig | None
+    target: AsgiTarget = field(init=False)
+    plugins: PluginSet | None = None
+
+    def connect(self, app: Starlette) -> None:
+        """Make the target and load the plug-ins (a bad one fails here)."""
+        self.target = AsgiTarget(app)
+        if self.config is None:
+            return
+        spec = load_openapi(PluginSet.spec_path(self.config, _spec.resource_dir() / "light.yaml"))
+        self.target.path_prefix = spec.base_path
+        api = HostApi(spec, self.target, max_depth=self.config.events.max_depth)
+        self.plugins = PluginSet(self.config, api)
+
+    def subscribers(self) -> list[Subscriber]:
+        return self.plugins.subscribers if self.plugins is not None else []
+
+    def start(self, store: LightStore, outbox: Outbox) -> None:
+        """Let any thread reach the app; send the store's events to the plug-ins."""
+        self.target.bind()
+        if self.plugins is None:
+            return
+        hosted = self.plugins
+        bus = EventBus(hosted.subscribers, spec=hosted.api.spec if hosted.api else None)
+        LightEvents(bus, outbox).attach(store)
+        outbox.start(p for p in hosted if any(e.startswith("light_after_") for e in p.exports))
+
+
+Lifespan = Callable[[Starlette], AbstractAsyncContextManager[None]]
+
+
+def _lifespan(settings: Settings, store: LightStore | None, hosting: _Hosting) -> Lifespan:
+    """Open the store (unless given), its change feed and outbox; close them after."""
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        own = store is None
         active = store or LightStore(Path(settings.db_path))
-        app.state.store = active
         feed = ChangeFeed()
         feed.attach(active)
-        app.state.feed = feed
-        events = plugins.events if plugins is not None else None
-        outbox = Outbox(
-            active.path,
-            write_lock=active.write_lock,
-            **(events.model_dump(exclude={"max_depth"}) if events is not None else {}),
-        )
-        app.state.outbox = outbox
-        target.bind()
-        if hosted is not None:
-            LightEvents(
-                EventBus(hosted.subscribers, spec=hosted.api.spec if hosted.api else None), outbox
-            ).attach(active)
-            outbox.start(p for p in hosted if any(e.startswith("light_after_") for e in p.exports))
+        outbox = _open_outbox(active, hosting.config)
+        app.state.store, app.state.feed, app.state.outbox = active, feed, outbox
+        hosting.start(active, outbox)
         try:
             yield
         finally:
             # In a thread: deliveries in flight may need this loop to finish.
             await outbox.stop_async()
             feed.detach(active)
-            target.unbind()
-            if own:
+            hosting.target.unbind()
+            if store is None:  # the app opened it
                 active.close()
-            if hosted is not None:
-                hosted.close()
+            if hosting.plugins is not None:
+                hosting.plugins.close()
 
-    handlers: dict[Any, ExceptionHandler] = {
-        LightError: _light_error,
-        BadJson: _bad_json,
-        ClientDisconnect: _client_gone,
-        StorageError: _storage_error,
-        HTTPException: _http_error,
-        Exception: _internal_error,
-    }
-    middleware = [Middleware(RequestIdMiddleware)]
-    if settings.cors_origins:  # without origins CORS only adds work to every request
-        middleware.append(
-            Middleware(
-                CORSMiddleware,
-                allow_origins=settings.cors_origins,
-                allow_methods=["GET", "POST", "PATCH", "DELETE"],
-                # x-api-key: for HTTP-hook guards such as the api_guard sample.
-                allow_headers=["authorization", "content-type", "x-request-id", "x-api-key"],
-                expose_headers=["x-request-id", "retry-after"],
-            )
-        )
-    middleware += [
+    return lifespan
+
+
+def _open_outbox(store: LightStore, config: HostwireConfig | None) -> Outbox:
+    """The durable after-event outbox, in the store's database, tuned by ``events:``."""
+    events = config.events.model_dump(exclude={"max_depth"}) if config is not None else {}
+    return Outbox(store.path, write_lock=store.write_lock, **events)
+
+
+def _middleware(settings: Settings, hosting: _Hosting) -> list[Middleware]:
+    """The stack, outermost first."""
+    return [
+        Middleware(RequestIdMiddleware),
+        *_cors(settings),
         # The body is read before the request takes a slot: slow senders hold none.
         Middleware(
             BodyLimitMiddleware,
@@ -427,10 +500,10 @@ def create_app(
         # hook can guard, rate-limit or answer requests itself.
         Middleware(
             HttpHooksMiddleware,
-            subscribers=lambda: hosted.subscribers if hosted is not None else [],
+            subscribers=hosting.subscribers,
             max_body_bytes=settings.max_body_bytes,
             # Post-hook rewrites are checked against the API this app serves.
-            spec=_spec.document() if plugins is not None else None,
+            spec=_spec.document() if hosting.config is not None else None,
         ),
         Middleware(
             BearerAuthMiddleware,
@@ -439,20 +512,21 @@ def create_app(
             plugin_tokens=settings.plugin_tokens,
         ),
     ]
-    app = Starlette(
-        routes=[*build_routes(), *build_metadata_routes(settings)],  # the API is the hot path
-        middleware=middleware,
-        exception_handlers=handlers,
-        lifespan=lifespan,
-    )
-    app.state.settings = settings
-    target = AsgiTarget(app)
-    if plugins is not None:
-        spec = load_openapi(PluginSet.spec_path(plugins, _spec.resource_dir() / "light.yaml"))
-        target.path_prefix = spec.base_path
-        hosted = PluginSet(plugins, HostApi(spec, target, max_depth=plugins.events.max_depth))
-    app.state.plugins = hosted
-    return app
+
+
+def _cors(settings: Settings) -> list[Middleware]:
+    if not settings.cors_origins:  # without origins CORS only adds work to every request
+        return []
+    return [
+        Middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["GET", "POST", "PATCH", "DELETE"],
+            # x-api-key: for HTTP-hook guards such as the api_guard sample.
+            allow_headers=["authorization", "content-type", "x-request-id", "x-api-key"],
+            expose_headers=["x-request-id", "retry-after"],
+        )
+    ]
 
 
 def serve_app(db_path: str | None = None, config: HostwireConfig | None = None) -> Starlette:

@@ -32,6 +32,7 @@ from hostwire import (
     Plugin,
     PluginLoadError,
     SpecError,
+    calling_plugin,
     load_openapi,
     run_app,
     snake_case,
@@ -611,6 +612,25 @@ def test_run_app_copes_with_apps_that_ignore_lifespan() -> None:
 
     with run_app(bare) as target:
         assert target.send(HttpCall("GET", "/"), Caller("p")).body == b"hi"
+
+
+def test_calling_plugin_names_the_plugin_of_in_process_calls_only() -> None:
+    async def who(request: Request) -> PlainTextResponse:
+        return PlainTextResponse(str(calling_plugin(request.scope)))
+
+    app = Starlette(routes=[Route("/", who)])
+    with run_app(app) as target:
+        assert target.send(HttpCall("GET", "/"), Caller("night-mode")).body == b"night-mode"
+    # A client over the network cannot claim to be a plug-in, not even by a header.
+    transport = httpx.ASGITransport(app=app)
+
+    async def over_the_network() -> bytes:
+        async with httpx.AsyncClient(transport=transport, base_url="http://app") as client:
+            headers = {"x-hostwire-plugin": "night-mode"}
+            return (await client.get("/", headers=headers)).content
+
+    assert anyio.run(over_the_network) == b"None"
+    assert calling_plugin({"type": "http", "extensions": None}) is None
 
 
 def test_lifespan_state_reaches_in_process_requests(tmp_path: Path) -> None:

@@ -20,10 +20,10 @@ from openapi_core.validation.request.validators import (
     V31RequestParametersValidator,
 )
 
-from hostwire import compile_schema, load_openapi
+from hostwire import Schema, compile_schema, load_openapi
 from hostwire._contract import error_reply
 from hostwire._errors import InvalidCall
-from hostwire._hostapi.validate import MAX_DETAILS, OperationValidator, _Schema
+from hostwire._hostapi.validate import MAX_DETAILS, OperationValidator
 from petstore.app import SPEC as PETSTORE_PATH
 
 LIGHTS = "openapi/light.yaml"
@@ -141,7 +141,7 @@ def test_portable_schemas_take_the_fast_path_and_agree() -> None:
         {**record, "extra": 1},
         {k: v for k, v in record.items() if k != "name"},
     ]
-    slow = _Schema(lights, lights.component_schema("Light"), fast=False)
+    slow = Schema(lights, lights.component_schema("Light"), fast=False)
     for value in variants:
         assert light.problems("body", "", value) == slow.problems("body", "", value)
     assert [bool(light.problems("body", "", v)) for v in variants] == [False] + [True] * 5
@@ -234,6 +234,44 @@ def test_a_compiled_schema_cannot_be_changed() -> None:
     schema = compile_schema(lights, lights.component_schema("Light"))
     with pytest.raises(AttributeError, match="immutable"):
         schema.kind = "integer"
+    with pytest.raises(AttributeError, match="immutable"):
+        del schema.item_kind
+    assert isinstance(schema, Schema)
+    assert (schema.kind, schema.item_kind) == ("object", None)
+
+
+# -- an HTTP request's query, checked as a host call's is ------------------------------
+
+
+def test_query_problems_check_a_requests_query_as_host_calls_do() -> None:
+    lights = load_openapi(LIGHTS)
+    assert lights.query_problems("listEventDeliveries", {"limit": "10", "state": "dead"}) == []
+    # Names the operation does not declare are the client's business.
+    assert lights.query_problems("list_event_deliveries", {"cache": "no"}) == []
+    found = lights.query_problems("listEventDeliveries", {"state": "lost", "limit": "0"})
+    assert [(p["in"], p["field"]) for p in found] == [("query", "state"), ("query", "limit")]
+    assert found[1]["message"] == "0 is less than the minimum of 1"
+    # One implementation: a plug-in's call with the same query gets the same details.
+    validator = OperationValidator(lights, lights.operations["list_event_deliveries"])
+    with pytest.raises(InvalidCall) as refused:
+        validator.prepare({"query": {"state": "lost", "limit": "0"}})
+    assert refused.value.details == found
+    with pytest.raises(KeyError, match="no operation 'nope'"):
+        lights.query_problems("nope", {})
+
+
+def test_query_problems_report_a_missing_required_parameter(tmp_path: Path) -> None:
+    (tmp_path / "api.yaml").write_text(
+        "openapi: 3.1.0\ninfo: {title: t, version: '1'}\npaths:\n  /find:\n    get:\n"
+        "      operationId: find\n      parameters:\n"
+        "        - {name: q, in: query, required: true, schema: {type: string}}\n"
+        "      responses: {'200': {description: ok}}\n"
+    )
+    spec = load_openapi(tmp_path / "api.yaml")
+    assert spec.query_problems("find", {"q": "lamp"}) == []
+    assert spec.query_problems("find", {}) == [
+        {"in": "query", "field": "q", "message": "is required"}
+    ]
 
 
 # -- error replies quote bad values short ----------------------------------------------

@@ -17,7 +17,7 @@ from hostwire._hostapi.openapi import (
     load_openapi,
     snake_case,
 )
-from hostwire._hostapi.validate import HEADER_VALUE, compile_schema
+from hostwire._hostapi.validate import HEADER_VALUE, Schema, compile_schema
 
 __all__ = [
     "ALL_OPERATIONS",
@@ -26,6 +26,7 @@ __all__ = [
     "Node",
     "OpenAPIDocument",
     "Operation",
+    "Schema",
     "Webhook",
     "compile_schema",
     "dumps",

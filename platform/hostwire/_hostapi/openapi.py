@@ -12,7 +12,7 @@ import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urldefrag, urljoin, urlparse
 from urllib.request import url2pathname
 
@@ -31,6 +31,9 @@ _FETCH_TIMEOUT_S = 30.0
 # Where a document that is not a file lives, for $refs inside it (validators resolve file: URIs).
 _IN_MEMORY_URI = "file:///hostwire-in-memory/openapi.json"
 _MAX_FETCH_BYTES = 16 * 1024 * 1024
+if TYPE_CHECKING:
+    from hostwire._hostapi.validate import OperationValidator
+
 METHODS = ("get", "put", "post", "delete", "options", "head", "patch", "trace")
 _WORD_BOUNDARY = re.compile(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])")
 _NOT_WORD = re.compile(r"[^A-Za-z0-9]+")
@@ -146,6 +149,10 @@ class OpenAPIDocument:
     registry: Registry[Any] = field(repr=False)
     operations: dict[str, Operation] = field(default_factory=dict, repr=False)
     webhooks: dict[str, Webhook] = field(default_factory=dict, repr=False)
+    # Compiled on first use by query_problems, one per operation.
+    _checks: dict[str, OperationValidator] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
 
     @property
     def version(self) -> str:
@@ -169,6 +176,28 @@ class OpenAPIDocument:
         if found is not None:
             return found
         return next((op for op in self.operations.values() if op.operation_id == name_or_id), None)
+
+    def query_problems(
+        self, operation: str, query: Mapping[str, str | list[str]]
+    ) -> list[dict[str, str]]:
+        """Every way an HTTP request's ``query`` breaks the parameters of ``operation``.
+
+        ``operation`` is a host-function name or an operationId. Values are
+        text, as they arrive (numbers and booleans are cast first); each problem
+        is ``{"in": "query", "field", "message"}``, as in a host call's 400 reply,
+        whose check this is. Undeclared names are left alone. The checks are
+        compiled on the first call for an operation and kept.
+        """
+        found = self.operation(operation)
+        if found is None:
+            raise KeyError(f"{self.source} has no operation {operation!r}")
+        checker = self._checks.get(found.name)
+        if checker is None:
+            # Imported here: validate compiles schemas against this module's document.
+            from hostwire._hostapi.validate import OperationValidator  # noqa: PLC0415
+
+            checker = self._checks[found.name] = OperationValidator(self, found)
+        return checker.query_problems(query)
 
     def document_at(self, uri: str) -> Any:
         """The whole document at ``uri`` (this one, or a file it refers to)."""

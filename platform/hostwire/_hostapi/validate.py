@@ -138,8 +138,12 @@ def _portable(spec: OpenAPIDocument, node: Node, seen: set[str]) -> bool:
     return all(_portable(spec, child, seen) for child in children)
 
 
-class _Schema:
-    """One compiled schema and the primitive type that strings may be cast to.
+class Schema:
+    """A compiled schema, what ``compile_schema`` returns: immutable, shared by threads.
+
+    ``problems(where, name, value)`` lists every way ``value`` breaks the
+    schema; ``cast`` and ``cast_item`` read a parameter's text as the number or
+    boolean its schema declares (``kind``, and ``item_kind`` for an array).
 
     Checking goes through fastjsonschema's generated code when the schema is
     portable (many times faster); only a value it refuses is checked again, and reported, by
@@ -147,37 +151,46 @@ class _Schema:
     are checked by the same format checker on both paths.
     """
 
+    __slots__ = ("_fast", "_validator", "item_kind", "kind")
+    kind: str | None  # the schema's primitive type, if it declares one
+    item_kind: str | None  # an array's item type, if it declares one
+    _validator: Any  # openapi-schema-validator's, for the dialect of the document
+    _fast: Callable[[Any], Any] | None  # fastjsonschema's, for portable schemas
+
     def __init__(self, spec: OpenAPIDocument, node: Node, *, fast: bool = True) -> None:
         cls, checker = (
             (OAS30Validator, oas30_format_checker)
             if spec.is_v30
             else (OAS31Validator, oas31_format_checker)
         )
-        self._validator = cls({"$ref": node.uri}, registry=spec.registry, format_checker=checker)
-        self._fast: Callable[[Any], Any] | None = None
+        validator = cls({"$ref": node.uri}, registry=spec.registry, format_checker=checker)
+        compiled: Callable[[Any], Any] | None = None
         if fast and _portable(spec, node, set()):
-            self._fast = fastjsonschema.compile(
+            compiled = fastjsonschema.compile(
                 {"$ref": node.uri},
                 handlers={"file": spec.document_at},
                 formats={name: _format(checker, name) for name in checker.checkers},
                 use_default=False,  # it would otherwise write defaults into the value
             )
         resolved = spec.deref(node).value
-        kind = resolved.get("type") if isinstance(resolved, dict) else None
-        self.kind = kind if isinstance(kind, str) else None
-        self.item_kind = None
-        self.explode = True
-        if self.kind == "array" and isinstance(resolved.get("items"), dict):
-            items = spec.deref(node.child("items")).value
-            item_kind = items.get("type") if isinstance(items, dict) else None
-            self.item_kind = item_kind if isinstance(item_kind, str) else None
-        self._compiled = True
+        kind = _type_of(resolved)
+        item_kind = None
+        if kind == "array" and isinstance(resolved.get("items"), dict):
+            item_kind = _type_of(spec.deref(node.child("items")).value)
+        # Shared by every thread that calls the operation: set once, here.
+        for name, value in (
+            ("_validator", validator),
+            ("_fast", compiled),
+            ("kind", kind),
+            ("item_kind", item_kind),
+        ):
+            object.__setattr__(self, name, value)
 
     def __setattr__(self, name: str, value: Any) -> None:
-        # Shared by every thread that calls the operation: set once, in __init__.
-        if getattr(self, "_compiled", False):
-            raise AttributeError(f"a compiled schema is immutable (tried to set {name!r})")
-        object.__setattr__(self, name, value)
+        raise AttributeError(f"a compiled schema is immutable (tried to set {name!r})")
+
+    def __delattr__(self, name: str) -> None:
+        raise AttributeError(f"a compiled schema is immutable (tried to delete {name!r})")
 
     def cast(self, value: Any) -> Any:
         """Strings for numbers and booleans arrive as text over HTTP: accept them."""
@@ -188,6 +201,10 @@ class _Schema:
         return _cast(self.item_kind, value)
 
     def problems(self, where: str, name: str, value: Any) -> list[dict[str, str]]:
+        """Every way ``value`` breaks the schema, as ``{"in": where, "field", "message"}``.
+
+        ``field`` is ``name`` followed by the JSON pointer of the part that breaks it.
+        """
         if self._fast is not None:
             try:
                 self._fast(value)
@@ -202,6 +219,11 @@ class _Schema:
         for error in errors:
             found.append(_problem(where, _field(name, error), _message(error)))
         return found
+
+
+def _type_of(schema: Any) -> str | None:
+    kind = schema.get("type") if isinstance(schema, dict) else None
+    return kind if isinstance(kind, str) else None
 
 
 def _cast(kind: str | None, value: Any) -> Any:
@@ -237,9 +259,9 @@ def _format(checker: FormatChecker, name: str) -> Callable[[Any], bool]:
     return conforms
 
 
-def compile_schema(spec: OpenAPIDocument, node: Node) -> _Schema:
+def compile_schema(spec: OpenAPIDocument, node: Node) -> Schema:
     """A reusable checker for the schema at ``node``: ``.problems(where, name, value)``."""
-    return _Schema(spec, node)
+    return Schema(spec, node)
 
 
 def _field(name: str, error: ValidationError) -> str:
@@ -255,16 +277,16 @@ class OperationValidator:
 
     def __init__(self, spec: OpenAPIDocument, operation: Operation) -> None:
         self.operation = operation
-        self._params: dict[str, dict[str, tuple[Parameter, _Schema | None]]] = {
+        self._params: dict[str, dict[str, tuple[Parameter, Schema | None]]] = {
             loc: {} for loc in INPUT_SECTIONS.values()
         }
         for param in operation.parameters:
             if param.location in self._params:
-                schema = _Schema(spec, param.schema) if param.schema else None
+                schema = Schema(spec, param.schema) if param.schema else None
                 key = param.name.lower() if param.location == "header" else param.name
                 self._params[param.location][key] = (param, schema)
         body = operation.body
-        self._body_schema = _Schema(spec, body.schema) if body and body.schema else None
+        self._body_schema = Schema(spec, body.schema) if body and body.schema else None
         # OpenAPI's default for query parameters is style form, explode true.
         self._explode = {p.name: p.explode for p in operation.parameters if p.location == "query"}
 
@@ -305,6 +327,19 @@ class OperationValidator:
                 f"{self.operation.name}: the input holds text that is not valid Unicode.",
                 [_problem("input", "/", f"cannot be encoded as UTF-8: {exc.reason}")],
             ) from exc
+
+    def query_problems(self, query: Mapping[str, str | list[str]]) -> list[dict[str, str]]:
+        """Problems with a request's query parameters, checked as a host call's are.
+
+        Names the operation does not declare are left alone: an HTTP client may
+        send them. Problems come in the order the parameters are declared.
+        """
+        declared = self._params["query"]
+        problems: list[dict[str, str]] = []
+        self._check_section(
+            "query", {name: query[name] for name in declared if name in query}, problems
+        )
+        return problems
 
     def _check_section(
         self, location: str, given: Mapping[str, Any], problems: list[dict[str, str]]

@@ -21,6 +21,7 @@ from hostwire._targets.dispatch import (
     HttpTarget,
     Reply,
     Target,
+    calling_plugin,
     header_map,
 )
 
@@ -35,6 +36,7 @@ __all__ = [
     "HttpTarget",
     "Reply",
     "Target",
+    "calling_plugin",
     "header_map",
     "run_app",
 ]

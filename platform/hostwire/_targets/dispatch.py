@@ -30,6 +30,18 @@ from hostwire._runtime import CHAIN, log_safe
 log = logging.getLogger("hostwire.dispatch")
 PLUGIN_HEADER = "x-hostwire-plugin"
 ASGI_EXTENSION = "hostwire"
+
+
+def calling_plugin(scope: Mapping[str, Any]) -> str | None:
+    """The plug-in behind an in-process host call, or None for any other request.
+
+    ``AsgiTarget`` marks its requests with the ``hostwire`` scope extension, which
+    no network client can send: an app may trust it, e.g. to know who is calling.
+    """
+    extension = (scope.get("extensions") or {}).get(ASGI_EXTENSION)
+    return str(extension["plugin"]) if extension else None
+
+
 MAX_RESPONSE_BYTES = 1024 * 1024
 
 # Headers a plug-in may never set: the host decides who it is and where it goes.
