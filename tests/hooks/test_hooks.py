@@ -300,7 +300,7 @@ def test_failing_hooks_follow_their_policy(
 def test_hooks_with_short_timeouts_run_on_the_event_loop(
     make_client: Any, recorder: Recorder
 ) -> None:
-    from hostwire._hooks.middleware import INLINE_TIMEOUT_MS, _inline
+    from hostwire._hooks.calls import INLINE_TIMEOUT_MS, _inline
 
     def quick(name: str, **answers: Any) -> Plugin:
         config = {k: json.dumps(v) for k, v in answers.items()}

@@ -1,8 +1,11 @@
 """HTTP hooks: plug-ins before and after an app's requests, as ASGI middleware.
 
 It owns the middleware that runs ``http_pre_hook``, ``http_post_hook`` and
-``http_stream_chunk_hook`` around the app (``middleware``) and the check of a
-hook's answer against the operation's documented responses (``responses``).
+``http_stream_chunk_hook`` around the app (``middleware``), calling the
+plug-ins' hooks in their passes (``calls``), one request's way through them and
+the app's buffered or streamed answer (``exchange``), the hooks' JSON shapes
+(``shapes``) and the check of a hook's answer against the operation's
+documented responses (``responses``).
 It imports ``hostwire._runtime``, ``hostwire._targets``, ``hostwire._hostapi``
 and ``hostwire._events``.
 """

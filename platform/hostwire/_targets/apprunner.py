@@ -13,7 +13,7 @@ import anyio.lowlevel
 from starlette.types import ASGIApp, Message
 
 from hostwire._errors import AppStartupError
-from hostwire._targets.dispatch import AsgiTarget
+from hostwire._targets.asgi import AsgiTarget
 
 STEP_TIMEOUT_S = 60.0
 

@@ -1,10 +1,4 @@
-"""Where host-function calls go: an ASGI app in process, or a base URL over HTTP.
-
-Both targets take a validated ``HttpCall`` and the ``Caller`` (which plug-in,
-its credentials, the chain of nested calls) and return a ``Reply``. Failures of
-the platform itself raise ``DispatchError`` with the status the plug-in sees:
-502 when the app cannot be reached or fails, 504 when it is too slow.
-"""
+"""The in-process target: an ASGI app called on the event loop that serves it, no socket."""
 
 from __future__ import annotations
 
@@ -12,23 +6,27 @@ import asyncio
 import concurrent.futures
 import logging
 import threading
-import time
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Any, Protocol
+from collections.abc import Mapping
+from typing import Any
 from urllib.parse import unquote, urlencode
 
 import anyio
 import anyio.from_thread
 import anyio.lowlevel
-import httpx
 from starlette.types import ASGIApp, Message
 
 from hostwire._errors import DispatchError
 from hostwire._runtime import CHAIN, log_safe
+from hostwire._targets.call import (
+    MAX_RESPONSE_BYTES,
+    Caller,
+    HttpCall,
+    Reply,
+    header_map,
+    plugin_headers,
+)
 
 log = logging.getLogger("hostwire.dispatch")
-PLUGIN_HEADER = "x-hostwire-plugin"
 ASGI_EXTENSION = "hostwire"
 
 
@@ -40,106 +38,6 @@ def calling_plugin(scope: Mapping[str, Any]) -> str | None:
     """
     extension = (scope.get("extensions") or {}).get(ASGI_EXTENSION)
     return str(extension["plugin"]) if extension else None
-
-
-MAX_RESPONSE_BYTES = 1024 * 1024
-
-# Headers a plug-in may never set: the host decides who it is and where it goes.
-RESERVED_HEADERS = frozenset(
-    {
-        "authorization",
-        "connection",
-        "content-length",
-        "content-type",
-        "cookie",
-        "forwarded",
-        "host",
-        "proxy-authorization",
-        "transfer-encoding",
-        "x-forwarded-for",
-        "x-forwarded-host",
-        "x-forwarded-proto",
-    }
-)
-RESERVED_PREFIX = "x-hostwire-"
-
-
-@dataclass(slots=True)
-class HttpCall:
-    """A validated request, ready for a target to send."""
-
-    method: str
-    path: str
-    query: list[tuple[str, str]] = field(default_factory=list)
-    headers: list[tuple[str, str]] = field(default_factory=list)
-    body: bytes | None = None
-    content_type: str | None = None
-    operation: str = ""  # the host function's name, for targets that route by it
-
-
-@dataclass(frozen=True, slots=True)
-class Caller:
-    """Who makes a host-function call."""
-
-    plugin: str
-    token: str | None = None
-    chain: tuple[str, ...] = ()
-    deadline: float | None = None  # time.monotonic() by which the plug-in needs an answer
-
-    def timeout(self, limit_s: float) -> float:
-        """The time this call may take: the target's limit or what the plug-in has left."""
-        if self.deadline is None:
-            return limit_s
-        # Keep a little of the plug-in's time for it to read the answer.
-        left = self.deadline - time.monotonic()
-        left -= min(0.05, left / 10)
-        if left <= 0:
-            raise DispatchError(
-                504, "upstream_timeout", "The plug-in's own time (timeout_ms) is already up."
-            )
-        return min(limit_s, left)
-
-
-@dataclass(slots=True)
-class Reply:
-    status: int
-    headers: dict[str, str] = field(default_factory=dict)
-    body: bytes = b""
-
-
-class Target(Protocol):
-    """Sends validated calls somewhere and returns the app's reply."""
-
-    def send(self, call: HttpCall, caller: Caller) -> Reply: ...
-
-    def close(self) -> None: ...
-
-
-def header_map(raw: Sequence[tuple[bytes, bytes]], *, lower: bool = False) -> dict[str, str]:
-    """Raw ASGI/HTTP headers as one JSON object; repeated ones joined with ", "."""
-    merged: dict[str, str] = {}
-    for key, value in raw:
-        name, text = key.decode("latin-1"), value.decode("latin-1")
-        if lower:
-            name = name.lower()
-        merged[name] = f"{merged[name]}, {text}" if name in merged else text
-    return merged
-
-
-def _plugin_headers(call: HttpCall, caller: Caller) -> list[tuple[str, str]]:
-    # The validator already refuses reserved headers; dropping them again here
-    # keeps the guarantee local to the code that sends.
-    headers = [
-        (k, v)
-        for k, v in call.headers
-        if k.lower() not in RESERVED_HEADERS and not k.lower().startswith(RESERVED_PREFIX)
-    ]
-    headers.append((PLUGIN_HEADER, caller.plugin))
-    if call.content_type and call.body is not None:
-        headers.append(("content-type", call.content_type))
-    if caller.token:
-        headers.append(("authorization", f"Bearer {caller.token}"))
-    return headers
 
 
 class _TooLarge(Exception):
@@ -241,7 +139,7 @@ class AsgiTarget:
         headers = [(b"host", self.host.encode())]
         headers += [
             (k.lower().encode("latin-1"), v.encode("latin-1"))
-            for k, v in _plugin_headers(call, caller)
+            for k, v in plugin_headers(call, caller)
         ]
         if call.body is not None:
             headers.append((b"content-length", str(len(call.body)).encode()))
@@ -331,89 +229,3 @@ class AsgiTarget:
 
     def close(self) -> None:
         self.unbind()
-
-
-Credentials = Mapping[str, str] | Callable[[str], str | None]
-
-
-class HttpTarget:
-    """Calls the app at a fixed base URL over HTTP with each plug-in's bearer token.
-
-    Redirects are not followed and the final URL is checked: a call can never
-    leave the base URL's scheme, host, port or path prefix.
-    """
-
-    def __init__(
-        self,
-        base_url: str,
-        *,
-        timeout_s: float = 10.0,
-        max_response_bytes: int = MAX_RESPONSE_BYTES,
-        transport: httpx.BaseTransport | None = None,
-    ) -> None:
-        self.base = httpx.URL(base_url)
-        if self.base.scheme not in {"http", "https"} or not self.base.host:
-            raise ValueError(f"base URL must be http(s)://host[:port][/prefix], not {base_url!r}")
-        self._prefix = self.base.raw_path.split(b"?")[0].rstrip(b"/")
-        self.timeout_s = timeout_s
-        self.max_response_bytes = max_response_bytes
-        self._client = httpx.Client(
-            timeout=timeout_s, follow_redirects=False, trust_env=False, transport=transport
-        )
-
-    def url_for(self, call: HttpCall) -> httpx.URL:
-        raw = self._prefix + call.path.encode("ascii")
-        if call.query:
-            raw += b"?" + urlencode(call.query).encode("ascii")
-        url = self.base.copy_with(raw_path=raw)
-        same_origin = (url.scheme, url.host, url.port) == (
-            self.base.scheme,
-            self.base.host,
-            self.base.port,
-        )
-        if not same_origin or not url.raw_path.startswith(self._prefix + b"/"):
-            raise DispatchError(400, "invalid_request", f"{call.path!r} leaves the app's base URL.")
-        return url
-
-    def send(self, call: HttpCall, caller: Caller) -> Reply:
-        limit = caller.timeout(self.timeout_s)
-        try:
-            url = self.url_for(call)
-            request = self._client.build_request(
-                call.method,
-                url,
-                headers=_plugin_headers(call, caller),
-                content=call.body,
-                timeout=limit,
-            )
-        except (httpx.InvalidURL, UnicodeError, ValueError) as exc:
-            raise DispatchError(400, "invalid_request", f"Cannot build the request: {exc}") from exc
-        try:
-            response = self._client.send(request, stream=True)
-            try:
-                chunks, size = [], 0
-                for chunk in response.iter_bytes():
-                    size += len(chunk)
-                    if size > self.max_response_bytes:
-                        raise DispatchError(
-                            502,
-                            "response_too_large",
-                            f"The app's response is over {self.max_response_bytes} bytes.",
-                        )
-                    chunks.append(chunk)
-            finally:
-                response.close()
-        except httpx.TimeoutException as exc:
-            raise DispatchError(
-                504, "upstream_timeout", f"{self.base} did not answer within {limit:.3g} s."
-            ) from exc
-        except httpx.HTTPError as exc:
-            raise DispatchError(
-                502, "upstream_unreachable", f"Cannot reach {self.base}: {exc!r}"
-            ) from exc
-        return Reply(
-            response.status_code, header_map(response.headers.raw, lower=True), b"".join(chunks)
-        )
-
-    def close(self) -> None:
-        self._client.close()

@@ -1,0 +1,238 @@
+"""Calling the plug-ins' hooks: where they run, what an answer must be, the three passes.
+
+Pre-hooks run in plug-in order until one answers the request itself;
+post-hooks and chunk hooks run in reverse order, for the plug-ins the request
+reached. A hook whose answer is wrong, or that fails, follows its plug-in's
+``on_error`` (``fail_closed`` raises ``HookFailed``, ``fail_open`` logs and
+goes on without it).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import weakref
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
+
+from hostwire._contract import HTTP_HOOKS
+from hostwire._errors import HookFailed, PluginError
+from hostwire._events import Subscriber
+from hostwire._hooks.exchange import Exchange
+from hostwire._hooks.responses import ResponseContract
+from hostwire._hooks.shapes import b64, check_request, check_response, content_type, unb64
+from hostwire._runtime import USER_MODULE, WASI_MODULES, Plugin, log_safe, parse_json, to_thread
+
+log = logging.getLogger("hostwire.hooks")
+PRE, POST, CHUNK = HTTP_HOOKS
+INLINE_TIMEOUT_MS = 20
+T = TypeVar("T")
+
+_INLINE: weakref.WeakKeyDictionary[Plugin, bool] = weakref.WeakKeyDictionary()
+# WASI functions that cannot block (the runtime gives no files or sockets).
+_QUICK_WASI = frozenset(
+    {"clock_time_get", "clock_res_get", "random_get", "environ_get", "environ_sizes_get",
+     "args_get", "args_sizes_get", "proc_exit", "fd_write", "fd_close", "fd_fdstat_get"}
+)  # fmt: skip
+
+
+def _inline(subscriber: Subscriber) -> bool:
+    """Whether this plug-in's hooks may run on the event loop (see the middleware's doc)."""
+    plugin = subscriber.plugin
+    answer = _INLINE.get(plugin)
+    if answer is None:
+        # A plug-in that may call the app cannot run on the loop that must answer
+        # it, and a WASI call that can block (poll_oneoff: sleep) is not cut off
+        # by timeout_ms: only plug-ins whose host calls all return at once qualify.
+        calls_app = any(True for _ in plugin.info.imports_from(USER_MODULE))
+        wasi = {i.name for i in plugin.info.imports if i.module in WASI_MODULES}
+        answer = (
+            plugin.limits.timeout_ms <= INLINE_TIMEOUT_MS and not calls_app and wasi <= _QUICK_WASI
+        )
+        _INLINE[plugin] = answer
+    return answer
+
+
+async def _run(subscribers: Sequence[Subscriber], fn: Callable[..., T], *args: object) -> T:
+    """``fn(*args)`` on the event loop when all ``subscribers`` may run there, else in
+    one hop to a worker thread."""
+    if all(_inline(s) for s in subscribers):
+        return fn(*args)
+    return await to_thread(fn, *args)
+
+
+class Hooks:
+    """The hooks of the plug-ins an exchange reaches, run in their passes.
+
+    ``contract`` checks a post-hook's rewritten response against the documented
+    responses; without it rewrites are trusted as they are.
+    """
+
+    def __init__(self, contract: ResponseContract | None) -> None:
+        self.contract = contract
+
+    async def pre(self, hooked: Sequence[Subscriber], exchange: Exchange) -> None:
+        await _run(hooked, self._pre_hooks, hooked, exchange)
+
+    async def post(self, exchange: Exchange) -> None:
+        posting = [s for s in exchange.reached if POST in s.plugin.exports]
+        if posting:
+            await _run(posting, self._post_hooks, exchange)
+
+    async def chunk(self, exchange: Exchange, chunk: bytes) -> bytes | None:
+        """The chunk to send on (None: send nothing for it)."""
+        return await _run(exchange.reached, self._chunk_hooks, exchange, chunk)
+
+    # -- the passes (on the loop or in a worker thread) ------------------------------
+
+    def _pre_hooks(self, hooked: Sequence[Subscriber], exchange: Exchange) -> None:
+        for subscriber in hooked:
+            if PRE not in subscriber.plugin.exports:
+                exchange.reached.append(subscriber)
+                continue
+            value = {"context": exchange.context, "request": exchange.request}
+            answer = self._call(subscriber, PRE, value)
+            if answer is None:
+                continue  # failed, fail_open: as if it were not there, post-hook included
+            exchange.reached.append(subscriber)
+            try:
+                self._apply_pre(exchange, answer)
+            except ValueError as exc:
+                self._fail(subscriber, PRE, f"its answer is wrong: {exc}", exc)
+                continue
+            if exchange.response is not None:
+                return  # answered by the hook: later pre-hooks and the route are skipped
+
+    @staticmethod
+    def _apply_pre(exchange: Exchange, answer: dict[str, Any]) -> None:
+        flag = answer.get("has_response")
+        if flag is not None and not isinstance(flag, bool):
+            raise ValueError("has_response must be true or false")
+        if answer.get("response") is not None and flag is not True:
+            # A PDK that forgot the flag would let a guard's refusal pass: never.
+            raise ValueError("it carries a response but has_response is not true")
+        if flag:
+            response = answer.get("response")
+            check_response(response)
+            exchange.context = answer["context"]
+            exchange.response = response
+            return
+        request = answer.get("request")
+        if request is not None:
+            if not isinstance(request, dict):
+                raise ValueError("its request must be a JSON object")
+            merged = {**exchange.request, **request}
+            body = check_request(merged)
+            exchange.request, exchange.body = merged, body
+            exchange.rewritten = True
+        exchange.context = answer["context"]
+
+    def _post_hooks(self, exchange: Exchange) -> None:
+        for subscriber in reversed(exchange.reached):
+            if POST not in subscriber.plugin.exports:
+                continue
+            value = {
+                "context": exchange.context,
+                "request": exchange.request,
+                "response": exchange.response,
+            }
+            answer = self._call(subscriber, POST, value)
+            if answer is None:
+                continue
+            response = answer.get("response")
+            try:
+                if response is not None:
+                    check_response(response)
+                    self._check_contract(exchange, response)
+            except ValueError as exc:
+                self._fail(subscriber, POST, f"its answer is wrong: {exc}", exc)
+                continue
+            exchange.context = answer["context"]
+            if response is not None:
+                exchange.response = response
+                exchange.raw_headers = None
+
+    def _chunk_hooks(self, exchange: Exchange, chunk: bytes) -> bytes | None:
+        for subscriber in reversed(exchange.reached):
+            if CHUNK not in subscriber.plugin.exports:
+                continue
+            value = {"context": exchange.context, "request": exchange.request, "chunk": b64(chunk)}
+            answer = self._call(subscriber, CHUNK, value)
+            if answer is None:
+                continue
+            if answer.get("skip"):
+                return None
+            if answer.get("chunk") is not None:
+                try:
+                    chunk = unb64(answer["chunk"], "chunk")
+                except ValueError as exc:
+                    self._fail(subscriber, CHUNK, f"its answer is wrong: {exc}", exc)
+                    continue
+            exchange.context = answer["context"]
+        return chunk
+
+    def _check_contract(self, exchange: Exchange, response: dict[str, Any]) -> None:
+        """A rewrite of status, content type or body must keep the declared response."""
+        if self.contract is None:
+            return
+        before = exchange.response or {}
+        status = response["status_code"]
+        text, earlier = response.get("body", ""), before.get("body", "")
+        body = unb64(text, "response.body")
+        if (
+            status == before.get("status_code")
+            and content_type(response) == content_type(before)
+            and (text == earlier or body == unb64(earlier, "the earlier body"))
+        ):
+            return  # headers only: nothing the document declares has changed
+        request = exchange.request
+        problem = self.contract.problem(
+            request["method"], request["path"], status, content_type(response), body
+        )
+        if problem is not None:
+            raise ValueError(f"its rewritten response breaks the API: {problem}")
+
+    # -- one hook ----------------------------------------------------------------------
+
+    def _call(self, subscriber: Subscriber, export: str, value: dict[str, Any]) -> Any:
+        """A hook's answer, or None when it failed and its plug-in is fail_open."""
+        plugin = subscriber.plugin
+        try:
+            output = plugin.call(export, json.dumps(value, separators=(",", ":")).encode())
+            if len(output) > plugin.limits.max_output_bytes:  # refused before decoding
+                raise ValueError(
+                    f"its answer is {len(output)} bytes, over its max_output_bytes "
+                    f"({plugin.limits.max_output_bytes})"
+                )
+            # No output: no change.
+            answer = parse_json(output, "its answer") if output.strip() else {}
+            if not isinstance(answer, dict):
+                raise ValueError(f"its answer must be a JSON object, not {type(answer).__name__}")
+            if answer.get("error"):
+                raise ValueError(f"it reported an error: {answer['error']}")
+            context = answer.get("context", {})
+            if not isinstance(context, dict):
+                raise ValueError("its context must be a JSON object")
+            # Merged, not replaced: a plug-in that does not echo the context
+            # must not erase what another plug-in's pre-hook left for its post-hook.
+            answer["context"] = {**value["context"], **context}
+        except (PluginError, ValueError, RecursionError) as exc:
+            reason = (
+                "its JSON is nested too deeply" if isinstance(exc, RecursionError) else str(exc)
+            )
+            return self._fail(subscriber, export, reason, exc)
+        return answer
+
+    @staticmethod
+    def _fail(subscriber: Subscriber, export: str, reason: str, cause: Exception) -> None:
+        """Apply the plug-in's failure policy: log and go on, or raise ``HookFailed``."""
+        failure = HookFailed(subscriber.plugin.name, export, reason)
+        if subscriber.on_error == "fail_open":
+            log.warning(
+                'Plug-in "%s" %s failed: %s; its policy is fail_open, so the request goes on.',
+                log_safe(failure.plugin),
+                export,
+                log_safe(reason),
+            )
+            return
+        raise failure from cause
