@@ -32,6 +32,7 @@ TOP_LEVEL = frozenset(
         "hostwire.__main__",
         "hostwire.cli",
         "hostwire.testing",
+        "hostwire._app",
         "hostwire._pluginset",
         "hostwire._config",
     }

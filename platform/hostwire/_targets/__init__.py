@@ -13,7 +13,7 @@ It imports ``hostwire._runtime`` (logging, the call chain) and
 
 from hostwire._errors import DispatchError
 from hostwire._targets.apprunner import run_app
-from hostwire._targets.asgi import ASGI_EXTENSION, AsgiTarget
+from hostwire._targets.asgi import ASGI_EXTENSION, AsgiTarget, calling_plugin
 from hostwire._targets.call import (
     RESERVED_HEADERS,
     RESERVED_PREFIX,
@@ -21,7 +21,6 @@ from hostwire._targets.call import (
     HttpCall,
     Reply,
     Target,
-    calling_plugin,
     header_map,
 )
 from hostwire._targets.http import HttpTarget
