@@ -36,8 +36,10 @@ from typing import Any
 
 from hostwire._contract import INPUT_SECTIONS
 from hostwire._hostapi import OpenAPIDocument
+from hostwire._pdk import naming
 from hostwire._pdk.generate import RenderJob, templates_root
 from hostwire._pdk.model import ANY, Model, OperationDef, PdkModel, TypeRef
+from hostwire._pdk.naming import Namer, escape_reserved, underscore_number
 
 CC_FLAGS = "--target=wasm32-freestanding -O2 -s -nostdlib -Wl,--no-entry"
 # The one command that builds a project made by `hostwire plugin new --lang c`:
@@ -83,6 +85,16 @@ RESERVED = _C_KEYWORDS | _CPP_KEYWORDS | _HEADER_NAMES | _LIBC_NAMES
 _RUNTIME_NAME = re.compile(r"\b(?:hw|HW)_\w+")
 RUNTIME_FILES = ("hw_runtime.h.j2", "hw_runtime.c.j2")
 _STDINT_MACRO = re.compile(r"^U?INT(8|16|32|64|PTR|MAX)?_(MAX|MIN|C)$")
+
+
+class _Reserved:
+    """Names no generated identifier may be: keywords, the headers' names, stdint's macros."""
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and (name in RESERVED or bool(_STDINT_MACRO.match(name)))
+
+
+_RESERVED = _Reserved()
 
 _READERS = {
     "string": "hw_read_str",
@@ -134,14 +146,13 @@ def c_ident(text: str) -> str:
         ident = "_" + ident
     if re.match(r"_[A-Z_]", ident) or ident.lower().startswith("hw_"):
         ident = "x" + ident  # reserved for the implementation, or the PDK's own prefix
-    if ident in RESERVED or _STDINT_MACRO.match(ident):
-        ident += "_"
-    return ident
+    return escape_reserved(ident, _RESERVED)
 
 
 def upper_snake(text: str) -> str:
-    words = re.split(r"[^A-Za-z0-9]+|(?<=[a-z0-9])(?=[A-Z])", text)
-    return "_".join(w.upper() for w in words if w) or "EMPTY"
+    """An enum constant's suffix: ``TurnOn`` → ``TURN_ON``, ``HTTPStatus`` → ``HTTPSTATUS``
+    (acronyms stay whole), ``""`` → ``EMPTY``."""
+    return naming.upper_snake(text, split_acronyms=False) or "EMPTY"
 
 
 def c_string(text: str) -> str:
@@ -176,19 +187,9 @@ def _pointer_to(ctype: str) -> str:
     return f"{ctype}*" if ctype.endswith("*") else f"{ctype} *"
 
 
-class _Names:
-    """Hands out identifiers, adding _2, _3, ... to any already taken."""
-
-    def __init__(self, taken: Iterable[str] = ()) -> None:
-        self._taken = set(taken)
-
-    def claim(self, wanted: str) -> str:
-        name, number = wanted, 2
-        while name in self._taken or name in RESERVED or _STDINT_MACRO.match(name):
-            name = f"{wanted}_{number}"
-            number += 1
-        self._taken.add(name)
-        return name
+def _namer(taken: Iterable[str] = ()) -> Namer:
+    """A scope of C identifiers: a taken or reserved name gets _2, _3, ..."""
+    return Namer(taken, reserved=_RESERVED, numbering=underscore_number)
 
 
 # -- types --------------------------------------------------------------------
@@ -197,7 +198,7 @@ class _Names:
 class _Types:
     """Maps ``TypeRef``s to C types and to the code that reads and writes them."""
 
-    def __init__(self, model: PdkModel, names: _Names) -> None:
+    def __init__(self, model: PdkModel, names: Namer) -> None:
         self.kinds = {m.name: m.kind for m in model.models}
         # Model names are PascalCase (no "_"), so "<Model>_<suffix>" names never clash,
         # unless the model is named HW or Hw: its names would start like the runtime's.
@@ -310,7 +311,7 @@ class _Pdk:
 
     def __init__(self, model: PdkModel) -> None:
         self.model = model
-        self.names = _Names(runtime_names())
+        self.names = _namer(runtime_names())
         self.types = _Types(model, self.names)
         self.members: dict[str, list[str]] = {}  # model → its fields' C names
         self.flags: dict[str, dict[str, str]] = {}  # model → JSON name → its has_ flag
@@ -385,7 +386,7 @@ class _Pdk:
 
     def _object(self, m: Model) -> dict[str, Any]:
         t = self.types
-        members = _Names()
+        members = _namer()
         idents = [members.claim(c_ident(f.name)) for f in m.fields]
         self.members[m.name] = idents
         fields = []
@@ -462,8 +463,8 @@ class _Pdk:
         response = self.names.claim(f"{function}_response")
         optional = [p for p in op.params if not p.required]
         options = self.names.claim(f"{function}_options") if optional else ""
-        args = _Names({"options", "body"})
-        members = _Names()
+        args = _namer({"options", "body"})
+        members = _namer()
         arguments: list[str] = []
         docs: list[str] = []
         option_fields: list[dict[str, str]] = []

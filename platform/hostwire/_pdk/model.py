@@ -10,13 +10,13 @@ get names from where they appear (``LightEvent`` + ``data`` → ``LightEventData
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from hostwire._contract import EVENT_TYPE, HTTP_HOOKS, event_export
 from hostwire._hostapi import Node, OpenAPIDocument, Operation, load_openapi
+from hostwire._pdk.naming import Namer, type_name
 
 HOOKS_SPEC = Path(__file__).resolve().parents[1] / "hooks.yaml"
 # export → (input model, output model), from hooks.yaml
@@ -26,12 +26,6 @@ HOOK_MODELS = {
     "http_stream_chunk_hook": ("HttpStreamChunkInput", "HttpStreamChunkOutput"),
 }
 PRIMITIVES = ("string", "integer", "number", "boolean")
-
-
-def pascal_case(text: str) -> str:
-    words = re.split(r"[^A-Za-z0-9]+|(?<=[a-z0-9])(?=[A-Z])", text)
-    name = "".join(w[:1].upper() + w[1:] for w in words if w)
-    return f"T{name}" if name[:1].isdigit() else name
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,6 +118,7 @@ class _Builder:
     def __init__(self, spec: OpenAPIDocument) -> None:
         self.spec = spec
         self.models: dict[str, Model] = {}
+        self.names = Namer()  # the models' names
         self._by_uri: dict[str, str] = {}  # schema location → model name
 
     def component_name(self, node: Node) -> str | None:
@@ -131,7 +126,7 @@ class _Builder:
         _, _, fragment = node.uri.partition("#")
         prefix = "/components/schemas/"
         if fragment.startswith(prefix) and "/" not in fragment[len(prefix) :]:
-            return pascal_case(fragment[len(prefix) :].replace("~1", "/").replace("~0", "~"))
+            return type_name(fragment[len(prefix) :].replace("~1", "/").replace("~0", "~"))
         return None
 
     def type_of(self, node: Node, context: str) -> tuple[TypeRef, bool]:
@@ -168,7 +163,7 @@ class _Builder:
             and all(isinstance(v, str) or v is None for v in value["enum"])
         ):
             kind = "string"
-        name = self.component_name(target) or pascal_case(context)
+        name = self.component_name(target) or type_name(context)
         if kind == "string" and "enum" in value:
             return self.enum(target, name, value), nullable
         if kind in PRIMITIVES:
@@ -224,10 +219,7 @@ class _Builder:
         return parts
 
     def _unique(self, name: str, node: Node) -> str:
-        base, number = name, 2
-        while name in self.models:
-            name = f"{base}{number}"
-            number += 1
+        name = self.names.claim(name)
         self._by_uri[node.uri] = name
         return name
 
@@ -254,7 +246,7 @@ def build_model(spec: OpenAPIDocument) -> PdkModel:
 
 
 def _operation(spec: OpenAPIDocument, builder: _Builder, op: Operation) -> OperationDef:
-    context = pascal_case(op.name)
+    context = type_name(op.name)
     params = []
     for param in op.parameters:
         if param.location not in ("path", "query", "header"):
@@ -321,7 +313,8 @@ def _events(spec: OpenAPIDocument, builder: _Builder) -> list[EventDef]:
 def _hooks(builder: _Builder) -> list[HookDef]:
     hooks_spec = load_openapi(HOOKS_SPEC)
     hook_builder = _Builder(hooks_spec)
-    hook_builder.models = builder.models  # one namespace; names must not clash
+    # One namespace: names must not clash.
+    hook_builder.models, hook_builder.names = builder.models, builder.names
     hooks = []
     for export in HTTP_HOOKS:
         inp, out = HOOK_MODELS[export]
