@@ -136,6 +136,28 @@ class _Builder:
         if not isinstance(value, dict):
             return ANY, False
         nullable = bool(value.get("nullable"))
+        composed = self._composed(target, context, nullable)
+        if composed is not None:
+            return composed
+        kind, null = _kind(value)
+        nullable = nullable or null
+        name = self.component_name(target) or type_name(context)
+        if kind == "string" and "enum" in value:
+            return self.enum(target, name, value), nullable
+        if kind in PRIMITIVES:
+            return TypeRef(kind), nullable
+        if kind == "array":
+            if "items" not in value:
+                return TypeRef("array", items=ANY), nullable
+            items, _ = self.type_of(target.child("items"), f"{name}Item")
+            return TypeRef("array", items=items), nullable
+        if kind == "object" and (value.get("properties") or value.get("allOf")):
+            return self.object(target, name), nullable
+        return ANY, nullable
+
+    def _composed(self, target: Node, context: str, nullable: bool) -> tuple[TypeRef, bool] | None:
+        """The type of a schema that only wraps others (allOf of one, oneOf, anyOf), or None."""
+        value = target.value
         parts = value.get("allOf") or []
         if len(parts) == 1 and not value.get("properties") and "type" not in value:
             # OpenAPI 3.0's way to make a reference nullable: {nullable, allOf: [$ref]}
@@ -150,32 +172,7 @@ class _Builder:
                 ref, inner_null = self.type_of(real[0], context)
                 return ref, True if len(real) < len(branches) else inner_null
             return ANY, nullable
-        kind = value.get("type")
-        if isinstance(kind, list):
-            nullable = nullable or "null" in kind
-            rest = [k for k in kind if k != "null"]
-            kind = rest[0] if len(rest) == 1 else None
-        if kind is None and ("properties" in value or "allOf" in value):
-            kind = "object"
-        if (
-            kind is None
-            and value.get("enum")
-            and all(isinstance(v, str) or v is None for v in value["enum"])
-        ):
-            kind = "string"
-        name = self.component_name(target) or type_name(context)
-        if kind == "string" and "enum" in value:
-            return self.enum(target, name, value), nullable
-        if kind in PRIMITIVES:
-            return TypeRef(kind), nullable
-        if kind == "array":
-            if "items" not in value:
-                return TypeRef("array", items=ANY), nullable
-            items, _ = self.type_of(target.child("items"), f"{name}Item")
-            return TypeRef("array", items=items), nullable
-        if kind == "object" and (value.get("properties") or value.get("allOf")):
-            return self.object(target, name), nullable
-        return ANY, nullable
+        return None
 
     def enum(self, node: Node, name: str, value: dict[str, Any]) -> TypeRef:
         if node.uri not in self._by_uri:
@@ -224,6 +221,26 @@ class _Builder:
         return name
 
 
+def _kind(value: dict[str, Any]) -> tuple[Any, bool]:
+    """A schema's type (``object`` for properties or allOf, ``string`` for an enum
+    of strings, None when unclear) and whether its list of types admits null."""
+    kind = value.get("type")
+    null = False
+    if isinstance(kind, list):
+        null = "null" in kind
+        rest = [k for k in kind if k != "null"]
+        kind = rest[0] if len(rest) == 1 else None
+    if kind is None and ("properties" in value or "allOf" in value):
+        kind = "object"
+    if (
+        kind is None
+        and value.get("enum")
+        and all(isinstance(v, str) or v is None for v in value["enum"])
+    ):
+        kind = "string"
+    return kind, null
+
+
 def build_model(spec: OpenAPIDocument) -> PdkModel:
     """Everything a PDK for ``spec`` declares, in a deterministic order."""
     builder = _Builder(spec)
@@ -258,15 +275,6 @@ def _operation(spec: OpenAPIDocument, builder: _Builder, op: Operation) -> Opera
     body = None
     if op.body is not None and op.body.schema is not None:
         body, _ = builder.type_of(op.body.schema, f"{context}Body")
-    response = None
-    node = op.node
-    for status in sorted(node.value.get("responses") or {}):
-        if str(status).startswith("2"):
-            answer = spec.deref(node.child("responses", status))
-            schema = spec.json_schema(answer)
-            if schema is not None:
-                response, _ = builder.type_of(schema, f"{context}Response")
-            break
     return OperationDef(
         name=op.name,
         operation_id=op.grant,
@@ -276,8 +284,17 @@ def _operation(spec: OpenAPIDocument, builder: _Builder, op: Operation) -> Opera
         params=tuple(params),
         body=body,
         body_required=bool(op.body and op.body.required),
-        response=response,
+        response=_response(spec, builder, op.node, f"{context}Response"),
     )
+
+
+def _response(spec: OpenAPIDocument, builder: _Builder, node: Node, name: str) -> TypeRef | None:
+    """The type of the JSON body of the operation's first 2xx answer, if it has one."""
+    for status in sorted(node.value.get("responses") or {}):
+        if str(status).startswith("2"):
+            schema = spec.json_schema(spec.deref(node.child("responses", status)))
+            return builder.type_of(schema, name)[0] if schema is not None else None
+    return None
 
 
 def _events(spec: OpenAPIDocument, builder: _Builder) -> list[EventDef]:
