@@ -1,7 +1,8 @@
 """PDK generation: plug-in development kits from an OpenAPI document.
 
 It owns the language-neutral model of operations, events and hooks
-(``model``), rendering templates (``generate``) and one module per language
+(``model``), the naming rules they all share (``naming``: words, cases,
+unique names), rendering templates (``generate``) and one module per language
 (``assemblyscript``, ``c``, ``rust``) that maps the model to its names and
 types. It imports ``hostwire._hostapi`` (the document), ``hostwire._contract`` (export
 names, input sections) and ``hostwire._errors``; nothing at run time imports it but the CLI.

@@ -37,13 +37,13 @@ import functools
 import json
 import re
 import shlex
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from hostwire._contract import INPUT_SECTIONS
 from hostwire._hostapi import OpenAPIDocument
 from hostwire._pdk.generate import RenderJob, templates_root
-from hostwire._pdk.model import Model, OperationDef, PdkModel, TypeRef, pascal_case
+from hostwire._pdk.model import Field, Model, OperationDef, Param, PdkModel, TypeRef
+from hostwire._pdk.naming import Namer, camel_case, escape_reserved, type_name
 
 ASSEMBLYSCRIPT = "0.28.20"
 BUILD = "npm install --no-audit --no-fund && npm run build"
@@ -106,8 +106,6 @@ def runtime_names() -> frozenset[str]:
 
 # Members every model class has.
 MODEL_MEMBERS = frozenset({"constructor", "encode", "fromJson", "toJson", "toBytes"})
-_WORD_BOUNDARY = re.compile(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])")
-_NOT_WORD = re.compile(r"[^A-Za-z0-9]+")
 _PRIMITIVES = {"string": "string", "integer": "i64", "number": "f64", "boolean": "bool"}
 _CODECS = {"string": "String", "integer": "Integer", "number": "Number", "boolean": "Boolean"}
 _FLAGGED = frozenset({"integer", "number", "boolean"})  # value types: no `| null`
@@ -121,20 +119,18 @@ _OPERATION_GLOBALS = frozenset(
 )
 # The parameters and locals of the generated model codecs.
 _CODEC_LOCALS = frozenset({"d", "v", "w", "out", "field"})
+# An operation's locals (as __<name>), in TsLocals' order after its arguments.
+_OPERATION_LOCALS = ("w", "options", "body", "input", "reply", "response", "answer", "d")
 
 
-def camel_case(text: str, fallback: str = "value") -> str:
+def camel_ident(text: str, fallback: str = "value") -> str:
     """``created_at`` → ``createdAt``, ``If-Match`` → ``ifMatch``, ``9lives`` → ``_9lives``."""
-    words = [w for w in _NOT_WORD.split(_WORD_BOUNDARY.sub(" ", text)) if w]
-    if not words:
-        return fallback
-    first = words[0].lower() if words[0].isupper() else words[0][:1].lower() + words[0][1:]
-    name = first + "".join(w[:1].upper() + w[1:] for w in words[1:])
-    return f"_{name}" if name[:1].isdigit() else name
+    return camel_case(text, digit_prefix="_") or fallback
 
 
 def identifier(name: str) -> str:
-    return f"{name}_" if name in RESERVED_WORDS else name
+    """``name``, or ``name_`` if it is a reserved word."""
+    return escape_reserved(name, RESERVED_WORDS)
 
 
 def literal(text: str) -> str:
@@ -150,21 +146,6 @@ def doc_lines(text: str) -> list[str]:
 def one_line(text: str) -> str:
     """Text for a // comment, a Markdown heading or a JSON string: one line."""
     return " ".join(text.split())
-
-
-class Names:
-    """Hands out unique names: a taken name gets 2, 3, ... appended."""
-
-    def __init__(self, taken: Iterable[str] = ()) -> None:
-        self.taken = set(taken)
-
-    def claim(self, name: str) -> str:
-        unique, number = name, 2
-        while unique in self.taken:
-            unique = f"{name}{number}"
-            number += 1
-        self.taken.add(unique)
-        return unique
 
 
 # -- what the templates print -------------------------------------------------------
@@ -344,12 +325,12 @@ class _Builder:
     def __init__(self, model: PdkModel) -> None:
         self.model = model
         self.by_name = {m.name: m for m in model.models}
-        self.globals = Names(runtime_names())
+        self.globals = Namer(runtime_names())
         self.class_names = {
             m.name: self.globals.claim(self._class_name(m.name)) for m in model.models
         }
         for name in sorted(self.class_names.values()):
-            self.globals.taken |= {f"decode{name}", f"encode{name}"}
+            self.globals.take({f"decode{name}", f"encode{name}"})
         self.cyclic = _cyclic_models(model.models)
         self.pdk = _Pdk()
 
@@ -382,59 +363,43 @@ class _Builder:
         return TsType("JsonValue", "Any", "JsonValue.newObject()", False)
 
     def _constants(self, model: Model) -> list[tuple[str, str]]:
-        names = Names()
-        return [(names.claim(pascal_case(v) or "Empty"), literal(v)) for v in model.values]
+        names = Namer()
+        return [(names.claim(type_name(v) or "Empty"), literal(v)) for v in model.values]
 
-    def fields(
-        self, owner: str, specs: list[tuple[str, TypeRef, bool, bool, str]], scope: Names
-    ) -> list[TsField]:
-        """Fields from (JSON name, type, required, nullable, description).
+    def fields(self, owner: str, specs: list[Field], scope: Namer) -> list[TsField]:
+        """The members of class ``owner`` for ``specs``.
 
         ``scope`` hands out the names of the encoder's locals.
         """
-        names = Names(MODEL_MEMBERS | RESERVED_WORDS)
-        # A name that is already camelCase keeps it when another would mangle into it.
-        members = {}
-        for json_name, *_ in specs:
-            if camel_case(json_name) == json_name:
-                members[json_name] = names.claim(identifier(json_name))
-        for json_name, *_ in specs:
-            if json_name not in members:
-                members[json_name] = names.claim(identifier(camel_case(json_name)))
-        out = []
-        for json_name, ref, required, nullable, description in specs:
-            ts = self.type_of(ref)
-            member = members[json_name]
-            cyclic = ref.kind == "model" and (owner, ref.model) in self.cyclic
-            # Optional and nullable: absent, null and a value are three states.
-            is_null = ""
-            if nullable and not required:
-                is_null = names.claim(f"{member.rstrip('_')}IsNull")
-            if ts.flagged and (nullable or not required):
-                upper = member.strip("_")
-                upper = upper[:1].upper() + upper[1:]
-                out.append(
-                    TsField(
-                        literal(json_name), member, ts, "flagged", required, nullable,
-                        doc_lines(description),
-                        value=names.claim(f"_{member}"),
-                        flag=names.claim(f"_has{upper}"),
-                        has=names.claim(f"has{upper}"),
-                        clear=names.claim(f"clear{upper}"),
-                        is_null=is_null,
-                    )
-                )  # fmt: skip
-                continue
-            storage = "nullable" if nullable or not required or cyclic else "plain"
-            out.append(
-                TsField(
-                    literal(json_name), member, ts, storage, required, nullable,
-                    doc_lines(description),
-                    is_null=is_null,
-                    local=scope.claim(f"__{member}") if storage == "nullable" else "",
-                )
+        names = Namer(MODEL_MEMBERS | RESERVED_WORDS)
+        members = _members([spec.name for spec in specs], names)
+        return [self._field(owner, spec, members[spec.name], names, scope) for spec in specs]
+
+    def _field(self, owner: str, spec: Field, member: str, names: Namer, scope: Namer) -> TsField:
+        """One member: ``names`` hands out the class's names, ``scope`` the encoder's locals."""
+        ts = self.type_of(spec.type)
+        json_name, required, nullable = literal(spec.name), spec.required, spec.nullable
+        doc = doc_lines(spec.description)
+        # Optional and nullable: absent, null and a value are three states.
+        is_null = names.claim(f"{member.rstrip('_')}IsNull") if nullable and not required else ""
+        if ts.flagged and (nullable or not required):
+            upper = member.strip("_")
+            upper = upper[:1].upper() + upper[1:]
+            return TsField(
+                json_name, member, ts, "flagged", required, nullable, doc,
+                value=names.claim(f"_{member}"),
+                flag=names.claim(f"_has{upper}"),
+                has=names.claim(f"has{upper}"),
+                clear=names.claim(f"clear{upper}"),
+                is_null=is_null,
             )  # fmt: skip
-        return out
+        cyclic = spec.type.kind == "model" and (owner, spec.type.model) in self.cyclic
+        storage = "nullable" if nullable or not required or cyclic else "plain"
+        return TsField(
+            json_name, member, ts, storage, required, nullable, doc,
+            is_null=is_null,
+            local=scope.claim(f"__{member}") if storage == "nullable" else "",
+        )  # fmt: skip
 
     def build(self) -> _Pdk:
         for model in self.model.models:
@@ -451,8 +416,7 @@ class _Builder:
                         )
                     )
                 continue
-            specs = [(f.name, f.type, f.required, f.nullable, f.description) for f in model.fields]
-            fields = self.fields(model.name, specs, Names(_CODEC_LOCALS | RESERVED_WORDS))
+            fields = self.fields(model.name, model.fields, Namer(_CODEC_LOCALS | RESERVED_WORDS))
             self.pdk.classes.append(
                 TsClass(
                     name,
@@ -467,66 +431,18 @@ class _Builder:
         return self.pdk
 
     def operation(self, op: OperationDef) -> TsOperation:
-        function = self.globals.claim(identifier(camel_case(op.name, "call")))
+        function = self.globals.claim(identifier(camel_ident(op.name, "call")))
         binding = f"host_{op.name}"
-        # Arguments and locals must not shadow what the function body refers to.
-        codecs = {n for n in self.globals.taken if n.startswith(("decode", "encode"))}
-        scope = Names(RESERVED_WORDS | _OPERATION_GLOBALS | codecs | {binding})
+        scope = self._scope(binding)
         body_arg, options_arg = scope.claim("body"), scope.claim("options")
-        required = [
-            TsParam(
-                literal(p.name),
-                scope.claim(identifier(camel_case(p.name))),
-                p.location,
-                self.type_of(p.type),
-                doc_lines(p.description),
-            )
-            for p in op.params
-            if p.required
-        ]
-        names = TsLocals(
-            body_arg, options_arg,
-            *(scope.claim(f"__{n}") for n in
-              ("w", "options", "body", "input", "reply", "response", "answer", "d")),
-        )  # fmt: skip
+        required = [self._param(p, scope) for p in op.params if p.required]
+        names = TsLocals(body_arg, options_arg, *(scope.claim(f"__{n}") for n in _OPERATION_LOCALS))
         body = self.type_of(op.body) if op.body is not None else None
-        body_mode = ""
-        if body is not None:
-            body_mode = "required" if op.body_required else "nullable"
-            if body.flagged and not op.body_required:
-                body_mode = "option"  # no `i64 | null`: a flagged member of the options
-        # The options: the optional parameters (and an optional value-type body).
-        optional = [p for p in op.params if not p.required]
-        specs = [(p.name, p.type, False, False, p.description) for p in optional]
-        if body_mode == "option" and op.body is not None:
-            specs.insert(0, ("body", op.body, False, False, "The request body."))
-        options = None
-        fields: list[TsField] = []
-        if specs:
-            name = self.globals.claim(f"{pascal_case(function)}Options")
-            fields = self.fields(name, specs, scope)
-            what = "parameters and request body" if body_mode == "option" else "parameters"
-            options = TsClass(name, [f"Optional {what} of {function}()."], fields, [])
-        body_option = fields[0] if body_mode == "option" else None
-        fields = fields[1:] if body_mode == "option" else fields
-        locations = {f.member: p.location for f, p in zip(fields, optional, strict=True)}
-        sections = []
-        for location, key in _SECTIONS:
-            section = TsSection(
-                literal(key),
-                [p for p in required if p.location == location],
-                [f for f in fields if locations[f.member] == location],
-            )
-            if section.required or section.optional:
-                sections.append(section)
+        body_mode = _body_mode(body, op.body_required)
+        options = self._options(op, function, body_mode, scope)
         response = self.type_of(op.response) if op.response is not None else None
         answer = response or self.type_of(TypeRef("any"))
         kind = "ValueResponse" if answer.flagged else "Response"
-        arguments = [p.name for p in required]
-        if body_mode in ("required", "nullable"):
-            arguments.append(body_arg if body_mode == "required" else f"{body_arg}?")
-        if options is not None:
-            arguments.append(f"{options_arg}?")
         return TsOperation(
             function=function,
             host=op.name,
@@ -534,19 +450,51 @@ class _Builder:
             method=op.method,
             path=op.path,
             operation_id=op.operation_id,
-            doc=self._operation_doc(op, required, body_mode, names, options),
+            doc=self._operation_doc(op, required, body_mode, names, options.cls),
             required=required,
-            options=options,
-            sections=sections,
+            options=options.cls,
+            sections=_sections(required, options.params),
             body=body,
             body_mode=body_mode,
-            body_option=body_option,
+            body_option=options.body,
             response=answer,
             response_class=f"{kind}<{answer.name}>",
             decodes=response is not None and response.codec != "Any",
             names=names,
-            signature=f"{function}({', '.join(arguments)})",
+            signature=_signature(function, required, body_mode, names, options.cls),
         )
+
+    def _scope(self, binding: str) -> Namer:
+        """Names for an operation's arguments and locals: they must not shadow what
+        the function body refers to (its codecs and host binding among them)."""
+        codecs = {n for n in self.globals.taken if n.startswith(("decode", "encode"))}
+        return Namer(RESERVED_WORDS | _OPERATION_GLOBALS | codecs | {binding})
+
+    def _param(self, param: Param, scope: Namer) -> TsParam:
+        """A required parameter: an argument of the operation's function."""
+        return TsParam(
+            literal(param.name),
+            scope.claim(identifier(camel_ident(param.name))),
+            param.location,
+            self.type_of(param.type),
+            doc_lines(param.description),
+        )
+
+    def _options(self, op: OperationDef, function: str, body_mode: str, scope: Namer) -> _Options:
+        """The options class: the optional parameters (and an optional value-type body)."""
+        optional = [p for p in op.params if not p.required]
+        specs = [Field(p.name, p.type, False, False, p.description) for p in optional]
+        if body_mode == "option" and op.body is not None:
+            specs.insert(0, Field("body", op.body, False, False, "The request body."))
+        if not specs:
+            return _Options(None, None, [])
+        name = self.globals.claim(f"{type_name(function)}Options")
+        fields = self.fields(name, specs, scope)
+        what = "parameters and request body" if body_mode == "option" else "parameters"
+        cls = TsClass(name, [f"Optional {what} of {function}()."], fields, [])
+        body = fields[0] if body_mode == "option" else None
+        params = fields[1:] if body_mode == "option" else fields
+        return _Options(cls, body, [(p.location, f) for p, f in zip(optional, params, strict=True)])
 
     @staticmethod
     def _operation_doc(
@@ -577,7 +525,7 @@ class _Builder:
 
     def handlers(self) -> None:
         for event in self.model.events:
-            helper = self.globals.claim("on" + pascal_case(event.export))
+            helper = self.globals.claim("on" + type_name(event.export))
             output = self.type_of(event.result) if event.result is not None else None
             if event.before and output is None:
                 output = self.type_of(TypeRef("any"))
@@ -593,7 +541,7 @@ class _Builder:
                 )
             )
         for hook in self.model.hooks:
-            helper = self.globals.claim("on" + pascal_case(hook.export))
+            helper = self.globals.claim("on" + type_name(hook.export))
             self.pdk.hooks.append(
                 TsHandler(
                     hook.export,
@@ -605,6 +553,67 @@ class _Builder:
                     [],
                 )
             )
+
+
+@dataclass(frozen=True, slots=True)
+class _Options:
+    """An operation's options class and what its members hold."""
+
+    cls: TsClass | None
+    body: TsField | None  # body_mode "option": the member that holds the body
+    params: list[tuple[str, TsField]]  # (location, member) of each optional parameter
+
+
+def _members(json_names: list[str], names: Namer) -> dict[str, str]:
+    """JSON name → member name; a name that is already camelCase keeps it when
+    another would mangle into it."""
+    members = {}
+    for json_name in json_names:
+        if camel_ident(json_name) == json_name:
+            members[json_name] = names.claim(identifier(json_name))
+    for json_name in json_names:
+        if json_name not in members:
+            members[json_name] = names.claim(identifier(camel_ident(json_name)))
+    return members
+
+
+def _body_mode(body: TsType | None, required: bool) -> str:
+    """How the function takes its body: "" (none), required, nullable or option."""
+    if body is None:
+        return ""
+    if body.flagged and not required:
+        return "option"  # no `i64 | null`: a flagged member of the options
+    return "required" if required else "nullable"
+
+
+def _sections(required: list[TsParam], optional: list[tuple[str, TsField]]) -> list[TsSection]:
+    """The input's sections that have parameters, in path, query, headers order."""
+    sections = []
+    for location, key in _SECTIONS:
+        section = TsSection(
+            literal(key),
+            [p for p in required if p.location == location],
+            [f for where, f in optional if where == location],
+        )
+        if section.required or section.optional:
+            sections.append(section)
+    return sections
+
+
+def _signature(
+    function: str,
+    required: list[TsParam],
+    body_mode: str,
+    names: TsLocals,
+    options: TsClass | None,
+) -> str:
+    """The call as the README shows it: getLight(id, options?)."""
+    arguments = [p.name for p in required]
+    if body_mode in ("required", "nullable"):
+        arguments.append(names.body if body_mode == "required" else f"{names.body}?")
+    if options is not None:
+        arguments.append(f"{names.options}?")
+    return f"{function}({', '.join(arguments)})"
 
 
 def _cyclic_models(models: list[Model]) -> set[tuple[str, str]]:

@@ -31,13 +31,15 @@ import re
 import shlex
 import sys
 from collections.abc import Iterable
+from dataclasses import dataclass, field, replace
 from fractions import Fraction
 from typing import Any
 
 from hostwire._contract import INPUT_SECTIONS
 from hostwire._hostapi import OpenAPIDocument
+from hostwire._pdk import naming
 from hostwire._pdk.generate import RenderJob, templates_root
-from hostwire._pdk.model import ANY, Model, OperationDef, PdkModel, TypeRef
+from hostwire._pdk.model import ANY, Field, Model, OperationDef, Param, PdkModel, TypeRef
 
 CC_FLAGS = "--target=wasm32-freestanding -O2 -s -nostdlib -Wl,--no-entry"
 # The one command that builds a project made by `hostwire plugin new --lang c`:
@@ -83,6 +85,16 @@ RESERVED = _C_KEYWORDS | _CPP_KEYWORDS | _HEADER_NAMES | _LIBC_NAMES
 _RUNTIME_NAME = re.compile(r"\b(?:hw|HW)_\w+")
 RUNTIME_FILES = ("hw_runtime.h.j2", "hw_runtime.c.j2")
 _STDINT_MACRO = re.compile(r"^U?INT(8|16|32|64|PTR|MAX)?_(MAX|MIN|C)$")
+
+
+class _Reserved:
+    """Names no generated identifier may be: keywords, the headers' names, stdint's macros."""
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and (name in RESERVED or bool(_STDINT_MACRO.match(name)))
+
+
+_RESERVED = _Reserved()
 
 _READERS = {
     "string": "hw_read_str",
@@ -134,14 +146,13 @@ def c_ident(text: str) -> str:
         ident = "_" + ident
     if re.match(r"_[A-Z_]", ident) or ident.lower().startswith("hw_"):
         ident = "x" + ident  # reserved for the implementation, or the PDK's own prefix
-    if ident in RESERVED or _STDINT_MACRO.match(ident):
-        ident += "_"
-    return ident
+    return naming.escape_reserved(ident, _RESERVED)
 
 
 def upper_snake(text: str) -> str:
-    words = re.split(r"[^A-Za-z0-9]+|(?<=[a-z0-9])(?=[A-Z])", text)
-    return "_".join(w.upper() for w in words if w) or "EMPTY"
+    """An enum constant's suffix: ``TurnOn`` → ``TURN_ON``, ``HTTPStatus`` → ``HTTPSTATUS``
+    (acronyms stay whole), ``""`` → ``EMPTY``."""
+    return naming.upper_snake(text, split_acronyms=False) or "EMPTY"
 
 
 def c_string(text: str) -> str:
@@ -176,19 +187,9 @@ def _pointer_to(ctype: str) -> str:
     return f"{ctype}*" if ctype.endswith("*") else f"{ctype} *"
 
 
-class _Names:
-    """Hands out identifiers, adding _2, _3, ... to any already taken."""
-
-    def __init__(self, taken: Iterable[str] = ()) -> None:
-        self._taken = set(taken)
-
-    def claim(self, wanted: str) -> str:
-        name, number = wanted, 2
-        while name in self._taken or name in RESERVED or _STDINT_MACRO.match(name):
-            name = f"{wanted}_{number}"
-            number += 1
-        self._taken.add(name)
-        return name
+def _namer(taken: Iterable[str] = ()) -> naming.Namer:
+    """A scope of C identifiers: a taken or reserved name gets _2, _3, ..."""
+    return naming.Namer(taken, reserved=_RESERVED, numbering=naming.underscore_number)
 
 
 # -- types --------------------------------------------------------------------
@@ -197,7 +198,7 @@ class _Names:
 class _Types:
     """Maps ``TypeRef``s to C types and to the code that reads and writes them."""
 
-    def __init__(self, model: PdkModel, names: _Names) -> None:
+    def __init__(self, model: PdkModel, names: naming.Namer) -> None:
         self.kinds = {m.name: m.kind for m in model.models}
         # Model names are PascalCase (no "_"), so "<Model>_<suffix>" names never clash,
         # unless the model is named HW or Hw: its names would start like the runtime's.
@@ -302,6 +303,182 @@ class _Types:
         return f"{value}.ptr != NULL" if t.kind == "string" else f"{value} != NULL"
 
 
+# -- what the templates print -------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class CConstant:
+    const: str  # Color_RED
+    text: str  # the value, as a C string literal
+    comment: str  # the value, for a comment
+
+
+@dataclass(frozen=True, slots=True)
+class CEnum:
+    name: str
+    doc: str
+    constants: list[CConstant]
+    empty: str  # an enum without values: its one constant, <Name>__NONE
+    expected: str  # the values, for messages, as a C string literal
+
+
+@dataclass(frozen=True, slots=True)
+class CField:
+    json: str  # the JSON name, as a C string literal
+    key: str  # the JSON name and its colon, as a C string literal
+    member: str
+    decl: str
+    has: str  # an optional value-type member: its has_ flag
+    null: str  # a nullable member (not free JSON): its _null flag
+    required: bool
+    accepts_null: bool  # free JSON: null is a value like any other
+    read: str  # a C boolean expression: read JSON v into the member
+    write: str  # a C statement: write the member to buf
+    present: str  # an optional member: a C expression, whether it is sent
+    is_null: str  # a nullable member: a C expression, whether it is sent as null
+    doc: str
+
+
+@dataclass(frozen=True, slots=True)
+class CObject:
+    name: str
+    doc: str
+    fields: list[CField]
+
+
+@dataclass(frozen=True, slots=True)
+class CArray:
+    name: str  # Light_array, hw_int_array_array, ...
+    items_decl: str
+    item_type: str
+    read: str  # a C boolean expression: read JSON item into out->items[i]
+    write: str  # a C statement: write value->items[i] to buf
+
+
+@dataclass(frozen=True, slots=True)
+class CInput:
+    """A parameter as the operation's function writes it into the host call's input."""
+
+    key: str  # the name and its colon, as a C string literal
+    write: str  # a C statement
+    present: str  # an optional parameter: a C expression, whether it is sent
+
+
+@dataclass(frozen=True, slots=True)
+class CSection:
+    """One object of the Contract 1 input: "path", "query" or "headers"."""
+
+    key: str  # the section's name and its colon, as a C string literal
+    params: list[CInput]
+
+
+@dataclass(frozen=True, slots=True)
+class COption:
+    """A member of an operation's options struct: an optional parameter."""
+
+    decl: str
+    has: str  # a value type: its has_ flag
+    doc: str
+
+
+@dataclass(frozen=True, slots=True)
+class CBody:
+    write: str  # a C statement: write the body argument to the input
+
+
+@dataclass(frozen=True, slots=True)
+class CResult:
+    """The typed 2xx body of an operation's response struct."""
+
+    decl: str
+    read: str  # a C boolean expression: read the answer's JSON into it
+    reset: str  # a C statement: clear it again after a failed read
+    type: str
+
+
+@dataclass(frozen=True, slots=True)
+class COperation:
+    name: str  # the host function
+    operation_id: str
+    method: str
+    path: str  # for comments
+    summary: str
+    function: str  # api_<name>
+    response: str  # api_<name>_response
+    options: str  # api_<name>_options, or "" without optional parameters
+    option_fields: list[COption]
+    import_symbol: str
+    import_name: str  # the host function, as a C string literal
+    signature: str
+    docs: list[str]  # one comment line per argument
+    sections: list[CSection]  # those with parameters, in path, query, headers order
+    body: CBody | None
+    result: CResult | None  # None: the operation declares no JSON 2xx body
+    simple: bool  # no required parameters and no body: the example calls it
+
+    @property
+    def uses_first(self) -> bool:
+        return bool(self.sections or self.body)
+
+    @property
+    def uses_inner(self) -> bool:
+        return bool(self.sections)
+
+    @property
+    def example_args(self) -> str:
+        return "NULL" if self.options else ""
+
+
+@dataclass(frozen=True, slots=True)
+class CHandler:
+    """An event or HTTP hook: the HW_ON_<EXPORT>(handler) macro and what it defines."""
+
+    kind: str  # event | hook
+    export: str
+    export_c: str  # the export, as a C string literal
+    heading: str
+    macro: str
+    handler_type: str
+    runner: str
+    symbol: str
+    payload_type: str
+    payload_name: str  # for messages, as a C string literal
+    describe: str  # a C expression: the payload as text, for logging
+    payload_decl: str
+    read: str  # a C boolean expression: read the input into the payload
+    arg: str  # what the runner passes the handler
+    params: str  # the handler's parameters
+    result_type: str = ""  # "" when the answer is not used (after-events)
+    result_decl: str = ""
+    write: str = ""  # a C statement: write the result
+    prefill: list[str] = field(default_factory=list)  # result fields copied from the payload
+
+
+@dataclass(frozen=True, slots=True)
+class CRespond:
+    """hw_respond(output, status, headers, body): the pre-hook answers by itself."""
+
+    function: str
+    output: str
+    response: str
+    field: str
+    flag: str
+    flag_has: str
+    status: str
+    headers: str
+    body: str
+
+
+@dataclass(slots=True)
+class _Parameters:
+    """What an operation's parameters add to its function."""
+
+    arguments: list[str] = field(default_factory=list)  # the required ones
+    docs: list[str] = field(default_factory=list)
+    options: list[COption] = field(default_factory=list)  # the optional ones
+    sections: dict[str, list[CInput]] = field(default_factory=dict)  # by location
+
+
 # -- the PDK ------------------------------------------------------------------
 
 
@@ -310,7 +487,7 @@ class _Pdk:
 
     def __init__(self, model: PdkModel) -> None:
         self.model = model
-        self.names = _Names(runtime_names())
+        self.names = _namer(runtime_names())
         self.types = _Types(model, self.names)
         self.members: dict[str, list[str]] = {}  # model → its fields' C names
         self.flags: dict[str, dict[str, str]] = {}  # model → JSON name → its has_ flag
@@ -347,8 +524,8 @@ class _Pdk:
     def context(self) -> dict[str, Any]:
         # The example plug-in (README, new projects): a before-event if there is
         # one, and an operation that takes no arguments.
-        event = next((e for e in self.events if e["result_type"]), None)
-        operation = next((op for op in self.operations if op["simple"]), None)
+        event = next((e for e in self.events if e.result_type), None)
+        operation = next((op for op in self.operations if op.simple), None)
         return {
             "example_event": event or next(iter(self.events), None),
             "example_operation": operation,
@@ -365,190 +542,197 @@ class _Pdk:
 
     # models
 
-    def _enum(self, m: Model) -> dict[str, Any]:
+    def _enum(self, m: Model) -> CEnum:
         name = self.types.names[m.name]
-        values = [
-            {
-                "const": self.names.claim(f"{name}_{upper_snake(v)}"),
-                "text": c_string(v),
-                "comment": c_comment(json.dumps(v, ensure_ascii=False)),
-            }
+        constants = [
+            CConstant(
+                self.names.claim(f"{name}_{upper_snake(v)}"),
+                c_string(v),
+                c_comment(json.dumps(v, ensure_ascii=False)),
+            )
             for v in m.values
         ]
-        return {
-            "name": name,
-            "doc": c_comment(m.description),
-            "constants": values,
-            "empty": self.names.claim(f"{name}__NONE") if not values else "",
-            "expected": c_string(", ".join(m.values) or "(no values)"),
-        }
+        return CEnum(
+            name,
+            c_comment(m.description),
+            constants,
+            self.names.claim(f"{name}__NONE") if not constants else "",
+            c_string(", ".join(m.values) or "(no values)"),
+        )
 
-    def _object(self, m: Model) -> dict[str, Any]:
-        t = self.types
-        members = _Names()
+    def _object(self, m: Model) -> CObject:
+        members = _namer()
         idents = [members.claim(c_ident(f.name)) for f in m.fields]
         self.members[m.name] = idents
-        fields = []
-        for f, member in zip(m.fields, idents, strict=True):
-            pointer = t.pointer_like(f.type)
-            has = members.claim(f"has_{member}") if not f.required and not pointer else ""
-            self.flags.setdefault(m.name, {})[f.name] = has
-            null = members.claim(f"{member}_null") if f.nullable and f.type.kind != "any" else ""
-            value = f"value->{member}"
-            present = []
-            if has:
-                # A value other than 0 / false / empty is there by itself: has_ is
-                # only needed to send 0, false or []. (A forgotten has_ flag
-                # dropped a hook's has_response = true: the request went on.)
-                present += [f"value->{has}", t.nonzero(f.type, value)]
-            elif not f.required:
-                present.append(t.present(f.type, value))
-            if null and not f.required:
-                present.append(f"value->{null}")
-            is_null = [f"value->{null}"] if null else []
-            if null and pointer:
-                is_null.append(t.absent(f.type, value))
-            notes = []
-            if not f.required:
-                notes.append(
-                    f"optional: {t.presence_note(f.type, has)}"
-                    if has
-                    else "optional: NULL when absent"
-                )
-            if null:
-                notes.append(f"null: {null}")
-            doc = c_comment(f.description)
-            fields.append(
-                {
-                    "json": c_string(f.name),
-                    "key": _key(f.name),
-                    "member": member,
-                    "decl": _decl(t.field(f.type), member),
-                    "has": has,
-                    "null": null,
-                    "required": f.required,
-                    "accepts_null": f.type.kind == "any",
-                    "read": t.read_field(f.type, "v", f"out->{member}"),
-                    "write": t.write_field(f.type, "buf", value),
-                    "present": " || ".join(present),
-                    "is_null": " || ".join(is_null),
-                    "doc": c_comment(f"{doc} ({'; '.join(notes)})" if notes else doc),
-                }
-            )
-        name = t.names[m.name]
+        fields = [
+            self._field(m, f, member, members) for f, member in zip(m.fields, idents, strict=True)
+        ]
+        name = self.types.names[m.name]
         for suffix in ("read", "write", "parse", "to_json"):
             self.names.claim(f"{name}_{suffix}")
-        return {"name": name, "doc": c_comment(m.description), "fields": fields}
+        return CObject(name, c_comment(m.description), fields)
 
-    def _array(self, name: str, t: TypeRef) -> dict[str, Any]:
+    def _field(self, m: Model, f: Field, member: str, members: naming.Namer) -> CField:
+        t = self.types
+        pointer = t.pointer_like(f.type)
+        has = members.claim(f"has_{member}") if not f.required and not pointer else ""
+        self.flags.setdefault(m.name, {})[f.name] = has
+        null = members.claim(f"{member}_null") if f.nullable and f.type.kind != "any" else ""
+        value = f"value->{member}"
+        present = []
+        if has:
+            # A value other than 0 / false / empty is there by itself: has_ is
+            # only needed to send 0, false or []. (A forgotten has_ flag
+            # dropped a hook's has_response = true: the request went on.)
+            present += [f"value->{has}", t.nonzero(f.type, value)]
+        elif not f.required:
+            present.append(t.present(f.type, value))
+        if null and not f.required:
+            present.append(f"value->{null}")
+        is_null = [f"value->{null}"] if null else []
+        if null and pointer:
+            is_null.append(t.absent(f.type, value))
+        return CField(
+            json=c_string(f.name),
+            key=_key(f.name),
+            member=member,
+            decl=_decl(t.field(f.type), member),
+            has=has,
+            null=null,
+            required=f.required,
+            accepts_null=f.type.kind == "any",
+            read=t.read_field(f.type, "v", f"out->{member}"),
+            write=t.write_field(f.type, "buf", value),
+            present=" || ".join(present),
+            is_null=" || ".join(is_null),
+            doc=self._field_doc(f, has, null),
+        )
+
+    def _field_doc(self, f: Field, has: str, null: str) -> str:
+        notes = []
+        if not f.required:
+            notes.append(
+                f"optional: {self.types.presence_note(f.type, has)}"
+                if has
+                else "optional: NULL when absent"
+            )
+        if null:
+            notes.append(f"null: {null}")
+        doc = c_comment(f.description)
+        return c_comment(f"{doc} ({'; '.join(notes)})" if notes else doc)
+
+    def _array(self, name: str, t: TypeRef) -> CArray:
         items = t.items or ANY
         item = self.types.item(items)
         for suffix in ("read", "write"):
             self.names.claim(f"{name}_{suffix}")
-        return {
-            "name": name,
-            "items_decl": _decl(_pointer_to(item), "items"),
-            "item_type": item,
-            "read": self.types.read_into(items, "item", "&out->items[i]"),
-            "write": self.types.write_item(items, "buf", "value->items[i]"),
-        }
+        return CArray(
+            name,
+            _decl(_pointer_to(item), "items"),
+            item,
+            self.types.read_into(items, "item", "&out->items[i]"),
+            self.types.write_item(items, "buf", "value->items[i]"),
+        )
 
     # operations
 
-    def _operation(self, op: OperationDef) -> dict[str, Any]:
-        t = self.types
+    def _operation(self, op: OperationDef) -> COperation:
         ident = c_ident(op.name)
         function = self.names.claim(f"api_{ident}")
         response = self.names.claim(f"{function}_response")
-        optional = [p for p in op.params if not p.required]
+        optional = any(not p.required for p in op.params)
         options = self.names.claim(f"{function}_options") if optional else ""
-        args = _Names({"options", "body"})
-        members = _Names()
-        arguments: list[str] = []
-        docs: list[str] = []
-        option_fields: list[dict[str, str]] = []
-        sections: dict[str, list[dict[str, str]]] = {}
-        for p in op.params:
-            entry = {"key": _key(p.name)}
-            if p.required:
-                name = args.claim(c_ident(p.name))
-                arguments.append(_decl(t.field(p.type), name))
-                entry["write"] = t.write_field(p.type, "&hw_b", name)
-                entry["present"] = ""
-                docs.append(f"{name}: {p.location} parameter {p.name}. {p.description}")
-            else:
-                member = members.claim(c_ident(p.name))
-                has = "" if t.pointer_like(p.type) else members.claim(f"has_{member}")
-                value = f"options->{member}"
-                entry["write"] = t.write_field(p.type, "&hw_b", value)
-                flag = (
-                    f"(options->{has} || {t.nonzero(p.type, value)})"
-                    if has
-                    else t.present(p.type, value)
-                )
-                entry["present"] = f"options != NULL && {flag}"
-                note = t.presence_note(p.type, has) if has else "omitted when NULL"
-                option_fields.append(
-                    {
-                        "decl": _decl(t.field(p.type), member),
-                        "has": has,
-                        "doc": c_comment(
-                            f"{p.location} parameter {p.name} ({note}). {p.description}"
-                        ),
-                    }
-                )
-            sections.setdefault(p.location, []).append(entry)
+        params = self._parameters(op.params)
+        arguments, docs = params.arguments, params.docs
         if options:
             arguments.append(f"const {options} *options")
             docs.append("options: the optional parameters, or NULL.")
-        body: dict[str, str] = {}
+        body = None
         if op.body is not None:
-            # Always a pointer (NULL: no body); a JSON value is one already.
-            if op.body.kind == "any":
-                arguments.append("const hw_json *body")
-                body = {"write": "hw_write_json(&hw_b, body);"}
-            else:
-                arguments.append(f"const {_pointer_to(t.item(op.body))}body")
-                body = {"write": t.write_pointed(op.body, "&hw_b", "body")}
-            required = "required" if op.body_required else "optional"
-            docs.append(f"body: the request body ({t.item(op.body)}, {required}; NULL: none).")
-        result: dict[str, str] = {}
-        if op.response is not None:
-            r = op.response
-            result = {
-                "decl": _decl(t.field(r), "body"),
-                "read": t.read_field(r, "hw_base.json", "hw_r.body"),
-                "reset": "hw_r.body = NULL;"
-                if t.is_object(r)
-                else "memset(&hw_r.body, 0, sizeof hw_r.body);",
-                "type": t.item(r),
-            }
-        return {
-            "name": op.name,
-            "operation_id": op.operation_id,
-            "method": op.method,
-            "path": c_comment(op.path),
-            "summary": c_comment(op.summary),
-            "function": function,
-            "response": response,
-            "options": options,
-            "option_fields": option_fields,
-            "import_symbol": self.names.claim(f"hw__import_{ident}"),
-            "import_name": c_string(op.name),
-            "signature": f"{response} {function}({', '.join(arguments) or 'void'})",
-            "docs": [c_comment(d) for d in docs],
-            "sections": [
-                {"key": _key(key), "params": sections[location]}
+            argument, doc, body = self._body(op.body, op.body_required)
+            arguments.append(argument)
+            docs.append(doc)
+        result = self._result(op.response) if op.response is not None else None
+        return COperation(
+            name=op.name,
+            operation_id=op.operation_id,
+            method=op.method,
+            path=c_comment(op.path),
+            summary=c_comment(op.summary),
+            function=function,
+            response=response,
+            options=options,
+            option_fields=params.options,
+            import_symbol=self.names.claim(f"hw__import_{ident}"),
+            import_name=c_string(op.name),
+            signature=f"{response} {function}({', '.join(arguments) or 'void'})",
+            docs=[c_comment(d) for d in docs],
+            sections=[
+                CSection(_key(key), params.sections[location])
                 for location, key in _SECTIONS
-                if location in sections
+                if location in params.sections
             ],
-            "body": body,
-            "result": result,
-            "uses_first": bool(sections or body),
-            "uses_inner": bool(sections),
-            "simple": not any(p.required for p in op.params) and op.body is None,
-            "example_args": "NULL" if options else "",
-        }
+            body=body,
+            result=result,
+            simple=not any(p.required for p in op.params) and op.body is None,
+        )
+
+    def _parameters(self, params: Iterable[Param]) -> _Parameters:
+        """Required parameters are arguments, optional ones members of the options
+        struct; each is written into its section of the input."""
+        found = _Parameters()
+        args, members = _namer({"options", "body"}), _namer()
+        for p in params:
+            if p.required:
+                name = args.claim(c_ident(p.name))
+                found.arguments.append(_decl(self.types.field(p.type), name))
+                found.docs.append(f"{name}: {p.location} parameter {p.name}. {p.description}")
+                written = self._input(p, name, "")
+            else:
+                option, written = self._option(p, members)
+                found.options.append(option)
+            found.sections.setdefault(p.location, []).append(written)
+        return found
+
+    def _option(self, p: Param, members: naming.Namer) -> tuple[COption, CInput]:
+        t = self.types
+        member = members.claim(c_ident(p.name))
+        has = "" if t.pointer_like(p.type) else members.claim(f"has_{member}")
+        value = f"options->{member}"
+        flag = (
+            f"(options->{has} || {t.nonzero(p.type, value)})" if has else t.present(p.type, value)
+        )
+        written = self._input(p, value, f"options != NULL && {flag}")
+        note = t.presence_note(p.type, has) if has else "omitted when NULL"
+        doc = c_comment(f"{p.location} parameter {p.name} ({note}). {p.description}")
+        return COption(_decl(t.field(p.type), member), has, doc), written
+
+    def _input(self, p: Param, value: str, present: str) -> CInput:
+        return CInput(_key(p.name), self.types.write_field(p.type, "&hw_b", value), present)
+
+    def _body(self, body: TypeRef, required: bool) -> tuple[str, str, CBody]:
+        """The body argument, its doc and how it is written: always a pointer
+        (NULL: no body); a JSON value is one already."""
+        t = self.types
+        if body.kind == "any":
+            argument, write = "const hw_json *body", "hw_write_json(&hw_b, body);"
+        else:
+            argument = f"const {_pointer_to(t.item(body))}body"
+            write = t.write_pointed(body, "&hw_b", "body")
+        needed = "required" if required else "optional"
+        doc = f"body: the request body ({t.item(body)}, {needed}; NULL: none)."
+        return argument, doc, CBody(write)
+
+    def _result(self, r: TypeRef) -> CResult:
+        t = self.types
+        return CResult(
+            decl=_decl(t.field(r), "body"),
+            read=t.read_field(r, "hw_base.json", "hw_r.body"),
+            reset="hw_r.body = NULL;"
+            if t.is_object(r)
+            else "memset(&hw_r.body, 0, sizeof hw_r.body);",
+            type=t.item(r),
+        )
 
     # events and hooks
 
@@ -562,7 +746,7 @@ class _Pdk:
         title: str,
         summary: str,
         names: tuple[str, str],
-    ) -> dict[str, Any]:
+    ) -> CHandler:
         t = self.types
         ident = c_ident(export)
         item = t.item(payload)
@@ -570,39 +754,37 @@ class _Pdk:
             param, arg = f"const hw_json *{names[0]}", "*hw_payload"
         else:
             param, arg = f"const {_pointer_to(item)}{names[0]}", "hw_payload"
-        params = [param]
-        handler: dict[str, Any] = {
-            "kind": kind,
-            "export": export,
-            "export_c": c_string(export),
-            "heading": c_comment(f"{title}: {summary}" if summary else title),
-            "macro": self.names.claim(f"HW_ON_{ident.upper()}"),
-            "handler_type": self.names.claim(f"hw_{ident}_handler"),
-            "runner": self.names.claim(f"hw__run_{ident}"),
-            "symbol": self.names.claim(f"hw__export_{ident}"),
-            "payload_type": item,
-            "payload_name": c_string(item.rstrip(" *")),
+        handler = CHandler(
+            kind=kind,
+            export=export,
+            export_c=c_string(export),
+            heading=c_comment(f"{title}: {summary}" if summary else title),
+            macro=self.names.claim(f"HW_ON_{ident.upper()}"),
+            handler_type=self.names.claim(f"hw_{ident}_handler"),
+            runner=self.names.claim(f"hw__run_{ident}"),
+            symbol=self.names.claim(f"hw__export_{ident}"),
+            payload_type=item,
+            payload_name=c_string(item.rstrip(" *")),
             # The payload as text, for logging: typed when it is an object.
-            "describe": f"{item}_to_json({names[0]})" if t.is_object(payload) else "hw_input()",
-            "payload_decl": _decl(_pointer_to(item), "hw_payload"),
-            "read": t.read_into(payload, "hw_in", "hw_payload"),
-            "arg": arg,
-            "result_type": "",
-            "prefill": [],
-        }
-        if result is not None:
-            out = t.item(result)
-            params.append(f"{_pointer_to(out)}{names[1]}")
-            handler.update(
-                result_type=out,
-                result_decl=_decl(_pointer_to(out), "hw_result"),
-                write=t.write_pointed(result, "&hw_out", "hw_result"),
-                prefill=self._prefill(payload, result),
-            )
-        handler["params"] = ", ".join(params)
-        return handler
+            describe=f"{item}_to_json({names[0]})" if t.is_object(payload) else "hw_input()",
+            payload_decl=_decl(_pointer_to(item), "hw_payload"),
+            read=t.read_into(payload, "hw_in", "hw_payload"),
+            arg=arg,
+            params=param,
+        )
+        if result is None:
+            return handler
+        out = t.item(result)
+        return replace(
+            handler,
+            params=f"{param}, {_pointer_to(out)}{names[1]}",
+            result_type=out,
+            result_decl=_decl(_pointer_to(out), "hw_result"),
+            write=t.write_pointed(result, "&hw_out", "hw_result"),
+            prefill=self._prefill(payload, result),
+        )
 
-    def _respond(self) -> dict[str, str] | None:
+    def _respond(self) -> CRespond | None:
         """hw_respond(output, status, headers, body) for the pre-hook (hooks.yaml's shapes)."""
         hook = next((h for h in self.model.hooks if h.export == "http_pre_hook"), None)
         if hook is None or not self.types.is_object(hook.output):
@@ -615,18 +797,17 @@ class _Pdk:
 
         output = models[hook.output.model]
         response = next(f for f in output.fields if f.name == "response").type
-        flag = member(output.name, "has_response")
-        return {
-            "function": self.names.claim("hw_respond"),
-            "output": self.types.names[output.name],
-            "response": self.types.names[response.model],
-            "field": member(output.name, "response"),
-            "flag": flag,
-            "flag_has": self.flags[output.name]["has_response"],
-            "status": member(response.model, "status_code"),
-            "headers": member(response.model, "headers"),
-            "body": member(response.model, "body"),
-        }
+        return CRespond(
+            function=self.names.claim("hw_respond"),
+            output=self.types.names[output.name],
+            response=self.types.names[response.model],
+            field=member(output.name, "response"),
+            flag=member(output.name, "has_response"),
+            flag_has=self.flags[output.name]["has_response"],
+            status=member(response.model, "status_code"),
+            headers=member(response.model, "headers"),
+            body=member(response.model, "body"),
+        )
 
     def _prefill(self, payload: TypeRef, result: TypeRef) -> list[str]:
         """Required result fields the payload has too start as the payload's (hooks' context)."""

@@ -10,13 +10,13 @@ get names from where they appear (``LightEvent`` + ``data`` → ``LightEventData
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from hostwire._contract import EVENT_TYPE, HTTP_HOOKS, event_export
 from hostwire._hostapi import Node, OpenAPIDocument, Operation, load_openapi
+from hostwire._pdk.naming import Namer, type_name
 
 HOOKS_SPEC = Path(__file__).resolve().parents[1] / "hooks.yaml"
 # export → (input model, output model), from hooks.yaml
@@ -26,12 +26,6 @@ HOOK_MODELS = {
     "http_stream_chunk_hook": ("HttpStreamChunkInput", "HttpStreamChunkOutput"),
 }
 PRIMITIVES = ("string", "integer", "number", "boolean")
-
-
-def pascal_case(text: str) -> str:
-    words = re.split(r"[^A-Za-z0-9]+|(?<=[a-z0-9])(?=[A-Z])", text)
-    name = "".join(w[:1].upper() + w[1:] for w in words if w)
-    return f"T{name}" if name[:1].isdigit() else name
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,6 +118,7 @@ class _Builder:
     def __init__(self, spec: OpenAPIDocument) -> None:
         self.spec = spec
         self.models: dict[str, Model] = {}
+        self.names = Namer()  # the models' names
         self._by_uri: dict[str, str] = {}  # schema location → model name
 
     def component_name(self, node: Node) -> str | None:
@@ -131,7 +126,7 @@ class _Builder:
         _, _, fragment = node.uri.partition("#")
         prefix = "/components/schemas/"
         if fragment.startswith(prefix) and "/" not in fragment[len(prefix) :]:
-            return pascal_case(fragment[len(prefix) :].replace("~1", "/").replace("~0", "~"))
+            return type_name(fragment[len(prefix) :].replace("~1", "/").replace("~0", "~"))
         return None
 
     def type_of(self, node: Node, context: str) -> tuple[TypeRef, bool]:
@@ -141,6 +136,28 @@ class _Builder:
         if not isinstance(value, dict):
             return ANY, False
         nullable = bool(value.get("nullable"))
+        composed = self._composed(target, context, nullable)
+        if composed is not None:
+            return composed
+        kind, null = _kind(value)
+        nullable = nullable or null
+        name = self.component_name(target) or type_name(context)
+        if kind == "string" and "enum" in value:
+            return self.enum(target, name, value), nullable
+        if kind in PRIMITIVES:
+            return TypeRef(kind), nullable
+        if kind == "array":
+            if "items" not in value:
+                return TypeRef("array", items=ANY), nullable
+            items, _ = self.type_of(target.child("items"), f"{name}Item")
+            return TypeRef("array", items=items), nullable
+        if kind == "object" and (value.get("properties") or value.get("allOf")):
+            return self.object(target, name), nullable
+        return ANY, nullable
+
+    def _composed(self, target: Node, context: str, nullable: bool) -> tuple[TypeRef, bool] | None:
+        """The type of a schema that only wraps others (allOf of one, oneOf, anyOf), or None."""
+        value = target.value
         parts = value.get("allOf") or []
         if len(parts) == 1 and not value.get("properties") and "type" not in value:
             # OpenAPI 3.0's way to make a reference nullable: {nullable, allOf: [$ref]}
@@ -155,32 +172,7 @@ class _Builder:
                 ref, inner_null = self.type_of(real[0], context)
                 return ref, True if len(real) < len(branches) else inner_null
             return ANY, nullable
-        kind = value.get("type")
-        if isinstance(kind, list):
-            nullable = nullable or "null" in kind
-            rest = [k for k in kind if k != "null"]
-            kind = rest[0] if len(rest) == 1 else None
-        if kind is None and ("properties" in value or "allOf" in value):
-            kind = "object"
-        if (
-            kind is None
-            and value.get("enum")
-            and all(isinstance(v, str) or v is None for v in value["enum"])
-        ):
-            kind = "string"
-        name = self.component_name(target) or pascal_case(context)
-        if kind == "string" and "enum" in value:
-            return self.enum(target, name, value), nullable
-        if kind in PRIMITIVES:
-            return TypeRef(kind), nullable
-        if kind == "array":
-            if "items" not in value:
-                return TypeRef("array", items=ANY), nullable
-            items, _ = self.type_of(target.child("items"), f"{name}Item")
-            return TypeRef("array", items=items), nullable
-        if kind == "object" and (value.get("properties") or value.get("allOf")):
-            return self.object(target, name), nullable
-        return ANY, nullable
+        return None
 
     def enum(self, node: Node, name: str, value: dict[str, Any]) -> TypeRef:
         if node.uri not in self._by_uri:
@@ -224,12 +216,29 @@ class _Builder:
         return parts
 
     def _unique(self, name: str, node: Node) -> str:
-        base, number = name, 2
-        while name in self.models:
-            name = f"{base}{number}"
-            number += 1
+        name = self.names.claim(name)
         self._by_uri[node.uri] = name
         return name
+
+
+def _kind(value: dict[str, Any]) -> tuple[Any, bool]:
+    """A schema's type (``object`` for properties or allOf, ``string`` for an enum
+    of strings, None when unclear) and whether its list of types admits null."""
+    kind = value.get("type")
+    null = False
+    if isinstance(kind, list):
+        null = "null" in kind
+        rest = [k for k in kind if k != "null"]
+        kind = rest[0] if len(rest) == 1 else None
+    if kind is None and ("properties" in value or "allOf" in value):
+        kind = "object"
+    if (
+        kind is None
+        and value.get("enum")
+        and all(isinstance(v, str) or v is None for v in value["enum"])
+    ):
+        kind = "string"
+    return kind, null
 
 
 def build_model(spec: OpenAPIDocument) -> PdkModel:
@@ -254,7 +263,7 @@ def build_model(spec: OpenAPIDocument) -> PdkModel:
 
 
 def _operation(spec: OpenAPIDocument, builder: _Builder, op: Operation) -> OperationDef:
-    context = pascal_case(op.name)
+    context = type_name(op.name)
     params = []
     for param in op.parameters:
         if param.location not in ("path", "query", "header"):
@@ -266,15 +275,6 @@ def _operation(spec: OpenAPIDocument, builder: _Builder, op: Operation) -> Opera
     body = None
     if op.body is not None and op.body.schema is not None:
         body, _ = builder.type_of(op.body.schema, f"{context}Body")
-    response = None
-    node = op.node
-    for status in sorted(node.value.get("responses") or {}):
-        if str(status).startswith("2"):
-            answer = spec.deref(node.child("responses", status))
-            schema = spec.json_schema(answer)
-            if schema is not None:
-                response, _ = builder.type_of(schema, f"{context}Response")
-            break
     return OperationDef(
         name=op.name,
         operation_id=op.grant,
@@ -284,8 +284,17 @@ def _operation(spec: OpenAPIDocument, builder: _Builder, op: Operation) -> Opera
         params=tuple(params),
         body=body,
         body_required=bool(op.body and op.body.required),
-        response=response,
+        response=_response(spec, builder, op.node, f"{context}Response"),
     )
+
+
+def _response(spec: OpenAPIDocument, builder: _Builder, node: Node, name: str) -> TypeRef | None:
+    """The type of the JSON body of the operation's first 2xx answer, if it has one."""
+    for status in sorted(node.value.get("responses") or {}):
+        if str(status).startswith("2"):
+            schema = spec.json_schema(spec.deref(node.child("responses", status)))
+            return builder.type_of(schema, name)[0] if schema is not None else None
+    return None
 
 
 def _events(spec: OpenAPIDocument, builder: _Builder) -> list[EventDef]:
@@ -321,7 +330,8 @@ def _events(spec: OpenAPIDocument, builder: _Builder) -> list[EventDef]:
 def _hooks(builder: _Builder) -> list[HookDef]:
     hooks_spec = load_openapi(HOOKS_SPEC)
     hook_builder = _Builder(hooks_spec)
-    hook_builder.models = builder.models  # one namespace; names must not clash
+    # One namespace: names must not clash.
+    hook_builder.models, hook_builder.names = builder.models, builder.names
     hooks = []
     for export in HTTP_HOOKS:
         inp, out = HOOK_MODELS[export]

@@ -24,7 +24,8 @@ from hostwire._contract import INPUT_SECTIONS
 from hostwire._errors import ConfigError
 from hostwire._hostapi import OpenAPIDocument
 from hostwire._pdk.generate import RenderJob
-from hostwire._pdk.model import EventDef, Model, OperationDef, Param, PdkModel, TypeRef, pascal_case
+from hostwire._pdk.model import EventDef, Field, Model, OperationDef, Param, PdkModel, TypeRef
+from hostwire._pdk.naming import Namer, escape_reserved, snake_case, type_name
 
 # Debian's cargo (rustup's is too new for Debian's rustc 1.63); the scaffold's
 # .cargo/config.toml picks the rustc, the wasm target and the offline crates.
@@ -72,8 +73,6 @@ _PRELUDE = {
     "String": "::std::string::String",
     "Vec": "::std::vec::Vec",
 }
-_WORD_BOUNDARY = re.compile(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])")
-_NOT_WORD = re.compile(r"[^A-Za-z0-9]+")
 # The key of the host call's input (Contract 1) for each OpenAPI location.
 _KEYS = {location: key for key, location in INPUT_SECTIONS.items()}
 _PRIMITIVES = {"string": "String", "integer": "i64", "number": "f64", "boolean": "bool"}
@@ -84,32 +83,27 @@ _VALUE = "serde_json::Value"
 
 
 def snake_ident(text: str, fallback: str = "value") -> str:
-    """A snake_case Rust identifier: ``ownerName`` → ``owner_name``, ``type`` → ``type_``."""
-    words = _NOT_WORD.sub("_", _WORD_BOUNDARY.sub("_", text)).strip("_").lower()
-    name = re.sub(r"_+", "_", words) or fallback
-    if name[0].isdigit():
-        name = f"n{name}"
-    return f"{name}_" if name in KEYWORDS else name
+    """A snake_case Rust identifier: ``ownerName`` → ``owner_name``, ``type`` → ``type_``,
+    ``9lives`` → ``n9lives``."""
+    return escape_reserved(snake_case(text, digit_prefix="n") or fallback, KEYWORDS)
 
 
 def type_ident(text: str, fallback: str = "Value") -> str:
     """A PascalCase Rust identifier: ``two words`` → ``TwoWords``, ``9lives`` → ``T9lives``."""
-    name = pascal_case(text) or fallback
-    return f"{name}_" if name in KEYWORDS else name
+    return escape_reserved(type_name(text) or fallback, KEYWORDS)
 
 
-def unique(name: str, taken: set[str]) -> str:
-    """``name``, or ``name_2``, ``name_3``... if taken (``Name2`` for PascalCase);
-    records the result in ``taken``."""
-    # Self_ → Self2, type_ → type_2, name → name_2
-    snake_base = name if name.endswith("_") else f"{name}_"
-    base = name.rstrip("_") if name[:1].isupper() else snake_base
-    candidate, number = name, 2
-    while candidate in taken:
-        candidate = f"{base}{number}"
-        number += 1
-    taken.add(candidate)
-    return candidate
+def rust_numbering(name: str, number: int) -> str:
+    """How a clash is numbered: ``Name2`` for PascalCase, else ``name_2``
+    (``Self_`` → ``Self2``, ``type_`` → ``type_2``)."""
+    if name[:1].isupper():
+        return f"{name.rstrip('_')}{number}"
+    return f"{name.removesuffix('_')}_{number}"
+
+
+def namer(taken: Iterable[str] = ()) -> Namer:
+    """A scope of Rust names, clashes numbered by ``rust_numbering``."""
+    return Namer(taken, numbering=rust_numbering)
 
 
 def rust_string(text: str) -> str:
@@ -237,8 +231,8 @@ class _Mapper:
     def __init__(self, pdk: PdkModel) -> None:
         self.pdk = pdk
         self.by_name = {m.name: m for m in pdk.models}
-        taken: set[str] = set(RUNTIME_TYPES)
-        self.names = {m.name: unique(self._type_name(m.name), taken) for m in pdk.models}
+        types = namer(RUNTIME_TYPES)
+        self.names = {m.name: types.claim(self._type_name(m.name)) for m in pdk.models}
         shadowed = set(self.names.values())
         self.prelude = {k: (v if k in shadowed else k) for k, v in _PRELUDE.items()}
         self.defaults = self._default_models()
@@ -316,66 +310,90 @@ class _Mapper:
         name = self.names[model.name]
         doc = tuple(doc_lines(model.description or f"`{model.name}` from the OpenAPI document."))
         if model.kind == "enum":
-            taken: set[str] = set()
-            variants = [
-                RustVariant(unique(type_ident(value, "Empty"), taken), rust_string(value))
-                for value in model.values
-            ]
-            derives = (
-                "Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord",
-                "serde::Serialize, serde::Deserialize",
-            )
-            return RustModel(name, "enum", doc, derives, variants=variants)
+            return self._enum(name, doc, model)
+        return self._object(name, doc, model)
+
+    @staticmethod
+    def _enum(name: str, doc: tuple[str, ...], model: Model) -> RustModel:
+        idents = namer()
+        variants = [
+            RustVariant(idents.claim(type_ident(value, "Empty")), rust_string(value))
+            for value in model.values
+        ]
+        derives = (
+            "Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord",
+            "serde::Serialize, serde::Deserialize",
+        )
+        return RustModel(name, "enum", doc, derives, variants=variants)
+
+    def _object(self, name: str, doc: tuple[str, ...], model: Model) -> RustModel:
         basic = (
             "Debug, Clone, PartialEq, Default"
             if model.name in self.defaults
             else "Debug, Clone, PartialEq"
         )
         derives = (basic, "serde::Serialize, serde::Deserialize")
-        taken = set()
-        fields = []
-        for f in model.fields:
-            ident = unique(snake_ident(f.name), taken)
-            inner = self.owned(f.type)
-            if f.type.kind == "model" and self._contains(f.type.model, model.name):
-                inner = f"{self.prelude['Box']}<{inner}>"
-            attrs = [] if ident == f.name else [f"rename = {rust_string(f.name)}"]
-            serde = []
-            is_none = f"{self.prelude['Option']}::is_none"
-            if f.required and not f.nullable:
-                rust_type = inner
-            elif f.required:  # nullable: always sent, None is null
-                rust_type = self.option(inner)
-            elif not f.nullable:
-                rust_type = self.option(inner)
-                attrs += ["default", f'skip_serializing_if = "{is_none}"']
-            else:  # optional and nullable: None left out, Some(None) is null
-                rust_type = self.option(self.option(inner))
-                attrs += ["default", f'skip_serializing_if = "{is_none}"']
-                serde.append('deserialize_with = "crate::json::nullable"')
-            if attrs:
-                serde.insert(0, ", ".join(attrs))
-            fields.append(
-                RustField(
-                    ident,
-                    rust_string(f.name),
-                    rust_type,
-                    tuple(serde),
-                    tuple(doc_lines(f.description)),
-                    optional=not f.required,
-                )
-            )
+        idents = namer()
+        fields = [self._field(model, f, idents.claim(snake_ident(f.name))) for f in model.fields]
         return RustModel(name, "object", doc, derives, fields=fields)
+
+    def _field(self, model: Model, f: Field, ident: str) -> RustField:
+        inner = self.owned(f.type)
+        if f.type.kind == "model" and self._contains(f.type.model, model.name):
+            inner = f"{self.prelude['Box']}<{inner}>"
+        attrs = [] if ident == f.name else [f"rename = {rust_string(f.name)}"]
+        serde = []
+        is_none = f"{self.prelude['Option']}::is_none"
+        if f.required and not f.nullable:
+            rust_type = inner
+        elif f.required:  # nullable: always sent, None is null
+            rust_type = self.option(inner)
+        elif not f.nullable:
+            rust_type = self.option(inner)
+            attrs += ["default", f'skip_serializing_if = "{is_none}"']
+        else:  # optional and nullable: None left out, Some(None) is null
+            rust_type = self.option(self.option(inner))
+            attrs += ["default", f'skip_serializing_if = "{is_none}"']
+            serde.append('deserialize_with = "crate::json::nullable"')
+        if attrs:
+            serde.insert(0, ", ".join(attrs))
+        return RustField(
+            ident,
+            rust_string(f.name),
+            rust_type,
+            tuple(serde),
+            tuple(doc_lines(f.description)),
+            optional=not f.required,
+        )
 
     # operations -----------------------------------------------------------
 
     def operation(self, op: OperationDef, ident: str) -> RustOperation:
-        taken = {"body", "call"} if op.body is not None else {"call"}
-        path_params = [p for p in op.params if p.location == "path"]
-        other_params = [p for p in op.params if p.location != "path"]
-        args: list[RustArg] = []
-        for param in path_params:
-            args.append(self._param(unique(snake_ident(param.name), taken), param))
+        args = self._args(op)
+        response = self.owned(op.response) if op.response is not None else _VALUE
+        example = f"api::{ident}({', '.join(self._example(a) for a in args)})"
+        arguments = ", ".join(f"{a.ident}: {a.type}" for a in args)
+        signature = f"pub fn {ident}({arguments}) -> crate::Response<{response}> {{"
+        return RustOperation(
+            ident,
+            rust_string(op.name),
+            op.name,
+            op.operation_id,
+            op.method,
+            op.path,
+            tuple(self._operation_doc(op, args, response)),
+            tuple(args),
+            response,
+            example,
+            wrap=len(signature) > SIGNATURE_WIDTH,
+        )
+
+    def _args(self, op: OperationDef) -> list[RustArg]:
+        """The path parameters, the body, then the query and header parameters."""
+        idents = namer({"body", "call"} if op.body is not None else {"call"})
+        path = [p for p in op.params if p.location == "path"]
+        others = [p for p in op.params if p.location != "path"]
+        args = [self._param(idents.claim(snake_ident(p.name)), p) for p in path]
         if op.body is not None:
             body = self.object_model(op.body)
             described = body.description if body is not None else ""
@@ -389,9 +407,11 @@ class _Mapper:
                     description=described or "The request body.",
                 )
             )
-        for param in other_params:
-            args.append(self._param(unique(snake_ident(param.name), taken), param))
-        response = self.owned(op.response) if op.response is not None else _VALUE
+        args += [self._param(idents.claim(snake_ident(p.name)), p) for p in others]
+        return args
+
+    @staticmethod
+    def _operation_doc(op: OperationDef, args: list[RustArg], response: str) -> list[str]:
         where = (
             f"`{op.method} {op.path}`, host function `{op.name}` (operationId `{op.operation_id}`)."
         )
@@ -401,23 +421,7 @@ class _Mapper:
             if op.response is not None
             else "Declares no JSON answer: `body` is the raw JSON (`null` when empty) on a 2xx."
         )
-        doc = doc_lines(op.summary, where, params, answers)
-        example = f"api::{ident}({', '.join(self._example(a) for a in args)})"
-        arguments = ", ".join(f"{a.ident}: {a.type}" for a in args)
-        signature = f"pub fn {ident}({arguments}) -> crate::Response<{response}> {{"
-        return RustOperation(
-            ident,
-            rust_string(op.name),
-            op.name,
-            op.operation_id,
-            op.method,
-            op.path,
-            tuple(doc),
-            tuple(args),
-            response,
-            example,
-            wrap=len(signature) > SIGNATURE_WIDTH,
-        )
+        return doc_lines(op.summary, where, params, answers)
 
     def _param(self, ident: str, param: Param) -> RustArg:
         section = _KEYS[param.location]
@@ -625,10 +629,8 @@ def _respond(mapper: _Mapper, pdk: PdkModel) -> dict[str, object] | None:
 
 def _context(pdk: PdkModel) -> dict[str, object]:
     mapper = _Mapper(pdk)
-    taken: set[str] = set()
-    operations = [
-        mapper.operation(op, unique(snake_ident(op.name), taken)) for op in pdk.operations
-    ]
+    idents = namer()
+    operations = [mapper.operation(op, idents.claim(snake_ident(op.name))) for op in pdk.operations]
     events, hooks = _exports(mapper, pdk)
     helpers: dict[str, BeforeHelpers] = {}
     for event in pdk.events:
