@@ -313,10 +313,14 @@ def test_events_list_and_replay(tmp_path: Path) -> None:
     db = tmp_path / "app.db"
     outbox = Outbox(db)
     envelope = new_envelope("light", "after_update", {"id": "default"}, None, {})
-    conn = outbox.connect()
-    Outbox.add(conn, envelope, subject="light/default", targets=[("follow", "light_after_update")])
-    conn.execute("UPDATE hostwire_deliveries SET state = 'dead', attempts = 8, last_error = 'boom'")
-    conn.close()
+    with outbox.engine.begin() as conn:
+        Outbox.add(
+            conn, envelope, subject="light/default", targets=[("follow", "light_after_update")]
+        )
+        conn.exec_driver_sql(
+            "UPDATE hostwire_deliveries SET state = 'dead', attempts = 8, last_error = 'boom'"
+        )
+    outbox.close()
     listed = hostwire("events", "list", "--db", str(db))
     assert listed.returncode == 0, listed.stderr
     assert envelope["id"] in listed.stdout
@@ -333,5 +337,6 @@ def test_events_list_and_replay(tmp_path: Path) -> None:
     missing = hostwire("events", "list", "--db", str(tmp_path / "none.db"))
     assert (missing.returncode, missing.stderr.strip()) == (
         64,
-        f"hostwire: error: {tmp_path / 'none.db'}: no such database (give the app's --db file).",
+        f"hostwire: error: {tmp_path / 'none.db'}: no such database "
+        "(give the app's --db file or database URL).",
     )

@@ -40,7 +40,12 @@ from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, cast
+
+from sqlalchemy import Connection, Engine, create_engine, event
+from sqlalchemy.engine import URL
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.pool import ConnectionPoolEntry, NullPool
 
 from hostwire import StorageGuard
 from lightcontrol._spec import problems
@@ -156,7 +161,7 @@ class Change:
     step: str
     record: dict[str, Any]
     previous: dict[str, Any] | None
-    connection: sqlite3.Connection | None = None
+    connection: Connection | None = None
     changes: dict[str, Any] = field(default_factory=dict)
 
 
@@ -189,23 +194,22 @@ class LightStore:
         self._light_locks = [threading.RLock() for _ in range(_STRIPES)]
         self.storage = StorageGuard(self.path)
         self._read_lock = threading.Lock()
+        self.engine = _engine(self.path)
         with self.storage.guard("opening the database", quiet=True):
-            self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+            self._writer = self.engine.connect()
             try:
-                self._db.row_factory = sqlite3.Row
+                # The writer's sqlite3 connection, for PRAGMAs outside transactions.
+                self._db = cast(sqlite3.Connection, self._writer.connection.driver_connection)
                 self._db.execute("PRAGMA journal_mode=WAL")
                 self._db.execute("PRAGMA synchronous=FULL")
-                self._db.execute("PRAGMA busy_timeout=5000")
                 self._db.executescript(_SCHEMA)
                 # Reads use their own connection: in WAL mode they never wait for a
                 # writer's transaction or fsync, so they are cheap enough to run on
-                # the event loop.
-                self._reader = sqlite3.connect(
-                    self.path, check_same_thread=False, isolation_level=None
-                )
-                self._reader.row_factory = sqlite3.Row
+                # the event loop. It never begins a transaction: each read stands alone.
+                self._reader = self.engine.connect().execution_options(isolation_level="AUTOCOMMIT")
             except BaseException:
-                self._db.close()
+                self._writer.close()
+                self.engine.dispose()
                 raise
         try:
             if self.get_or_none(DEFAULT_LIGHT_ID) is None:
@@ -221,16 +225,21 @@ class LightStore:
 
     def close(self) -> None:
         with self._lock, self._read_lock:
-            self._db.close()
+            self._writer.close()
             self._reader.close()
+            self.engine.dispose()
 
     # -- reads --------------------------------------------------------------
 
     def get_or_none(self, light_id: str) -> dict[str, Any] | None:
         with self._read_lock, self.storage.guard("reading a light"):
-            row = self._reader.execute(
-                f"SELECT {', '.join(_COLUMNS)} FROM lights WHERE id = ?", (light_id,)
-            ).fetchone()
+            row = (
+                self._reader.exec_driver_sql(
+                    f"SELECT {', '.join(_COLUMNS)} FROM lights WHERE id = ?", (light_id,)
+                )
+                .mappings()
+                .fetchone()
+            )
         return dict(row) if row else None
 
     def get(self, light_id: str) -> dict[str, Any]:
@@ -241,9 +250,13 @@ class LightStore:
 
     def list(self) -> list[dict[str, Any]]:
         with self._read_lock, self.storage.guard("listing lights"):
-            rows = self._reader.execute(
-                f"SELECT {', '.join(_COLUMNS)} FROM lights ORDER BY seq"
-            ).fetchall()
+            rows = (
+                self._reader.exec_driver_sql(
+                    f"SELECT {', '.join(_COLUMNS)} FROM lights ORDER BY seq"
+                )
+                .mappings()
+                .fetchall()
+            )
         return [dict(row) for row in rows]
 
     # -- the model path -----------------------------------------------------
@@ -268,7 +281,7 @@ class LightStore:
             with self._transaction("creating a light") as db:
                 if self._exists(db, record["id"]):
                     raise LightConflict(f'A light with the id "{record["id"]}" already exists.')
-                db.execute(
+                db.exec_driver_sql(
                     f"INSERT INTO lights ({', '.join(_COLUMNS)}, seq) VALUES "
                     f"({', '.join('?' for _ in _COLUMNS)}, "
                     "(SELECT COALESCE(MAX(seq), 0) + 1 FROM lights))",
@@ -297,14 +310,14 @@ class LightStore:
             }
             record, validated = self._before("update", record, previous)
             with self._transaction("updating a light") as db:
-                current = db.execute(
+                current = db.exec_driver_sql(
                     "SELECT revision FROM lights WHERE id = ?", (light_id,)
                 ).fetchone()
                 if current is None:
                     raise LightNotFound(f'No light has the id "{light_id}".')
-                if current["revision"] != previous["revision"]:
+                if current.revision != previous["revision"]:
                     continue  # changed while the before steps ran: run them again
-                db.execute(
+                db.exec_driver_sql(
                     "UPDATE lights SET name = ?, status = ?, color = ?, brightness = ?, "
                     "updated_at = ?, revision = ? WHERE id = ?",
                     (
@@ -332,7 +345,7 @@ class LightStore:
             previous = self.get(light_id)
             self._run("destroy", "before_destroy", dict(previous), previous, None)
             with self._transaction("deleting a light") as db:
-                deleted = db.execute(
+                deleted = db.exec_driver_sql(
                     "DELETE FROM lights WHERE id = ? AND revision = ?",
                     (light_id, previous["revision"]),
                 ).rowcount
@@ -375,7 +388,7 @@ class LightStore:
         record: dict[str, Any],
         validated: dict[str, Any],
         previous: dict[str, Any] | None,
-        db: sqlite3.Connection,
+        db: Connection,
     ) -> None:
         # after_validation first: its event precedes the others in the outbox.
         self._run(action, STEPS[action][1], validated, previous, db)
@@ -388,7 +401,7 @@ class LightStore:
         step: str,
         record: dict[str, Any],
         previous: dict[str, Any] | None,
-        db: sqlite3.Connection | None,
+        db: Connection | None,
     ) -> dict[str, Any]:
         change = Change("light", action, step, dict(record), previous, db, _diff(previous, record))
         for observer in self.observers:
@@ -396,8 +409,9 @@ class LightStore:
         return change.record if step.startswith("before_") else record
 
     @staticmethod
-    def _exists(db: sqlite3.Connection, light_id: str) -> bool:
-        return db.execute("SELECT 1 FROM lights WHERE id = ?", (light_id,)).fetchone() is not None
+    def _exists(db: Connection, light_id: str) -> bool:
+        found = db.exec_driver_sql("SELECT 1 FROM lights WHERE id = ?", (light_id,)).fetchone()
+        return found is not None
 
     @contextmanager
     def _changing(self, light_id: str) -> Iterator[None]:
@@ -427,33 +441,60 @@ class LightStore:
                 lock.release()
 
     @contextmanager
-    def _transaction(self, action: str) -> Iterator[sqlite3.Connection]:
+    def _transaction(self, action: str) -> Iterator[Connection]:
         with self._lock:
             with self.storage.guard(action):
-                self._db.execute("BEGIN IMMEDIATE")
+                transaction = self._writer.begin()  # BEGIN IMMEDIATE: see _engine
             try:
-                yield self._db
+                yield self._writer
             except BaseException as exc:
                 # SQLite may have rolled back already (a full disk does that).
-                with contextlib.suppress(sqlite3.Error):
-                    self._db.execute("ROLLBACK")
+                with contextlib.suppress(SQLAlchemyError):
+                    transaction.rollback()
                 for hook in self.after_rollback:
                     hook()
-                if isinstance(exc, sqlite3.Error):
-                    error = self.storage.error(exc, action)
-                    if error is not exc:
-                        raise error from exc
+                error = self.storage.error(exc, action)
+                if error is not exc:
+                    raise error from exc
                 raise
             else:
                 try:
                     with self.storage.guard(action):
-                        self._db.execute("COMMIT")
+                        transaction.commit()
                 except BaseException:
+                    with contextlib.suppress(SQLAlchemyError):
+                        transaction.rollback()
                     if self._db.in_transaction:
-                        self._db.execute("ROLLBACK")
+                        self._db.rollback()
                     for hook in self.after_rollback:
                         hook()
                     raise
         self.storage.ok()
         for hook in self.after_commit:
             hook()
+
+
+def _engine(path: str) -> Engine:
+    """The store's two connections (writer, reader) on its SQLite file.
+
+    SQLAlchemy emits the BEGIN (IMMEDIATE: a write transaction takes the write
+    lock at once, so it waits for another writer in the busy timeout instead
+    of failing when its read lock cannot be upgraded), not the sqlite3 module.
+    """
+    engine = create_engine(
+        URL.create("sqlite", database=path),
+        poolclass=NullPool,
+        connect_args={"check_same_thread": False, "timeout": 5.0},
+    )
+    event.listen(engine, "connect", _driver_begins_nothing)
+    event.listen(engine, "begin", _begin_immediate)
+    return engine
+
+
+def _driver_begins_nothing(dbapi_connection: Any, record: ConnectionPoolEntry) -> None:
+    dbapi_connection.isolation_level = None
+
+
+def _begin_immediate(connection: Connection) -> None:
+    if connection.get_execution_options().get("isolation_level") != "AUTOCOMMIT":  # the reader
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
