@@ -266,6 +266,7 @@ class CommitClock:
 def in_process_latency(store: LightStore, outbox: Outbox, arrival: Arrival) -> Latencies:
     values = brightness_values()
     committed = CommitClock(store)
+
     def idle() -> bool:
         return not outbox.summary()  # only plug-ins with undelivered events are listed
 

@@ -30,6 +30,7 @@ program forgot ``stop()`` ends by itself once the main thread has finished.
 from __future__ import annotations
 
 import collections
+import contextlib
 import json
 import logging
 import random
@@ -340,9 +341,11 @@ class Outbox:
     def start(self, plugins: Iterable[Plugin]) -> None:
         """Start a lane of ``concurrency`` delivery workers per plug-in (idempotent per name).
 
-        Old deliveries are pruned now, and then hourly by an idle worker.
+        Old deliveries are pruned now, and then hourly by an idle worker. When
+        the database fails now, the workers start anyway and keep trying.
         """
-        self.prune()
+        with contextlib.suppress(StorageError):  # logged once by the guard
+            self.prune()
         self._pruned_at = time.monotonic()
         for plugin in plugins:
             if plugin.name not in self._lanes:
