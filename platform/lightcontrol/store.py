@@ -14,7 +14,8 @@ per-light lock held from reading the light to committing, and the write also
 checks the light's revision: if it moved anyway, the change runs again on the
 fresh state. No change is ever computed from a stale read.
 ``after_*`` steps run inside the write's transaction, after the write and
-before the commit, so anything they record (an outbox row) commits with it.
+before the commit, so anything they record (an outbox row) commits with it:
+``Change.connection`` is the write's SQLAlchemy ``Connection``.
 ``after_validation`` is one of them: it carries the record as it was
 validated (before ``before_save`` ran) and is recorded first, so its event
 comes first in the outbox; a change refused after validation has none.
@@ -198,15 +199,19 @@ class LightStore:
         with self.storage.guard("opening the database", quiet=True):
             self._writer = self.engine.connect()
             try:
-                # The writer's sqlite3 connection, for PRAGMAs outside transactions.
+                # The writer's sqlite3 connection: the store's own statements run on
+                # it, in the transactions the SQLAlchemy connection begins and ends.
                 self._db = cast(sqlite3.Connection, self._writer.connection.driver_connection)
                 self._db.execute("PRAGMA journal_mode=WAL")
                 self._db.execute("PRAGMA synchronous=FULL")
                 self._db.executescript(_SCHEMA)
                 # Reads use their own connection: in WAL mode they never wait for a
                 # writer's transaction or fsync, so they are cheap enough to run on
-                # the event loop. It never begins a transaction: each read stands alone.
-                self._reader = self.engine.connect().execution_options(isolation_level="AUTOCOMMIT")
+                # the event loop.
+                self._reader = sqlite3.connect(
+                    self.path, check_same_thread=False, isolation_level=None
+                )
+                self._reader.row_factory = sqlite3.Row
             except BaseException:
                 self._writer.close()
                 self.engine.dispose()
@@ -233,13 +238,9 @@ class LightStore:
 
     def get_or_none(self, light_id: str) -> dict[str, Any] | None:
         with self._read_lock, self.storage.guard("reading a light"):
-            row = (
-                self._reader.exec_driver_sql(
-                    f"SELECT {', '.join(_COLUMNS)} FROM lights WHERE id = ?", (light_id,)
-                )
-                .mappings()
-                .fetchone()
-            )
+            row = self._reader.execute(
+                f"SELECT {', '.join(_COLUMNS)} FROM lights WHERE id = ?", (light_id,)
+            ).fetchone()
         return dict(row) if row else None
 
     def get(self, light_id: str) -> dict[str, Any]:
@@ -250,13 +251,9 @@ class LightStore:
 
     def list(self) -> list[dict[str, Any]]:
         with self._read_lock, self.storage.guard("listing lights"):
-            rows = (
-                self._reader.exec_driver_sql(
-                    f"SELECT {', '.join(_COLUMNS)} FROM lights ORDER BY seq"
-                )
-                .mappings()
-                .fetchall()
-            )
+            rows = self._reader.execute(
+                f"SELECT {', '.join(_COLUMNS)} FROM lights ORDER BY seq"
+            ).fetchall()
         return [dict(row) for row in rows]
 
     # -- the model path -----------------------------------------------------
@@ -279,9 +276,9 @@ class LightStore:
         with self._changing(record["id"]):
             record, validated = self._before("create", record, None)
             with self._transaction("creating a light") as db:
-                if self._exists(db, record["id"]):
+                if self._exists(record["id"]):
                     raise LightConflict(f'A light with the id "{record["id"]}" already exists.')
-                db.exec_driver_sql(
+                self._db.execute(
                     f"INSERT INTO lights ({', '.join(_COLUMNS)}, seq) VALUES "
                     f"({', '.join('?' for _ in _COLUMNS)}, "
                     "(SELECT COALESCE(MAX(seq), 0) + 1 FROM lights))",
@@ -310,14 +307,14 @@ class LightStore:
             }
             record, validated = self._before("update", record, previous)
             with self._transaction("updating a light") as db:
-                current = db.exec_driver_sql(
+                current = self._db.execute(
                     "SELECT revision FROM lights WHERE id = ?", (light_id,)
                 ).fetchone()
                 if current is None:
                     raise LightNotFound(f'No light has the id "{light_id}".')
-                if current.revision != previous["revision"]:
+                if current[0] != previous["revision"]:
                     continue  # changed while the before steps ran: run them again
-                db.exec_driver_sql(
+                self._db.execute(
                     "UPDATE lights SET name = ?, status = ?, color = ?, brightness = ?, "
                     "updated_at = ?, revision = ? WHERE id = ?",
                     (
@@ -345,12 +342,12 @@ class LightStore:
             previous = self.get(light_id)
             self._run("destroy", "before_destroy", dict(previous), previous, None)
             with self._transaction("deleting a light") as db:
-                deleted = db.exec_driver_sql(
+                deleted = self._db.execute(
                     "DELETE FROM lights WHERE id = ? AND revision = ?",
                     (light_id, previous["revision"]),
                 ).rowcount
                 if deleted == 0:
-                    if self._exists(db, light_id):
+                    if self._exists(light_id):
                         continue
                     raise LightNotFound(f'No light has the id "{light_id}".')
                 self._run("destroy", "after_destroy", dict(previous), previous, db)
@@ -408,9 +405,8 @@ class LightStore:
             observer(change)
         return change.record if step.startswith("before_") else record
 
-    @staticmethod
-    def _exists(db: Connection, light_id: str) -> bool:
-        found = db.exec_driver_sql("SELECT 1 FROM lights WHERE id = ?", (light_id,)).fetchone()
+    def _exists(self, light_id: str) -> bool:
+        found = self._db.execute("SELECT 1 FROM lights WHERE id = ?", (light_id,)).fetchone()
         return found is not None
 
     @contextmanager
@@ -475,7 +471,7 @@ class LightStore:
 
 
 def _engine(path: str) -> Engine:
-    """The store's two connections (writer, reader) on its SQLite file.
+    """The engine of the store's writer (the reader is a plain sqlite3 connection).
 
     SQLAlchemy emits the BEGIN (IMMEDIATE: a write transaction takes the write
     lock at once, so it waits for another writer in the busy timeout instead
@@ -496,5 +492,4 @@ def _driver_begins_nothing(dbapi_connection: Any, record: ConnectionPoolEntry) -
 
 
 def _begin_immediate(connection: Connection) -> None:
-    if connection.get_execution_options().get("isolation_level") != "AUTOCOMMIT":  # the reader
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
+    cast(sqlite3.Connection, connection.connection.driver_connection).execute("BEGIN IMMEDIATE")

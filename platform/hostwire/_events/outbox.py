@@ -115,8 +115,9 @@ _e = events.alias("e")
 _earlier = deliveries.alias("p")
 _joined = _d.join(_e, _e.c.seq == _d.c.event_seq)
 # The oldest due deliveries of a plug-in that are first in line for their
-# subject (so each has another subject) and whose subject has no delivery in
-# flight or queued (``busy``).
+# subject, so each has another subject. A subject with a delivery in flight or
+# queued is first in line with that one: the caller drops those rows, and asks
+# for as many more.
 _NEXT_DUE = (
     select(
         _d.c.event_seq,
@@ -132,7 +133,6 @@ _NEXT_DUE = (
         _d.c.plugin == bindparam("plugin"),
         _d.c.state == "pending",
         _d.c.next_attempt_at <= bindparam("now"),
-        _d.c.subject.not_in(bindparam("busy", expanding=True)),
         ~exists().where(
             _earlier.c.plugin == _d.c.plugin,
             _earlier.c.subject == _d.c.subject,
@@ -167,6 +167,29 @@ _LISTED = select(
 ).select_from(_joined)
 # Two processes creating the tables at once wait for each other (PostgreSQL).
 _SCHEMA_LOCK = 0x686F73747769  # "hostwi"
+_INSERT_EVENT = insert(events)
+_INSERT_DELIVERIES = insert(deliveries)
+_THIS_DELIVERY = (
+    deliveries.c.event_seq == bindparam("key_seq"),
+    deliveries.c.plugin == bindparam("key_plugin"),
+)
+_MARK_DELIVERED = (
+    update(deliveries)
+    .where(*_THIS_DELIVERY)
+    .values(state="delivered", attempts=bindparam("attempts"), last_error=None)
+    .values(delivered_at=bindparam("now"))
+)
+_MARK_DEAD = (
+    update(deliveries)
+    .where(*_THIS_DELIVERY)
+    .values(state="dead", attempts=bindparam("attempts"), last_error=bindparam("error"))
+)
+_MARK_RETRY = (
+    update(deliveries)
+    .where(*_THIS_DELIVERY)
+    .values(attempts=bindparam("attempts"), last_error=bindparam("error"))
+    .values(next_attempt_at=bindparam("retry_at"))
+)
 _LAG_CHECK_EVERY_S = 5.0
 _LAG_LOG_EVERY_S = 60.0
 
@@ -283,9 +306,9 @@ class Outbox:
         with self.storage.guard(action), self.engine.connect() as conn:
             return list(conn.execute(statement, args or {}).all())
 
-    def _write(self, action: str, statement: Any) -> int:
+    def _write(self, action: str, statement: Any, args: dict[str, Any] | None = None) -> int:
         with self.storage.guard(action), self.engine.begin() as conn:
-            count = int(conn.execute(statement).rowcount)
+            count = int(conn.execute(statement, args or {}).rowcount)
         self.storage.ok()
         return count
 
@@ -307,14 +330,15 @@ class Outbox:
         """
         now = time.time()
         result = connection.execute(
-            insert(events).values(
-                id=envelope["id"],
-                type=envelope["type"],
-                subject=subject,
-                payload=json.dumps(envelope, separators=(",", ":")),
-                chain=json.dumps(list(CHAIN.get())),
-                created_at=now,
-            )
+            _INSERT_EVENT,
+            {
+                "id": envelope["id"],
+                "type": envelope["type"],
+                "subject": subject,
+                "payload": json.dumps(envelope, separators=(",", ":")),
+                "chain": json.dumps(list(CHAIN.get())),
+                "created_at": now,
+            },
         )
         key = result.inserted_primary_key  # a single-row INSERT always has it
         seq = key[0] if key is not None else None
@@ -329,7 +353,7 @@ class Outbox:
             for plugin, export in targets
         ]
         if rows:
-            connection.execute(insert(deliveries), rows)
+            connection.execute(_INSERT_DELIVERIES, rows)
 
     def notify(self) -> None:
         """A change committed: wake the workers (thread-safe, cheap)."""
@@ -594,19 +618,25 @@ class _Lane:
                 due = self._take()
                 if due is not None or self.stopping.is_set():
                     return due
-                busy = sorted(self._busy)
+                # Busy when the query starts: a row of such a subject may be read
+                # before its delivery in flight is marked. Each subject comes at
+                # most once, so asking for that many more rows makes up for them.
+                busy = set(self._busy)
             rows = self.outbox._read(
                 "fetching due deliveries",
                 _NEXT_DUE,
                 {
                     "plugin": self.plugin.name,
                     "now": time.time(),
-                    "busy": busy,
-                    "limit": 2 * len(self.workers),
+                    "limit": 2 * len(self.workers) + len(busy),
                 },
             )
             with self._lock:
-                fresh = [_Due(*row) for row in rows if row.subject not in self._busy]
+                fresh = [
+                    _Due(*row)
+                    for row in rows
+                    if row.subject not in busy and row.subject not in self._busy
+                ]
                 self._ready.extend(fresh)
                 self._busy.update(d.subject for d in fresh)
                 return self._take()
@@ -697,13 +727,13 @@ class _Worker(threading.Thread):
 
     def _record(self, due: _Due, error: str | None) -> None:
         attempts = due.attempts + 1
-        row = update(deliveries).where(
-            deliveries.c.event_seq == due.event_seq, deliveries.c.plugin == self.plugin.name
-        )
+        args: dict[str, Any] = {
+            "key_seq": due.event_seq,
+            "key_plugin": self.plugin.name,
+            "attempts": attempts,
+        }
         if error is None:
-            mark = row.values(
-                state="delivered", attempts=attempts, delivered_at=time.time(), last_error=None
-            )
+            mark, args["now"] = _MARK_DELIVERED, time.time()
         elif self.lane.stopping.is_set():
             # Likely the app going away under it: not the handler's failure.
             log.info(
@@ -721,7 +751,7 @@ class _Worker(threading.Thread):
                 attempts,
                 log_safe(error),
             )
-            mark = row.values(state="dead", attempts=attempts, last_error=error)
+            mark, args["error"] = _MARK_DEAD, error
         else:
             delay = self.outbox.backoff(attempts)
             log.warning(
@@ -732,10 +762,8 @@ class _Worker(threading.Thread):
                 delay,
                 log_safe(error),
             )
-            mark = row.values(
-                attempts=attempts, last_error=error, next_attempt_at=time.time() + delay
-            )
-        self.outbox._write("recording a delivery", mark)
+            mark, args["error"], args["retry_at"] = _MARK_RETRY, error, time.time() + delay
+        self.outbox._write("recording a delivery", mark, args)
 
     def _call(self, export: str, payload: bytes, chain: list[str]) -> str | None:
         token = CHAIN.set(tuple(chain))  # host calls from the handler extend the chain
