@@ -379,3 +379,37 @@ def test_storage_failures_are_told_from_bugs(error: BaseException, kind: str | N
             assert isinstance(found, StorageError)
             assert found.kind == kind
             assert "(postgresql+psycopg://app:***@db/app, while testing)" in str(found)
+
+
+# The tables as hostwire made them before SQLAlchemy (no hostwire_schema yet).
+EARLIER_SCHEMA = """
+CREATE TABLE hostwire_events (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT NOT NULL UNIQUE, type TEXT NOT NULL,
+    subject TEXT NOT NULL, payload TEXT NOT NULL, chain TEXT NOT NULL DEFAULT '[]',
+    created_at REAL NOT NULL);
+CREATE TABLE hostwire_deliveries (
+    event_seq INTEGER NOT NULL REFERENCES hostwire_events (seq), plugin TEXT NOT NULL,
+    export TEXT NOT NULL, subject TEXT NOT NULL, state TEXT NOT NULL DEFAULT 'pending',
+    attempts INTEGER NOT NULL DEFAULT 0, next_attempt_at REAL NOT NULL, last_error TEXT,
+    delivered_at REAL, PRIMARY KEY (event_seq, plugin));
+INSERT INTO hostwire_events (id, type, subject, payload, created_at)
+    VALUES ('evt_old', 'light.after_update', 'light/default', '{"id": "evt_old"}', 1000);
+INSERT INTO hostwire_deliveries (event_seq, plugin, export, subject, next_attempt_at)
+    VALUES (1, 'p', 'light_after_update', 'light/default', 1000);
+"""
+
+
+def test_an_outbox_of_an_earlier_hostwire_keeps_its_pending_deliveries(tmp_path: Path) -> None:
+    db = tmp_path / "app.db"
+    with sqlite3.connect(db) as conn:
+        conn.executescript(EARLIER_SCHEMA)
+    outbox = Outbox(db, poll_s=0.05)
+    recorder = Recorder()
+    with recording(recorder) as plugin:
+        later = write_event(outbox, "light/default", TARGETS)
+        outbox.start([plugin])
+        try:
+            wait_for(lambda: states(outbox, "p") == ["delivered"] * 2, "both deliveries")
+        finally:
+            outbox.close()
+    assert recorder.ids() == ["evt_old", later]

@@ -176,8 +176,12 @@ _THIS_DELIVERY = (
 _MARK_DELIVERED = (
     update(deliveries)
     .where(*_THIS_DELIVERY)
-    .values(state="delivered", attempts=bindparam("attempts"), last_error=None)
-    .values(delivered_at=bindparam("now"))
+    .values(
+        state="delivered",
+        attempts=bindparam("attempts"),
+        last_error=None,
+        delivered_at=bindparam("now"),
+    )
 )
 _MARK_DEAD = (
     update(deliveries)
@@ -187,8 +191,11 @@ _MARK_DEAD = (
 _MARK_RETRY = (
     update(deliveries)
     .where(*_THIS_DELIVERY)
-    .values(attempts=bindparam("attempts"), last_error=bindparam("error"))
-    .values(next_attempt_at=bindparam("retry_at"))
+    .values(
+        attempts=bindparam("attempts"),
+        last_error=bindparam("error"),
+        next_attempt_at=bindparam("retry_at"),
+    )
 )
 _LAG_CHECK_EVERY_S = 5.0
 _LAG_LOG_EVERY_S = 60.0
