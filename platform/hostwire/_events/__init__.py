@@ -1,15 +1,25 @@
 """Lifecycle events: the in-process bus and the durable outbox for webhooks.
 
 It owns delivering an app's model events to the plug-ins that export them
-(``bus``), the SQLite outbox that retries deliveries (``outbox``) and the
+(``bus``), the outbox in the app's database that retries deliveries
+(``outbox``), the app's database as a SQLAlchemy engine (``database``) and the
 guard that turns storage failures into ``StorageError`` (``storage``). It
 imports ``hostwire._runtime`` and ``hostwire._hostapi`` (the document and its
 schemas).
 """
 
 from hostwire._events.bus import EventBus, Subscriber, new_envelope
+from hostwire._events.database import sync_engine
 from hostwire._events.outbox import STATES, Outbox
 from hostwire._events.storage import StorageGuard
 from hostwire._events.tracking import ModelTracker  # TEMP
 
-__all__ = ["STATES", "EventBus", "Outbox", "StorageGuard", "Subscriber", "new_envelope"]
+__all__ = [
+    "STATES",
+    "EventBus",
+    "Outbox",
+    "StorageGuard",
+    "Subscriber",
+    "new_envelope",
+    "sync_engine",
+]
