@@ -2,7 +2,9 @@
 
 It owns delivering an app's model events to the plug-ins that export them
 (``bus``), the SQLite outbox that retries deliveries (``outbox``) and the
-guard that turns storage failures into ``StorageError`` (``storage``). It
+guard that turns storage failures into ``StorageError`` (``storage``), and
+SQLAlchemy models' lifecycle events (``tracking``: ``ModelTracker``; their
+records in ``records``, their webhooks and schemas in ``webhooks``). It
 imports ``hostwire._runtime`` and ``hostwire._hostapi`` (the document and its
 schemas).
 """
@@ -10,5 +12,16 @@ schemas).
 from hostwire._events.bus import EventBus, Subscriber, new_envelope
 from hostwire._events.outbox import STATES, Outbox
 from hostwire._events.storage import StorageGuard
+from hostwire._events.tracking import CHANGING, EventSink, ModelTracker
 
-__all__ = ["STATES", "EventBus", "Outbox", "StorageGuard", "Subscriber", "new_envelope"]
+__all__ = [
+    "CHANGING",
+    "STATES",
+    "EventBus",
+    "EventSink",
+    "ModelTracker",
+    "Outbox",
+    "StorageGuard",
+    "Subscriber",
+    "new_envelope",
+]
