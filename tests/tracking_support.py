@@ -138,5 +138,8 @@ class FakeOutbox:
 
     def rows(self, engine: sa.Engine) -> list[dict[str, Any]]:
         with engine.connect() as connection:
-            result = connection.execute(sa.select(self.TABLE).order_by(self.TABLE.c.seq))
-            return [dict(row._mapping) for row in result]
+            return self.rows_on(connection)
+
+    def rows_on(self, connection: sa.Connection) -> list[dict[str, Any]]:
+        result = connection.execute(sa.select(self.TABLE).order_by(self.TABLE.c.seq))
+        return [dict(row._mapping) for row in result]

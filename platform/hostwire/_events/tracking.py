@@ -39,7 +39,7 @@ any event (so every envelope matches its webhook) with ``RecordInvalid``.
 Plug-in calls never block an event loop: with an ``AsyncSession`` the flush
 runs in SQLAlchemy's greenlet on the loop's thread, so the before-events go
 to one of hostwire's worker threads and the greenlet waits for them through
-SQLAlchemy's bridge (``AdaptedConnection.run_async``). With a ``Session`` on
+SQLAlchemy's greenlet bridge, holding no pooled connection meanwhile. With a ``Session`` on
 a worker thread (a ``def`` route) they run on that thread through
 ``run_blocking``, which lends AnyIO's default pool a thread meanwhile.
 
@@ -65,15 +65,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, TypeVar
 
 import sqlalchemy as sa
+import sqlalchemy.util
 from sqlalchemy import event
 from sqlalchemy.engine import Connection
-from sqlalchemy.engine.interfaces import AdaptedConnection
 from sqlalchemy.orm import InstanceState, Mapper, ORMExecuteState, Session, object_session
 
 from hostwire._contract import EVENT_TYPE, event_export
@@ -92,6 +92,11 @@ from hostwire._hostapi import compile_schema, snake_case
 from hostwire._runtime import log_safe, run_blocking, to_thread
 
 log = logging.getLogger("hostwire.tracking")
+# SQLAlchemy's greenlet bridge: waits for an awaitable from sync code that runs
+# inside an AsyncSession's greenlet (``await_`` since 2.1, ``await_only`` before).
+_await: Callable[[Awaitable[Any]], Any] = (
+    getattr(sqlalchemy.util, "await_", None) or sqlalchemy.util.await_only
+)
 T = TypeVar("T")
 Action = Literal["create", "update", "destroy"]
 
@@ -427,11 +432,11 @@ class ModelTracker:
 
     def _off_loop(self, session: Session, model: _Model, work: Callable[[], None]) -> None:
         """Run ``work`` (plug-in calls) where it blocks no event loop."""
-        connection = session.connection(bind_arguments={"mapper": sa.inspect(model.cls)})
-        driver = connection.connection.dbapi_connection
-        if isinstance(driver, AdaptedConnection):
+        if session.get_bind(mapper=sa.inspect(model.cls)).dialect.is_async:
             # An AsyncSession: this is SQLAlchemy's greenlet on the loop's thread.
-            driver.run_async(lambda _raw: to_thread(work))
+            # (AdaptedConnection.run_async would do too, but it needs a pooled
+            # connection, held for as long as the plug-ins run.)
+            _await(to_thread(work))
             return
         if _loop_running_here():
             self._warn_once(
