@@ -21,7 +21,7 @@ import copy
 import inspect
 import logging
 import uuid
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -47,8 +47,8 @@ from hostwire._errors import (
     EventHandlerError,
     EventRejected,
     HostwireError,
-    RecordConflict,
     RecordInvalid,
+    RecordReentrant,
     SpecError,
     StorageError,
 )
@@ -114,19 +114,28 @@ class Hostwire:
 
     # -- what the app calls ------------------------------------------------------
 
-    def track(self, model: type, *, name: str | None = None, schema: Any = None) -> None:
+    def track(
+        self,
+        model: type,
+        *,
+        name: str | None = None,
+        schema: str | dict[str, Any] | None = None,
+        immutable: Sequence[str] = (),
+    ) -> None:
         """Raise ``<name>_before_*`` and ``<name>_after_*`` events for a mapped class.
 
         ``name`` defaults to the class name in snake_case; ``schema`` is the
         record schema (a component name of the document, or a JSON schema),
-        by default the component named like the class, else the columns'.
+        by default the component named like the class, else the columns';
+        ``immutable`` names fields plug-ins may not change (the primary key
+        never may).
         """
         if self.document is not None:
             raise RuntimeError(
                 f"track({model.__name__}) came after the app started: call it before, so "
                 "that the document has its webhooks."
             )
-        self.tracker.track(model, name=name, schema=schema)
+        self.tracker.track(model, name=name, schema=schema, immutable=immutable)
 
     def openapi(self) -> dict[str, Any]:
         """The app's OpenAPI document with the tracked models' webhooks added."""
@@ -366,7 +375,7 @@ class Hostwire:
 
     def _resolve_document(self) -> OpenAPIDocument:
         source = self._source()
-        if source is not None and not self.tracker.names:
+        if source is not None and not self.tracker.models:
             # Loaded from its file, so that $refs to other files resolve.
             return load_openapi(source, name="the spec given to Hostwire")
         if self._merged is None and self._needs_served_document():
@@ -389,19 +398,8 @@ class Hostwire:
         )
 
     def _with_webhooks(self, document: Mapping[str, Any]) -> dict[str, Any]:
-        merged = copy.deepcopy(dict(document))
-        added = self.tracker.webhooks(merged)
-        if added:
-            webhooks = merged.setdefault("webhooks", {})
-            clash = sorted(set(added) & set(webhooks))
-            if clash:
-                log.info(
-                    "the document declares %s already; tracked models keep its definition",
-                    ", ".join(clash),
-                )
-            for name, entry in added.items():
-                webhooks.setdefault(name, entry)
-        return merged
+        # Webhooks the document declares already keep their definition.
+        return self.tracker.document(copy.deepcopy(dict(document)))
 
     async def _served_document(self) -> dict[str, Any]:
         transport = httpx.ASGITransport(app=self._inner_app())
@@ -493,9 +491,9 @@ async def _invalid(request: Request, exc: Exception) -> Response:
     return _error(422, "invalid_record", str(exc), exc.details)
 
 
-async def _conflict(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, RecordConflict)
-    return _error(409, exc.code, str(exc))
+async def _reentrant(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, RecordReentrant)
+    return _error(409, "reentrant_change", str(exc))
 
 
 async def _storage(request: Request, exc: Exception) -> Response:
@@ -509,7 +507,7 @@ _HANDLERS: dict[type[HostwireError], Callable[[Request, Exception], Any]] = {
     EventRejected: _rejected,
     EventHandlerError: _handler_failed,
     RecordInvalid: _invalid,
-    RecordConflict: _conflict,
+    RecordReentrant: _reentrant,
     StorageError: _storage,
 }
 

@@ -9,6 +9,9 @@ HostwireError
 ├── InvalidCall                  a host call breaks its OpenAPI operation (400)
 ├── DispatchError                a host call could not reach the app (502, 504...)
 ├── HookFailed                   a fail_closed HTTP hook failed (502)
+├── RecordInvalid                a tracked model's record breaks its schema (422)
+├── RecordReentrant              a record changed inside its own change (409)
+├── UntrackedChange              a bulk statement would skip lifecycle events
 └── PluginError                  something went wrong with one plug-in (exit 3)
     ├── PluginLoadError          the module cannot be read, fetched or compiled
     │   └── PluginIntegrityError its sha256 is not the one configured
@@ -33,7 +36,6 @@ through it.
 
 from __future__ import annotations
 
-from typing import Any
 
 
 class HostwireError(Exception):
@@ -104,6 +106,39 @@ class HookFailed(HostwireError):
         self.plugin = plugin
         self.export = export
         self.reason = reason
+
+
+class RecordInvalid(HostwireError):
+    """A record of a tracked model breaks its schema; nothing was written.
+
+    ``model`` is the tracked name (``task``); ``details`` lists the problems
+    as ``{"field": "/title", "message": "..."}``.
+    """
+
+    def __init__(self, message: str, *, model: str, details: list[dict[str, str]]) -> None:
+        super().__init__(message)
+        self.model = model
+        self.details = details
+
+
+class RecordReentrant(HostwireError):
+    """A record was changed while a change of the same record was under way in the
+    same chain of calls (a before-event plug-in changing its own record); it
+    fails at once instead of waiting for itself. ``key`` is ``<model>/<id>``."""
+
+    def __init__(self, message: str, *, model: str, key: str) -> None:
+        super().__init__(message)
+        self.model = model
+        self.key = key
+
+
+class UntrackedChange(HostwireError):
+    """A bulk statement on a tracked model would change rows without lifecycle
+    events, and the tracker is strict."""
+
+    def __init__(self, message: str, *, model: str) -> None:
+        super().__init__(message)
+        self.model = model
 
 
 class PluginError(HostwireError):
@@ -190,12 +225,3 @@ class EventHandlerError(PluginError):
     The handler's own error is the ``__cause__``.
     """
 
-
-class RecordInvalid(HostwireError):  # TEMPORARY STUB
-    def __init__(self, message: str, details: Any = None) -> None:
-        super().__init__(message)
-        self.details = details
-
-
-class RecordConflict(HostwireError):  # TEMPORARY STUB
-    code = "conflict"

@@ -2,8 +2,10 @@
 
 It owns delivering an app's model events to the plug-ins that export them
 (``bus``), the outbox in the app's database that retries deliveries
-(``outbox``), the app's database as a SQLAlchemy engine (``database``) and the
-guard that turns storage failures into ``StorageError`` (``storage``). It
+(``outbox``), the app's database as a SQLAlchemy engine (``database``), the
+guard that turns storage failures into ``StorageError`` (``storage``), and
+SQLAlchemy models' lifecycle events (``tracking``: ``ModelTracker``; their
+records in ``records``, their webhooks and schemas in ``webhooks``). It
 imports ``hostwire._runtime`` and ``hostwire._hostapi`` (the document and its
 schemas).
 """
@@ -12,11 +14,14 @@ from hostwire._events.bus import EventBus, Subscriber, new_envelope
 from hostwire._events.database import sync_engine
 from hostwire._events.outbox import STATES, Outbox
 from hostwire._events.storage import StorageGuard
-from hostwire._events.tracking import ModelTracker  # TEMP
+from hostwire._events.tracking import CHANGING, EventSink, ModelTracker
 
 __all__ = [
+    "CHANGING",
     "STATES",
     "EventBus",
+    "EventSink",
+    "ModelTracker",
     "Outbox",
     "StorageGuard",
     "Subscriber",

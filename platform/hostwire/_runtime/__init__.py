@@ -5,9 +5,10 @@ inspecting modules (``module``), fetching them (``source``), the instance pool
 and the call itself (``plugin``), the trampoline that carries host-function
 calls (``hostfn``), the kernel functions and plug-in HTTP (``kernel``,
 ``http``), limits, the plug-in log router (``logs``), the strict JSON decoder
-for plug-in output (``strictjson``) and the worker threads of nested calls
-(``chain``). It imports only ``hostwire._errors`` and ``hostwire._text``: it
-knows nothing of OpenAPI, apps or events.
+for plug-in output (``strictjson``), the worker threads of nested calls
+(``chain``) and blocking calls on the app's thread pool (``threads``). It
+imports only ``hostwire._errors`` and ``hostwire._text``: it knows nothing of
+OpenAPI, apps or events.
 """
 
 from hostwire._runtime.chain import CHAIN, describe, to_thread
@@ -18,6 +19,7 @@ from hostwire._runtime.module import KERNEL_MODULE, USER_MODULE, WASI_MODULES, i
 from hostwire._runtime.plugin import Plugin
 from hostwire._runtime.source import DOWNLOAD_TIMEOUT_S, fetch_url, read_path, sha256_hex
 from hostwire._runtime.strictjson import JsonProblem, loads_strict, parse_json, plugin_json
+from hostwire._runtime.threads import run_blocking
 
 __all__ = [
     "CHAIN",
@@ -38,6 +40,7 @@ __all__ = [
     "parse_json",
     "plugin_json",
     "read_path",
+    "run_blocking",
     "sha256_hex",
     "to_thread",
 ]
