@@ -12,7 +12,10 @@ C_PLUGINS := $(patsubst %/plugin.c,%/build/plugin.wasm,$(wildcard sample_plugins
 C_PDK_PLUGINS := $(patsubst %/main.c,%/build/plugin.wasm,$(wildcard sample_plugins/*/main.c))
 AS_PLUGINS := $(patsubst %/assembly/index.ts,%/build/plugin.wasm,$(wildcard sample_plugins/*/assembly/index.ts))
 RUST_PLUGINS := $(patsubst %/Cargo.toml,%/build/plugin.wasm,$(wildcard sample_plugins/*/Cargo.toml))
-PLUGINS := $(C_PLUGINS) $(C_PDK_PLUGINS) $(AS_PLUGINS) $(RUST_PLUGINS)
+# The tasks example (examples/tasks): its own plug-in, on a C PDK generated from its own
+# FastAPI document (with the tracked model's webhooks), as a user of hostwire would.
+TASKS_PLUGINS := examples/tasks/plugins/task_policy/build/plugin.wasm
+PLUGINS := $(C_PLUGINS) $(C_PDK_PLUGINS) $(AS_PLUGINS) $(RUST_PLUGINS) $(TASKS_PLUGINS)
 
 # PDKs generated from openapi/light.yaml, which the sample plug-ins build on.
 PDK_INPUTS := openapi/light.yaml $(wildcard platform/hostwire/_pdk/*.py) platform/hostwire/hooks.yaml \
@@ -85,6 +88,19 @@ build/pdk/%/.stamp: $(PDK_INPUTS) $(STAMP)
 	$(VENV)/bin/hostwire pdk generate --spec openapi/light.yaml --lang $* --out build/pdk/$*
 	@touch $@
 
+build/tasks/openapi.json: examples/tasks/tasks/app.py $(shell find platform/hostwire -name '*.py') $(STAMP)
+	cd examples/tasks && ../../$(VENV)/bin/hostwire openapi --app tasks.app:create_app \
+	  --db sqlite:// --out ../../$@
+
+build/pdk/tasks-c/.stamp: build/tasks/openapi.json $(PDK_INPUTS)
+	$(VENV)/bin/hostwire pdk generate --spec $< --lang c --out build/pdk/tasks-c
+	@touch $@
+
+examples/tasks/plugins/%/build/plugin.wasm: examples/tasks/plugins/%/main.c build/pdk/tasks-c/.stamp
+	@mkdir -p $(dir $@)
+	$(PY) -m ziglang cc --target=wasm32-freestanding -O2 -s -nostdlib -Wl,--no-entry -Wall -Werror \
+	  -I build/pdk/tasks-c -o $@ $< build/pdk/tasks-c/*.c
+
 $(CARGO):
 	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 	  apt-get update -qq && apt-get install -y -qq rustc cargo libstd-rust-dev-wasm32 \
@@ -131,10 +147,10 @@ test: $(STAMP) plugins postgresql
 MYPY_TESTS := --allow-untyped-defs --allow-incomplete-defs --allow-untyped-calls --allow-any-generics
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check platform tests benchmarks
-	$(VENV)/bin/ruff format --check platform tests benchmarks
+	$(VENV)/bin/ruff check platform tests benchmarks examples
+	$(VENV)/bin/ruff format --check platform tests benchmarks examples
 	$(VENV)/bin/mypy
-	$(VENV)/bin/mypy $(MYPY_TESTS) tests benchmarks
+	$(VENV)/bin/mypy $(MYPY_TESTS) tests benchmarks examples/tasks/tasks
 
 bench: $(STAMP) plugins
 	$(PY) benchmarks/bench_runtime.py
@@ -144,4 +160,4 @@ bench: $(STAMP) plugins
 	$(PY) benchmarks/bench_delivery.py
 
 clean:
-	rm -rf sample_plugins/*/build build .pytest_cache .mypy_cache .ruff_cache
+	rm -rf sample_plugins/*/build examples/tasks/plugins/*/build build .pytest_cache .mypy_cache .ruff_cache

@@ -70,7 +70,8 @@ SpecSource = str | Path | Mapping[str, Any]
 class Hostwire:
     """The plug-in system of one ASGI app (Starlette or FastAPI).
 
-    ``config`` is a configuration file's path or a loaded ``HostwireConfig``;
+    ``config`` is a configuration file's path or a loaded ``HostwireConfig``
+    (none: no plug-ins, yet the document and its webhooks);
     ``spec`` a path, an http(s) URL or a dict (by default the app's own
     document); ``database`` the app's SQLAlchemy ``Engine`` or ``AsyncEngine``
     (or a URL, or a SQLite file's path), where the outbox keeps after-events.
@@ -83,14 +84,19 @@ class Hostwire:
         self,
         app: ASGIApp,
         *,
-        config: HostwireConfig | str | Path,
+        config: HostwireConfig | str | Path | None = None,
         spec: SpecSource | None = None,
         database: Database | None = None,
         hooks: bool = True,
         max_body_bytes: int = MAX_BODY_BYTES,
     ) -> None:
         self.app = app
-        self.config = config if isinstance(config, HostwireConfig) else load_config(config)
+        if config is None:
+            self.config = HostwireConfig()
+        elif isinstance(config, HostwireConfig):
+            self.config = config
+        else:
+            self.config = load_config(config)
         self.max_body_bytes = max_body_bytes
         self.target = AsgiTarget(app)
         self.tracker = ModelTracker()
@@ -251,6 +257,12 @@ class Hostwire:
         self.outbox.start(p for p in self.plugins if delivered & p.exports)
         self._workers_started = True
 
+    async def stop_delivery_async(self) -> None:
+        """Stop the delivery workers (in a thread: in-flight deliveries may need the loop)."""
+        if self.outbox is not None and self._workers_started:
+            await self.outbox.stop_async()
+        self._workers_started = False
+
     def close(self) -> None:
         """Stop delivery, unbind and close the plug-ins. Idempotent."""
         if self.outbox is not None:
@@ -260,9 +272,7 @@ class Hostwire:
 
     async def close_async(self) -> None:
         """``close()`` with delivery stopped in a thread: in-flight deliveries may need the loop."""
-        if self.outbox is not None:
-            await self.outbox.stop_async()
-        self._workers_started = False
+        await self.stop_delivery_async()
         self._shut()
 
     def __enter__(self) -> Self:
@@ -322,7 +332,12 @@ class Hostwire:
                 await self.start_async()
                 self.start_delivery()
                 async with inner(app) as state:
-                    yield state
+                    try:
+                        yield state
+                    finally:
+                        # Before the app's own shutdown, which may close the database
+                        # the deliveries use; in-flight ones still reach the app.
+                        await self.stop_delivery_async()
             finally:
                 await self.close_async()
 

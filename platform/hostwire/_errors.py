@@ -37,7 +37,6 @@ through it.
 from __future__ import annotations
 
 
-
 class HostwireError(Exception):
     """Base class of every error hostwire raises on purpose."""
 
@@ -224,4 +223,3 @@ class EventHandlerError(PluginError):
 
     The handler's own error is the ``__cause__``.
     """
-

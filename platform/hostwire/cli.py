@@ -343,7 +343,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_openapi(args: argparse.Namespace) -> int:
-    app = _build_app(args.app, db=None, config=None)
+    app = _build_app(args.app, db=args.db, config=None)
     hostwire = getattr(getattr(app, "state", None), "hostwire", None)
     if isinstance(hostwire, Hostwire):
         document = hostwire.openapi()
@@ -520,6 +520,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     openapi.add_argument("--app", required=True, help="the app: module:attribute or a name")
     openapi.add_argument("--out", help="write it to this file instead of standard output")
+    openapi.add_argument(
+        "--db", help="the database given to the app's factory (e.g. sqlite:// for none on disk)"
+    )
     openapi.set_defaults(handler=cmd_openapi)
     _add_pdk(commands)
     _add_events(commands)

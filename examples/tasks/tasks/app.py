@@ -1,6 +1,6 @@
 """A to-do service: FastAPI routes over SQLAlchemy models, with plug-ins.
 
-Everything hostwire needs is the three lines in ``create_app`` marked
+Everything hostwire needs is the two lines in ``create_app`` marked
 "hostwire": one ``Hostwire`` object, and ``track(Task)`` so that every write
 of a task runs the plug-ins' ``task_before_*`` handlers and delivers their
 ``task_after_*`` events. The routes are plain ``def`` functions on a sync
@@ -12,12 +12,13 @@ even when a plug-in calls back into these routes.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated
 
-from fastapi import Depends, FastAPI, HTTPException, Response
+from fastapi import Depends, FastAPI, HTTPException, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import DateTime, String, create_engine, func, select
 from sqlalchemy.engine import Engine
@@ -70,7 +71,17 @@ def engine_for(database: str) -> Engine:
         )
     if "://" not in database:  # a plain file path
         database = f"sqlite:///{database}"
+    if database.startswith("postgresql://"):  # psycopg 3, not SQLAlchemy's default psycopg2
+        database = "postgresql+psycopg://" + database.removeprefix("postgresql://")
     return create_engine(database)
+
+
+def session(request: Request) -> Iterator[Session]:
+    with request.app.state.sessions() as db:
+        yield db
+
+
+Db = Annotated[Session, Depends(session)]
 
 
 def create_app(
@@ -80,14 +91,14 @@ def create_app(
     """The tasks service on ``database``; with ``config``, its plug-ins too."""
     engine = engine_for(database)
     Base.metadata.create_all(engine)
-    sessions = sessionmaker(engine, expire_on_commit=False)
 
-    def session() -> Iterator[Session]:
-        with sessions() as db:
-            yield db
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        yield
+        engine.dispose()
 
-    Db = Annotated[Session, Depends(session)]
-    app = FastAPI(title="tasks", version="1.0.0")
+    app = FastAPI(title="tasks", version="1.0.0", lifespan=lifespan)
+    app.state.sessions = sessionmaker(engine, expire_on_commit=False)
 
     @app.post("/tasks", operation_id="createTask", status_code=201)
     def create_task(body: TaskIn, db: Db) -> TaskOut:
@@ -121,9 +132,8 @@ def create_app(
         db.commit()
         return Response(status_code=204)
 
-    if config is not None:
-        hw = hostwire.Hostwire(app, config=config, database=engine)  # hostwire
-        hw.track(Task, name="task", schema="TaskOut")  # hostwire
+    hw = hostwire.Hostwire(app, config=config, database=engine)  # hostwire
+    hw.track(Task, name="task", schema="TaskOut")  # hostwire
     return app
 
 

@@ -110,9 +110,7 @@ def _resolve(existing: dict[str, Any], value: Any) -> Any:
     return value
 
 
-def _draft(
-    model: str, record: str, value: Any, shape: RecordShape, *, v30: bool
-) -> dict[str, Any]:
+def _draft(model: str, record: str, value: Any, shape: RecordShape, *, v30: bool) -> dict[str, Any]:
     properties = value.get("properties") if isinstance(value, dict) else None
     if not isinstance(properties, dict):
         raise SpecError(
@@ -230,7 +228,8 @@ def model_webhooks(model: str, names: ModelSchemas) -> dict[str, Any]:
                 "content": {
                     "application/json": {
                         "schema": {
-                            "$ref": _REF + (names.before_event if phase == "before" else names.event)
+                            "$ref": _REF
+                            + (names.before_event if phase == "before" else names.event)
                         }
                     }
                 },
