@@ -10,6 +10,8 @@ from typing import Any
 
 import pytest
 from fastapi import FastAPI
+from sqlalchemy import create_engine
+from sqlalchemy.orm import Session
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
@@ -322,3 +324,21 @@ def test_fastapi_documents_are_used_and_served_through_hostwire(tmp_path: Path) 
     assert reply["body"] == {"id": "42"}
     assert served == hw.openapi()
     assert "/items/{item_id}" in served["paths"]
+
+
+def test_emit_inside_a_session_commits_and_rolls_back_with_it(tmp_path: Path) -> None:
+    engine = create_engine(f"sqlite:///{tmp_path / 'app.db'}")
+    app = items_app()
+    hw = Hostwire(app, config=config_file(tmp_path, items=PLUGIN), database=engine)
+    with TestClient(app):
+        assert hw.outbox is not None
+        with Session(engine) as session:
+            dropped = hw.emit("item.archived", {"id": "1", "reason": "no"}, connection=session)
+            session.rollback()
+        with Session(engine) as session:
+            kept = hw.emit("item.archived", {"id": "2", "reason": "yes"}, connection=session)
+            session.commit()
+        wait_for(lambda: len(app.state.received) == 1)
+        assert hw.outbox.deliveries(event_id=dropped) == []
+    assert [e["id"] for e in app.state.received] == [kept]
+    engine.dispose()
