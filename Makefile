@@ -20,7 +20,7 @@ PDK_INPUTS := openapi/light.yaml $(wildcard platform/hostwire/_pdk/*.py) platfor
 # Rust comes from Debian (rustup's toolchain has no wasm32 target here).
 CARGO := /usr/bin/cargo
 
-.PHONY: all demo test lint bench plugins clean
+.PHONY: all demo test lint bench plugins postgresql clean
 
 all: plugins
 
@@ -111,7 +111,18 @@ plugins: $(PLUGINS)
 demo: $(STAMP) plugins
 	@bash scripts/demo.sh
 
-test: $(STAMP) plugins
+# The outbox's tests run on PostgreSQL too: tests/postgres.py starts a throw-away
+# server from Debian's package (as the unprivileged postgres user under root).
+postgresql:
+	@ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql; \
+	  else \
+	    echo "The tests need PostgreSQL (they start a throw-away server); run: sudo apt-get install postgresql"; \
+	    exit 1; \
+	  fi; }
+
+test: $(STAMP) plugins postgresql
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 # platform/ is checked with mypy --strict (pyproject.toml); tests and benchmarks with the

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import sqlite3
 import sys
 import tempfile
 import threading
@@ -31,8 +30,11 @@ import time
 from pathlib import Path
 
 import httpx
+from sqlalchemy import Engine, func, select
 
 from _bench import free_port, served
+from hostwire._events import sync_engine
+from hostwire._events.outbox import deliveries
 
 ROOT = Path(__file__).resolve().parent.parent
 TOKEN = "bench-token"
@@ -53,13 +55,13 @@ HANDLER = """(module
 )"""
 
 
-def counts(db: Path) -> tuple[int, int]:
-    with sqlite3.connect(db) as conn:
-        created = conn.execute("SELECT COUNT(*) FROM hostwire_deliveries").fetchone()[0]
-        delivered = conn.execute(
-            "SELECT COUNT(*) FROM hostwire_deliveries WHERE state = 'delivered'"
-        ).fetchone()[0]
-    return int(created), int(delivered)
+def counts(engine: Engine) -> tuple[int, int]:
+    """Deliveries recorded, and those delivered, in the outbox's tables."""
+    recorded = select(func.count()).select_from(deliveries)
+    with engine.connect() as conn:
+        created = conn.scalar(recorded)
+        delivered = conn.scalar(recorded.where(deliveries.c.state == "delivered"))
+    return int(created or 0), int(delivered or 0)
 
 
 def run(tmp: Path, concurrency: int, seconds: float, clients: int) -> dict[str, float]:
@@ -104,7 +106,8 @@ def run(tmp: Path, concurrency: int, seconds: float, clients: int) -> dict[str, 
                         writes[n] += 1
                     i += 1
 
-        created0, delivered0 = counts(db)
+        engine = sync_engine(db)  # the server made the file and the outbox's tables
+        created0, delivered0 = counts(engine)
         threads = [threading.Thread(target=writer, args=(n,)) for n in range(clients)]
         started = time.monotonic()
         for thread in threads:
@@ -114,11 +117,12 @@ def run(tmp: Path, concurrency: int, seconds: float, clients: int) -> dict[str, 
         for thread in threads:
             thread.join(60)
         window = time.monotonic() - started
-        created1, delivered1 = counts(db)
+        created1, delivered1 = counts(engine)
         drain_deadline = time.monotonic() + 120
-        while counts(db)[1] < counts(db)[0] and time.monotonic() < drain_deadline:
+        while counts(engine)[1] < counts(engine)[0] and time.monotonic() < drain_deadline:
             time.sleep(0.1)  # polling for the backlog to drain, bounded
         drained = time.monotonic() - started - window
+        engine.dispose()
     return {
         "writes/s": sum(writes) / window,
         "events/s recorded": (created1 - created0) / window,

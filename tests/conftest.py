@@ -8,6 +8,7 @@ import pytest
 import wat
 from hostwire import HostFunction, Limits, Plugin
 from hostwire._runtime.module import to_binary
+from postgres import PostgresServer
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -43,3 +44,44 @@ def count_vowels_wasm() -> Path:
     if not path.exists():
         pytest.fail(f"{path} is missing: run the tests with `make test`, which builds it.")
     return path
+
+
+# -- databases --------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    """A throw-away PostgreSQL server for the session (`make test` installs Debian's package)."""
+    with PostgresServer() as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def postgres_url(postgres_server: PostgresServer) -> str:
+    """The session's PostgreSQL server (its maintenance database) as a SQLAlchemy URL."""
+    return postgres_server.url
+
+
+DATABASES = ["sqlite-file", "sqlite-memory", "postgresql"]
+
+
+@pytest.fixture(params=DATABASES)
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A fresh, empty database for each test, on each kind the outbox supports.
+
+    ``sqlite://`` is a new in-memory database for every engine made from it:
+    share one engine (``hostwire._events.database.sync_engine``) within a test.
+    A test that needs durable databases only parametrizes this fixture indirectly.
+    """
+    kind = request.param
+    if kind == "sqlite-file":
+        yield f"sqlite:///{tmp_path / 'app.db'}"
+    elif kind == "sqlite-memory":
+        yield "sqlite://"
+    elif kind == "postgresql":
+        server: PostgresServer = request.getfixturevalue("postgres_server")
+        url = server.create_database()
+        yield url
+        server.drop_database(url)
+    else:
+        raise ValueError(f"database_url: unknown database kind {kind!r}, not one of {DATABASES}.")

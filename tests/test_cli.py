@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from sqlalchemy import text
 
 import wat
 from conftest import ROOT
@@ -313,10 +314,14 @@ def test_events_list_and_replay(tmp_path: Path) -> None:
     db = tmp_path / "app.db"
     outbox = Outbox(db)
     envelope = new_envelope("light", "after_update", {"id": "default"}, None, {})
-    conn = outbox.connect()
-    Outbox.add(conn, envelope, subject="light/default", targets=[("follow", "light_after_update")])
-    conn.execute("UPDATE hostwire_deliveries SET state = 'dead', attempts = 8, last_error = 'boom'")
-    conn.close()
+    with outbox.engine.begin() as conn:
+        Outbox.add(
+            conn, envelope, subject="light/default", targets=[("follow", "light_after_update")]
+        )
+        conn.exec_driver_sql(
+            "UPDATE hostwire_deliveries SET state = 'dead', attempts = 8, last_error = 'boom'"
+        )
+    outbox.close()
     listed = hostwire("events", "list", "--db", str(db))
     assert listed.returncode == 0, listed.stderr
     assert envelope["id"] in listed.stdout
@@ -333,5 +338,27 @@ def test_events_list_and_replay(tmp_path: Path) -> None:
     missing = hostwire("events", "list", "--db", str(tmp_path / "none.db"))
     assert (missing.returncode, missing.stderr.strip()) == (
         64,
-        f"hostwire: error: {tmp_path / 'none.db'}: no such database (give the app's --db file).",
+        f"hostwire: error: {tmp_path / 'none.db'}: no such database "
+        "(give the app's --db file or database URL).",
     )
+
+
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+def test_events_commands_take_a_database_url(database_url: str) -> None:
+    outbox = Outbox(database_url)
+    envelope = new_envelope("light", "after_update", {"id": "default"}, None, {})
+    with outbox.engine.begin() as conn:
+        Outbox.add(
+            conn, envelope, subject="light/default", targets=[("follow", "light_after_update")]
+        )
+        conn.execute(text("UPDATE hostwire_deliveries SET state = 'dead', last_error = 'boom'"))
+    outbox.close()
+    (dead,) = json.loads(hostwire("events", "list", "--db", database_url, "--json").stdout)
+    assert (dead["event_id"], dead["state"], dead["last_error"]) == (envelope["id"], "dead", "boom")
+    replayed = hostwire("events", "replay", envelope["id"], "--db", database_url)
+    assert replayed.stdout.startswith("1 deliveries queued again")
+    (pending,) = json.loads(hostwire("events", "list", "--db", database_url, "--json").stdout)
+    assert pending["state"] == "pending"
+    unknown = hostwire("events", "list", "--db", "nosuch://db")
+    assert (unknown.returncode, unknown.stderr.count("\n")) == (64, 1)
+    assert "is not a database URL SQLAlchemy knows" in unknown.stderr

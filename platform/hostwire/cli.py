@@ -20,6 +20,7 @@ from hostwire._config import load_config
 from hostwire._contract import http_hook_exports, lifecycle_exports
 from hostwire._errors import ConfigError, HostwireError, PluginLoadError, UsageError
 from hostwire._events import STATES, Outbox
+from hostwire._events.database import is_url
 from hostwire._hostapi import HostApi, load_openapi
 from hostwire._pdk import LANGUAGES, generate, language, scaffold
 from hostwire._runtime import (
@@ -294,9 +295,13 @@ def cmd_plugin_new(args: argparse.Namespace) -> int:
 
 
 def _outbox(db: str) -> Outbox:
-    if not Path(db).is_file():
-        raise UsageError(f"{db}: no such database (give the app's --db file).")
-    return Outbox(db)
+    """The outbox in ``--db``: a database URL, or the path of an SQLite file that exists."""
+    if not is_url(db) and not Path(db).is_file():
+        raise UsageError(f"{db}: no such database (give the app's --db file or database URL).")
+    try:
+        return Outbox(db)
+    except ValueError as exc:  # a URL SQLAlchemy cannot use, or its driver is missing
+        raise UsageError(str(exc)) from None
 
 
 def cmd_events_list(args: argparse.Namespace) -> int:
@@ -460,7 +465,8 @@ def _add_events(commands: Any) -> None:
         sub.add_argument(
             "--db",
             default="lightcontrol.db",
-            help="the app's SQLite file, default ./lightcontrol.db",
+            help="the app's database: a URL (postgresql://...) or an SQLite file, "
+            "default ./lightcontrol.db",
         )
 
 

@@ -14,7 +14,8 @@ per-light lock held from reading the light to committing, and the write also
 checks the light's revision: if it moved anyway, the change runs again on the
 fresh state. No change is ever computed from a stale read.
 ``after_*`` steps run inside the write's transaction, after the write and
-before the commit, so anything they record (an outbox row) commits with it.
+before the commit, so anything they record (an outbox row) commits with it:
+``Change.connection`` is the write's SQLAlchemy ``Connection``.
 ``after_validation`` is one of them: it carries the record as it was
 validated (before ``before_save`` ran) and is recorded first, so its event
 comes first in the outbox; a change refused after validation has none.
@@ -40,7 +41,12 @@ from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, cast
+
+from sqlalchemy import Connection, Engine, create_engine, event
+from sqlalchemy.engine import URL
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.pool import ConnectionPoolEntry, NullPool
 
 from hostwire import StorageGuard
 from lightcontrol._spec import problems
@@ -156,7 +162,7 @@ class Change:
     step: str
     record: dict[str, Any]
     previous: dict[str, Any] | None
-    connection: sqlite3.Connection | None = None
+    connection: Connection | None = None
     changes: dict[str, Any] = field(default_factory=dict)
 
 
@@ -189,13 +195,15 @@ class LightStore:
         self._light_locks = [threading.RLock() for _ in range(_STRIPES)]
         self.storage = StorageGuard(self.path)
         self._read_lock = threading.Lock()
+        self.engine = _engine(self.path)
         with self.storage.guard("opening the database", quiet=True):
-            self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+            self._writer = self.engine.connect()
             try:
-                self._db.row_factory = sqlite3.Row
+                # The writer's sqlite3 connection: the store's own statements run on
+                # it, in the transactions the SQLAlchemy connection begins and ends.
+                self._db = cast(sqlite3.Connection, self._writer.connection.driver_connection)
                 self._db.execute("PRAGMA journal_mode=WAL")
                 self._db.execute("PRAGMA synchronous=FULL")
-                self._db.execute("PRAGMA busy_timeout=5000")
                 self._db.executescript(_SCHEMA)
                 # Reads use their own connection: in WAL mode they never wait for a
                 # writer's transaction or fsync, so they are cheap enough to run on
@@ -205,7 +213,8 @@ class LightStore:
                 )
                 self._reader.row_factory = sqlite3.Row
             except BaseException:
-                self._db.close()
+                self._writer.close()
+                self.engine.dispose()
                 raise
         try:
             if self.get_or_none(DEFAULT_LIGHT_ID) is None:
@@ -221,8 +230,9 @@ class LightStore:
 
     def close(self) -> None:
         with self._lock, self._read_lock:
-            self._db.close()
+            self._writer.close()
             self._reader.close()
+            self.engine.dispose()
 
     # -- reads --------------------------------------------------------------
 
@@ -266,9 +276,9 @@ class LightStore:
         with self._changing(record["id"]):
             record, validated = self._before("create", record, None)
             with self._transaction("creating a light") as db:
-                if self._exists(db, record["id"]):
+                if self._exists(record["id"]):
                     raise LightConflict(f'A light with the id "{record["id"]}" already exists.')
-                db.execute(
+                self._db.execute(
                     f"INSERT INTO lights ({', '.join(_COLUMNS)}, seq) VALUES "
                     f"({', '.join('?' for _ in _COLUMNS)}, "
                     "(SELECT COALESCE(MAX(seq), 0) + 1 FROM lights))",
@@ -297,14 +307,14 @@ class LightStore:
             }
             record, validated = self._before("update", record, previous)
             with self._transaction("updating a light") as db:
-                current = db.execute(
+                current = self._db.execute(
                     "SELECT revision FROM lights WHERE id = ?", (light_id,)
                 ).fetchone()
                 if current is None:
                     raise LightNotFound(f'No light has the id "{light_id}".')
-                if current["revision"] != previous["revision"]:
+                if current[0] != previous["revision"]:
                     continue  # changed while the before steps ran: run them again
-                db.execute(
+                self._db.execute(
                     "UPDATE lights SET name = ?, status = ?, color = ?, brightness = ?, "
                     "updated_at = ?, revision = ? WHERE id = ?",
                     (
@@ -332,12 +342,12 @@ class LightStore:
             previous = self.get(light_id)
             self._run("destroy", "before_destroy", dict(previous), previous, None)
             with self._transaction("deleting a light") as db:
-                deleted = db.execute(
+                deleted = self._db.execute(
                     "DELETE FROM lights WHERE id = ? AND revision = ?",
                     (light_id, previous["revision"]),
                 ).rowcount
                 if deleted == 0:
-                    if self._exists(db, light_id):
+                    if self._exists(light_id):
                         continue
                     raise LightNotFound(f'No light has the id "{light_id}".')
                 self._run("destroy", "after_destroy", dict(previous), previous, db)
@@ -375,7 +385,7 @@ class LightStore:
         record: dict[str, Any],
         validated: dict[str, Any],
         previous: dict[str, Any] | None,
-        db: sqlite3.Connection,
+        db: Connection,
     ) -> None:
         # after_validation first: its event precedes the others in the outbox.
         self._run(action, STEPS[action][1], validated, previous, db)
@@ -388,16 +398,16 @@ class LightStore:
         step: str,
         record: dict[str, Any],
         previous: dict[str, Any] | None,
-        db: sqlite3.Connection | None,
+        db: Connection | None,
     ) -> dict[str, Any]:
         change = Change("light", action, step, dict(record), previous, db, _diff(previous, record))
         for observer in self.observers:
             observer(change)
         return change.record if step.startswith("before_") else record
 
-    @staticmethod
-    def _exists(db: sqlite3.Connection, light_id: str) -> bool:
-        return db.execute("SELECT 1 FROM lights WHERE id = ?", (light_id,)).fetchone() is not None
+    def _exists(self, light_id: str) -> bool:
+        found = self._db.execute("SELECT 1 FROM lights WHERE id = ?", (light_id,)).fetchone()
+        return found is not None
 
     @contextmanager
     def _changing(self, light_id: str) -> Iterator[None]:
@@ -427,33 +437,59 @@ class LightStore:
                 lock.release()
 
     @contextmanager
-    def _transaction(self, action: str) -> Iterator[sqlite3.Connection]:
+    def _transaction(self, action: str) -> Iterator[Connection]:
         with self._lock:
             with self.storage.guard(action):
-                self._db.execute("BEGIN IMMEDIATE")
+                transaction = self._writer.begin()  # BEGIN IMMEDIATE: see _engine
             try:
-                yield self._db
+                yield self._writer
             except BaseException as exc:
                 # SQLite may have rolled back already (a full disk does that).
-                with contextlib.suppress(sqlite3.Error):
-                    self._db.execute("ROLLBACK")
+                with contextlib.suppress(SQLAlchemyError):
+                    transaction.rollback()
                 for hook in self.after_rollback:
                     hook()
-                if isinstance(exc, sqlite3.Error):
-                    error = self.storage.error(exc, action)
-                    if error is not exc:
-                        raise error from exc
+                error = self.storage.error(exc, action)
+                if error is not exc:
+                    raise error from exc
                 raise
             else:
                 try:
                     with self.storage.guard(action):
-                        self._db.execute("COMMIT")
+                        transaction.commit()
                 except BaseException:
+                    with contextlib.suppress(SQLAlchemyError):
+                        transaction.rollback()
                     if self._db.in_transaction:
-                        self._db.execute("ROLLBACK")
+                        self._db.rollback()
                     for hook in self.after_rollback:
                         hook()
                     raise
         self.storage.ok()
         for hook in self.after_commit:
             hook()
+
+
+def _engine(path: str) -> Engine:
+    """The engine of the store's writer (the reader is a plain sqlite3 connection).
+
+    SQLAlchemy emits the BEGIN (IMMEDIATE: a write transaction takes the write
+    lock at once, so it waits for another writer in the busy timeout instead
+    of failing when its read lock cannot be upgraded), not the sqlite3 module.
+    """
+    engine = create_engine(
+        URL.create("sqlite", database=path),
+        poolclass=NullPool,
+        connect_args={"check_same_thread": False, "timeout": 5.0},
+    )
+    event.listen(engine, "connect", _driver_begins_nothing)
+    event.listen(engine, "begin", _begin_immediate)
+    return engine
+
+
+def _driver_begins_nothing(dbapi_connection: Any, record: ConnectionPoolEntry) -> None:
+    dbapi_connection.isolation_level = None
+
+
+def _begin_immediate(connection: Connection) -> None:
+    cast(sqlite3.Connection, connection.connection.driver_connection).execute("BEGIN IMMEDIATE")

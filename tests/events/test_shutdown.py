@@ -12,7 +12,6 @@ from __future__ import annotations
 import os
 import signal
 import socket
-import sqlite3
 import subprocess
 import sys
 import time
@@ -21,6 +20,8 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+
+from hostwire import Outbox
 
 ROOT = Path(__file__).resolve().parents[2]
 TOKEN = "shutdown-token"
@@ -136,10 +137,9 @@ def sigterm_round(directory: Path, writes: int = 60) -> dict[str, Any]:
             if process.poll() is None:
                 process.kill()
                 process.wait(30)
-    with sqlite3.connect(db) as conn:
-        rows = conn.execute(
-            "SELECT state, attempts, last_error FROM hostwire_deliveries"
-        ).fetchall()
+    outbox = Outbox(db)
+    rows = [(d["state"], d["attempts"], d["last_error"]) for d in outbox.deliveries(limit=10**6)]
+    outbox.close()
     return {
         "code": code,
         "stop_s": stop_s,

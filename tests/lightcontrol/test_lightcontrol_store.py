@@ -52,10 +52,10 @@ def test_after_steps_see_the_write_in_its_transaction(store: LightStore) -> None
 
     def observer(change: Change) -> None:
         if change.step == "after_update" and change.connection is not None:
-            row = change.connection.execute(
+            status = change.connection.exec_driver_sql(
                 "SELECT status FROM lights WHERE id = ?", (change.record["id"],)
-            ).fetchone()
-            seen.append(row["status"])
+            ).scalar_one()
+            seen.append(status)
 
     store.observers.append(observer)
     store.update("default", {"status": "on"})

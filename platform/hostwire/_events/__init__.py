@@ -1,8 +1,9 @@
 """Lifecycle events: the in-process bus and the durable outbox for webhooks.
 
 It owns delivering an app's model events to the plug-ins that export them
-(``bus``), the SQLite outbox that retries deliveries (``outbox``) and the
-guard that turns storage failures into ``StorageError`` (``storage``), and
+(``bus``), the outbox in the app's database that retries deliveries
+(``outbox``), the app's database as a SQLAlchemy engine (``database``), the
+guard that turns storage failures into ``StorageError`` (``storage``) and
 SQLAlchemy models' lifecycle events (``tracking``: ``ModelTracker``; their
 records in ``records``, their webhooks and schemas in ``webhooks``). It
 imports ``hostwire._runtime`` and ``hostwire._hostapi`` (the document and its
@@ -10,6 +11,7 @@ schemas).
 """
 
 from hostwire._events.bus import EventBus, Subscriber, new_envelope
+from hostwire._events.database import sync_engine
 from hostwire._events.outbox import STATES, Outbox
 from hostwire._events.storage import StorageGuard
 from hostwire._events.tracking import CHANGING, EventSink, ModelTracker
@@ -24,4 +26,5 @@ __all__ = [
     "StorageGuard",
     "Subscriber",
     "new_envelope",
+    "sync_engine",
 ]

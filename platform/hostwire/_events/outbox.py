@@ -1,12 +1,14 @@
 """A durable outbox for ``after_*`` events, and the workers that deliver them.
 
-The app adds an event inside the transaction of the change that caused it, so
-every committed change has its events and a rolled-back one has none. Each
-subscribed plug-in gets its own delivery row and its own lane of worker
-threads (``concurrency`` of them):
+The outbox's tables live in the app's own database (SQLite, file or memory,
+or PostgreSQL, through SQLAlchemy). The app adds an event inside the
+transaction of the change that caused it, so every committed change has its
+events and a rolled-back one has none. Each subscribed plug-in gets its own
+delivery row and its own lane of worker threads (``concurrency`` of them):
 
 - at least once: a delivery is marked done only after the handler returned;
-  the event id is the idempotency key handlers dedupe on;
+  the event id is the idempotency key handlers dedupe on; a process killed
+  mid-delivery leaves it pending, and the next one sends it again;
 - in order per record: a plug-in gets an event only when its earlier events
   for the same subject are delivered or dead, and a lane never runs two
   deliveries of one subject at once; different records go out concurrently;
@@ -28,75 +30,173 @@ program forgot ``stop()`` ends by itself once the main thread has finished.
 from __future__ import annotations
 
 import collections
+import contextlib
 import json
 import logging
-import os
 import random
-import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import anyio.to_thread
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    Connection,
+    Double,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    Table,
+    Text,
+    bindparam,
+    delete,
+    exists,
+    func,
+    insert,
+    inspect,
+    select,
+    text,
+    update,
+)
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.schema import CreateIndex, CreateTable
 
 from hostwire._errors import PluginError, StorageError
+from hostwire._events.database import Database, describe, sync_engine
 from hostwire._events.storage import StorageGuard
 from hostwire._runtime import CHAIN, Plugin, log_safe
 
 log = logging.getLogger("hostwire.outbox")
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS hostwire_events (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT,
-    id TEXT NOT NULL UNIQUE,
-    type TEXT NOT NULL,
-    subject TEXT NOT NULL,
-    payload TEXT NOT NULL,
-    chain TEXT NOT NULL DEFAULT '[]',
-    created_at REAL NOT NULL
-);
-CREATE TABLE IF NOT EXISTS hostwire_deliveries (
-    event_seq INTEGER NOT NULL REFERENCES hostwire_events (seq),
-    plugin TEXT NOT NULL,
-    export TEXT NOT NULL,
-    subject TEXT NOT NULL,
-    state TEXT NOT NULL DEFAULT 'pending',
-    attempts INTEGER NOT NULL DEFAULT 0,
-    next_attempt_at REAL NOT NULL,
-    last_error TEXT,
-    delivered_at REAL,
-    PRIMARY KEY (event_seq, plugin)
-);
-CREATE INDEX IF NOT EXISTS hostwire_deliveries_due
-    ON hostwire_deliveries (plugin, state, next_attempt_at);
-CREATE INDEX IF NOT EXISTS hostwire_deliveries_subject
-    ON hostwire_deliveries (plugin, subject, state, event_seq);
-"""
 STATES = ("pending", "delivered", "dead")
+SCHEMA_VERSION = 1
 
+# SQLite's rowid alias must be spelled INTEGER; AUTOINCREMENT never reuses a
+# pruned seq, so a newer event always sorts after an older one.
+_SEQ = BigInteger().with_variant(Integer(), "sqlite")
+
+metadata = MetaData()
+events = Table(
+    "hostwire_events",
+    metadata,
+    Column("seq", _SEQ, primary_key=True, autoincrement=True),
+    Column("id", Text, nullable=False, unique=True),
+    Column("type", Text, nullable=False),
+    Column("subject", Text, nullable=False),
+    Column("payload", Text, nullable=False),
+    Column("chain", Text, nullable=False, server_default="[]"),
+    Column("created_at", Double, nullable=False),
+    sqlite_autoincrement=True,
+)
+deliveries = Table(
+    "hostwire_deliveries",
+    metadata,
+    Column("event_seq", _SEQ, ForeignKey(events.c.seq), primary_key=True, autoincrement=False),
+    Column("plugin", Text, primary_key=True),
+    Column("export", Text, nullable=False),
+    Column("subject", Text, nullable=False),
+    Column("state", Text, nullable=False, server_default="pending"),
+    Column("attempts", Integer, nullable=False, server_default=text("0")),
+    Column("next_attempt_at", Double, nullable=False),
+    Column("last_error", Text),
+    Column("delivered_at", Double),
+    Index("hostwire_deliveries_due", "plugin", "state", "next_attempt_at"),
+    Index("hostwire_deliveries_subject", "plugin", "subject", "state", "event_seq"),
+)
+schema = Table("hostwire_schema", metadata, Column("version", Integer, nullable=False))
+
+_d = deliveries.alias("d")
+_e = events.alias("e")
+_earlier = deliveries.alias("p")
+_joined = _d.join(_e, _e.c.seq == _d.c.event_seq)
 # The oldest due deliveries of a plug-in that are first in line for their
-# subject (so each has another subject) and whose subject has no delivery in
-# flight or queued (the JSON list of busy subjects).
-_NEXT_DUE = """
-SELECT d.event_seq, d.export, d.subject, d.attempts, e.id, e.payload, e.chain
-FROM hostwire_deliveries d JOIN hostwire_events e ON e.seq = d.event_seq
-WHERE d.plugin = ? AND d.state = 'pending' AND d.next_attempt_at <= ?
-  AND d.subject NOT IN (SELECT value FROM json_each(?))
-  AND NOT EXISTS (
-    SELECT 1 FROM hostwire_deliveries p
-    WHERE p.plugin = d.plugin AND p.subject = d.subject
-      AND p.state = 'pending' AND p.event_seq < d.event_seq)
-ORDER BY d.event_seq LIMIT ?
-"""
-_SUMMARY = """
-SELECT d.plugin, d.state, COUNT(*) AS count, MIN(e.created_at) AS oldest
-FROM hostwire_deliveries d JOIN hostwire_events e ON e.seq = d.event_seq
-WHERE d.state != 'delivered'
-GROUP BY d.plugin, d.state
-"""
+# subject, so each has another subject. A subject with a delivery in flight or
+# queued is first in line with that one: the caller drops those rows, and asks
+# for as many more.
+_NEXT_DUE = (
+    select(
+        _d.c.event_seq,
+        _d.c.export,
+        _d.c.subject,
+        _d.c.attempts,
+        _e.c.id,
+        _e.c.payload,
+        _e.c.chain,
+    )
+    .select_from(_joined)
+    .where(
+        _d.c.plugin == bindparam("plugin"),
+        _d.c.state == "pending",
+        _d.c.next_attempt_at <= bindparam("now"),
+        ~exists().where(
+            _earlier.c.plugin == _d.c.plugin,
+            _earlier.c.subject == _d.c.subject,
+            _earlier.c.state == "pending",
+            _earlier.c.event_seq < _d.c.event_seq,
+        ),
+    )
+    .order_by(_d.c.event_seq)
+    .limit(bindparam("limit", type_=Integer))
+)
+_SUMMARY = (
+    select(_d.c.plugin, _d.c.state, func.count().label("count"), func.min(_e.c.created_at))
+    .select_from(_joined)
+    .where(_d.c.state != "delivered")
+    .group_by(_d.c.plugin, _d.c.state)
+)
+_NEXT_ATTEMPT = select(func.min(deliveries.c.next_attempt_at)).where(
+    deliveries.c.plugin == bindparam("plugin"), deliveries.c.state == "pending"
+)
+_LISTED = select(
+    _e.c.id,
+    _e.c.type,
+    _d.c.subject,
+    _d.c.plugin,
+    _d.c.export,
+    _d.c.state,
+    _d.c.attempts,
+    _d.c.next_attempt_at,
+    _d.c.last_error,
+    _e.c.created_at,
+    _d.c.delivered_at,
+).select_from(_joined)
+# Two processes creating the tables at once wait for each other (PostgreSQL).
+_SCHEMA_LOCK = 0x686F73747769  # "hostwi"
+_INSERT_EVENT = insert(events)
+_INSERT_DELIVERIES = insert(deliveries)
+_THIS_DELIVERY = (
+    deliveries.c.event_seq == bindparam("key_seq"),
+    deliveries.c.plugin == bindparam("key_plugin"),
+)
+_MARK_DELIVERED = (
+    update(deliveries)
+    .where(*_THIS_DELIVERY)
+    .values(
+        state="delivered",
+        attempts=bindparam("attempts"),
+        last_error=None,
+        delivered_at=bindparam("now"),
+    )
+)
+_MARK_DEAD = (
+    update(deliveries)
+    .where(*_THIS_DELIVERY)
+    .values(state="dead", attempts=bindparam("attempts"), last_error=bindparam("error"))
+)
+_MARK_RETRY = (
+    update(deliveries)
+    .where(*_THIS_DELIVERY)
+    .values(
+        attempts=bindparam("attempts"),
+        last_error=bindparam("error"),
+        next_attempt_at=bindparam("retry_at"),
+    )
+)
 _LAG_CHECK_EVERY_S = 5.0
 _LAG_LOG_EVERY_S = 60.0
 
@@ -108,30 +208,26 @@ def _iso(seconds: float | None) -> str | None:
     return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def _database_path(path: object) -> str:
-    if path is None or not isinstance(path, (str, os.PathLike)):
-        raise TypeError(
-            f"Outbox needs the path of the app's SQLite database file (str or path), not {path!r}."
-        )
-    text = os.fspath(path)
-    if not isinstance(text, str) or not text.strip():
-        raise ValueError(
-            "Outbox needs the path of the app's SQLite database file, not an empty one."
-        )
-    if text == ":memory:" or "mode=memory" in text:
-        raise ValueError(
-            f"Outbox cannot use an in-memory database ({text!r}): its workers open their own "
-            "connections, which would each see another, empty database; give a file path "
-            "(a temporary file for tests)."
-        )
-    return text
+@dataclass(frozen=True, slots=True)
+class _Due:
+    """A delivery to make: its row and its event's."""
+
+    event_seq: int
+    export: str
+    subject: str
+    attempts: int
+    id: str
+    payload: str
+    chain: str
 
 
 class Outbox:
-    """The outbox tables in an app's SQLite database, and their delivery workers.
+    """The outbox tables in an app's database, and their delivery workers.
 
-    ``path`` is the database file (a ``str`` or path; never ``None`` nor
-    ``":memory:"``, which raise ``TypeError`` and ``ValueError``).
+    ``database``: the app's ``Engine`` or ``AsyncEngine``, a URL
+    (``postgresql://`` means psycopg 3) or the path of an SQLite file
+    (``str`` or path); see ``hostwire._events.database.sync_engine``. The
+    tables are created if missing. ``engine`` is the sync engine the workers use.
     ``write_lock``: the lock the app holds around its own write transactions
     in this process, if any; the workers take it to record a delivery, so the
     two never wait for each other inside SQLite.
@@ -139,7 +235,7 @@ class Outbox:
 
     def __init__(
         self,
-        path: str | Path,
+        database: Database,
         *,
         max_attempts: int = 8,
         backoff_s: float = 0.5,
@@ -152,9 +248,10 @@ class Outbox:
         write_lock: threading.Lock | None = None,
         jitter: Callable[[], float] = random.random,
     ) -> None:
-        self.path = _database_path(path)
         if concurrency < 1:
             raise ValueError(f"Outbox concurrency must be at least 1, not {concurrency}.")
+        self.engine = sync_engine(database)
+        self._own_engine = self.engine is not database
         self.max_attempts = max_attempts
         self.backoff_s = backoff_s
         self.max_backoff_s = max_backoff_s
@@ -163,7 +260,7 @@ class Outbox:
         self.concurrency = concurrency
         self.grace_s = grace_s
         self.warn_lag_s = warn_lag_s
-        self.storage = StorageGuard(self.path)
+        self.storage = StorageGuard(describe(self.engine))
         self._jitter = jitter
         self._lanes: dict[str, _Lane] = {}
         self._pruned_at = time.monotonic()
@@ -175,36 +272,50 @@ class Outbox:
         # when it shares its writer's lock (``write_lock``): SQLite's busy wait
         # sleeps for up to 100 ms at a time, a lock hands over at once.
         self.mark_lock = write_lock or threading.Lock()
-        with self.storage.guard("creating the outbox tables"):
-            db = self.connect()
-            try:
-                db.executescript(SCHEMA)
-            finally:
-                db.close()
+        try:
+            with self.storage.guard("creating the outbox tables"):
+                self._create_tables()
+        except BaseException:
+            self._dispose()
+            raise
 
-    def connect(self) -> sqlite3.Connection:
-        db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=30)
-        db.row_factory = sqlite3.Row
-        db.execute("PRAGMA journal_mode=WAL")
-        # A delivery mark lost to a power cut means one more delivery: at least once holds.
-        db.execute("PRAGMA synchronous=NORMAL")
-        return db
+    def _create_tables(self) -> None:
+        with self.engine.begin() as conn:
+            version = _schema_version(conn)
+            if version is None:
+                if conn.dialect.name == "postgresql":
+                    conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _SCHEMA_LOCK})
+                for table in metadata.sorted_tables:
+                    conn.execute(CreateTable(table, if_not_exists=True))
+                    for index in sorted(table.indexes, key=lambda i: str(i.name)):
+                        conn.execute(CreateIndex(index, if_not_exists=True))
+                version = conn.execute(select(func.max(schema.c.version))).scalar()
+                if version is None:
+                    conn.execute(insert(schema).values(version=SCHEMA_VERSION))
+                    version = SCHEMA_VERSION
+        if version > SCHEMA_VERSION:
+            raise StorageError(
+                f"The outbox tables in {self.storage.path} have schema version {version}, newer "
+                f"than this hostwire knows ({SCHEMA_VERSION}); upgrade hostwire.",
+                kind="schema_too_new",
+            )
 
-    def _read(self, action: str, sql: str, args: Iterable[Any] = ()) -> list[sqlite3.Row]:
-        with self.storage.guard(action):
-            db = self.connect()
-            try:
-                return db.execute(sql, tuple(args)).fetchall()
-            finally:
-                db.close()
+    def close(self) -> None:
+        """``stop()``, then close the engine's connections if the outbox made it. Idempotent."""
+        self.stop()
+        self._dispose()
 
-    def _write(self, action: str, sql: str, args: Iterable[Any] = ()) -> int:
-        with self.storage.guard(action):
-            db = self.connect()
-            try:
-                count = int(db.execute(sql, tuple(args)).rowcount)
-            finally:
-                db.close()
+    def _dispose(self) -> None:
+        if self._own_engine:
+            self.engine.dispose()
+
+    def _read(self, action: str, statement: Any, args: dict[str, Any] | None = None) -> list[Any]:
+        with self.storage.guard(action), self.engine.connect() as conn:
+            return list(conn.execute(statement, args or {}).all())
+
+    def _write(self, action: str, statement: Any, args: dict[str, Any] | None = None) -> int:
+        with self.storage.guard(action), self.engine.begin() as conn:
+            count = int(conn.execute(statement, args or {}).rowcount)
         self.storage.ok()
         return count
 
@@ -212,31 +323,44 @@ class Outbox:
 
     @staticmethod
     def add(
-        db: sqlite3.Connection,
+        connection: Connection,
         envelope: dict[str, Any],
         *,
         subject: str,
         targets: Iterable[tuple[str, str]],
     ) -> None:
-        """Record ``envelope`` for each ``(plugin, export)`` in the caller's open transaction."""
+        """Record ``envelope`` for each ``(plugin, export)`` in the caller's open transaction.
+
+        ``connection`` is a SQLAlchemy ``Connection`` (also the one an
+        ``AsyncConnection`` or ``AsyncSession`` hands to ``run_sync``). Nothing
+        is committed here: call ``notify()`` once the caller has committed.
+        """
         now = time.time()
-        cursor = db.execute(
-            "INSERT INTO hostwire_events (id, type, subject, payload, chain, created_at) "
-            "VALUES (?, ?, ?, ?, ?, ?)",
-            (
-                envelope["id"],
-                envelope["type"],
-                subject,
-                json.dumps(envelope, separators=(",", ":")),
-                json.dumps(list(CHAIN.get())),
-                now,
-            ),
+        result = connection.execute(
+            _INSERT_EVENT,
+            {
+                "id": envelope["id"],
+                "type": envelope["type"],
+                "subject": subject,
+                "payload": json.dumps(envelope, separators=(",", ":")),
+                "chain": json.dumps(list(CHAIN.get())),
+                "created_at": now,
+            },
         )
-        db.executemany(
-            "INSERT INTO hostwire_deliveries (event_seq, plugin, export, subject, next_attempt_at) "
-            "VALUES (?, ?, ?, ?, ?)",
-            [(cursor.lastrowid, plugin, export, subject, now) for plugin, export in targets],
-        )
+        key = result.inserted_primary_key  # a single-row INSERT always has it
+        seq = key[0] if key is not None else None
+        rows = [
+            {
+                "event_seq": seq,
+                "plugin": plugin,
+                "export": export,
+                "subject": subject,
+                "next_attempt_at": now,
+            }
+            for plugin, export in targets
+        ]
+        if rows:
+            connection.execute(_INSERT_DELIVERIES, rows)
 
     def notify(self) -> None:
         """A change committed: wake the workers (thread-safe, cheap)."""
@@ -248,9 +372,11 @@ class Outbox:
     def start(self, plugins: Iterable[Plugin]) -> None:
         """Start a lane of ``concurrency`` delivery workers per plug-in (idempotent per name).
 
-        Old deliveries are pruned now, and then hourly by an idle worker.
+        Old deliveries are pruned now, and then hourly by an idle worker. When
+        the database fails now, the workers start anyway and keep trying.
         """
-        self.prune()
+        with contextlib.suppress(StorageError):  # logged once by the guard
+            self.prune()
         self._pruned_at = time.monotonic()
         for plugin in plugins:
             if plugin.name not in self._lanes:
@@ -315,36 +441,26 @@ class Outbox:
         limit: int = 100,
     ) -> list[dict[str, Any]]:
         """Deliveries, newest first, filtered by plug-in, state and event id."""
-        where, args = [], []
-        for column, value in (("d.plugin", plugin), ("d.state", state), ("e.id", event_id)):
+        query = _LISTED
+        for column, value in ((_d.c.plugin, plugin), (_d.c.state, state), (_e.c.id, event_id)):
             if value is not None:
-                where.append(f"{column} = ?")
-                args.append(value)
-        sql = (
-            "SELECT e.id, e.type, d.subject, d.plugin, d.export, d.state, d.attempts, "
-            "d.next_attempt_at, d.last_error, e.created_at, d.delivered_at "
-            "FROM hostwire_deliveries d JOIN hostwire_events e ON e.seq = d.event_seq"
-            + (f" WHERE {' AND '.join(where)}" if where else "")
-            + " ORDER BY d.event_seq DESC, d.plugin LIMIT ?"
-        )
-        rows = self._read("listing deliveries", sql, (*args, limit))
+                query = query.where(column == value)
+        query = query.order_by(_d.c.event_seq.desc(), _d.c.plugin).limit(limit)
         return [
             {
-                "event_id": row["id"],
-                "type": row["type"],
-                "subject": row["subject"],
-                "plugin": row["plugin"],
-                "export": row["export"],
-                "state": row["state"],
-                "attempts": row["attempts"],
-                "next_attempt_at": _iso(row["next_attempt_at"])
-                if row["state"] == "pending"
-                else None,
-                "last_error": row["last_error"],
-                "created_at": _iso(row["created_at"]),
-                "delivered_at": _iso(row["delivered_at"]),
+                "event_id": row.id,
+                "type": row.type,
+                "subject": row.subject,
+                "plugin": row.plugin,
+                "export": row.export,
+                "state": row.state,
+                "attempts": row.attempts,
+                "next_attempt_at": _iso(row.next_attempt_at) if row.state == "pending" else None,
+                "last_error": row.last_error,
+                "created_at": _iso(row.created_at),
+                "delivered_at": _iso(row.delivered_at),
             }
-            for row in rows
+            for row in self._read("listing deliveries", query)
         ]
 
     def summary(self, now: float | None = None) -> list[dict[str, Any]]:
@@ -353,14 +469,13 @@ class Outbox:
         ``warn_lag_s``."""
         now = time.time() if now is None else now
         found: dict[str, dict[str, Any]] = {}
-        for row in self._read("summarising deliveries", _SUMMARY):
+        for name, state, count, oldest in self._read("summarising deliveries", _SUMMARY):
             entry = found.setdefault(
-                row["plugin"],
-                {"plugin": row["plugin"], "pending": 0, "dead": 0, "oldest_pending_age_s": 0.0},
+                name, {"plugin": name, "pending": 0, "dead": 0, "oldest_pending_age_s": 0.0}
             )
-            entry[row["state"]] = row["count"]
-            if row["state"] == "pending":
-                entry["oldest_pending_age_s"] = round(max(0.0, now - row["oldest"]), 3)
+            entry[state] = count
+            if state == "pending":
+                entry["oldest_pending_age_s"] = round(max(0.0, now - oldest), 3)
         for entry in found.values():
             entry["lagging"] = entry["oldest_pending_age_s"] > self.warn_lag_s
         return [found[name] for name in sorted(found)]
@@ -395,37 +510,47 @@ class Outbox:
         Dead and pending deliveries are kept until they are replayed and done.
         """
         cutoff = (time.time() if now is None else now) - self.retain_s
-        with self.storage.guard("pruning old deliveries"):
-            db = self.connect()
-            try:
-                count = db.execute(
-                    "DELETE FROM hostwire_deliveries "
-                    "WHERE state = 'delivered' AND delivered_at < ?",
-                    (cutoff,),
-                ).rowcount
-                db.execute(
-                    "DELETE FROM hostwire_events WHERE seq NOT IN "
-                    "(SELECT event_seq FROM hostwire_deliveries)"
+        with self.storage.guard("pruning old deliveries"), self.engine.begin() as conn:
+            count = conn.execute(
+                delete(deliveries).where(
+                    deliveries.c.state == "delivered", deliveries.c.delivered_at < cutoff
                 )
-            finally:
-                db.close()
+            ).rowcount
+            conn.execute(
+                delete(events).where(~exists().where(deliveries.c.event_seq == events.c.seq))
+            )
         return int(count)
 
     def replay(self, event_id: str, plugin: str | None = None) -> int:
         """Send a dead (or delivered) event again; returns how many deliveries were reset."""
-        sql = (
-            "UPDATE hostwire_deliveries SET state = 'pending', attempts = 0, "
-            "next_attempt_at = ?, last_error = NULL, delivered_at = NULL "
-            "WHERE event_seq = (SELECT seq FROM hostwire_events WHERE id = ?) "
-            "AND state != 'pending'"
+        statement = (
+            update(deliveries)
+            .where(
+                deliveries.c.event_seq
+                == select(events.c.seq).where(events.c.id == event_id).scalar_subquery(),
+                deliveries.c.state != "pending",
+            )
+            .values(
+                state="pending",
+                attempts=0,
+                next_attempt_at=time.time(),
+                last_error=None,
+                delivered_at=None,
+            )
         )
-        args: list[Any] = [time.time(), event_id]
         if plugin is not None:
-            sql += " AND plugin = ?"
-            args.append(plugin)
-        count = self._write("replaying an event", sql, args)
+            statement = statement.where(deliveries.c.plugin == plugin)
+        count = self._write("replaying an event", statement)
         self.notify()
         return count
+
+
+def _schema_version(conn: Connection) -> int | None:
+    """The outbox tables' schema version, None when they are not (all) there yet."""
+    if not inspect(conn).has_table(schema.name):
+        return None
+    version = conn.execute(select(func.max(schema.c.version))).scalar()
+    return None if version is None else int(version)
 
 
 class _Lane:
@@ -439,28 +564,27 @@ class _Lane:
         self._lock = threading.Lock()
         self._claim_lock = threading.Lock()  # one batch query at a time
         self._busy: set[str] = set()  # subjects in flight or queued in _ready
-        self._ready: collections.deque[sqlite3.Row] = collections.deque()
+        self._ready: collections.deque[_Due] = collections.deque()
         self._idle: list[_Worker] = []
         self._generation = 0  # bumped by every notify, so a worker never sleeps through one
         self.workers = [_Worker(self, n) for n in range(outbox.concurrency)]
 
     def start(self) -> None:
-        db = self.outbox.connect()
+        storage = self.outbox.storage
         try:
             # A restart often follows a fix (a grant added, a plug-in updated): retry
             # this plug-in's pending deliveries now rather than after their backoff.
-            db.execute(
-                "UPDATE hostwire_deliveries SET next_attempt_at = ? "
-                "WHERE plugin = ? AND state = 'pending'",
-                (time.time(), self.plugin.name),
-            )
-        except sqlite3.Error as exc:
-            error = self.outbox.storage.error(exc, f'scheduling deliveries to "{self.plugin.name}"')
-            if not isinstance(error, StorageError):
-                raise
-            # Logged once by the guard; the workers retry when storage is back.
-        finally:
-            db.close()
+            with (
+                storage.guard(f'scheduling deliveries to "{self.plugin.name}"'),
+                self.outbox.engine.begin() as conn,
+            ):
+                conn.execute(
+                    update(deliveries)
+                    .where(deliveries.c.plugin == self.plugin.name, deliveries.c.state == "pending")
+                    .values(next_attempt_at=time.time())
+                )
+        except StorageError:
+            pass  # logged once by the guard; the workers retry when storage is back
         for worker in self.workers:
             worker.start()
 
@@ -488,7 +612,7 @@ class _Lane:
         with self._lock:
             return self._generation
 
-    def claim(self, db: sqlite3.Connection) -> sqlite3.Row | None:
+    def claim(self) -> _Due | None:
         """The next delivery to make, its subject marked busy; None when nothing is due.
 
         One query fetches a batch (one delivery per subject, their subjects
@@ -498,27 +622,40 @@ class _Lane:
         """
         with self._claim_lock:
             with self._lock:
-                row = self._take()
-                if row is not None or self.stopping.is_set():
-                    return row
-                busy = json.dumps(sorted(self._busy))
-            rows = db.execute(
-                _NEXT_DUE, (self.plugin.name, time.time(), busy, 2 * len(self.workers))
-            ).fetchall()
+                due = self._take()
+                if due is not None or self.stopping.is_set():
+                    return due
+                # Busy when the query starts: a row of such a subject may be read
+                # before its delivery in flight is marked. Each subject comes at
+                # most once, so asking for that many more rows makes up for them.
+                busy = set(self._busy)
+            rows = self.outbox._read(
+                "fetching due deliveries",
+                _NEXT_DUE,
+                {
+                    "plugin": self.plugin.name,
+                    "now": time.time(),
+                    "limit": 2 * len(self.workers) + len(busy),
+                },
+            )
             with self._lock:
-                fresh = [r for r in rows if r["subject"] not in self._busy]
+                fresh = [
+                    _Due(*row)
+                    for row in rows
+                    if row.subject not in busy and row.subject not in self._busy
+                ]
                 self._ready.extend(fresh)
-                self._busy.update(r["subject"] for r in fresh)
+                self._busy.update(d.subject for d in fresh)
                 return self._take()
 
-    def _take(self) -> sqlite3.Row | None:
+    def _take(self) -> _Due | None:
         # Under _lock. Brings one more worker in while more is queued.
         if not self._ready:
             return None
-        row: sqlite3.Row = self._ready.popleft()
+        due = self._ready.popleft()
         if self._ready and self._idle:
             self._idle.pop().wake.set()
-        return row
+        return due
 
     def release(self, subject: str) -> None:
         with self._lock:
@@ -535,15 +672,14 @@ class _Lane:
             if worker in self._idle:
                 self._idle.remove(worker)
 
-    def until_next_due(self, db: sqlite3.Connection) -> float:
-        row = db.execute(
-            "SELECT MIN(next_attempt_at) FROM hostwire_deliveries "
-            "WHERE plugin = ? AND state = 'pending'",
-            (self.plugin.name,),
-        ).fetchone()
-        if row is None or row[0] is None:
+    def until_next_due(self) -> float:
+        rows = self.outbox._read(
+            "fetching the next attempt", _NEXT_ATTEMPT, {"plugin": self.plugin.name}
+        )
+        next_at = rows[0][0] if rows else None
+        if next_at is None:
             return self.outbox.poll_s
-        return max(0.0, min(self.outbox.poll_s, float(row[0]) - time.time()))
+        return max(0.0, min(self.outbox.poll_s, float(next_at) - time.time()))
 
 
 class _Worker(threading.Thread):
@@ -561,100 +697,80 @@ class _Worker(threading.Thread):
         return not self.lane.stopping.is_set() and threading.main_thread().is_alive()
 
     def run(self) -> None:
-        try:
-            db = self.outbox.connect()
-        except sqlite3.Error as exc:
-            self.outbox.storage.error(exc, f'opening the outbox for "{self.plugin.name}"')
-            return
-        try:
-            while self._should_run():
-                self.wake.clear()
-                seen = self.lane.generation()
-                try:
-                    if self.index == 0:  # time-gated: cheap when not due, and runs under load
-                        self.outbox.check_lag()
-                    row = self.lane.claim(db)
-                    if row is not None:
-                        try:
-                            self._deliver(db, row)
-                        finally:
-                            self.lane.release(row["subject"])
-                        continue
-                    if self.index == 0:
-                        self.outbox.prune_if_due()
-                    pause = self.lane.until_next_due(db)
-                except StorageError:
-                    pause = self.outbox.poll_s  # logged once per kind by the guard
-                except sqlite3.Error as exc:
-                    # One log line per kind of storage failure; anything else is a bug.
-                    if not isinstance(
-                        self.outbox.storage.error(exc, "delivering events"), StorageError
-                    ):
-                        log.exception(
-                            'delivery worker for "%s" hit a database error', self.plugin.name
-                        )
-                    pause = self.outbox.poll_s
-                self.lane.sleep(self, seen, pause)
-        finally:
-            db.close()
+        while self._should_run():
+            self.wake.clear()
+            seen = self.lane.generation()
+            try:
+                if self.index == 0:  # time-gated: cheap when not due, and runs under load
+                    self.outbox.check_lag()
+                due = self.lane.claim()
+                if due is not None:
+                    try:
+                        self._deliver(due)
+                    finally:
+                        self.lane.release(due.subject)
+                    continue
+                if self.index == 0:
+                    self.outbox.prune_if_due()
+                pause = self.lane.until_next_due()
+            except StorageError:
+                pause = self.outbox.poll_s  # logged once per kind by the guard
+            except SQLAlchemyError:
+                # Storage failures are StorageErrors (above); anything else is a bug.
+                log.exception('delivery worker for "%s" hit a database error', self.plugin.name)
+                pause = self.outbox.poll_s
+            self.lane.sleep(self, seen, pause)
 
-    def _deliver(self, db: sqlite3.Connection, row: sqlite3.Row) -> None:
+    def _deliver(self, due: _Due) -> None:
         self.delivering = True
         try:
-            error = self._call(row["export"], row["payload"].encode(), json.loads(row["chain"]))
+            error = self._call(due.export, due.payload.encode(), json.loads(due.chain))
         finally:
             self.delivering = False
         if self.lane.abandoned.is_set():
             return  # stop() gave up on this delivery: it stays pending, attempts untouched
         with self.outbox.mark_lock:
-            self._record(db, row, error)
+            self._record(due, error)
 
-    def _record(self, db: sqlite3.Connection, row: sqlite3.Row, error: str | None) -> None:
-        attempts = row["attempts"] + 1
-        key = (row["event_seq"], self.plugin.name)
+    def _record(self, due: _Due, error: str | None) -> None:
+        attempts = due.attempts + 1
+        args: dict[str, Any] = {
+            "key_seq": due.event_seq,
+            "key_plugin": self.plugin.name,
+            "attempts": attempts,
+        }
         if error is None:
-            db.execute(
-                "UPDATE hostwire_deliveries SET state = 'delivered', attempts = ?, "
-                "delivered_at = ?, last_error = NULL WHERE event_seq = ? AND plugin = ?",
-                (attempts, time.time(), *key),
-            )
-            self.outbox.storage.ok()
+            mark, args["now"] = _MARK_DELIVERED, time.time()
         elif self.lane.stopping.is_set():
             # Likely the app going away under it: not the handler's failure.
             log.info(
                 "event %s for %s was interrupted by the shutdown and stays pending: %s",
-                row["id"],
+                due.id,
                 self.plugin.name,
                 log_safe(error),
             )
+            return
         elif attempts >= self.outbox.max_attempts:
             log.error(
                 "event %s is dead for %s after %d attempts: %s",
-                row["id"],
+                due.id,
                 self.plugin.name,
                 attempts,
                 log_safe(error),
             )
-            db.execute(
-                "UPDATE hostwire_deliveries SET state = 'dead', attempts = ?, last_error = ? "
-                "WHERE event_seq = ? AND plugin = ?",
-                (attempts, error, *key),
-            )
+            mark, args["error"] = _MARK_DEAD, error
         else:
             delay = self.outbox.backoff(attempts)
             log.warning(
                 "event %s failed for %s (attempt %d, retry in %.1f s): %s",
-                row["id"],
+                due.id,
                 self.plugin.name,
                 attempts,
                 delay,
                 log_safe(error),
             )
-            db.execute(
-                "UPDATE hostwire_deliveries SET attempts = ?, last_error = ?, next_attempt_at = ? "
-                "WHERE event_seq = ? AND plugin = ?",
-                (attempts, error, time.time() + delay, *key),
-            )
+            mark, args["error"], args["retry_at"] = _MARK_RETRY, error, time.time() + delay
+        self.outbox._write("recording a delivery", mark, args)
 
     def _call(self, export: str, payload: bytes, chain: list[str]) -> str | None:
         token = CHAIN.set(tuple(chain))  # host calls from the handler extend the chain
