@@ -1,5 +1,6 @@
 """SQLAlchemy models' lifecycle events (Contract 2) through ModelTracker, with a
-sync Session on SQLite (file and in memory) and real wasm plug-ins."""
+sync Session on SQLite (file and in memory) and PostgreSQL, real wasm plug-ins
+and an outbox stand-in that records after-events in the app's transaction."""
 
 from __future__ import annotations
 
@@ -13,7 +14,6 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.exc import PendingRollbackError
 from sqlalchemy.orm import Session
-from sqlalchemy.pool import StaticPool
 
 from hostwire import (
     CallContext,
@@ -25,7 +25,7 @@ from hostwire import (
     Subscriber,
 )
 from hostwire._errors import RecordInvalid, RecordReentrant, UntrackedChange
-from hostwire._events import ModelTracker
+from hostwire._events import ModelTracker, sync_engine
 from tracking_support import (
     TASK_EXPORTS,
     Base,
@@ -49,14 +49,9 @@ NEW = {
 STORED = {**NEW, "id": 1, "origin": "app"}
 
 
-@pytest.fixture(params=["sqlite-file", "sqlite-memory"])
-def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[sa.Engine]:
-    if request.param == "sqlite-file":
-        engine = sa.create_engine(f"sqlite:///{tmp_path / 'app.db'}")
-    else:
-        engine = sa.create_engine(
-            "sqlite://", poolclass=StaticPool, connect_args={"check_same_thread": False}
-        )
+@pytest.fixture
+def engine(database_url: str) -> Iterator[sa.Engine]:
+    engine = sync_engine(database_url)
     Base.metadata.create_all(engine)
     with engine.begin() as connection:
         FakeOutbox.create(connection)
@@ -378,17 +373,22 @@ def test_a_strict_tracker_refuses_bulk_statements(engine: sa.Engine) -> None:
 def test_a_closed_tracker_leaves_sessions_alone(engine: sa.Engine) -> None:
     tracker = ModelTracker()
     tracker.track(Task)
-    tracker.bind(EventBus([]), FakeOutbox())
-    tracker.close()
-    tracker.close()
-    with Session(engine) as session:
-        session.add(Task(title="x" * 51))  # no validation: nobody is tracking
-        session.commit()
+    answers = {"task_before_create": {"reject": {"reason": "never"}}}
+    with handler("guard", Recorder(), answers) as guard:
+        tracker.bind(EventBus([Subscriber(guard)]), FakeOutbox())
+        tracker.close()
+        tracker.close()
+        create_task(engine)  # nobody is tracking: no event, no rejection
+    with engine.connect() as connection:
+        assert connection.execute(sa.select(Task.title)).scalars().all() == ["write tests"]
 
 
 # -- re-entrant changes ------------------------------------------------------------
 
 
+# In-memory SQLite has one connection: a second transaction on the same thread
+# cannot have one, so this in-thread stand-in for an in-process call needs a file.
+@pytest.mark.parametrize("database_url", ["sqlite-file", "postgresql"], indirect=True)
 def test_a_plugin_changing_its_own_record_fails_at_once(
     tracker: ModelTracker, engine: sa.Engine, tmp_path: Path
 ) -> None:
