@@ -61,9 +61,10 @@ def check_a_session(
     engine: sa.Engine, outbox: Outbox, recorder: Recorder, tracker: ModelTracker, tmp_path: Path
 ) -> None:
     answers = {"task_before_destroy": {"reject": {"reason": "keep it"}}}
-    with handler("tasks", recorder) as plugin, handler(
-        "guard", Recorder(), answers, exports=["task_before_destroy"]
-    ) as guard:
+    with (
+        handler("tasks", recorder) as plugin,
+        handler("guard", Recorder(), answers, exports=["task_before_destroy"]) as guard,
+    ):
         tracker.bind(bus_for(tracker, [plugin], tmp_path), outbox)
         outbox.start([plugin])
         try:
@@ -94,7 +95,7 @@ def check_a_session(
         finally:
             outbox.close()
     assert after_types(recorder) == LIFE
-    created = [e for e in recorder.seen if e["type"] == "task.after_create"][0]
+    created = next(e for e in recorder.seen if e["type"] == "task.after_create")
     assert created["data"]["record"]["title"] == "write tests"
     assert created["data"]["record"]["origin"] == "app"
     # One record throughout (SQLite reuses the rolled-back id, PostgreSQL does not).

@@ -471,7 +471,9 @@ class ModelTracker:
             replaced = bus.before(model.name, step, record, previous, diff(previous, record))
             if replaced != record:
                 where = f"after {model.name}.{step}"
-                _check(model, schema, replaced, f"A plug-in made the {model.name} invalid ({where})")
+                _check(
+                    model, schema, replaced, f"A plug-in made the {model.name} invalid ({where})"
+                )
                 _same_identity(model, change.record, replaced, step)
             record = replaced
             if step == "before_validation":
@@ -646,7 +648,8 @@ def _apply_defaults(
     """Put the Python-side column defaults (or onupdate values) onto ``obj`` now, so
     the before-events see the values SQLAlchemy would write."""
     for key, column in shape.columns.items():
-        default = column.default if which == "default" else column.onupdate
+        # A ColumnDefault (scalar or callable ``arg``), a Sequence, a SQL expression...
+        default: Any = column.default if which == "default" else column.onupdate
         if default is None or not (default.is_scalar or default.is_callable):
             continue
         if which == "default" and state.dict.get(key) is not None:
@@ -656,9 +659,7 @@ def _apply_defaults(
         if default.is_scalar:
             value = default.arg
         else:
-            parameters = {
-                c.key: state.dict[k] for k, c in shape.columns.items() if k in state.dict
-            }
+            parameters = {c.key: state.dict[k] for k, c in shape.columns.items() if k in state.dict}
             try:
                 value = default.arg(_DefaultContext(parameters, column))
             except Exception as exc:  # it needs the real statement: SQLAlchemy runs it then

@@ -110,9 +110,7 @@ def _resolve(existing: dict[str, Any], value: Any) -> Any:
     return value
 
 
-def _draft(
-    model: str, record: str, value: Any, shape: RecordShape, *, v30: bool
-) -> dict[str, Any]:
+def _draft(model: str, record: str, value: Any, shape: RecordShape, *, v30: bool) -> dict[str, Any]:
     properties = value.get("properties") if isinstance(value, dict) else None
     if not isinstance(properties, dict):
         raise SpecError(
@@ -138,8 +136,8 @@ def _event(model: str, record: str, previous: str, *, after: bool) -> dict[str, 
     return {
         "type": "object",
         "description": (
-            f"{'An' if after else 'A'} {phase}-event of a {model}, in the Standard Webhooks shape. Plug-ins receive "
-            f"it in their {model}_{phase}_<step> export."
+            f"{'An' if after else 'A'} {phase}-event of a {model}, in the Standard Webhooks "
+            f"shape. Plug-ins receive it in their {model}_{phase}_<step> export."
         ),
         "required": ["id", "type", "timestamp", "data"],
         "additionalProperties": False,
@@ -230,7 +228,8 @@ def model_webhooks(model: str, names: ModelSchemas) -> dict[str, Any]:
                 "content": {
                     "application/json": {
                         "schema": {
-                            "$ref": _REF + (names.before_event if phase == "before" else names.event)
+                            "$ref": _REF
+                            + (names.before_event if phase == "before" else names.event)
                         }
                     }
                 },
@@ -293,5 +292,5 @@ def document_spec(document: dict[str, Any], base: OpenAPIDocument | None) -> Ope
     if base is not None:
         registry = base.registry.with_resource(base.uri, resource)
         return OpenAPIDocument(base.source, document, base.uri, registry)
-    registry = Registry().with_resource(STANDALONE_URI, resource)  # type: ignore[call-arg]
+    registry = Registry[Any]().with_resource(STANDALONE_URI, resource)
     return OpenAPIDocument("tracked models", document, STANDALONE_URI, registry)
