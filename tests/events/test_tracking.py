@@ -1,5 +1,6 @@
 """SQLAlchemy models' lifecycle events (Contract 2) through ModelTracker, with a
-sync Session on SQLite (file and in memory) and real wasm plug-ins."""
+sync Session on SQLite (file and in memory) and PostgreSQL, real wasm plug-ins
+and an outbox stand-in that records after-events in the app's transaction."""
 
 from __future__ import annotations
 
@@ -13,7 +14,6 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.exc import PendingRollbackError
 from sqlalchemy.orm import Session
-from sqlalchemy.pool import StaticPool
 
 from hostwire import (
     CallContext,
@@ -25,7 +25,7 @@ from hostwire import (
     Subscriber,
 )
 from hostwire._errors import RecordInvalid, RecordReentrant, UntrackedChange
-from hostwire._events import ModelTracker
+from hostwire._events import ModelTracker, sync_engine
 from tracking_support import (
     TASK_EXPORTS,
     Base,
@@ -49,14 +49,9 @@ NEW = {
 STORED = {**NEW, "id": 1, "origin": "app"}
 
 
-@pytest.fixture(params=["sqlite-file", "sqlite-memory"])
-def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[sa.Engine]:
-    if request.param == "sqlite-file":
-        engine = sa.create_engine(f"sqlite:///{tmp_path / 'app.db'}")
-    else:
-        engine = sa.create_engine(
-            "sqlite://", poolclass=StaticPool, connect_args={"check_same_thread": False}
-        )
+@pytest.fixture
+def engine(database_url: str) -> Iterator[sa.Engine]:
+    engine = sync_engine(database_url)
     Base.metadata.create_all(engine)
     with engine.begin() as connection:
         FakeOutbox.create(connection)
@@ -86,13 +81,11 @@ class World:
 
     def tasks(self) -> list[tuple[int, str]]:
         with self.engine.connect() as connection:
-            return [tuple(r) for r in connection.execute(sa.select(Task.id, Task.title))]
+            return [(i, t) for i, t in connection.execute(sa.select(Task.id, Task.title))]
 
 
 @pytest.fixture
-def world_factory(
-    tracker: ModelTracker, engine: sa.Engine, tmp_path: Path
-) -> Iterator[Any]:
+def world_factory(tracker: ModelTracker, engine: sa.Engine, tmp_path: Path) -> Iterator[Any]:
     plugins: list[Plugin] = []
 
     def make(answers: dict[str, Any] | None = None, *, spec: bool = True) -> World:
@@ -131,7 +124,11 @@ def test_a_create_runs_every_step_in_order_with_the_values_written(world_factory
         assert envelope["data"]["previous"] is None
         assert envelope["data"]["changes"]["title"] == {"from": None, "to": "write tests"}
     rows = world.rows()
-    assert [r["type"] for r in rows] == ["task.after_validation", "task.after_create", "task.after_save"]
+    assert [r["type"] for r in rows] == [
+        "task.after_validation",
+        "task.after_create",
+        "task.after_save",
+    ]
     assert {r["subject"] for r in rows} == {"task/1"}
     assert [r["targets"] for r in rows] == [
         [["tasks-plugin", "task_after_validation"]],
@@ -221,7 +218,11 @@ def test_a_plugin_replaces_fields_and_the_written_row_has_them(world_factory: An
     assert world.recorder.seen[2]["data"]["record"] == tidied
     validated, created, _ = world.rows()
     assert validated["envelope"]["data"]["record"] == STORED
-    assert created["envelope"]["data"]["record"] == {**STORED, "title": "Write tests", "cost": "3.00"}
+    assert created["envelope"]["data"]["record"] == {
+        **STORED,
+        "title": "Write tests",
+        "cost": "3.00",
+    }
 
 
 # -- refusing a change -------------------------------------------------------------
@@ -260,17 +261,19 @@ def test_a_rejection_in_a_flush_undoes_the_earlier_flushes_too(world_factory: An
 
 def test_a_failing_handler_refuses_the_change(world_factory: Any) -> None:
     world = world_factory({"task_before_save": "not json"})
-    with Session(world.engine) as session, pytest.raises(EventHandlerError):
+    with Session(world.engine) as session:
         session.add(Task(title="first"))
-        session.commit()
+        with pytest.raises(EventHandlerError):
+            session.commit()
     assert world.tasks() == []
 
 
 def test_an_invalid_record_is_refused_with_details(world_factory: Any) -> None:
     world = world_factory()
-    with Session(world.engine) as session, pytest.raises(RecordInvalid) as caught:
+    with Session(world.engine) as session:
         session.add(Task(title="x" * 51))
-        session.commit()
+        with pytest.raises(RecordInvalid) as caught:
+            session.commit()
     assert caught.value.model == "task"
     assert caught.value.details[0]["field"] == "/title"
     assert "too long" in caught.value.details[0]["message"]
@@ -279,22 +282,28 @@ def test_an_invalid_record_is_refused_with_details(world_factory: Any) -> None:
 
 
 def test_a_replaced_record_is_validated_again(world_factory: Any) -> None:
-    world = world_factory({"task_before_create": {"record": {**NEW, "title": "x" * 51}}}, spec=False)
-    with Session(world.engine) as session, pytest.raises(RecordInvalid) as caught:
+    world = world_factory(
+        {"task_before_create": {"record": {**NEW, "title": "x" * 51}}}, spec=False
+    )
+    with Session(world.engine) as session:
         session.add(Task(title="fine"))
-        session.commit()
-    assert str(caught.value).startswith("A plug-in made the task invalid (after task.before_create)")
+        with pytest.raises(RecordInvalid) as caught:
+            session.commit()
+    assert str(caught.value).startswith(
+        "A plug-in made the task invalid (after task.before_create)"
+    )
     assert world.tasks() == []
 
 
 def test_a_plugin_may_not_change_the_primary_key(world_factory: Any) -> None:
     world = world_factory({"task_before_update": {"record": {**STORED, "id": 7}}})
     create_task(world.engine)
-    with Session(world.engine) as session, pytest.raises(RecordInvalid, match="primary key"):
+    with Session(world.engine) as session:
         task = session.get(Task, 1)
         assert task is not None
         task.done = True
-        session.commit()
+        with pytest.raises(RecordInvalid, match="primary key"):
+            session.commit()
     assert world.tasks() == [(1, "write tests")]
 
 
@@ -378,21 +387,26 @@ def test_a_strict_tracker_refuses_bulk_statements(engine: sa.Engine) -> None:
 def test_a_closed_tracker_leaves_sessions_alone(engine: sa.Engine) -> None:
     tracker = ModelTracker()
     tracker.track(Task)
-    tracker.bind(EventBus([]), FakeOutbox())
-    tracker.close()
-    tracker.close()
-    with Session(engine) as session:
-        session.add(Task(title="x" * 51))  # no validation: nobody is tracking
-        session.commit()
+    answers = {"task_before_create": {"reject": {"reason": "never"}}}
+    with handler("guard", Recorder(), answers) as guard:
+        tracker.bind(EventBus([Subscriber(guard)]), FakeOutbox())
+        tracker.close()
+        tracker.close()
+        create_task(engine)  # nobody is tracking: no event, no rejection
+    with engine.connect() as connection:
+        assert connection.execute(sa.select(Task.title)).scalars().all() == ["write tests"]
 
 
 # -- re-entrant changes ------------------------------------------------------------
 
 
+# In-memory SQLite has one connection: a second transaction on the same thread
+# cannot have one, so this in-thread stand-in for an in-process call needs a file.
+@pytest.mark.parametrize("database_url", ["sqlite-file", "postgresql"], indirect=True)
 def test_a_plugin_changing_its_own_record_fails_at_once(
     tracker: ModelTracker, engine: sa.Engine, tmp_path: Path
 ) -> None:
-    inner: list[BaseException] = []
+    inner: list[RecordReentrant] = []
 
     class Reentrant(Recorder):
         def host_function(self) -> HostFunction:

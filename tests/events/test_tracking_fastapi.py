@@ -23,7 +23,7 @@ import sqlalchemy as sa
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
-from sqlalchemy.ext.asyncio import create_async_engine
+from sqlalchemy.ext.asyncio import AsyncSession, create_async_engine
 from sqlalchemy.orm import Session
 
 import wat
@@ -43,7 +43,6 @@ from hostwire import (
 )
 from hostwire._errors import RecordReentrant
 from hostwire._events import ModelTracker
-from sqlalchemy.ext.asyncio import AsyncSession
 from tracking_support import Base, FakeOutbox, Task
 
 CONCURRENT = 60
@@ -243,7 +242,8 @@ def test_a_plugin_changing_its_own_record_in_process_gets_409_at_once(
         session.commit()
 
     async def scenario() -> list[httpx.Response]:
-        return await app.requests([("PATCH", route, {"title": "outer"})])
+        responses: list[httpx.Response] = await app.requests([("PATCH", route, {"title": "outer"})])
+        return responses
 
     (response,) = anyio.run(scenario)
     assert (response.status_code, response.json()) == (200, {"title": "outer"})

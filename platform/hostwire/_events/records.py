@@ -39,7 +39,7 @@ class RecordShape:
             column = prop.columns[0]
             if isinstance(column, sa.Column) and column.table is not None:
                 self.columns[prop.key] = column
-        by_column = {column: key for key, column in self.columns.items()}
+        by_column: dict[Any, str] = {column: key for key, column in self.columns.items()}
         self.primary = tuple(by_column[column] for column in mapper.primary_key)
         self.generated = frozenset(
             key for key, column in self.columns.items() if _database_fills(column)
@@ -110,7 +110,7 @@ def nullable(schema: dict[str, Any], *, v30: bool = False) -> dict[str, Any]:
     return out
 
 
-def _column_schema(kind: Any, *, v30: bool) -> dict[str, Any]:  # noqa: PLR0911 - one answer per type
+def _column_schema(kind: Any, *, v30: bool) -> dict[str, Any]:
     # Subclasses first: Enum is a String, Float a Numeric, Interval a TypeDecorator.
     if isinstance(kind, sa.Enum):
         return {"type": "string", "enum": list(kind.enums)}
@@ -151,7 +151,7 @@ def _enum_text(kind: Any, member: enum.Enum) -> Any:
     return member.value if isinstance(member.value, str | int | float) else member.name
 
 
-def _to_json(value: Any, kind: Any, where: str) -> Any:  # noqa: PLR0911 - one answer per type
+def _to_json(value: Any, kind: Any, where: str) -> Any:
     if isinstance(value, enum.Enum):  # first: an IntEnum or StrEnum member is an int or str too
         return _enum_text(kind, value)
     if value is None or isinstance(value, bool | int | str):
@@ -192,7 +192,7 @@ def rfc3339(value: dt.datetime) -> str:
     return text[:-6] + "Z" if text.endswith("+00:00") else text
 
 
-def _from_json(value: Any, kind: Any) -> Any:  # noqa: PLR0911 - one answer per type
+def _from_json(value: Any, kind: Any) -> Any:
     if value is None:
         return None
     try:

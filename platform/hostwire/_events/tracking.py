@@ -648,7 +648,8 @@ def _apply_defaults(
     """Put the Python-side column defaults (or onupdate values) onto ``obj`` now, so
     the before-events see the values SQLAlchemy would write."""
     for key, column in shape.columns.items():
-        default = column.default if which == "default" else column.onupdate
+        # A ColumnDefault (scalar or callable ``arg``), a Sequence, a SQL expression...
+        default: Any = column.default if which == "default" else column.onupdate
         if default is None or not (default.is_scalar or default.is_callable):
             continue
         if which == "default" and state.dict.get(key) is not None:

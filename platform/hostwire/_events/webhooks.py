@@ -136,8 +136,8 @@ def _event(model: str, record: str, previous: str, *, after: bool) -> dict[str, 
     return {
         "type": "object",
         "description": (
-            f"{'An' if after else 'A'} {phase}-event of a {model}, in the Standard Webhooks shape. Plug-ins receive "
-            f"it in their {model}_{phase}_<step> export."
+            f"{'An' if after else 'A'} {phase}-event of a {model}, in the Standard Webhooks "
+            f"shape. Plug-ins receive it in their {model}_{phase}_<step> export."
         ),
         "required": ["id", "type", "timestamp", "data"],
         "additionalProperties": False,
@@ -292,5 +292,5 @@ def document_spec(document: dict[str, Any], base: OpenAPIDocument | None) -> Ope
     if base is not None:
         registry = base.registry.with_resource(base.uri, resource)
         return OpenAPIDocument(base.source, document, base.uri, registry)
-    registry = Registry().with_resource(STANDALONE_URI, resource)  # type: ignore[call-arg]
+    registry = Registry[Any]().with_resource(STANDALONE_URI, resource)
     return OpenAPIDocument("tracked models", document, STANDALONE_URI, registry)

@@ -16,6 +16,7 @@ bounded by the requests in flight (and by each plug-in's ``max_instances``).
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections.abc import Callable
 from typing import TypeVar
@@ -59,10 +60,9 @@ def _lend() -> CapacityLimiter | None:
 
 
 def _give_back(limiter: CapacityLimiter) -> None:
-    try:
+    # If the loop has ended, its pool went with it: nothing to give back.
+    with contextlib.suppress(anyio.NoEventLoopError, anyio.RunFinishedError):
         anyio.from_thread.run_sync(_shrink, limiter)
-    except (anyio.NoEventLoopError, anyio.RunFinishedError):
-        pass  # the loop ended, and its pool with it
 
 
 def _grow() -> CapacityLimiter:
