@@ -57,11 +57,11 @@ def test_an_app_that_wires_hostwire_itself_refuses_config(
     assert "sets up hostwire itself" in capsys.readouterr().err
 
 
-def test_plugin_call_says_which_app_it_runs_when_none_is_named(
+def test_plugin_call_against_another_apps_document_needs_app(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     wasm = ROOT / "sample_plugins" / "cycle_color" / "build" / "plugin.wasm"
-    spec = ROOT / "openapi" / "light.yaml"
+    spec = ROOT / "tests" / "petstore" / "petstore.yaml"
     code = main(["plugin", "call", str(wasm), "run", "--spec", str(spec), "--grant", "*"])
-    assert code == 0
-    assert "calling lightcontrol in process (give --app" in capsys.readouterr().err
+    assert code == 64
+    assert "give --app module:app to run that app in process" in capsys.readouterr().err

@@ -170,12 +170,13 @@ def _host_functions(args: argparse.Namespace, plugin: str) -> Iterator[list[Host
             api.close()
         return
     if args.app is None:
-        args.app = "lightcontrol"
-        print(
-            "hostwire: calling lightcontrol in process (give --app module:app for your app, "
-            "or --url for a running one)",
-            file=sys.stderr,
-        )
+        title = str((spec.document.get("info") or {}).get("title", ""))
+        if title != "lightcontrol":
+            raise UsageError(
+                f"--spec {args.spec} describes {title or 'an app'!r}: give --app module:app to "
+                "run that app in process, or --url for a running one."
+            )
+        args.app = "lightcontrol"  # the reference app, whose document this is
     with tempfile.TemporaryDirectory(prefix="hostwire-call-") as scratch:
         app = _build_app(args.app, db=str(Path(scratch) / "throwaway.db"), config=None)
         with run_app(app, path_prefix=spec.base_path) as local:
