@@ -499,7 +499,7 @@ def build_parser() -> argparse.ArgumentParser:
     call.add_argument(
         "--app",
         help="the app --spec describes, run in process with a throw-away database: "
-        "module:attribute or an installed app's name (lightcontrol if neither --app nor --url)",
+        "module:attribute or an installed app's name (default: lightcontrol, for its own document)",
     )
     call.set_defaults(handler=cmd_plugin_call)
 
