@@ -247,3 +247,36 @@ CONTRACT_BREAKER = f"""
     (i32.const 0))
 )
 """
+
+
+# Takes the handle of its input, sleeps (WASI poll_oneoff, 300 ms: far past a
+# short timeout_ms, and not cut off by it) and only then hands that valid block
+# to output_set or http_request: the kernel replacement runs after the deadline.
+LATE = f"""
+(module
+  (import "wasi_snapshot_preview1" "poll_oneoff"
+    (func $poll_oneoff (param i32 i32 i32 i32) (result i32)))
+  {KERNEL}
+  (memory (export "memory") 1)
+  (func $sleep
+    ;; one relative clock subscription (48 bytes at 256), its event at 320
+    (i64.store (i32.const 256) (i64.const 0))
+    (i32.store8 (i32.const 264) (i32.const 0))
+    (i32.store (i32.const 272) (i32.const 1))
+    (i64.store (i32.const 280) (i64.const 300000000))
+    (i64.store (i32.const 288) (i64.const 0))
+    (i32.store16 (i32.const 296) (i32.const 0))
+    (drop (call $poll_oneoff (i32.const 256) (i32.const 320) (i32.const 1) (i32.const 352))))
+  (func (export "late_output") (result i32) (local $in i64) (local $n i64)
+    (local.set $in (call $input_offset))
+    (local.set $n (call $input_length))
+    (call $sleep)
+    (call $output_set (local.get $in) (local.get $n))
+    (i32.const 0))
+  (func (export "late_http") (result i32) (local $in i64)
+    (local.set $in (call $input_offset))
+    (call $sleep)
+    (drop (call $http_request (local.get $in) (i64.const 0)))
+    (i32.const 0))
+)
+"""

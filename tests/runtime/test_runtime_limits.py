@@ -26,6 +26,7 @@ from hostwire import (
     Plugin,
     PluginMemoryError,
     PluginOutputError,
+    PluginTimeoutError,
     load_config,
 )
 from hostwire._runtime.strictjson import JsonProblem, loads_strict
@@ -186,6 +187,17 @@ def test_bogus_output_set_fails_plugin_call_on_the_command_line(tmp_path: Path) 
 
 _BOGUS_EXPORT = """  (func (export "bogus") (result i32)
     (call $output_set (i64.const 60000) (i64.const 5)) (i32.const 0))"""
+
+
+@pytest.mark.parametrize("export", ["late_output", "late_http"])
+def test_a_valid_block_after_the_deadline_is_a_timeout_not_a_bad_output(export: str) -> None:
+    # Past timeout_ms, Extism stops every call into the plug-in's kernel, and its
+    # C API then answers 0: the block at a valid offset seems to have no length.
+    request = b'{"url": "http://127.0.0.1:9/", "method": "GET"}'
+    with Plugin("late", compile_wat(wat.LATE), limits=Limits(timeout_ms=20)) as plugin:
+        with pytest.raises(PluginTimeoutError, match="limit timeout_ms") as caught:
+            plugin.call(export, request)
+        assert f'Plug-in "late" export "{export}"' in str(caught.value)
 
 
 # -- 3. the first refused host call ends the plug-in call -----------------------

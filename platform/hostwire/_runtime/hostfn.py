@@ -178,11 +178,21 @@ def context_of(current: Any) -> CallContext | None:
     return context if isinstance(context, CallContext) else None
 
 
-def block_length(current: Any, offset: int) -> int:
-    """The length of the block at ``offset``; 0 if no block starts there."""
+def block_length(current: Any, context: CallContext, offset: int, what: str) -> int:
+    """The length of the block at ``offset``; 0 if no block starts there.
+
+    Extism asks the plug-in's kernel, and answers 0 also when that call fails:
+    once the call is past its timeout_ms, Extism stops every entry into the
+    plug-in, so a 0 past the deadline is a timeout (raised), not a missing block.
+    ``context.deadline`` starts before Extism's timer does, so a stopped kernel
+    is always past it.
+    """
     if offset <= 0:  # 0 is no block; a negative i64 is an offset past 8 EiB
         return 0
-    return int(_lib.extism_current_plugin_memory_length(current, offset))
+    length = int(_lib.extism_current_plugin_memory_length(current, offset))
+    if length == 0:
+        check_deadline(context, what)
+    return length
 
 
 def read_block(current: Any, offset: int, length: int) -> bytes:
@@ -197,6 +207,7 @@ def write_block(current: Any, context: CallContext, data: bytes, what: str) -> i
     """Put ``data`` in a new block of the plug-in's memory and return its offset."""
     offset = _lib.extism_current_plugin_memory_alloc(current, len(data))
     if offset == 0:
+        check_deadline(context, what)  # as in block_length: a stopped kernel answers 0 too
         raise PluginMemoryError(
             f"{context.where} ran out of memory: there is no room for the {len(data)}-byte "
             f"result of {what} (limit memory_mib).",
@@ -255,7 +266,7 @@ def _host_call(current: Any, function: HostFunction, context: CallContext, offse
             export=context.export,
             function=function.name,
         )
-    length = block_length(current, offset)
+    length = block_length(current, context, offset, f'host function "{function.name}"')
     if length > context.max_host_input_bytes:
         result = function.oversize(context, function.name, length)
     else:

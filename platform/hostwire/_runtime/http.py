@@ -138,7 +138,7 @@ def _error(context: CallContext, reason: str) -> HostFunctionError:
 
 def _take_block(current: Any, context: CallContext, offset: int, what: str) -> bytes:
     """Read and free a block the guest handed over (http_request owns them)."""
-    length = block_length(current, offset)
+    length = block_length(current, context, offset, _FUNCTION)
     try:
         if length > context.max_host_input_bytes:
             raise _error(

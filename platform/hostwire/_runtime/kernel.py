@@ -9,7 +9,9 @@ unchanged:
   guards take as "go on") and accepts an offset where no block starts
   (garbage). hostwire's checks that a block starts at ``offset`` and holds
   ``length`` bytes, and that ``length`` is within ``max_output_bytes``,
-  *before* copying; anything else fails the call with ``PluginOutputError``.
+  *before* copying; anything else fails the call with ``PluginOutputError``
+  (or ``PluginTimeoutError`` past the call's deadline, when Extism no longer
+  lets the kernel answer: see ``hostfn.block_length``).
 - ``http_request``, ``http_status_code``, ``http_headers``: plug-in HTTP done
   by hostwire (``http``), so redirects cannot leave ``allowed_hosts``.
 
@@ -55,7 +57,7 @@ def output_set(current: Any, context: CallContext, inputs: Any, outputs: Any) ->
     if offset == 0 and length == 0:
         context.output = b""
         return
-    block = block_length(current, offset)
+    block = block_length(current, context, offset, "output_set")
     where = f"{context.where} called output_set({offset}, {length})"
     problem = None
     if block == 0:
