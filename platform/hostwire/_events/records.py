@@ -77,8 +77,10 @@ class RecordShape:
 
 
 def _database_fills(column: sa.Column[Any]) -> bool:
-    """Whether the database, not Python, makes the value of a new row's column."""
-    if column.server_default is not None:
+    """Whether the database or the flush, not the object, may make the value of a new
+    row's column: a server default, a sequence, an autoincrement id, or a foreign
+    key that a relationship fills in once the related row has its id."""
+    if column.server_default is not None or column.foreign_keys:
         return True
     default = column.default
     if default is not None:

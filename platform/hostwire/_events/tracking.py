@@ -22,9 +22,10 @@ back with the rows; the outbox is woken after the commit.
 A record holds every mapped column as JSON (see ``records``). Column
 defaults computed in Python (scalars and callables) are applied onto a new
 object before its before-events, so plug-ins see the value that is written;
-values the database makes (an autoincrement id, server defaults, SQL
-expressions) are null in the before-events of a create, and the record of
-each after-event is the row as stored, read back on the flush's connection.
+values the database or the flush makes (an autoincrement id, server
+defaults, SQL expressions, foreign keys a relationship sets) may be null in
+the before-events of a create, and the record of each after-event is the row
+as stored, read back on the flush's connection.
 ``after_validation`` carries the record as validated, with those values
 filled in. ``previous`` holds the committed values before the change (from
 attribute history, else read from the row); ``changes`` the fields that

@@ -6,9 +6,9 @@ For a tracked model ``task`` of class ``Task`` a document gains:
   component named like the class, else one derived from the columns (added
   as ``Task``, or ``TaskRecord`` when ``Task`` is taken; a JSON schema given
   as ``schema={...}`` is added the same way);
-- ``TaskDraft`` when the database fills columns of a new row (an
-  autoincrement id, server defaults): the record as before-events of a create
-  see it, with those columns null;
+- ``TaskDraft`` when the database or the flush fills columns of a new row
+  (an autoincrement id, server defaults, foreign keys a relationship sets):
+  the record as before-events of a create see it, those columns nullable;
 - ``TaskEvent``, the Standard Webhooks envelope of after-events, and
   ``TaskBeforeEvent`` (the draft record) of before-events when there is a
   draft; ``TaskBeforeEventResult``, what a before-handler answers;
@@ -116,13 +116,15 @@ def _draft(model: str, record: str, value: Any, shape: RecordShape, *, v30: bool
         raise SpecError(
             f'Schema "{record}" of tracked model "{model}" is not an object schema with '
             f"properties, so hostwire cannot make {', '.join(sorted(shape.generated))} "
-            "(filled by the database) null for new rows; give track() a schema= that is one."
+            "(filled by the database or the flush) null for new rows; give track() a schema= "
+            "that is one."
         )
     return {
         **value,
         "description": (
-            f"A {model} as before-events of a create see it: the columns the database "
-            f"fills ({', '.join(sorted(shape.generated))}) are null until the row is written."
+            f"A {model} as before-events of a create see it: the columns the database or "
+            f"the flush fills ({', '.join(sorted(shape.generated))}) may be null until the "
+            "row is written."
         ),
         "properties": {
             key: nullable(prop, v30=v30) if key in shape.generated else prop
