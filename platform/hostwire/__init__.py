@@ -27,8 +27,11 @@ from hostwire._errors import (
     PluginOutputError,
     PluginTimeoutError,
     PluginTrapError,
+    RecordInvalid,
+    RecordReentrant,
     SpecError,
     StorageError,
+    UntrackedChange,
 )
 from hostwire._events import EventBus, Outbox, StorageGuard, Subscriber, new_envelope
 from hostwire._hooks import HttpHooksMiddleware
@@ -104,6 +107,8 @@ __all__ = [
     "PluginSet",
     "PluginTimeoutError",
     "PluginTrapError",
+    "RecordInvalid",
+    "RecordReentrant",
     "Reply",
     "Schema",
     "SpecError",
@@ -111,6 +116,7 @@ __all__ = [
     "StorageGuard",
     "Subscriber",
     "Target",
+    "UntrackedChange",
     "Webhook",
     "calling_plugin",
     "compile_schema",

@@ -22,8 +22,7 @@ from hostwire._app import Hostwire, factory_arguments
 from hostwire._config import HostwireConfig, load_config
 from hostwire._contract import http_hook_exports, lifecycle_exports
 from hostwire._errors import ConfigError, HostwireError, PluginLoadError, UsageError
-from hostwire._events import STATES, Outbox
-from hostwire._events.database import is_url
+from hostwire._events import STATES, Outbox, is_url
 from hostwire._hostapi import HostApi, load_openapi
 from hostwire._pdk import LANGUAGES, generate, language, scaffold
 from hostwire._runtime import (

@@ -11,7 +11,7 @@ schemas).
 """
 
 from hostwire._events.bus import EventBus, Subscriber, new_envelope
-from hostwire._events.database import sync_engine
+from hostwire._events.database import is_url, sync_engine
 from hostwire._events.outbox import STATES, Outbox
 from hostwire._events.storage import StorageGuard
 from hostwire._events.tracking import CHANGING, EventSink, ModelTracker
@@ -25,6 +25,7 @@ __all__ = [
     "Outbox",
     "StorageGuard",
     "Subscriber",
+    "is_url",
     "new_envelope",
     "sync_engine",
 ]
