@@ -102,8 +102,21 @@ def test_an_in_memory_engine_threads_cannot_share_is_refused() -> None:
         Outbox(create_async_engine("sqlite+aiosqlite://"))
 
 
-def test_in_memory_sqlite_lends_its_one_connection_to_one_thread_at_a_time() -> None:
-    outbox = Outbox("sqlite://")
+@pytest.mark.parametrize("kind", ["url", "app-engine"])
+def test_in_memory_sqlite_lends_its_one_connection_to_one_thread_at_a_time(kind: str) -> None:
+    # The app's own StaticPool engine is made to lend its connection the same way,
+    # keeping what the database holds.
+    given: Any = "sqlite://"
+    if kind == "app-engine":
+        given = create_engine(
+            "sqlite://", poolclass=StaticPool, connect_args={"check_same_thread": False}
+        )
+        with given.begin() as conn:
+            conn.exec_driver_sql("CREATE TABLE kept (n INTEGER)")
+    outbox = Outbox(given)
+    if kind == "app-engine":
+        with outbox.engine.connect() as conn:
+            assert conn.exec_driver_sql("SELECT COUNT(*) FROM kept").scalar() == 0
     envelope = new_envelope("light", "after_update", {"id": "x"}, None, {})
     seen: list[list[dict[str, Any]]] = []
     reader = threading.Thread(target=lambda: seen.append(outbox.deliveries()))

@@ -174,6 +174,23 @@ def _check_shared(engine: Engine) -> None:
             "The Engine on in-memory SQLite refuses other threads; build it with "
             f"{_STATIC_POOL_HINT}."
         ) from failure[0]
+    if not isinstance(engine.pool, _OneThreadAtATime):
+        # The app's own StaticPool lets every thread use the connection at once:
+        # a delivery worker's commit would land inside the app's transaction.
+        engine.pool = _one_thread_at_a_time(engine.pool)
+
+
+def _one_thread_at_a_time(pool: StaticPool) -> _OneThreadAtATime:
+    """The same connection (tables and rows kept), lent to one thread at a time."""
+    shared = _OneThreadAtATime(
+        creator=pool._creator,  # private, as StaticPool.recreate() reads it
+        reset_on_return=pool._reset_on_return,
+        echo=pool.echo,
+        _dispatch=pool.dispatch,
+        dialect=pool._dialect,
+    )
+    shared._transfer_from(pool)  # keeps the database the one connection holds
+    return shared
 
 
 class _OneThreadAtATime(StaticPool):
@@ -190,27 +207,29 @@ class _OneThreadAtATime(StaticPool):
         super().__init__(*args, **kwargs)
         self._lent = threading.Lock()
         self._borrower: int | None = None
+        self._depth = 0  # checkouts by the borrowing thread (it may nest, as with StaticPool)
 
     def _do_get(self) -> ConnectionPoolEntry:
         me = threading.get_ident()
         if self._borrower == me:
-            raise exc.InvalidRequestError(
-                "This thread already uses the in-memory SQLite database's one connection; "
-                "close it (end its transaction) before opening another."
-            )
+            self._depth += 1
+            return super()._do_get()
         if not self._lent.acquire(timeout=self.timeout_s):
             raise exc.TimeoutError(
                 f"The in-memory SQLite database's one connection was busy for {self.timeout_s:g} s."
             )
-        self._borrower = me
+        self._borrower, self._depth = me, 1
         try:
             return super()._do_get()
         except BaseException:
-            self._borrower = None
+            self._borrower, self._depth = None, 0
             self._lent.release()
             raise
 
     def _do_return_conn(self, record: ConnectionPoolEntry) -> None:
-        if self._borrower is not None:
+        if self._borrower is None:
+            return
+        self._depth -= 1
+        if self._depth == 0:
             self._borrower = None
             self._lent.release()
