@@ -27,6 +27,8 @@ from hostwire._errors import (
     PluginOutputError,
     PluginTimeoutError,
     PluginTrapError,
+    RecordInvalid,
+    RecordReentrant,
     SpecError,
     StorageError,
 )
@@ -104,6 +106,8 @@ __all__ = [
     "PluginSet",
     "PluginTimeoutError",
     "PluginTrapError",
+    "RecordInvalid",
+    "RecordReentrant",
     "Reply",
     "Schema",
     "SpecError",
