@@ -10,8 +10,9 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
+from sqlalchemy import Engine
 from starlette.applications import Starlette
 from starlette.datastructures import QueryParams
 from starlette.exceptions import HTTPException
@@ -20,8 +21,6 @@ from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 from starlette.routing import Route
-
-from sqlalchemy import Engine
 
 from hostwire import (
     Hostwire,
@@ -412,7 +411,9 @@ def create_app(
     spec = PluginSet.spec_path(config, _spec.resource_dir() / "light.yaml")
     try:
         hw = Hostwire(app, config=config, spec=spec, database=engine, hooks=False)
-        hw.track(Light, name="light", schema=_light_schema(spec), immutable=("created_at", "revision"))
+        hw.track(
+            Light, name="light", schema=_light_schema(spec), immutable=("created_at", "revision")
+        )
         if plugins is not None:
             hw.start()  # load the plug-ins now: a bad one fails here
     except BaseException:
@@ -420,9 +421,8 @@ def create_app(
             dispose(engine)
         raise
     app.user_middleware = _middleware(settings, hw)
-    app.router.lifespan_context = _closing(hw, engine if store is None else None)(
-        app.router.lifespan_context
-    )
+    hosted = cast(Lifespan, app.router.lifespan_context)  # Hostwire's, around _lifespan
+    app.router.lifespan_context = _closing(hw, engine if store is None else None)(hosted)
     app.state.hostwire = hw
     app.state.outbox = hw.outbox
     app.state.plugins = hw.plugins

@@ -119,6 +119,7 @@ STEPS: dict[Action, tuple[str, ...]] = {
     ),
     "destroy": ("before_destroy", "after_destroy"),
 }
+Rows = list[dict[str, Any]]
 FIELDS = ("id", "name", "status", "color", "brightness", "created_at", "updated_at", "revision")
 # What a change may set (id and created_at never change; revision by one).
 _CHANGED = ("name", "status", "color", "brightness", "updated_at", "revision")
@@ -288,6 +289,8 @@ class LightStore:
     ) -> None:
         self.engine = database if isinstance(database, Engine) else make_engine(database)
         self._own_engine = self.engine is not database
+        # On SQLite: the database's one connection (see make_engine), for tests.
+        self._db: sqlite3.Connection
         self.path = _describe(self.engine)
         self.observers: list[Observer] = list(observers or [])
         # Called after every committed write (e.g. to wake an outbox's workers).
@@ -297,14 +300,13 @@ class LightStore:
         self.storage = StorageGuard(self.path)
         self._read_lock = threading.Lock()
         self._reader: sqlite3.Connection | None = None
-        self._db: sqlite3.Connection | None = None
         try:
             with self.storage.guard("opening the database", quiet=True):
                 Base.metadata.create_all(self.engine)
-                if _is_sqlite_file(self.engine):
+                if self.engine.url.get_backend_name() == "sqlite":
                     with self.engine.connect() as conn:
-                        # The writer's one sqlite3 connection (see make_engine).
                         self._db = cast(sqlite3.Connection, conn.connection.driver_connection)
+                if _is_sqlite_file(self.engine):
                     # Reads use their own connection: in WAL mode they never wait
                     # for a writer's transaction or fsync, so they are cheap enough
                     # to run on the event loop.
@@ -357,10 +359,10 @@ class LightStore:
             raise LightNotFound(f'No light has the id "{light_id}".')
         return light
 
-    def list(self) -> list[dict[str, Any]]:
+    def list(self) -> Rows:
         return self._select("listing lights", None)
 
-    def _select(self, action: str, light_id: str | None) -> list[dict[str, Any]]:
+    def _select(self, action: str, light_id: str | None) -> Rows:
         reader = self._reader
         if reader is not None:
             where, args = ("WHERE id = ?", (light_id,)) if light_id is not None else ("", ())

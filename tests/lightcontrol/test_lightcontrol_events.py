@@ -15,8 +15,8 @@ from starlette.testclient import TestClient
 import wat
 from conftest import ROOT, compile_wat
 from hostwire import EventBus, HostFunction, Outbox, Plugin, Subscriber, parse_config
-from lightcontrol.app import Settings, create_app
 from hostwire._events import ModelTracker
+from lightcontrol.app import Settings, create_app
 from lightcontrol.store import Change, Light, LightStore
 from openapi_check import SpecChecker
 
