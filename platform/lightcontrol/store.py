@@ -93,6 +93,7 @@ from lightcontrol._spec import problems
 Action = Literal["create", "update", "destroy"]
 DEFAULT_LIGHT_ID = "default"
 MAX_ATTEMPTS = 20
+LOCK_AFTER = 3  # attempts lost to another process's change, on PostgreSQL
 LOCK_TIMEOUT_S = 30.0
 SQLITE_TIMEOUT_S = 5.0
 _STRIPES = 64
@@ -270,6 +271,15 @@ def _diff(previous: dict[str, Any] | None, record: dict[str, Any]) -> dict[str, 
     }
 
 
+def _locked(session: Session, light_id: str) -> dict[str, Any]:
+    """The light, its row locked until the session's transaction ends."""
+    query = select(*(lights.c[key] for key in FIELDS)).where(lights.c.id == light_id)
+    row = session.execute(query.with_for_update()).first()
+    if row is None:
+        raise LightNotFound(f'No light has the id "{light_id}".')
+    return dict(row._mapping)
+
+
 def _stored(record: dict[str, Any]) -> Light:
     """``record`` as a persistent-to-be ``Light``: its values are the committed ones."""
     light = Light(**{key: record[key] for key in FIELDS})
@@ -422,20 +432,24 @@ class LightStore:
             return self._update(light_id, changes)
 
     def _update(self, light_id: str, changes: dict[str, Any]) -> dict[str, Any]:
-        for _ in range(MAX_ATTEMPTS):
-            previous = self.get(light_id)
-            record = {
-                **previous,
-                **changes,
-                "id": previous["id"],
-                "created_at": previous["created_at"],
-                "updated_at": _now(),
-                "revision": previous["revision"] + 1,
-            }
-            record, validated = self._before("update", record, previous)
-            light = _stored(previous)
+        postgres = self.engine.dialect.name == "postgresql"
+        for attempt in range(MAX_ATTEMPTS):
+            # On PostgreSQL a change that lost the race a few times reads the
+            # row FOR UPDATE: other processes' changes of the light wait for it.
+            locked = postgres and attempt >= LOCK_AFTER
             try:
                 with self._session("updating a light") as session:
+                    previous = _locked(session, light_id) if locked else self.get(light_id)
+                    record = {
+                        **previous,
+                        **changes,
+                        "id": previous["id"],
+                        "created_at": previous["created_at"],
+                        "updated_at": _now(),
+                        "revision": previous["revision"] + 1,
+                    }
+                    record, validated = self._before("update", record, previous)
+                    light = _stored(previous)
                     session.add(light)
                     for key in _CHANGED:
                         setattr(light, key, record[key])
