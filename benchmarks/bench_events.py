@@ -3,7 +3,7 @@
 (a) Latency from ``LightStore.update`` to a plug-in's ``light_after_update``
 handler having run, two variants interleaved in rounds:
 
-- in process: lightcontrol's own wiring (``LightEvents`` on an ``EventBus``
+- in process: lightcontrol's own wiring (hostwire's ``ModelTracker`` on ``Light``, an ``EventBus``
   with openapi/light.yaml, which checks each envelope against its webhook,
   and the durable ``Outbox``, its worker woken when the change commits). The
   handler passes the envelope to host function ``done``, which parses it and
@@ -81,9 +81,9 @@ from hostwire import (
     load_openapi,
     new_envelope,
 )
+from hostwire._events import EventSink, ModelTracker
 from hostwire._runtime.module import to_binary
-from lightcontrol.events import LightEvents
-from lightcontrol.store import DEFAULT_LIGHT_ID, Change, LightStore
+from lightcontrol.store import DEFAULT_LIGHT_ID, Change, Light, LightStore
 
 SPEC = ROOT / "openapi" / "light.yaml"
 LATENCY_GOAL = 10.0
@@ -226,6 +226,20 @@ def raw_extism(wasm: bytes) -> extism.Plugin:
     return extism.Plugin(compiled, functions=[])
 
 
+# One tracker for the Light class (its listeners are the class's, not a store's):
+# each variant binds it to its own bus and outbox before it runs (untimed).
+TRACKER = ModelTracker()
+TRACKER.track(Light, name="light", schema="Light")
+
+
+def bound(sample: Callable[[int], Any], bus: EventBus, outbox: EventSink | None) -> Any:
+    def run(calls: int) -> Any:
+        TRACKER.bind(bus, outbox)
+        return sample(calls)
+
+    return run
+
+
 def brightness_values() -> Iterator[int]:
     return itertools.cycle(range(101))  # each update changes the light
 
@@ -355,9 +369,9 @@ def bench_latency(tmp: Path, stack: contextlib.ExitStack, args: argparse.Namespa
     plugin = stack.enter_context(Plugin("after", wasm, host_functions=[arrival.host_function()]))
     store = LightStore(tmp / "after.db")
     stack.callback(store.close)
-    outbox = Outbox(store.path)
+    outbox = Outbox(store.engine)
     spec = load_openapi(SPEC)
-    LightEvents(EventBus([Subscriber(plugin)], spec=spec), outbox).attach(store)
+    bus = EventBus([Subscriber(plugin)], spec=spec)
     outbox.start([plugin])
     stack.callback(outbox.stop)
 
@@ -370,8 +384,8 @@ def bench_latency(tmp: Path, stack: contextlib.ExitStack, args: argparse.Namespa
     sender.attach(hooked)
 
     variants = {
-        "in process": in_process_latency(store, outbox, arrival),
-        "webhook": webhook_latency(hooked, sender),
+        "in process": bound(in_process_latency(store, outbox, arrival), bus, outbox),
+        "webhook": bound(webhook_latency(hooked, sender), sender.bus, None),
     }
     per_round = max(1, args.updates // args.rounds)
     for sample in variants.values():  # warm up
@@ -416,17 +430,19 @@ def bench_hooks(tmp: Path, stack: contextlib.ExitStack, args: argparse.Namespace
     wasm = to_binary(BEFORE_WAT.encode(), "before.wat")
     spec = load_openapi(SPEC)
     stores: dict[int, LightStore] = {}
+    buses: dict[int, tuple[EventBus, Outbox]] = {}
     for count in HOOK_COUNTS:
         plugins = [stack.enter_context(Plugin(f"before-{count}-{i}", wasm)) for i in range(count)]
         store = LightStore(tmp / f"save{count}.db")
         stack.callback(store.close)
         bus = EventBus([Subscriber(p) for p in plugins], spec=spec)
-        LightEvents(bus, Outbox(store.path)).attach(store)
+        buses[count] = (bus, Outbox(store.engine))
         stores[count] = store
 
     # A real before_save envelope, as the bus would send it.
     seen: list[Change] = []
     stores[0].observers.append(lambda c: seen.append(c) if c.step == "before_save" else None)
+    TRACKER.bind(*buses[0])
     stores[0].update(DEFAULT_LIGHT_ID, {"brightness": 42})
     stores[0].observers.pop()
     change = seen[-1]
@@ -441,7 +457,10 @@ def bench_hooks(tmp: Path, stack: contextlib.ExitStack, args: argparse.Namespace
     variants = {
         "raw Extism plugin.call": timed(lambda: raw.call(EXPORT, payload), answers_go_on),
         "hostwire Plugin.call": timed(lambda: hosted.call(EXPORT, payload), answers_go_on),
-        **{f"save, {count} before_save hooks": saving(stores[count]) for count in HOOK_COUNTS},
+        **{
+            f"save, {count} before_save hooks": bound(saving(stores[count]), *buses[count])
+            for count in HOOK_COUNTS
+        },
     }
     per_round = max(1, args.saves // args.rounds)
     stats, rounds = run_rounds(variants, args.rounds, per_round, args.max_seconds)

@@ -106,8 +106,9 @@ class Hostwire:
         self._spec = spec
         self._app_openapi: Callable[[], dict[str, Any]] | None = None
         self._merged: dict[str, Any] | None = None
-        events = self.config.events.model_dump(exclude={"max_depth"})
-        self.outbox = Outbox(database, **events) if database is not None else None
+        self._database = database
+        # Made at start, once the plug-ins loaded: a bad one fails before any file is made.
+        self.outbox: Outbox | None = None
         self._workers_started = False
         if isinstance(app, Starlette):
             self._install(app, hooks=hooks)
@@ -236,6 +237,13 @@ class Hostwire:
         self.target.path_prefix = document.base_path
         api = HostApi(document, self.target, max_depth=self.config.events.max_depth)
         plugins = PluginSet(self.config, api)
+        if self.outbox is None and self._database is not None:
+            events = self.config.events.model_dump(exclude={"max_depth"})
+            try:
+                self.outbox = Outbox(self._database, **events)
+            except BaseException:
+                plugins.close()
+                raise
         self.document = document
         self.plugins = plugins
         self.bus = EventBus(plugins.subscribers, spec=document)
@@ -344,11 +352,11 @@ class Hostwire:
         return lifespan
 
     def _events_ready(self, what: str) -> tuple[Outbox, EventBus]:
-        if self.outbox is None:
+        if self._database is None:
             raise ConfigError(
                 f"{what} needs the outbox: give Hostwire(database=...) (the app's engine)."
             )
-        if self.bus is None:
+        if self.bus is None or self.outbox is None:
             raise RuntimeError(f"{what} came before Hostwire started (the app's startup).")
         return self.outbox, self.bus
 

@@ -10,8 +10,9 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
+from sqlalchemy import Engine
 from starlette.applications import Starlette
 from starlette.datastructures import QueryParams
 from starlette.exceptions import HTTPException
@@ -22,17 +23,14 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response, Strea
 from starlette.routing import Route
 
 from hostwire import (
-    AsgiTarget,
-    EventBus,
-    HostApi,
+    Hostwire,
     HostwireConfig,
-    HttpHooksMiddleware,
     Outbox,
     PluginSet,
     StorageError,
-    Subscriber,
     load_openapi,
     log_safe,
+    parse_config,
     to_thread,
 )
 from lightcontrol import _spec
@@ -46,15 +44,17 @@ from lightcontrol._middleware import (
     error_body,
     log_client_gone,
 )
-from lightcontrol.events import LightEvents
 from lightcontrol.feed import ChangeFeed
 from lightcontrol.store import (
     DEFAULT_LIGHT_ID,
+    Light,
     LightError,
     LightInvalid,
     LightNotFound,
     LightPluginFailed,
     LightStore,
+    dispose,
+    make_engine,
 )
 
 log = logging.getLogger("lightcontrol")
@@ -146,7 +146,8 @@ def _store(request: Request) -> LightStore:
 
 
 def _outbox(request: Request) -> Outbox:
-    outbox: Outbox = request.app.state.outbox
+    outbox = request.app.state.hostwire.outbox
+    assert isinstance(outbox, Outbox)  # made at startup
     return outbox
 
 
@@ -390,97 +391,104 @@ def create_app(
     store: LightStore | None = None,
     plugins: HostwireConfig | None = None,
 ) -> Starlette:
-    """Build the app. It opens the SQLite store at startup and closes it at shutdown.
+    """Build the app on the database ``settings.db_path`` names (an SQLite file's
+    path or a URL), or on ``store``'s. It opens the store at startup and closes
+    it at shutdown.
 
     ``plugins`` is a hostwire configuration: its plug-ins are loaded now (a
-    bad one fails here, before serving) and call this app in process.
+    bad one fails here, before serving) and call this app in process. Their
+    lifecycle events come from hostwire tracking the ``Light`` model.
     """
     settings = settings or Settings.from_env()
-    hosting = _Hosting(plugins)
+    engine = store.engine if store is not None else make_engine(settings.db_path)
     app = Starlette(
         routes=[*build_routes(), *build_metadata_routes(settings)],  # the API is the hot path
-        middleware=_middleware(settings, hosting),
         exception_handlers=_EXCEPTION_HANDLERS,
-        lifespan=_lifespan(settings, store, hosting),
+        lifespan=_lifespan(settings, store, engine),
     )
     app.state.settings = settings
-    hosting.connect(app)
-    app.state.plugins = hosting.plugins
+    config = plugins or parse_config({"plugins": []}, path=Path("lightcontrol.yaml"))
+    spec = PluginSet.spec_path(config, _spec.resource_dir() / "light.yaml")
+    try:
+        hw = Hostwire(app, config=config, spec=spec, database=engine, hooks=False)
+        hw.track(
+            Light, name="light", schema=_light_schema(spec), immutable=("created_at", "revision")
+        )
+        if plugins is not None:
+            hw.start()  # load the plug-ins now: a bad one fails here
+    except BaseException:
+        if store is None:
+            dispose(engine)
+        raise
+    app.user_middleware = _middleware(settings, hw)
+    hosted = cast(Lifespan, app.router.lifespan_context)  # Hostwire's, around _lifespan
+    app.router.lifespan_context = _closing(hw, engine if store is None else None)(hosted)
+    app.state.hostwire = hw
+    app.state.outbox = hw.outbox
+    app.state.plugins = hw.plugins
     return app
-
-
-@dataclass
-class _Hosting:
-    """The configured plug-ins and the in-process target they call the app through.
-
-    Both need the finished app, so ``connect`` makes them after it; the
-    lifespan and the hooks middleware only use them once the app runs.
-    """
-
-    config: HostwireConfig | None
-    target: AsgiTarget = field(init=False)
-    plugins: PluginSet | None = None
-
-    def connect(self, app: Starlette) -> None:
-        """Make the target and load the plug-ins (a bad one fails here)."""
-        self.target = AsgiTarget(app)
-        if self.config is None:
-            return
-        spec = load_openapi(PluginSet.spec_path(self.config, _spec.resource_dir() / "light.yaml"))
-        self.target.path_prefix = spec.base_path
-        api = HostApi(spec, self.target, max_depth=self.config.events.max_depth)
-        self.plugins = PluginSet(self.config, api)
-
-    def subscribers(self) -> list[Subscriber]:
-        return self.plugins.subscribers if self.plugins is not None else []
-
-    def start(self, store: LightStore, outbox: Outbox) -> None:
-        """Let any thread reach the app; send the store's events to the plug-ins."""
-        self.target.bind()
-        if self.plugins is None:
-            return
-        hosted = self.plugins
-        bus = EventBus(hosted.subscribers, spec=hosted.api.spec if hosted.api else None)
-        LightEvents(bus, outbox).attach(store)
-        outbox.start(p for p in hosted if any(e.startswith("light_after_") for e in p.exports))
 
 
 Lifespan = Callable[[Starlette], AbstractAsyncContextManager[None]]
 
 
-def _lifespan(settings: Settings, store: LightStore | None, hosting: _Hosting) -> Lifespan:
-    """Open the store (unless given), its change feed and outbox; close them after."""
+def _light_schema(spec: Path) -> str | None:
+    """The record schema of the light events: ``Light`` when the plug-ins' document has it
+    (lightcontrol's own does), else hostwire's, from the columns."""
+    schemas = load_openapi(spec).document.get("components", {}).get("schemas", {})
+    return "Light" if "Light" in schemas else None
+
+
+def _closing(hw: Hostwire, engine: Engine | None) -> Callable[[Lifespan], Lifespan]:
+    """Around Hostwire's lifespan: at the end, drop the tracker's listeners and the
+    engine the app made (the outbox's workers have stopped by then)."""
+
+    def wrap(inner: Lifespan) -> Lifespan:
+        @asynccontextmanager
+        async def lifespan(app: Starlette) -> AsyncIterator[None]:
+            try:
+                async with inner(app):
+                    app.state.plugins, app.state.outbox = hw.plugins, hw.outbox
+                    yield
+            finally:
+                hw.tracker.close()
+                if engine is not None:
+                    dispose(engine)
+
+        return lifespan
+
+    return wrap
+
+
+def _lifespan(settings: Settings, store: LightStore | None, engine: Engine) -> Lifespan:
+    """Open the store (unless given) and its change feed; close them after.
+
+    Hostwire's lifespan runs around this one: the plug-ins are loaded and the
+    outbox's workers started before the store opens, and stopped after it closed.
+    """
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        active = store or LightStore(Path(settings.db_path))
+        active = store or LightStore(engine)
         feed = ChangeFeed()
         feed.attach(active)
-        outbox = _open_outbox(active, hosting.config)
-        app.state.store, app.state.feed, app.state.outbox = active, feed, outbox
-        hosting.start(active, outbox)
+        app.state.store, app.state.feed = active, feed
         try:
             yield
         finally:
-            # In a thread: deliveries in flight may need this loop to finish.
-            await outbox.stop_async()
+            # Deliveries in flight may call the app: stop them (in a thread, they
+            # may need this loop to finish) before the store closes.
+            outbox = app.state.hostwire.outbox
+            if outbox is not None:
+                await outbox.stop_async()
             feed.detach(active)
-            hosting.target.unbind()
             if store is None:  # the app opened it
                 active.close()
-            if hosting.plugins is not None:
-                hosting.plugins.close()
 
     return lifespan
 
 
-def _open_outbox(store: LightStore, config: HostwireConfig | None) -> Outbox:
-    """The durable after-event outbox, in the store's database, tuned by ``events:``."""
-    events = config.events.model_dump(exclude={"max_depth"}) if config is not None else {}
-    return Outbox(store.path, write_lock=store.write_lock, **events)
-
-
-def _middleware(settings: Settings, hosting: _Hosting) -> list[Middleware]:
+def _middleware(settings: Settings, hw: Hostwire) -> list[Middleware]:
     """The stack, outermost first."""
     return [
         Middleware(RequestIdMiddleware),
@@ -497,14 +505,9 @@ def _middleware(settings: Settings, hosting: _Hosting) -> list[Middleware]:
             exempt_paths=frozenset({"/events/stream"}),
         ),
         # Plug-ins' HTTP hooks see every request before the app's own auth, so a
-        # hook can guard, rate-limit or answer requests itself.
-        Middleware(
-            HttpHooksMiddleware,
-            subscribers=hosting.subscribers,
-            max_body_bytes=settings.max_body_bytes,
-            # Post-hook rewrites are checked against the API this app serves.
-            spec=_spec.document() if hosting.config is not None else None,
-        ),
+        # hook can guard, rate-limit or answer requests itself. Post-hook
+        # rewrites are checked against the API this app serves.
+        hw.hooks_middleware(),
         Middleware(
             BearerAuthMiddleware,
             token=settings.token,
@@ -530,16 +533,19 @@ def _cors(settings: Settings) -> list[Middleware]:
 
 
 def serve_app(db_path: str | None = None, config: HostwireConfig | None = None) -> Starlette:
-    """The factory ``hostwire serve`` uses (entry point group ``hostwire.apps``)."""
+    """The factory ``hostwire serve`` uses (entry point group ``hostwire.apps``).
+
+    ``db_path`` is an SQLite file's path or a database URL (``sqlite:///x.db``,
+    ``postgresql://...``).
+    """
     settings = Settings.from_env(db_path=db_path)
-    app = create_app(settings, plugins=config)  # a bad plug-in fails here, before any file
+    app = create_app(settings, plugins=config)  # a bad plug-in fails here
     # Open the database once before serving: a read-only or full one is a
     # one-line StorageError here, not a traceback from the server's startup.
     try:
-        LightStore(Path(settings.db_path)).close()
+        LightStore(settings.db_path).close()
     except StorageError:
-        if app.state.plugins is not None:
-            app.state.plugins.close()
+        app.state.hostwire.close()
         raise
     if not os.environ.get("LIGHTCONTROL_TOKEN"):
         log.warning("LIGHTCONTROL_TOKEN is not set; this run's bearer token is %s", settings.token)

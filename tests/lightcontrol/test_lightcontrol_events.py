@@ -15,9 +15,9 @@ from starlette.testclient import TestClient
 import wat
 from conftest import ROOT, compile_wat
 from hostwire import EventBus, HostFunction, Outbox, Plugin, Subscriber, parse_config
+from hostwire._events import ModelTracker
 from lightcontrol.app import Settings, create_app
-from lightcontrol.events import LightEvents
-from lightcontrol.store import Change, LightStore
+from lightcontrol.store import Change, Light, LightStore
 from openapi_check import SpecChecker
 
 TOKEN = "events-token"
@@ -232,8 +232,10 @@ def test_after_events_commit_with_the_write_or_not_at_all(tmp_path: Path) -> Non
     wasm = compile_wat(wat.event_handler("light_after_update"))
     with Plugin("p", wasm, host_functions=[HostFunction("note", lambda c, d: b"{}")]) as p:
         store = LightStore(tmp_path / "lights.db")
-        outbox = Outbox(store.path)
-        LightEvents(EventBus([Subscriber(p)]), outbox).attach(store)
+        outbox = Outbox(store.engine)
+        tracker = ModelTracker()
+        tracker.track(Light, name="light")
+        tracker.bind(EventBus([Subscriber(p)]), outbox)
 
         def explode(change: Change) -> None:
             if change.step == "after_save" and change.record["brightness"] == 13:
@@ -243,6 +245,7 @@ def test_after_events_commit_with_the_write_or_not_at_all(tmp_path: Path) -> Non
         store.update("default", {"brightness": 12})
         with pytest.raises(RuntimeError):
             store.update("default", {"brightness": 13})
+        tracker.close()
         store.close()
     # The rolled-back write left no event behind, and the light its committed value.
     assert [d["type"] for d in outbox.deliveries()] == ["light.after_update"]

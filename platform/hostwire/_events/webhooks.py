@@ -79,14 +79,13 @@ def model_schemas(
     if shape.generated:
         draft = f"{cls}Draft"
         wanted[draft] = _draft(model, record, _resolve(existing, value), shape, v30=v30)
-    event = f"{cls}Event"
-    wanted[event] = _event(model, record, record, after=True)
-    before_event = event
-    if draft != record:
-        before_event = f"{cls}BeforeEvent"
-        wanted[before_event] = _event(model, draft, record, after=False)
-    result = f"{cls}BeforeEventResult"
-    wanted[result] = _result(draft)
+    # Names only the added webhooks refer to: one the document uses for a schema
+    # of its own (its declared webhooks' event, say) gets a number.
+    event = _free(existing, f"{cls}Event", _event(model, record, record, after=True), wanted)
+    # Before-events have a schema of their own: their type is a before_<step>.
+    content = _event(model, draft, record, after=False)
+    before_event = _free(existing, f"{cls}BeforeEvent", content, wanted)
+    result = _free(existing, f"{cls}BeforeEventResult", _result(draft), wanted)
     added = {}
     for name, content in wanted.items():
         if name not in existing:
@@ -97,6 +96,16 @@ def model_schemas(
                 f'tracked model "{model}" needs; rename that schema or the class {cls}.'
             )
     return ModelSchemas(record, draft, event, before_event, result, added)
+
+
+def _free(existing: dict[str, Any], name: str, content: Any, wanted: dict[str, Any]) -> str:
+    """``name``, or ``name2``, ``name3``...: the first the document lacks or has as ``content``."""
+    found, number = name, 1
+    while found in existing and existing[found] != content:
+        number += 1
+        found = f"{name}{number}"
+    wanted[found] = content
+    return found
 
 
 def _resolve(existing: dict[str, Any], value: Any) -> Any:
