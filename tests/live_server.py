@@ -12,6 +12,13 @@ from typing import Any
 import uvicorn
 
 
+def free_port() -> int:
+    """A port of 127.0.0.1 that is free now (for a server in another process)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
 @contextmanager
 def serving(app: Any) -> Iterator[str]:
     """Serve ``app`` (lifespan included) on a free 127.0.0.1 port; yields its base URL."""

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +17,7 @@ from starlette.routing import Route
 from starlette.testclient import TestClient
 
 from conftest import compile_wat
+from event_plugins import wait_for
 from hostwire import (
     ConfigError,
     EventRejected,
@@ -202,14 +201,6 @@ def config_file(tmp_path: Path, **plugins: str) -> Path:
     return path
 
 
-def wait_for(check: Callable[[], bool], deadline_s: float = 20.0) -> None:
-    """A hang guard for work done in the background, not a timing assertion."""
-    end = time.monotonic() + deadline_s
-    while not check():
-        assert time.monotonic() < end, "the background work did not finish"
-        time.sleep(0.02)
-
-
 def test_a_starlette_app_gets_host_functions_for_its_served_document(tmp_path: Path) -> None:
     app = items_app()
     hw = Hostwire(app, config=config_file(tmp_path, items=PLUGIN))
@@ -228,7 +219,7 @@ def test_emit_delivers_a_declared_webhook_to_its_handler_after_commit(tmp_path: 
     hw = Hostwire(app, config=config_file(tmp_path, items=PLUGIN), database=tmp_path / "app.db")
     with TestClient(app):
         event_id = hw.emit("item.archived", {"id": "7", "reason": "old"})
-        wait_for(lambda: len(app.state.received) == 1)
+        wait_for(lambda: len(app.state.received) == 1, "the event's delivery")
     [envelope] = app.state.received
     assert envelope["id"] == event_id
     assert envelope["type"] == "item.archived"
@@ -338,7 +329,7 @@ def test_emit_inside_a_session_commits_and_rolls_back_with_it(tmp_path: Path) ->
         with Session(engine) as session:
             kept = hw.emit("item.archived", {"id": "2", "reason": "yes"}, connection=session)
             session.commit()
-        wait_for(lambda: len(app.state.received) == 1)
+        wait_for(lambda: len(app.state.received) == 1, "the event's delivery")
         assert hw.outbox.deliveries(event_id=dropped) == []
     assert [e["id"] for e in app.state.received] == [kept]
     engine.dispose()

@@ -20,10 +20,8 @@ from __future__ import annotations
 import copy
 import inspect
 import logging
-import uuid
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
@@ -52,7 +50,7 @@ from hostwire._errors import (
     SpecError,
     StorageError,
 )
-from hostwire._events import EventBus, ModelTracker, Outbox, Subscriber
+from hostwire._events import EventBus, ModelTracker, Outbox, Subscriber, event_envelope
 from hostwire._hooks import HttpHooksMiddleware
 from hostwire._hostapi import HostApi, OpenAPIDocument, load_openapi, snake_case
 from hostwire._pluginset import PluginSet
@@ -369,22 +367,7 @@ class Hostwire:
                 f'"{type}" is not a webhook of {document.source}, so no plug-in can '
                 f"handle it (webhooks: {declared})."
             )
-        envelope = {
-            "id": f"evt_{uuid.uuid4().hex}",
-            "type": type,
-            "timestamp": datetime.now(UTC)
-            .isoformat(timespec="milliseconds")
-            .replace("+00:00", "Z"),
-            "data": dict(data),
-        }
-        found = bus.problems(envelope)
-        if found:
-            first = found[0]
-            raise ValueError(
-                f'The data of event "{type}" does not match its webhook: '
-                f"{first['field']}: {first['message']}."
-            )
-        return envelope
+        return bus.checked(event_envelope(type, dict(data)))
 
     def _needs_served_document(self) -> bool:
         return self._source() is None and self._app_openapi is None and self._merged is None

@@ -10,11 +10,9 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -22,7 +20,9 @@ import pytest
 from starlette.testclient import TestClient
 from tasks.app import create_app
 
+from event_plugins import wait_for
 from hostwire.cli import main
+from live_server import free_port
 
 HERE = Path(__file__).resolve().parents[2] / "examples" / "tasks"
 CONFIG = HERE / "plugins.yaml"
@@ -35,14 +35,6 @@ def _built() -> None:
         pytest.fail(f"{WASM} is missing: run the tests with `make test`, which builds it.")
 
 
-def wait_for(check: Callable[[], bool], deadline_s: float = 20.0) -> None:
-    """A hang guard for background delivery, not a timing assertion."""
-    end = time.monotonic() + deadline_s
-    while not check():
-        assert time.monotonic() < end, "the after-event was not delivered"
-        time.sleep(0.05)
-
-
 def titles(client: TestClient) -> list[str]:
     return [t["title"] for t in client.get("/tasks").json()]
 
@@ -52,7 +44,7 @@ def test_the_plugin_trims_vetoes_and_reacts(database_url: str) -> None:
     with TestClient(app) as client:
         made = client.post("/tasks", json={"title": "  ship it  ", "priority": 1})
         vetoed = client.post("/tasks", json={"title": "we can skip the tests"})
-        wait_for(lambda: len(titles(client)) == 2)
+        wait_for(lambda: len(titles(client)) == 2, "the review task")
         listed = titles(client)
     assert made.status_code == 201
     assert made.json()["title"] == "ship it"
@@ -88,14 +80,8 @@ def test_the_served_document_has_the_tracked_models_webhooks(tmp_path: Path) -> 
     assert json.loads(out.read_text())["webhooks"] == document["webhooks"]
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 def test_hostwire_serve_runs_the_app_named_by_app(tmp_path: Path) -> None:
-    port = _free_port()
+    port = free_port()
     command = [
         sys.executable, "-m", "hostwire", "serve", "--app", "tasks.app:create_app",
         "--config", str(CONFIG), "--db", f"sqlite:///{tmp_path / 'tasks.db'}",

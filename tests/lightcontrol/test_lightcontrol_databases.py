@@ -10,12 +10,11 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -25,9 +24,11 @@ import pytest
 from starlette.testclient import TestClient
 
 from conftest import ROOT
+from event_plugins import wait_for
 from hostwire import parse_config
 from lightcontrol.app import Settings, create_app
 from lightcontrol.store import LightStore
+from live_server import free_port
 from postgres import PostgresServer
 
 TOKEN = "databases-token"
@@ -68,20 +69,6 @@ ANSWERING = """(module
   (func (export "light_after_validation") (result i32) (i32.const 0))
   (func (export "light_after_update") (result i32) (i32.const 0))
 )"""
-
-
-def wait_for(condition: Callable[[], bool], what: str, timeout_s: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out waiting for {what}")
-        time.sleep(0.01)  # polling a condition, not timing anything
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @contextmanager

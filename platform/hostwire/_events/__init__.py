@@ -10,7 +10,7 @@ imports ``hostwire._runtime`` and ``hostwire._hostapi`` (the document and its
 schemas).
 """
 
-from hostwire._events.bus import EventBus, Subscriber, new_envelope
+from hostwire._events.bus import EventBus, Subscriber, event_envelope, new_envelope
 from hostwire._events.database import is_url, sync_engine
 from hostwire._events.outbox import STATES, Outbox
 from hostwire._events.storage import StorageGuard
@@ -25,6 +25,7 @@ __all__ = [
     "Outbox",
     "StorageGuard",
     "Subscriber",
+    "event_envelope",
     "is_url",
     "new_envelope",
     "sync_engine",

@@ -46,12 +46,18 @@ def new_envelope(
     previous: dict[str, Any] | None,
     changes: dict[str, Any],
 ) -> dict[str, Any]:
-    """A fresh event: a unique id (the idempotency key), type and RFC 3339 time."""
+    """A fresh lifecycle event ``<model>.<step>`` (see ``event_envelope``)."""
+    data = {"record": record, "previous": previous, "changes": changes}
+    return event_envelope(f"{model}.{step}", data)
+
+
+def event_envelope(type: str, data: dict[str, Any]) -> dict[str, Any]:
+    """A fresh event: a unique id (the idempotency key), type, RFC 3339 time and data."""
     return {
         "id": f"evt_{uuid.uuid4().hex}",
-        "type": f"{model}.{step}",
+        "type": type,
         "timestamp": datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
-        "data": {"record": record, "previous": previous, "changes": changes},
+        "data": data,
     }
 
 
@@ -101,7 +107,10 @@ class EventBus:
         changes: dict[str, Any],
     ) -> dict[str, Any]:
         """A new event, checked against its webhook; a mismatch is the app's bug."""
-        envelope = new_envelope(model, step, record, previous, changes)
+        return self.checked(new_envelope(model, step, record, previous, changes))
+
+    def checked(self, envelope: dict[str, Any]) -> dict[str, Any]:
+        """``envelope`` if it matches its webhook; else ``ValueError`` naming the first problem."""
         found = self.problems(envelope)
         if found:
             first = found[0]
