@@ -8,15 +8,12 @@ with the write, a veto that writes nothing, and writes that survive SIGKILL.
 
 from __future__ import annotations
 
-import os
 import signal
-import subprocess
-import sys
 import threading
-import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from pathlib import Path
+from subprocess import Popen
 from typing import Any
 
 import httpx
@@ -28,7 +25,7 @@ from event_plugins import wait_for
 from hostwire import parse_config
 from lightcontrol.app import Settings, create_app
 from lightcontrol.store import LightStore
-from live_server import free_port
+from live_server import lightcontrol_server
 from postgres import PostgresServer
 
 TOKEN = "databases-token"
@@ -71,37 +68,8 @@ ANSWERING = """(module
 )"""
 
 
-@contextmanager
-def server(db: str, *extra: str) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
-    port = free_port()
-    env = {**os.environ, "LIGHTCONTROL_TOKEN": TOKEN}
-    process = subprocess.Popen(
-        [sys.executable, "-m", "hostwire", "serve", "--port", str(port), "--db", db, *extra],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    try:
-        while True:
-            try:
-                httpx.get(f"{url}/openapi.json", timeout=1)
-                break
-            except httpx.TransportError:
-                if process.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(
-                        f"server did not start: {process.stderr.read().decode()[-2000:]}"  # type: ignore[union-attr]
-                    ) from None
-                time.sleep(0.05)  # waiting for the port to open, not timing anything
-        yield process, url
-    finally:
-        if process.poll() is None:
-            process.kill()
-        process.wait(timeout=30)
-        if process.stderr:
-            process.stderr.close()
+def server(db: str, *extra: str) -> AbstractContextManager[tuple[Popen[bytes], str]]:
+    return lightcontrol_server(db, *extra, token=TOKEN)
 
 
 @pytest.fixture(params=["sqlite-file", "postgresql"])

@@ -5,62 +5,27 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from pathlib import Path
+from subprocess import Popen
 
 import httpx
 
 from conftest import ROOT
+from live_server import free_port, lightcontrol_server
 from openapi_check import SpecChecker
 
 TOKEN = "serve-test-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-@contextmanager
-def server(db: Path, *extra: str) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
-    port = free_port()
-    env = {**os.environ, "LIGHTCONTROL_TOKEN": TOKEN}
-    process = subprocess.Popen(
-        [sys.executable, "-m", "hostwire", "serve", "--port", str(port), "--db", str(db), *extra],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    try:
-        while True:
-            try:
-                httpx.get(f"{url}/openapi.json", timeout=1)
-                break
-            except httpx.TransportError:
-                if process.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(
-                        f"server did not start: {process.stderr.read().decode()[-2000:]}"  # type: ignore[union-attr]
-                    ) from None
-                time.sleep(0.05)  # waiting for the port to open, not timing anything
-        yield process, url
-    finally:
-        if process.poll() is None:
-            process.kill()
-        process.wait(timeout=30)
-        if process.stderr:
-            process.stderr.close()
+def server(db: Path | str, *extra: str) -> AbstractContextManager[tuple[Popen[bytes], str]]:
+    return lightcontrol_server(db, *extra, token=TOKEN)
 
 
 def test_acknowledged_writes_survive_sigkill(tmp_path: Path) -> None:
