@@ -328,19 +328,24 @@ class Outbox:
         *,
         subject: str,
         targets: Iterable[tuple[str, str]],
+        event_id: str | None = None,
+        event_type: str | None = None,
     ) -> None:
         """Record ``envelope`` for each ``(plugin, export)`` in the caller's open transaction.
 
         ``connection`` is a SQLAlchemy ``Connection`` (also the one an
         ``AsyncConnection`` or ``AsyncSession`` hands to ``run_sync``). Nothing
         is committed here: call ``notify()`` once the caller has committed.
+        ``envelope`` is what handlers receive; its id and type are
+        ``envelope["id"]`` and ``envelope["type"]`` unless ``event_id`` and
+        ``event_type`` are given (a bare payload, one that is not an envelope).
         """
         now = time.time()
         result = connection.execute(
             _INSERT_EVENT,
             {
-                "id": envelope["id"],
-                "type": envelope["type"],
+                "id": event_id if event_id is not None else envelope["id"],
+                "type": event_type if event_type is not None else envelope["type"],
                 "subject": subject,
                 "payload": json.dumps(envelope, separators=(",", ":")),
                 "chain": json.dumps(list(CHAIN.get())),

@@ -16,6 +16,7 @@ from hostwire._hostapi.openapi import (
     is_json,
     load_openapi,
     snake_case,
+    webhook_export,
 )
 from hostwire._hostapi.validate import HEADER_VALUE, Schema, compile_schema
 
@@ -33,4 +34,5 @@ __all__ = [
     "is_json",
     "load_openapi",
     "snake_case",
+    "webhook_export",
 ]

@@ -24,6 +24,7 @@ from referencing import Registry, Resource
 from referencing.exceptions import NoSuchResource, Unresolvable
 from referencing.jsonschema import DRAFT4, DRAFT202012
 
+from hostwire._contract import EVENT_TYPE, HTTP_HOOKS, event_export
 from hostwire._errors import SpecError
 from hostwire._text import one_line, yaml_problem
 
@@ -109,17 +110,34 @@ class Operation:
 
 @dataclass(frozen=True, slots=True)
 class Webhook:
-    """One entry of the document's ``webhooks`` (OpenAPI 3.1), $refs followed."""
+    """One entry of the document's ``webhooks`` (OpenAPI 3.1), $refs followed: an event.
+
+    Every webhook is an event a plug-in may handle by exporting ``export``:
+    ``<model>_<phase>_<step>`` for a lifecycle webhook ``<model>.<phase>_<step>``
+    (``lifecycle`` then holds the model and the step), else the name in
+    snake_case (``invoice.created`` → ``invoice_created``). ``enveloped`` says
+    the body is declared as a Standard Webhooks envelope (an object with
+    ``type``, ``timestamp`` and ``data``): handlers get ``{"id", "type",
+    "timestamp", "data"}``; otherwise they get the payload as declared.
+    """
 
     name: str
     item: Node  # the path item
     operation: Node | None  # its post operation, if it has one
     body: Node | None  # the JSON schema of the post's request body, if declared
+    export: str = ""
+    lifecycle: tuple[str, str] | None = None  # (model, step), e.g. ("light", "after_update")
+    enveloped: bool = False
 
     @property
     def summary(self) -> str:
         value = self.operation.value if self.operation is not None else {}
         return str(value.get("summary", ""))
+
+    @property
+    def before(self) -> bool:
+        """A lifecycle before-event: it runs synchronously and may answer."""
+        return self.lifecycle is not None and self.lifecycle[1].startswith("before_")
 
 
 def _load_text(text: str, where: str) -> Any:
@@ -424,18 +442,62 @@ def _collect_operations(spec: OpenAPIDocument) -> dict[str, Operation]:
     return operations
 
 
+def webhook_export(name: str) -> str:
+    """The export that handles webhook ``name``: ``light.before_save`` → ``light_before_save``,
+    ``invoice.created`` → ``invoice_created``, ``customer_created`` stays."""
+    found = EVENT_TYPE.match(name)
+    if found:
+        return event_export(found["model"], found["step"])
+    return snake_case(name)
+
+
+_ENVELOPE_FIELDS = frozenset({"type", "timestamp", "data"})
+
+
 def _collect_webhooks(spec: OpenAPIDocument) -> dict[str, Webhook]:
-    """Every webhook, resolved once, for the event bus and the PDKs alike."""
+    """Every webhook, resolved once, for the event bus and the PDKs alike.
+
+    Two webhooks whose exports would be the same name, or a webhook whose
+    export is an HTTP hook's, make the document unusable: a ``SpecError``.
+    """
     root = Node(f"{spec.uri}#", spec.document)
     webhooks: dict[str, Webhook] = {}
+    by_export: dict[str, str] = {}
     for name in sorted(spec.document.get("webhooks") or {}):
         item = spec.deref(root.child("webhooks", name))
         operation = spec.deref(item.child("post")) if "post" in item.value else None
         body = None
         if operation is not None and "requestBody" in operation.value:
             body = spec.json_schema(spec.deref(operation.child("requestBody")))
-        webhooks[name] = Webhook(name, item, operation, body)
+        export = webhook_export(name)
+        if export in HTTP_HOOKS:
+            raise SpecError(
+                f'{spec.source}: webhook "{name}" maps to export "{export}", which is an HTTP '
+                "hook's; rename the webhook.",
+                path=spec.source,
+            )
+        if export in by_export:
+            raise SpecError(
+                f'{spec.source}: webhooks "{by_export[export]}" and "{name}" both map to the '
+                f'plug-in export "{export}"; rename one of them.',
+                path=spec.source,
+            )
+        by_export[export] = name
+        found = EVENT_TYPE.match(name)
+        lifecycle = (found["model"], found["step"]) if found else None
+        webhooks[name] = Webhook(
+            name, item, operation, body, export, lifecycle, _is_envelope(spec, body)
+        )
     return webhooks
+
+
+def _is_envelope(spec: OpenAPIDocument, body: Node | None) -> bool:
+    """Whether a webhook body is declared as a Standard Webhooks envelope."""
+    if body is None:
+        return False
+    value = spec.deref(body).value
+    properties = value.get("properties") if isinstance(value, dict) else None
+    return isinstance(properties, dict) and _ENVELOPE_FIELDS <= set(properties)
 
 
 def dumps(value: Any) -> bytes:
