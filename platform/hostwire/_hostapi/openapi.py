@@ -497,7 +497,7 @@ def _is_envelope(spec: OpenAPIDocument, body: Node | None) -> bool:
         return False
     value = spec.deref(body).value
     properties = value.get("properties") if isinstance(value, dict) else None
-    return isinstance(properties, dict) and _ENVELOPE_FIELDS <= set(properties)
+    return isinstance(properties, dict) and set(properties) >= _ENVELOPE_FIELDS
 
 
 def dumps(value: Any) -> bytes:
