@@ -15,7 +15,11 @@ RUST_PLUGINS := $(patsubst %/Cargo.toml,%/build/plugin.wasm,$(wildcard sample_pl
 # The tasks example (examples/tasks): its own plug-in, on a C PDK generated from its own
 # FastAPI document (with the tracked model's webhooks), as a user of hostwire would.
 TASKS_PLUGINS := examples/tasks/plugins/task_policy/build/plugin.wasm
-PLUGINS := $(C_PLUGINS) $(C_PDK_PLUGINS) $(AS_PLUGINS) $(RUST_PLUGINS) $(TASKS_PLUGINS)
+# The billing example (examples/billing): a plug-in for an app hostwire does not import,
+# through `hostwire gateway`, on a C PDK generated from the app's document.
+BILLING_PLUGINS := examples/billing/plugins/invoice_review/build/plugin.wasm
+PLUGINS := $(C_PLUGINS) $(C_PDK_PLUGINS) $(AS_PLUGINS) $(RUST_PLUGINS) $(TASKS_PLUGINS) \
+  $(BILLING_PLUGINS)
 
 # PDKs generated from openapi/light.yaml, which the sample plug-ins build on.
 PDK_INPUTS := openapi/light.yaml $(wildcard platform/hostwire/_pdk/*.py) platform/hostwire/hooks.yaml \
@@ -101,6 +105,15 @@ examples/tasks/plugins/%/build/plugin.wasm: examples/tasks/plugins/%/main.c buil
 	$(PY) -m ziglang cc --target=wasm32-freestanding -O2 -s -nostdlib -Wl,--no-entry -Wall -Werror \
 	  -I build/pdk/tasks-c -o $@ $< build/pdk/tasks-c/*.c
 
+build/pdk/billing-c/.stamp: examples/billing/openapi.yaml $(PDK_INPUTS)
+	$(VENV)/bin/hostwire pdk generate --spec $< --lang c --out build/pdk/billing-c
+	@touch $@
+
+examples/billing/plugins/%/build/plugin.wasm: examples/billing/plugins/%/main.c build/pdk/billing-c/.stamp
+	@mkdir -p $(dir $@)
+	$(PY) -m ziglang cc --target=wasm32-freestanding -O2 -s -nostdlib -Wl,--no-entry -Wall -Werror \
+	  -I build/pdk/billing-c -o $@ $< build/pdk/billing-c/*.c
+
 $(CARGO):
 	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 	  apt-get update -qq && apt-get install -y -qq rustc cargo libstd-rust-dev-wasm32 \
@@ -161,4 +174,4 @@ bench: $(STAMP) plugins
 	$(PY) benchmarks/bench_tracking.py
 
 clean:
-	rm -rf sample_plugins/*/build examples/tasks/plugins/*/build build .pytest_cache .mypy_cache .ruff_cache
+	rm -rf sample_plugins/*/build examples/tasks/plugins/*/build examples/billing/plugins/*/build build .pytest_cache .mypy_cache .ruff_cache
