@@ -107,7 +107,7 @@ class Sender:
                         status = type(exc).__name__
                     sent.attempts.append(status)
                     log.info("webhook %s %s -> %s", sent.type, sent.id, status)
-                    if isinstance(status, int) and 200 <= status < 300 or delay is None:
+                    if (isinstance(status, int) and 200 <= status < 300) or delay is None:
                         break
                     time.sleep(delay)
 
@@ -174,7 +174,7 @@ class Billing:
         total = 0
         for fee in fields.get("fees") or []:
             units = float(fee.get("units") or 1)
-            total += int(round((fee.get("unit_amount_cents") or 0) * units))
+            total += round((fee.get("unit_amount_cents") or 0) * units)
         number = len(self.invoices) + 1
         stamp = now()
         return {

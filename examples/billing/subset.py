@@ -44,7 +44,9 @@ def refs(value: Any) -> set[str]:
 def subset(document: dict[str, Any]) -> dict[str, Any]:
     paths: dict[str, Any] = {}
     for path, item in document["paths"].items():
-        kept = {m: op for m, op in item.items() if m in METHODS and op.get("operationId") in OPERATIONS}
+        kept = {
+            m: op for m, op in item.items() if m in METHODS and op.get("operationId") in OPERATIONS
+        }
         if kept:
             shared = {k: v for k, v in item.items() if k not in METHODS}
             paths[path] = {**shared, **kept}
