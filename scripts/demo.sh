@@ -29,6 +29,11 @@ step $HW plugin call sample_plugins/hostile/plugin.wat hog --memory-mib 8
 step $HW plugin call sample_plugins/hostile/plugin.wat crash
 step $HW plugin call sample_plugins/hostile/plugin.wat echo --input '{"still": "fine"}'
 
+echo
+echo "hostwire gateway: plug-ins for an app in any language. A stand-in for a billing API (a"
+echo "subset of Lago's, in its own process; hostwire never imports it) sends signed webhooks:"
+step .venv/bin/python scripts/demo_gateway.py
+
 PORT="${PORT:-8000}"
 export LIGHTCONTROL_TOKEN="${LIGHTCONTROL_TOKEN:-demo-token}"
 URL="http://127.0.0.1:$PORT"
