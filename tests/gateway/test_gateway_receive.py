@@ -17,6 +17,7 @@ from gateway.kit import API_KEY, SECRET, FakeApp, invoice_created, sign
 from hostwire._events.outbox import events
 from hostwire._gateway import Gateway, load_gateway_config
 from hostwire._hostapi import OpenAPIDocument
+from postgres import PostgresServer
 
 pytestmark = pytest.mark.usefixtures("environ")
 CUSTOMER_PATH = "/api/v1/customers/cus_1"
@@ -210,3 +211,31 @@ def test_healthz_answers_while_the_gateway_runs(gateway: tuple[Gateway, TestClie
     assert response.json()["status"] == "ok"
     assert client.get("/nothing").status_code == 404
     assert client.get("/webhooks").status_code == 405
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgresql"])
+def test_the_outbox_may_be_sqlite_or_postgresql(
+    kind: str,
+    request: pytest.FixtureRequest,
+    fake_app: FakeApp,
+    gateway_file: Callable[..., Path],
+    lago: OpenAPIDocument,
+    tmp_path: Path,
+) -> None:
+    if kind == "postgresql":
+        server: PostgresServer = request.getfixturevalue("postgres_server")
+        database = server.create_database()
+        request.addfinalizer(lambda: server.drop_database(database))
+    else:
+        database = "sqlite:///events/outbox.db"
+        (tmp_path / "events").mkdir()
+    path = gateway_file(fake_app.url, database=database)
+    data, headers = sign(invoice_created())
+    with Gateway(path, document=lago) as gw, TestClient(gw.app) as client:
+        first = client.post("/webhooks", content=data, headers=headers)
+        again = client.post("/webhooks", content=data, headers=headers)
+        wait_for(lambda: delivered(gw, headers["webhook-id"]), "the delivery")
+    assert (first.status_code, again.status_code) == (202, 200)
+    assert len(fake_app.seen(CUSTOMER_PATH)) == 1
+    if kind == "sqlite":
+        assert (tmp_path / "events" / "outbox.db").is_file()  # relative to the file

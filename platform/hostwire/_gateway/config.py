@@ -277,7 +277,9 @@ def parse_gateway_config(
     try:
         config = GatewayConfig.model_validate(raw)
     except ValidationError as exc:
-        first = exc.errors()[0]
+        # An unknown key is most likely a misspelt one, the cause of a "missing" beside it.
+        errors = sorted(exc.errors(), key=lambda e: e["type"] != "extra_forbidden")
+        first = errors[0]
         where = _where(raw, tuple(first["loc"]))
         extra = f" (and {exc.error_count() - 1} more problems)" if exc.error_count() > 1 else ""
         raise ConfigError(
