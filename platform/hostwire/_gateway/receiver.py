@@ -42,6 +42,7 @@ class _Refused(Exception):
         self.status = status
         self.code = code
         self.details = details
+        self.event_type = "-"  # the body's, once it is known
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,7 +98,7 @@ class WebhookReceiver:
         except _Refused as refused:
             log.info(
                 "webhook %s %s: refused %d (%s)",
-                "-",
+                log_safe(clip(refused.event_type)),
                 log_safe(event),
                 refused.status,
                 log_safe(str(refused)),
@@ -135,9 +136,13 @@ class WebhookReceiver:
             raise _Refused(400, "invalid_json", f"The body {exc.detail}.") from None
         if not isinstance(value, dict):
             raise _Refused(400, "invalid_json", "The body is not a JSON object.")
-        webhook = self._webhook(value)
-        payload = self._valid(webhook, value, event_id)
-        event_type = self.index.type_of(value) or webhook.name
+        event_type = self.index.type_of(value) or "-"
+        try:
+            webhook = self._webhook(value)
+            payload = self._valid(webhook, value, event_id)
+        except _Refused as refused:
+            refused.event_type = event_type
+            raise
         subject = subject_of(value, event_type, self.subject, event_id)
         return Received(event_id, webhook, payload, subject)
 
