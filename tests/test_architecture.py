@@ -48,6 +48,18 @@ LAYERS: dict[str, frozenset[str]] = {
         {"hostwire._runtime", "hostwire._targets", "hostwire._hostapi", "hostwire._events"}
     ),
     "hostwire._pdk": frozenset({"hostwire._hostapi"}),
+    # Above the layers it wires, like _app: the plug-in list and set come from the top level.
+    "hostwire._gateway": frozenset(
+        {
+            "hostwire._runtime",
+            "hostwire._targets",
+            "hostwire._hostapi",
+            "hostwire._events",
+            "hostwire._hooks",
+            "hostwire._config",
+            "hostwire._pluginset",
+        }
+    ),
 }
 # Layers only some top-level modules may import ("only the CLI imports" _pdk).
 IMPORTED_ONLY_BY = {"hostwire._pdk": frozenset({"hostwire.cli"})}

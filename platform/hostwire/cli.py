@@ -23,6 +23,7 @@ from hostwire._config import HostwireConfig, load_config
 from hostwire._contract import http_hook_exports, lifecycle_exports
 from hostwire._errors import ConfigError, HostwireError, PluginLoadError, UsageError
 from hostwire._events import STATES, Outbox, is_url
+from hostwire._gateway import Gateway, load_gateway_config
 from hostwire._hostapi import HostApi, load_openapi
 from hostwire._pdk import LANGUAGES, generate, language, scaffold
 from hostwire._runtime import (
@@ -315,7 +316,8 @@ def cmd_plugin_inspect(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_serve(args: argparse.Namespace) -> int:
+def _serve(app: Any, *, host: str, port: int) -> None:
+    """Serve ``app`` with uvicorn until SIGINT or SIGTERM, then shut it down gracefully."""
     import uvicorn  # noqa: PLC0415 (other commands should not pay for importing a server)
 
     from hostwire._targets.server import server_config  # noqa: PLC0415 (it imports uvicorn)
@@ -328,6 +330,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
             super().handle_exit(sig, frame)
             self._captured_signals.clear()
 
+    config = server_config(app, host=host, port=port)  # with a header deadline
+    _CleanExitServer(config).run()
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
     plugins = load_config(args.config) if args.config else None
     try:
         app = _build_app(args.app, db=args.db, config=plugins)
@@ -337,8 +344,30 @@ def cmd_serve(args: argparse.Namespace) -> int:
         # E.g. a grant or the openapi document it names: say which file to fix.
         raise ConfigError(f"{Path(args.config)}: {exc}", path=args.config) from exc
     print(f"hostwire: serving {args.app} on http://{args.host}:{args.port}", file=sys.stderr)
-    config = server_config(app, host=args.host, port=args.port)  # with a header deadline
-    _CleanExitServer(config).run()
+    _serve(app, host=args.host, port=args.port)
+    return 0
+
+
+def cmd_gateway(args: argparse.Namespace) -> int:
+    config = load_gateway_config(args.config)
+    gateway = Gateway(config)
+    if args.check:
+        try:
+            print(f"{args.config}: ok: {gateway.describe()}")
+        finally:
+            gateway.close()
+        return 0
+    host = args.host or config.listen.host
+    port = args.port if args.port is not None else config.listen.port
+    print(
+        f"hostwire: gateway for {config.app.base_url} on http://{host}:{port} "
+        f"(webhooks at {config.webhooks.path})",
+        file=sys.stderr,
+    )
+    try:
+        _serve(gateway.app, host=host, port=port)
+    finally:
+        gateway.close()
     return 0
 
 
@@ -526,7 +555,27 @@ def build_parser() -> argparse.ArgumentParser:
     openapi.set_defaults(handler=cmd_openapi)
     _add_pdk(commands)
     _add_events(commands)
+    _add_gateway(commands)
     return parser
+
+
+def _add_gateway(commands: Any) -> None:
+    gateway = commands.add_parser(
+        "gateway",
+        parents=[_DEBUG],
+        help="give an app in any language plug-ins: its signed webhooks in, its API out",
+    )
+    gateway.add_argument(
+        "--config", default="gateway.yaml", help="the gateway's YAML file, default ./gateway.yaml"
+    )
+    gateway.add_argument("--host", help="listen on this address (default: the file's, 127.0.0.1)")
+    gateway.add_argument("--port", type=int, help="listen on this port (default: the file's, 8600)")
+    gateway.add_argument(
+        "--check",
+        action="store_true",
+        help="load the file, the document and the plug-ins, say what is there, and exit",
+    )
+    gateway.set_defaults(handler=cmd_gateway)
 
 
 def _add_plugin_new(plugin_commands: Any) -> None:

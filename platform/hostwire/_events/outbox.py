@@ -63,6 +63,8 @@ from sqlalchemy import (
     text,
     update,
 )
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.schema import CreateIndex, CreateTable
 
@@ -343,29 +345,56 @@ class Outbox:
         now = time.time()
         result = connection.execute(
             _INSERT_EVENT,
-            {
-                "id": event_id if event_id is not None else envelope["id"],
-                "type": event_type if event_type is not None else envelope["type"],
-                "subject": subject,
-                "payload": json.dumps(envelope, separators=(",", ":")),
-                "chain": json.dumps(list(CHAIN.get())),
-                "created_at": now,
-            },
+            _event_row(
+                envelope,
+                event_id if event_id is not None else envelope["id"],
+                event_type if event_type is not None else envelope["type"],
+                subject,
+                now,
+            ),
         )
         key = result.inserted_primary_key  # a single-row INSERT always has it
-        seq = key[0] if key is not None else None
-        rows = [
-            {
-                "event_seq": seq,
-                "plugin": plugin,
-                "export": export,
-                "subject": subject,
-                "next_attempt_at": now,
-            }
-            for plugin, export in targets
-        ]
-        if rows:
-            connection.execute(_INSERT_DELIVERIES, rows)
+        _add_deliveries(connection, key[0] if key is not None else None, subject, targets, now)
+
+    @staticmethod
+    def add_once(
+        connection: Connection,
+        payload: dict[str, Any],
+        *,
+        event_id: str,
+        event_type: str,
+        subject: str,
+        targets: Iterable[tuple[str, str]],
+    ) -> bool:
+        """``add()``, unless an event with ``event_id`` is recorded already: then nothing
+        is added and it returns False (a sender's retry, e.g. the same ``webhook-id``).
+
+        The check is the unique event id itself (``INSERT ... ON CONFLICT DO
+        NOTHING``), so two processes receiving one event at once add it once.
+        An event is remembered until it is pruned (``retain_s`` after its
+        deliveries are done).
+        """
+        dialect = connection.dialect.name
+        if dialect == "postgresql":
+            statement: Any = postgresql_insert(events)
+        elif dialect == "sqlite":
+            statement = sqlite_insert(events)
+        else:
+            raise StorageError(
+                f"The outbox cannot add an event once on {dialect}; use SQLite or PostgreSQL.",
+                kind="unsupported",
+            )
+        statement = statement.on_conflict_do_nothing(index_elements=[events.c.id]).returning(
+            events.c.seq
+        )
+        now = time.time()
+        seq = connection.execute(
+            statement, _event_row(payload, event_id, event_type, subject, now)
+        ).scalar_one_or_none()
+        if seq is None:
+            return False
+        _add_deliveries(connection, seq, subject, targets, now)
+        return True
 
     def notify(self) -> None:
         """A change committed: wake the workers (thread-safe, cheap)."""
@@ -548,6 +577,40 @@ class Outbox:
         count = self._write("replaying an event", statement)
         self.notify()
         return count
+
+
+def _event_row(
+    payload: dict[str, Any], event_id: str, event_type: str, subject: str, now: float
+) -> dict[str, Any]:
+    return {
+        "id": event_id,
+        "type": event_type,
+        "subject": subject,
+        "payload": json.dumps(payload, separators=(",", ":")),
+        "chain": json.dumps(list(CHAIN.get())),
+        "created_at": now,
+    }
+
+
+def _add_deliveries(
+    connection: Connection,
+    seq: int | None,
+    subject: str,
+    targets: Iterable[tuple[str, str]],
+    now: float,
+) -> None:
+    rows = [
+        {
+            "event_seq": seq,
+            "plugin": plugin,
+            "export": export,
+            "subject": subject,
+            "next_attempt_at": now,
+        }
+        for plugin, export in targets
+    ]
+    if rows:
+        connection.execute(_INSERT_DELIVERIES, rows)
 
 
 def _schema_version(conn: Connection) -> int | None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from urllib.parse import urlencode
 
 import httpx
@@ -21,7 +22,10 @@ class HttpTarget:
     """Calls the app at a fixed base URL over HTTP with each plug-in's bearer token.
 
     Redirects are not followed and the final URL is checked: a call can never
-    leave the base URL's scheme, host, port or path prefix.
+    leave the base URL's scheme, host, port or path prefix. ``headers`` go with
+    every call (the app's credentials, for a gateway): they replace any header
+    of the same name the plug-in or its token would set, and never appear in
+    messages.
     """
 
     def __init__(
@@ -31,10 +35,15 @@ class HttpTarget:
         timeout_s: float = 10.0,
         max_response_bytes: int = MAX_RESPONSE_BYTES,
         transport: httpx.BaseTransport | None = None,
+        headers: Mapping[str, str] | None = None,
     ) -> None:
         self.base = httpx.URL(base_url)
         if self.base.scheme not in {"http", "https"} or not self.base.host:
             raise ValueError(f"base URL must be http(s)://host[:port][/prefix], not {base_url!r}")
+        # Messages name the app without any user:password the URL holds.
+        self.shown = self.base.copy_with(username=None, password=None)
+        self._headers = [(k.lower(), v) for k, v in (headers or {}).items()]
+        self._header_names = frozenset(k for k, _ in self._headers)
         self._prefix = self.base.raw_path.split(b"?")[0].rstrip(b"/")
         self.timeout_s = timeout_s
         self.max_response_bytes = max_response_bytes
@@ -63,7 +72,7 @@ class HttpTarget:
             request = self._client.build_request(
                 call.method,
                 url,
-                headers=plugin_headers(call, caller),
+                headers=self._with_defaults(plugin_headers(call, caller)),
                 content=call.body,
                 timeout=limit,
             )
@@ -86,15 +95,21 @@ class HttpTarget:
                 response.close()
         except httpx.TimeoutException as exc:
             raise DispatchError(
-                504, "upstream_timeout", f"{self.base} did not answer within {limit:.3g} s."
+                504, "upstream_timeout", f"{self.shown} did not answer within {limit:.3g} s."
             ) from exc
         except httpx.HTTPError as exc:
             raise DispatchError(
-                502, "upstream_unreachable", f"Cannot reach {self.base}: {exc!r}"
+                502, "upstream_unreachable", f"Cannot reach {self.shown}: {exc!r}"
             ) from exc
         return Reply(
             response.status_code, header_map(response.headers.raw, lower=True), b"".join(chunks)
         )
+
+    def _with_defaults(self, headers: list[tuple[str, str]]) -> list[tuple[str, str]]:
+        if not self._headers:
+            return headers
+        kept = [(k, v) for k, v in headers if k.lower() not in self._header_names]
+        return kept + self._headers
 
     def close(self) -> None:
         self._client.close()

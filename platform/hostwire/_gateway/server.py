@@ -1,0 +1,257 @@
+"""The gateway: an app's document, its plug-ins and their outbox, as one ASGI app.
+
+``Gateway(config)`` loads everything at once (the document, the plug-ins with
+host functions that call the app over HTTP, the outbox), so a bad
+configuration fails before anything listens. Its ``app`` serves:
+
+- ``POST <webhooks.path>``: the app's signed webhooks (``receiver``);
+- ``GET /healthz``: 200 while the gateway runs;
+- with ``proxy: true``, ``/api/...``: the app's API (``proxy``), the plug-ins'
+  HTTP hooks in front;
+
+and its lifespan starts the delivery workers and, at shutdown, stops them the
+way ``Hostwire`` does (deliveries in flight get ``events.grace_s``), then
+closes the plug-ins and the outbox.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Self
+
+import httpx
+from starlette.responses import JSONResponse
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from hostwire._contract import error_body
+from hostwire._events import Outbox, Subscriber
+from hostwire._gateway.config import GatewayConfig, load_gateway_config
+from hostwire._gateway.proxy import PREFIX, UpstreamProxy
+from hostwire._gateway.receiver import WebhookReceiver
+from hostwire._gateway.signature import Verifier
+from hostwire._hooks import HttpHooksMiddleware
+from hostwire._hostapi import HostApi, OpenAPIDocument, load_openapi
+from hostwire._pluginset import PluginSet
+from hostwire._targets import HttpTarget
+
+log = logging.getLogger("hostwire.gateway")
+HEALTH_PATH = "/healthz"
+
+
+class Gateway:
+    """Everything ``gateway.yaml`` describes, loaded; ``app`` is the ASGI app to serve.
+
+    ``document`` is the app's document already loaded (tests share one);
+    ``transport`` and ``proxy_transport`` replace the HTTP transports to the
+    app (``httpx.MockTransport``) for host calls and the proxy.
+    """
+
+    def __init__(
+        self,
+        config: GatewayConfig | str | Path,
+        *,
+        document: OpenAPIDocument | None = None,
+        transport: httpx.BaseTransport | None = None,
+        proxy_transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self.config = config if isinstance(config, GatewayConfig) else load_gateway_config(config)
+        where = self.config.source or "the gateway configuration"
+        self.document = document or load_openapi(
+            self.config.openapi_source(), name=f"{where}: openapi"
+        )
+        app = self.config.app
+        self.target = HttpTarget(
+            app.base_url, timeout_s=app.timeout_s, headers=app.headers, transport=transport
+        )
+        self.api = HostApi(self.document, self.target, max_depth=self.config.events.max_depth)
+        try:
+            self.plugins = PluginSet(self.config.plugin_config(), self.api)
+        except BaseException:
+            self.api.close()
+            raise
+        self.outbox: Outbox | None = None
+        self._delivering = False
+        try:
+            events = self.config.events.model_dump(exclude={"max_depth"})
+            self.outbox = Outbox(self.config.database_url(), **events)
+            hooks = self.config.webhooks
+            self.receiver = WebhookReceiver(
+                self.document,
+                self.outbox,
+                self._subscribers,
+                verifier=Verifier(hooks.secret, tolerance_s=hooks.tolerance_s),
+                event_type=hooks.event_type,
+                subject=hooks.subject,
+                max_body_bytes=hooks.max_body_bytes,
+            )
+            self.proxy: UpstreamProxy | None = None
+            self._hooks: ASGIApp | None = None
+            if self.config.proxy:
+                self.proxy = UpstreamProxy(
+                    app.base_url, timeout_s=app.timeout_s, transport=proxy_transport
+                )
+                self._hooks = HttpHooksMiddleware(
+                    self.proxy, subscribers=self._subscribers, spec=self.document
+                )
+        except BaseException:
+            self.close()
+            raise
+        self.app = _GatewayApp(self)
+
+    def _subscribers(self) -> Sequence[Subscriber]:
+        return self.plugins.subscribers
+
+    @property
+    def delivered_exports(self) -> frozenset[str]:
+        """The exports of the webhooks the gateway takes (all but lifecycle before-events)."""
+        return frozenset(w.export for w in self.document.webhooks.values() if not w.before)
+
+    def describe(self) -> str:
+        """One line: what is loaded, for ``--check`` and the start-up log."""
+        handled = sorted(
+            {e for p in self.plugins for e in p.exports if e in self.delivered_exports}
+        )
+        names = ", ".join(p.name for p in self.plugins) or "none"
+        return (
+            f"{len(self.document.operations)} operations and {len(self.document.webhooks)} "
+            f"webhooks in {self.document.source}; plug-ins: {names}; events handled: "
+            f"{', '.join(handled) or 'none'}"
+        )
+
+    # -- starting and stopping ---------------------------------------------------
+
+    def start_delivery(self) -> None:
+        """Start the delivery workers of the plug-ins that handle an event. Idempotent."""
+        if self._delivering or self.outbox is None:
+            return
+        exports = self.delivered_exports
+        self.outbox.start(p for p in self.plugins if exports & p.exports)
+        self._delivering = True
+
+    async def stop_delivery_async(self) -> None:
+        """Stop the workers in a thread (deliveries in flight finish within grace_s)."""
+        if self.outbox is not None and self._delivering:
+            await self.outbox.stop_async()
+        self._delivering = False
+
+    async def aclose(self) -> None:
+        await self.stop_delivery_async()
+        if self.proxy is not None:
+            await self.proxy.aclose()
+        self.close()
+
+    def close(self) -> None:
+        """Stop delivery, close the plug-ins, the outbox and the app client. Idempotent."""
+        if self.outbox is not None:
+            self.outbox.close()
+        self._delivering = False
+        self.plugins.close()
+        self.api.close()
+
+    def __enter__(self) -> Self:
+        self.start_delivery()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+class _GatewayApp:
+    """The gateway's routes, and its lifespan (delivery on, then off)."""
+
+    def __init__(self, gateway: Gateway) -> None:
+        self.gateway = gateway
+        self.webhooks_path = gateway.config.webhooks.path
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await self._lifespan(receive, send)
+            return
+        if scope["type"] != "http":
+            return  # no websockets: the handshake is refused
+        path = scope["path"]
+        gateway = self.gateway
+        if path == self.webhooks_path:
+            await gateway.receiver(scope, receive, send)
+        elif path == HEALTH_PATH:
+            await _health(gateway)(scope, receive, send)
+        elif gateway._hooks is not None and gateway.proxy is not None and _under(path, PREFIX):
+            await gateway._hooks(_upstream_scope(scope, gateway.proxy), receive, send)
+        else:
+            response = JSONResponse(
+                error_body("not_found", f"The gateway serves nothing at {path[:200]}."),
+                status_code=404,
+            )
+            await response(scope, receive, send)
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        async with self._running() as started:
+            while True:
+                message = await receive()
+                if message["type"] == "lifespan.startup":
+                    if started is None:
+                        await send({"type": "lifespan.startup.complete"})
+                    else:
+                        await send({"type": "lifespan.startup.failed", "message": started})
+                        return
+                elif message["type"] == "lifespan.shutdown":
+                    break
+        await send({"type": "lifespan.shutdown.complete"})
+
+    @asynccontextmanager
+    async def _running(self) -> AsyncIterator[str | None]:
+        gateway = self.gateway
+        try:
+            gateway.start_delivery()
+        except Exception as exc:
+            log.error("the gateway cannot start delivering events: %s", exc)
+            yield str(exc)
+            return
+        log.info("gateway: %s", gateway.describe())
+        try:
+            yield None
+        finally:
+            await gateway.aclose()
+
+
+def _under(path: str, prefix: str) -> bool:
+    return path == prefix or path.startswith(prefix + "/")
+
+
+def _upstream_scope(scope: Scope, proxy: UpstreamProxy) -> dict[str, Any]:
+    """``/api<rest>`` as the app's own path (``<base_url path><rest>``)."""
+    raw = scope.get("raw_path") or scope["path"].encode("utf-8")
+    rest = raw[len(PREFIX) :] if raw.startswith(PREFIX.encode()) else raw
+    return {
+        **scope,
+        "path": proxy.upstream_path(scope["path"]),
+        "raw_path": proxy.prefix + rest,
+    }
+
+
+def _health(gateway: Gateway) -> JSONResponse:
+    return JSONResponse(
+        {
+            "status": "ok",
+            "plugins": [p.name for p in gateway.plugins],
+            "proxy": gateway.config.proxy,
+        }
+    )
+
+
+def create_gateway(
+    config: GatewayConfig | str | Path,
+    **options: Any,
+) -> ASGIApp:
+    """The gateway of ``config`` (a ``gateway.yaml`` path or a loaded ``GatewayConfig``)
+    as an ASGI app; run its lifespan to deliver events. ``options`` go to ``Gateway``."""
+    return Gateway(config, **options).app
