@@ -57,7 +57,8 @@ def main() -> int:
             return walkthrough(billing, pair)
         finally:
             billing.close()
-            print(f"gateway stopped: exit {stop(gateway)}; stand-in stopped: exit {stop(standin)}")
+            print(f"gateway stopped (exit status {stop(gateway)}); the stand-in too")
+            stop(standin)
             config_file.unlink(missing_ok=True)
 
 

@@ -370,6 +370,7 @@ def main() -> None:
     parser.add_argument("--secret", required=True, help="Standard Webhooks secret (whsec_...)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="standin: %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # its own line per webhook is enough
     app = create_app(api_key=args.api_key, webhook_url=args.webhook_url, secret=args.secret)
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
 
