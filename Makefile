@@ -163,7 +163,8 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check platform tests benchmarks examples
 	$(VENV)/bin/ruff format --check platform tests benchmarks examples
 	$(VENV)/bin/mypy
-	$(VENV)/bin/mypy $(MYPY_TESTS) tests benchmarks examples/tasks/tasks
+	MYPYPATH=platform:examples/billing $(VENV)/bin/mypy $(MYPY_TESTS) tests benchmarks examples/tasks/tasks \
+	  examples/billing/billing_run.py
 
 bench: $(STAMP) plugins
 	$(PY) benchmarks/bench_runtime.py

@@ -310,6 +310,33 @@ def test_inspect_with_spec_lists_operations_and_grants() -> None:
     assert "grants it needs           getStates setLightColor" in text
 
 
+LAGO = "tests/documents/lago/openapi.yaml"
+
+
+def test_inspect_with_spec_lists_every_webhook_the_plugin_handles(tmp_path: Path) -> None:
+    path = tmp_path / "billing.wat"
+    path.write_text(
+        "(module"
+        + "".join(
+            f' (func (export "{name}") (result i32) i32.const 0)'
+            for name in ("invoice_created", "feature_created", "light_after_update", "count")
+        )
+        + ")"
+    )
+    result = hostwire("plugin", "inspect", str(path), "--spec", LAGO, "--json")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["events"] == [
+        {"export": "feature_created", "webhook": "feature.created"},
+        {"export": "invoice_created", "webhook": "invoice_created"},
+    ]
+    text = hostwire("plugin", "inspect", str(path), "--spec", LAGO).stdout
+    assert "events handled            feature_created (feature.created), invoice_created\n" in text
+    # Without a document, only the names of lifecycle events say what is an event.
+    bare = json.loads(hostwire("plugin", "inspect", str(path), "--json").stdout)
+    assert bare["events"] == [{"export": "light_after_update", "webhook": "light.after_update"}]
+    assert bare["lifecycle_events"] == ["light_after_update"]
+
+
 def test_events_list_and_replay(tmp_path: Path) -> None:
     db = tmp_path / "app.db"
     outbox = Outbox(db)

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 import wat
 from conftest import compile_wat
+from hostwire import OpenAPIDocument, load_openapi
 from hostwire.testing import MockReply, PluginHarness, RecordedCall
 
 LIGHTS = "openapi/light.yaml"
@@ -100,3 +103,110 @@ def test_mocks_and_events_must_match_the_spec(caller_wasm: Path) -> None:
             harness.calls_to("updateLigth")
         with pytest.raises(ValueError, match="brightness"):
             harness.fire("light.before_save", record={**RECORD, "brightness": 500})
+
+
+LAGO = "tests/documents/lago/openapi.yaml"
+FEATURE: dict[str, Any] = {
+    "code": "seats",
+    "name": "Seats",
+    "description": None,
+    "privileges": [],
+    "created_at": "2026-12-01T10:00:00Z",
+}
+FEATURE_CREATED = {
+    "webhook_type": "feature.created",
+    "object_type": "feature",
+    "organization_id": "1a901a90-1a90-1a90-1a90-1a901a901a90",
+    "feature": FEATURE,
+}
+# A hand-written document whose invoice.created is a Standard Webhooks envelope.
+ENVELOPED: dict[str, Any] = {
+    "openapi": "3.1.0",
+    "info": {"title": "billing", "version": "1"},
+    "paths": {},
+    "webhooks": {
+        "invoice.created": {
+            "post": {
+                "requestBody": {
+                    "content": {
+                        "application/json": {
+                            "schema": {
+                                "type": "object",
+                                "required": ["id", "type", "timestamp", "data"],
+                                "properties": {
+                                    "id": {"type": "string"},
+                                    "type": {"const": "invoice.created"},
+                                    "timestamp": {"type": "string", "format": "date-time"},
+                                    "data": {
+                                        "type": "object",
+                                        "required": ["number", "total"],
+                                        "properties": {
+                                            "number": {"type": "string"},
+                                            "total": {"type": "integer"},
+                                        },
+                                    },
+                                },
+                            }
+                        }
+                    }
+                },
+                "responses": {"200": {"description": "handled"}},
+            }
+        }
+    },
+}
+
+
+def echo_wasm(tmp_path: Path, *exports: str) -> Path:
+    """A plug-in whose exports answer their input: the harness returns what a handler got."""
+    functions = "\n".join(
+        f'  (func (export "{e}") (result i32)\n'
+        "    (call $output_set (call $input_offset) (call $input_length)) (i32.const 0))"
+        for e in exports
+    )
+    path = tmp_path / "echo.wasm"
+    path.write_bytes(
+        compile_wat(f'(module\n{wat.KERNEL}\n  (memory (export "memory") 1)\n{functions})')
+    )
+    return path
+
+
+@pytest.fixture(scope="module")
+def lago() -> OpenAPIDocument:
+    return load_openapi(LAGO)
+
+
+def test_fire_delivers_a_bare_webhook_payload_by_its_name_or_export(
+    tmp_path: Path, lago: OpenAPIDocument
+) -> None:
+    with PluginHarness(echo_wasm(tmp_path, "feature_created"), spec=lago) as harness:
+        assert harness.fire("feature.created", FEATURE_CREATED) == FEATURE_CREATED
+        assert harness.fire("feature_created", FEATURE_CREATED) == FEATURE_CREATED
+
+
+def test_fire_checks_a_payload_against_its_webhook_first(
+    tmp_path: Path, lago: OpenAPIDocument
+) -> None:
+    wasm = echo_wasm(tmp_path, "feature_created")
+    broken = {**FEATURE_CREATED, "feature": {**FEATURE, "privileges": {}}}
+    with PluginHarness(wasm, spec=lago) as harness:
+        with pytest.raises(ValueError, match=r"feature.created event does not match .*privileges"):
+            harness.fire("feature_created", broken)
+        with pytest.raises(ValueError, match=r'"feature_made" is not a webhook of .*feature'):
+            harness.fire("feature_made", FEATURE_CREATED)
+        with pytest.raises(TypeError, match="not a lifecycle event, so fire"):
+            harness.fire("feature_created", record=RECORD)
+        with pytest.raises(TypeError, match="a payload or record="):
+            harness.fire("feature_created", FEATURE_CREATED, record=RECORD)
+
+
+def test_fire_wraps_an_enveloped_webhooks_payload(tmp_path: Path) -> None:
+    spec = tmp_path / "billing.json"
+    spec.write_text(json.dumps(ENVELOPED))
+    with PluginHarness(echo_wasm(tmp_path, "invoice_created"), spec=spec) as harness:
+        envelope = harness.fire("invoice_created", {"number": "F-1", "total": 120})
+        with pytest.raises(ValueError, match="/data/total"):
+            harness.fire("invoice.created", {"number": "F-1", "total": "120"})
+    assert envelope["id"].startswith("evt_")
+    assert envelope["type"] == "invoice.created"
+    assert envelope["data"] == {"number": "F-1", "total": 120}

@@ -39,7 +39,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from hostwire._config import HostwireConfig, load_config
-from hostwire._contract import EVENT_TYPE, error_body
+from hostwire._contract import error_body
 from hostwire._errors import (
     ConfigError,
     EventHandlerError,
@@ -50,9 +50,9 @@ from hostwire._errors import (
     SpecError,
     StorageError,
 )
-from hostwire._events import EventBus, ModelTracker, Outbox, Subscriber, event_envelope
+from hostwire._events import Event, EventBus, ModelTracker, Outbox, Subscriber
 from hostwire._hooks import HttpHooksMiddleware
-from hostwire._hostapi import HostApi, OpenAPIDocument, load_openapi, snake_case
+from hostwire._hostapi import HostApi, OpenAPIDocument, load_openapi
 from hostwire._pluginset import PluginSet
 from hostwire._runtime import log_safe
 from hostwire._targets import AsgiTarget
@@ -62,7 +62,7 @@ log = logging.getLogger("hostwire")
 SERVED_SPEC_PATH = "/openapi.json"
 MAX_BODY_BYTES = 1024 * 1024
 Database = Engine | AsyncEngine | str | Path
-SpecSource = str | Path | Mapping[str, Any]
+SpecSource = str | Path | Mapping[str, Any] | OpenAPIDocument
 
 
 class Hostwire:
@@ -70,9 +70,10 @@ class Hostwire:
 
     ``config`` is a configuration file's path or a loaded ``HostwireConfig``
     (none: no plug-ins, yet the document and its webhooks);
-    ``spec`` a path, an http(s) URL or a dict (by default the app's own
-    document); ``database`` the app's SQLAlchemy ``Engine`` or ``AsyncEngine``
-    (or a URL, or a SQLite file's path), where the outbox keeps after-events.
+    ``spec`` a path, an http(s) URL, a dict or a loaded ``OpenAPIDocument``
+    (by default the app's own document); ``database`` the app's SQLAlchemy
+    ``Engine`` or ``AsyncEngine`` (or a URL, or a SQLite file's path), where
+    the outbox keeps events.
     ``hooks=False`` leaves the HTTP hooks middleware out, for an app that places
     ``hooks_middleware()`` in its own stack. Plug-ins are loaded when the app
     starts (or by ``start()``); ``close()`` undoes everything.
@@ -156,32 +157,51 @@ class Hostwire:
         connection: Session | Connection | None = None,
         subject: str | None = None,
     ) -> str:
-        """Raise event ``type`` (a webhook of the document) with ``data``; return its id.
+        """Raise an event of webhook ``type`` (its name or its export) with ``data``; return its id.
+
+        Any webhook of the document but a lifecycle before-event (those run
+        inside a tracked model's change). An enveloped webhook's handlers get
+        the envelope ``{"id", "type", "timestamp", "data"}`` around ``data``; a
+        bare one's get ``data`` itself, exactly. Either way ``data`` must match
+        the webhook's schema (``ValueError`` naming the first problem), and the
+        returned id is the event id (the outbox key and idempotency key).
 
         The event goes to the outbox, for every plug-in that exports its
         handler, and is delivered after commit: inside ``connection``'s
         transaction when given one (rolled back with it), else in one of its
         own. ``subject`` orders events: those of one subject reach a plug-in
-        one at a time, in order (by default ``data["id"]`` if there is one).
+        one at a time, in order. By default it is ``<type's first part>/<id>``
+        when ``data`` has an ``id``; for a bare payload, else the id of the
+        first object inside (``invoice/<lago_id>`` for Lago's
+        ``invoice_created``); else the event id (see ``Event.default_subject``).
         """
         outbox, bus = self._events_ready(f'emit("{type}")')
-        envelope = self._envelope(type, data, bus)
-        export = _event_export(type)
-        targets = [(s.plugin.name, export) for s in bus.subscribers if export in s.plugin.exports]
+        raised = self._event(type, data, bus)
+        targets = [(s.plugin.name, raised.export) for s in bus.handlers_of(raised.export)]
         if not targets:
-            return str(envelope["id"])
+            return raised.id
         if subject is None:
-            key = data.get("id")
-            subject = f"{type.partition('.')[0]}/{key}" if key is not None else str(envelope["id"])
+            subject = raised.default_subject()
+
+        def add(conn: Connection) -> None:
+            outbox.add(
+                conn,
+                raised.payload,
+                subject=subject,
+                targets=targets,
+                event_id=raised.id,
+                event_type=raised.type,
+            )
+
         if connection is None:
             with outbox.engine.begin() as own:
-                outbox.add(own, envelope, subject=subject, targets=targets)
+                add(own)
             outbox.notify()
         elif isinstance(connection, Session):
-            outbox.add(connection.connection(), envelope, subject=subject, targets=targets)
+            add(connection.connection())
             event.listen(connection, "after_commit", lambda _s: outbox.notify(), once=True)
         elif isinstance(connection, Connection):
-            outbox.add(connection, envelope, subject=subject, targets=targets)
+            add(connection)
             # Connections report a commit just before it happens: the poll is the backstop.
             event.listen(connection, "commit", lambda _c: outbox.notify(), once=True)
         else:
@@ -189,7 +209,7 @@ class Hostwire:
                 "emit(connection=...) takes a SQLAlchemy Session or Connection, not "
                 f"{type_name(connection)}; for AsyncSession or AsyncConnection await emit_async()."
             )
-        return str(envelope["id"])
+        return raised.id
 
     async def emit_async(
         self,
@@ -298,13 +318,8 @@ class Hostwire:
 
     def _delivered_exports(self) -> frozenset[str]:
         """Exports of the document's webhooks that the outbox delivers (all but before-events)."""
-        webhooks = (self.document.document.get("webhooks") or {}) if self.document else {}
-        found = set()
-        for name in webhooks:
-            lifecycle = EVENT_TYPE.match(name)
-            if lifecycle is None or lifecycle["phase"] != "before":
-                found.add(_event_export(name))
-        return frozenset(found)
+        webhooks = self.document.webhooks.values() if self.document else ()
+        return frozenset(w.export for w in webhooks if not w.before)
 
     def _shut(self) -> None:
         self.tracker.unbind()
@@ -358,16 +373,15 @@ class Hostwire:
             raise RuntimeError(f"{what} came before Hostwire started (the app's startup).")
         return self.outbox, self.bus
 
-    def _envelope(self, type: str, data: Mapping[str, Any], bus: EventBus) -> dict[str, Any]:
-        document = self.document
-        assert document is not None
-        if type not in (document.document.get("webhooks") or {}):
-            declared = ", ".join(sorted(document.document.get("webhooks") or {})) or "none"
+    def _event(self, type: str, data: Mapping[str, Any], bus: EventBus) -> Event:
+        webhook = bus.webhook(type)
+        if webhook.before:
             raise ValueError(
-                f'"{type}" is not a webhook of {document.source}, so no plug-in can '
-                f"handle it (webhooks: {declared})."
+                f'"{webhook.name}" is a before-event: it runs synchronously inside a tracked '
+                "model's change, where its handlers may refuse the change, so it cannot be "
+                "emitted; emit an after-event or another webhook."
             )
-        return bus.checked(event_envelope(type, dict(data)))
+        return bus.event(webhook.name, data)
 
     def _needs_served_document(self) -> bool:
         return self._source() is None and self._app_openapi is None and self._merged is None
@@ -382,6 +396,8 @@ class Hostwire:
     def _resolve_document(self) -> OpenAPIDocument:
         source = self._source()
         if source is not None and not self.tracker.models:
+            if isinstance(source, OpenAPIDocument):
+                return source
             # Loaded from its file, so that $refs to other files resolve.
             return load_openapi(source, name="the spec given to Hostwire")
         if self._merged is None and self._needs_served_document():
@@ -394,6 +410,8 @@ class Hostwire:
 
     def _own_document(self) -> dict[str, Any]:
         source = self._source()
+        if isinstance(source, OpenAPIDocument):
+            return copy.deepcopy(source.document)
         if source is not None:
             return copy.deepcopy(load_openapi(source, name="the spec given to Hostwire").document)
         if self._app_openapi is not None:
@@ -459,14 +477,6 @@ class _HooksEntry:
             )
             self._for = document
         await self._hooks(scope, receive, send)
-
-
-def _event_export(type: str) -> str:
-    """The export that handles webhook ``type``: ``task.before_save`` → ``task_before_save``."""
-    found = EVENT_TYPE.match(type)
-    if found:
-        return f"{found['model']}_{found['step']}"
-    return snake_case(type)
 
 
 def type_name(value: object) -> str:

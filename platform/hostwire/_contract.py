@@ -56,6 +56,14 @@ def event_export(model: str, step: str) -> str:
     return f"{model}_{step}"
 
 
+def lifecycle_webhook(export: str) -> str:
+    """The lifecycle webhook an export handles: ``light_before_save`` → ``light.before_save``."""
+    found = EVENT_EXPORT.match(export)
+    if found is None:
+        raise ValueError(f'"{export}" is not named like a lifecycle event, <model>_<phase>_<step>.')
+    return f"{found['model']}.{found['step']}"
+
+
 def lifecycle_exports(exports: frozenset[str]) -> list[str]:
     """Exports named like model lifecycle events, e.g. ``light_before_save``."""
     return sorted(name for name in exports if EVENT_EXPORT.match(name))

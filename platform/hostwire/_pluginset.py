@@ -9,8 +9,8 @@ from types import TracebackType
 from typing import Self
 
 from hostwire._config import HostwireConfig
-from hostwire._contract import http_hook_exports, lifecycle_exports
-from hostwire._events import Subscriber
+from hostwire._contract import http_hook_exports
+from hostwire._events import Subscriber, handled_events
 from hostwire._hostapi import HostApi
 from hostwire._runtime import USER_MODULE, Plugin
 
@@ -47,11 +47,13 @@ class PluginSet:
         return config.base_dir / config.openapi if config.openapi else default
 
     def _describe(self, plugin: Plugin, granted: frozenset[str]) -> None:
+        # Events: its exports of the document's webhooks (lifecycle names without one).
+        spec = self.api.spec if self.api is not None else None
         calls = sorted(i.name for i in plugin.info.imports_from(USER_MODULE))
         log.info(
             'loaded plug-in "%s": events %s; HTTP hooks %s; calls %s',
             plugin.name,
-            ", ".join(lifecycle_exports(plugin.exports)) or "none",
+            ", ".join(e for e, _ in handled_events(plugin.exports, spec)) or "none",
             ", ".join(http_hook_exports(plugin.exports)) or "none",
             ", ".join(calls) or "nothing",
         )

@@ -22,9 +22,9 @@ from hostwire._app import Hostwire, factory_arguments
 from hostwire._config import HostwireConfig, load_config
 from hostwire._contract import http_hook_exports, lifecycle_exports
 from hostwire._errors import ConfigError, HostwireError, PluginLoadError, UsageError
-from hostwire._events import STATES, Outbox, is_url
+from hostwire._events import STATES, Outbox, handled_events, is_url
 from hostwire._gateway import Gateway, load_gateway_config
-from hostwire._hostapi import HostApi, load_openapi
+from hostwire._hostapi import HostApi, OpenAPIDocument, load_openapi
 from hostwire._pdk import LANGUAGES, generate, language, scaffold
 from hostwire._runtime import (
     KERNEL_MODULE,
@@ -238,8 +238,7 @@ def cmd_plugin_call(args: argparse.Namespace) -> int:
     return 0
 
 
-def _operations(spec_path: str, imported: list[str]) -> dict[str, Any]:
-    spec = load_openapi(spec_path)
+def _operations(spec_path: str, spec: OpenAPIDocument, imported: list[str]) -> dict[str, Any]:
     operations = []
     for name in imported:
         op = spec.operations.get(name)
@@ -282,8 +281,15 @@ def _inspect(path: str, spec: str | None = None) -> dict[str, Any]:
         "lifecycle_events": lifecycle_exports(functions),
         "http_hooks": http_hook_exports(functions),
     }
+    document = None
     if spec is not None:
-        report |= _operations(spec, imported)
+        document = load_openapi(spec)
+        report |= _operations(spec, document, imported)
+    # With a document, every export that handles one of its webhooks; else the lifecycle names.
+    report["events"] = [
+        {"export": export, "webhook": webhook}
+        for export, webhook in handled_events(functions, document)
+    ]
     return report
 
 
@@ -304,7 +310,10 @@ def cmd_plugin_inspect(args: argparse.Namespace) -> int:
         print(f"  {i['kind']:<7} {i['module']}::{i['name']} {i['signature']}".rstrip())
     host = report["host_functions"]
     print(f"host functions it calls   {', '.join(host) if host else 'none'}")
-    print(f"lifecycle events handled  {', '.join(report['lifecycle_events']) or 'none'}")
+    if "operations" in report:
+        print(f"events handled            {_events_text(report['events'])}")
+    else:
+        print(f"lifecycle events handled  {', '.join(report['lifecycle_events']) or 'none'}")
     print(f"HTTP hooks                {', '.join(report['http_hooks']) or 'none'}")
     if "operations" in report:
         print(f"operations it calls ({report['spec']})")
@@ -314,6 +323,15 @@ def cmd_plugin_inspect(args: argparse.Namespace) -> int:
             print(f"  {name:<24} NOT AN OPERATION: the plug-in will not load against this spec")
         print(f"grants it needs           {' '.join(report['grants_needed']) or 'none'}")
     return 0
+
+
+def _events_text(events: list[dict[str, str]]) -> str:
+    """``invoice_created, feature_created (feature.created)``: the webhook when it differs."""
+    named = [
+        e["export"] if e["webhook"] == e["export"] else f"{e['export']} ({e['webhook']})"
+        for e in events
+    ]
+    return ", ".join(named) or "none"
 
 
 def _serve(app: Any, *, host: str, port: int) -> None:
@@ -537,7 +555,9 @@ def build_parser() -> argparse.ArgumentParser:
     inspecting.add_argument("file", help="plug-in file, .wasm or .wat")
     inspecting.add_argument("--json", action="store_true", help="print JSON")
     inspecting.add_argument(
-        "--spec", help="OpenAPI document: list the operations it calls and grants"
+        "--spec",
+        help="OpenAPI document: list the operations it calls, the grants it needs and the "
+        "webhooks it handles",
     )
     inspecting.set_defaults(handler=cmd_plugin_inspect)
 

@@ -10,7 +10,10 @@
 
 Calls go through the same validation and grants as in production (Contract 1),
 then to mocks instead of the app: an operation without a mock answers
-``501 not_mocked``. Every call that passed validation is recorded.
+``501 not_mocked``. Every call that passed validation is recorded. ``fire``
+raises any webhook of the spec: a lifecycle event from its change
+(``record=``, ``previous=``, ``changes=``), any other from its payload
+(``harness.fire("invoice_created", {...})``), checked against its schema.
 """
 
 from __future__ import annotations
@@ -23,9 +26,16 @@ from types import TracebackType
 from typing import Any, Self
 from urllib.parse import unquote
 
-from hostwire._contract import error_body, event_export
+from hostwire._contract import EVENT_TYPE, error_body, event_export
 from hostwire._events import EventBus
-from hostwire._hostapi import ALL_OPERATIONS, HostApi, Operation, compile_schema, dumps
+from hostwire._hostapi import (
+    ALL_OPERATIONS,
+    HostApi,
+    OpenAPIDocument,
+    Operation,
+    compile_schema,
+    dumps,
+)
 from hostwire._runtime import Limits, Plugin, plugin_json, read_path
 from hostwire._targets import Caller, HttpCall, Reply
 
@@ -73,7 +83,7 @@ class PluginHarness:
         self,
         wasm: bytes | str | Path,
         *,
-        spec: str | Path,
+        spec: str | Path | OpenAPIDocument,
         name: str = "plugin",
         config: Mapping[str, object] | None = None,
         grants: Iterable[str] = (ALL_OPERATIONS,),
@@ -191,13 +201,35 @@ class PluginHarness:
     def fire(
         self,
         event: str,
+        payload: Mapping[str, Any] | None = None,
         *,
-        record: Mapping[str, Any],
+        record: Mapping[str, Any] | None = None,
         previous: Mapping[str, Any] | None = None,
         changes: Mapping[str, Any] | None = None,
     ) -> Any:
-        """Deliver event ``event`` (``light.before_save``) to its export; return the answer."""
-        model, _, step = event.partition(".")
+        """Deliver an event of webhook ``event`` to its export; return the export's answer.
+
+        A lifecycle event takes the change: ``fire("light.before_save",
+        record=..., previous=..., changes=...)`` (changes default to the fields
+        that differ from previous). Any webhook takes its payload:
+        ``fire("invoice_created", {...})`` (the webhook's name or its export);
+        an enveloped webhook's handler gets the envelope around it, a bare
+        one's the payload itself. Either way the event is checked against the
+        webhook's schema first: ``ValueError`` naming the field that breaks it.
+        """
+        if payload is not None:
+            if record is not None or previous is not None or changes is not None:
+                raise TypeError(
+                    f'fire("{event}") takes a payload or record=/previous=/changes=, not both.'
+                )
+            raised = self._bus.event(event, payload)
+            return self.call(raised.export, raised.payload)
+        if record is None:
+            raise TypeError(
+                f'fire("{event}") needs the payload (fire("{event}", {{...}})) or, for a '
+                "lifecycle event, record=."
+            )
+        model, step = self._lifecycle(event)
         prev = dict(previous) if previous is not None else None
         if changes is None:
             before = prev or {}
@@ -206,6 +238,19 @@ class PluginHarness:
             }
         envelope = self._bus.envelope(model, step, dict(record), prev, dict(changes))
         return self.call(event_export(model, step), envelope)
+
+    def _lifecycle(self, event: str) -> tuple[str, str]:
+        """``(model, step)`` of lifecycle event ``event``, declared or not."""
+        found = EVENT_TYPE.match(event)
+        if found is not None:
+            return found["model"], found["step"]
+        webhook = self._bus.webhook(event)
+        if webhook.lifecycle is None:
+            raise TypeError(
+                f'"{event}" is not a lifecycle event, so fire() takes its payload, not '
+                f'record=: fire("{event}", {{...}}).'
+            )
+        return webhook.lifecycle
 
     def close(self) -> None:
         self.plugin.close()

@@ -10,7 +10,15 @@ imports ``hostwire._runtime`` and ``hostwire._hostapi`` (the document and its
 schemas).
 """
 
-from hostwire._events.bus import EventBus, Subscriber, event_envelope, new_envelope
+from hostwire._events.bus import (
+    Event,
+    EventBus,
+    Subscriber,
+    event_envelope,
+    handled_events,
+    new_envelope,
+    new_event_id,
+)
 from hostwire._events.database import is_url, sync_engine
 from hostwire._events.outbox import STATES, Outbox
 from hostwire._events.storage import StorageGuard
@@ -19,6 +27,7 @@ from hostwire._events.tracking import CHANGING, EventSink, ModelTracker
 __all__ = [
     "CHANGING",
     "STATES",
+    "Event",
     "EventBus",
     "EventSink",
     "ModelTracker",
@@ -26,7 +35,9 @@ __all__ = [
     "StorageGuard",
     "Subscriber",
     "event_envelope",
+    "handled_events",
     "is_url",
     "new_envelope",
+    "new_event_id",
     "sync_engine",
 ]

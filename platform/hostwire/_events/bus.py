@@ -1,16 +1,19 @@
-"""Model lifecycle events as optional plug-in exports (Contract 2).
+"""Events as optional plug-in exports (Contract 2): every webhook of the document.
 
-A plug-in subscribes to an event by exporting ``<model>_<before|after>_<step>``
-(``light_before_save``); which plug-ins export what is worked out once per
-event name and kept. ``before_*`` events run here, synchronously, in the
-plug-in list's order: each handler may go on, replace the record, or reject
-the change. ``after_*`` events go through the durable outbox (``outbox.py``).
+A plug-in handles webhook ``name`` by exporting ``Webhook.export``
+(``light.before_save`` → ``light_before_save``, ``invoice.created`` →
+``invoice_created``); which plug-ins export what is worked out once per
+export and kept. Lifecycle ``before_*`` events run here, synchronously, in
+the plug-in list's order: each handler may go on, replace the record, or
+reject the change. Every other event goes through the durable outbox
+(``outbox.py``).
 
-The envelope has the Standard Webhooks shape
-``{"id", "type", "timestamp", "data": {"record", "previous", "changes"}}``.
-When the OpenAPI document declares a webhook named after the event type
-(``light.before_save``), envelopes, and records a handler puts back, are
-validated against its request body.
+What a handler receives depends on how the webhook declares its body: an
+``enveloped`` one gets the Standard Webhooks envelope ``{"id", "type",
+"timestamp", "data"}`` (lifecycle events: ``data`` is ``{"record",
+"previous", "changes"}``); a bare one gets the payload itself, and its event
+id is kept beside it. Payloads, and records a handler puts back, are
+validated against the webhook's request body when the document declares one.
 """
 
 from __future__ import annotations
@@ -18,14 +21,14 @@ from __future__ import annotations
 import json
 import logging
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from hostwire._contract import OnError, event_export
+from hostwire._contract import OnError, event_export, lifecycle_exports, lifecycle_webhook
 from hostwire._errors import EventHandlerError, EventRejected, PluginError, PluginOutputError
-from hostwire._hostapi import OpenAPIDocument, compile_schema
+from hostwire._hostapi import OpenAPIDocument, Webhook, compile_schema
 from hostwire._runtime import JsonProblem, Plugin, loads_strict, log_safe
 
 log = logging.getLogger("hostwire.events")
@@ -51,14 +54,92 @@ def new_envelope(
     return event_envelope(f"{model}.{step}", data)
 
 
+def new_event_id() -> str:
+    """A unique event id, ``evt_<hex>``: the outbox key and the handlers' idempotency key."""
+    return f"evt_{uuid.uuid4().hex}"
+
+
 def event_envelope(type: str, data: dict[str, Any]) -> dict[str, Any]:
     """A fresh event: a unique id (the idempotency key), type, RFC 3339 time and data."""
     return {
-        "id": f"evt_{uuid.uuid4().hex}",
+        "id": new_event_id(),
         "type": type,
         "timestamp": datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
         "data": data,
     }
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One raised event of a webhook: what its handlers receive, and its id.
+
+    ``payload`` is the envelope around the data for an enveloped webhook, else
+    the data itself; ``id`` is the outbox key and idempotency key either way
+    (for a bare payload hostwire keeps it beside the payload).
+    """
+
+    id: str
+    webhook: Webhook
+    payload: dict[str, Any]
+
+    @property
+    def type(self) -> str:
+        """The webhook's name (an envelope's ``type``)."""
+        return self.webhook.name
+
+    @property
+    def export(self) -> str:
+        """The plug-in export that handles it."""
+        return self.webhook.export
+
+    @property
+    def data(self) -> dict[str, Any]:
+        """What the event carries: the envelope's ``data``, or the bare payload."""
+        found: dict[str, Any] = self.payload["data"] if self.webhook.enveloped else self.payload
+        return found
+
+    def default_subject(self) -> str:
+        """What orders this event when the caller names no subject.
+
+        ``<first part of the type>/<id>`` when the data has an ``id``
+        (``item.archived`` with id 7 → ``item/7``); for a bare payload, else
+        ``<property>/<id>`` of the first object inside that has an ``id``, or
+        else a key ending in ``_id`` (Lago's ``invoice_created`` →
+        ``invoice/<lago_id>``, so one invoice's events keep their order);
+        else the event id (no ordering with other events).
+        """
+        data = self.data
+        key = data.get("id")
+        if key is not None:
+            return f"{self.type.partition('.')[0]}/{key}"
+        if not self.webhook.enveloped:
+            for name, value in data.items():
+                inner = _identifier(value) if isinstance(value, dict) else None
+                if inner is not None:
+                    return f"{name}/{inner}"
+        return self.id
+
+
+def _identifier(value: dict[str, Any]) -> str | None:
+    """An object's id: its ``id``, else its first ``*_id`` key holding text or a number."""
+    if value.get("id") is not None:
+        return str(value["id"])
+    for key, item in value.items():
+        if key.endswith("_id") and isinstance(item, str | int) and not isinstance(item, bool):
+            return str(item)
+    return None
+
+
+def handled_events(exports: frozenset[str], spec: OpenAPIDocument | None) -> list[tuple[str, str]]:
+    """``(export, webhook)`` for each export that handles an event, sorted by export.
+
+    With a document, every export that is one of its webhooks' exports; without
+    one, the exports named like lifecycle events (``light_before_save`` →
+    ``light.before_save``).
+    """
+    if spec is not None:
+        return sorted((w.export, w.name) for w in spec.webhooks.values() if w.export in exports)
+    return [(name, lifecycle_webhook(name)) for name in lifecycle_exports(exports)]
 
 
 class EventBus:
@@ -71,29 +152,79 @@ class EventBus:
         self.spec = spec
         self._by_export: dict[str, list[Subscriber]] = {}
         self._schemas: dict[str, Any] = {}
+        self._webhook_exports: dict[str, Webhook] | None = None
 
     def handlers(self, model: str, step: str) -> list[Subscriber]:
         """Subscribers that export ``<model>_<step>``, in order (computed once)."""
-        export = event_export(model, step)
+        return self.handlers_of(event_export(model, step))
+
+    def handlers_of(self, export: str) -> list[Subscriber]:
+        """Subscribers that export ``export``, in order (computed once per export)."""
         found = self._by_export.get(export)
         if found is None:
             found = [s for s in self.subscribers if export in s.plugin.exports]
             self._by_export[export] = found
         return found
 
-    def problems(self, envelope: dict[str, Any]) -> list[dict[str, str]]:
-        """How ``envelope`` breaks its webhook's schema (none if undeclared)."""
-        kind = envelope["type"]
+    def webhook(self, name: str) -> Webhook:
+        """The document's webhook ``name``, or the one export ``name`` handles.
+
+        ``ValueError`` when there is none, naming the document's webhooks.
+        """
+        webhooks = self.spec.webhooks if self.spec is not None else {}
+        found = webhooks.get(name)
+        if found is None:
+            if self._webhook_exports is None:
+                self._webhook_exports = {w.export: w for w in webhooks.values()}
+            found = self._webhook_exports.get(name)
+        if found is None:
+            where = self.spec.source if self.spec is not None else "the document (there is none)"
+            declared = ", ".join(sorted(webhooks)) or "none"
+            raise ValueError(
+                f'"{name}" is not a webhook of {where}, so no plug-in can handle it '
+                f"(webhooks: {declared})."
+            )
+        return found
+
+    def event(self, name: str, data: Mapping[str, Any]) -> Event:
+        """A new event of webhook ``name`` (or its export) carrying ``data``.
+
+        An enveloped webhook's event is the envelope around ``data`` (without
+        an ``id`` when the declared envelope forbids one); a bare webhook's is
+        ``data`` itself. ``ValueError`` when it does not match the webhook.
+        """
+        webhook = self.webhook(name)
+        if webhook.enveloped:
+            payload = event_envelope(webhook.name, dict(data))
+            event_id = str(payload["id"])
+            if self._forbids_id(webhook):
+                del payload["id"]
+        else:
+            event_id, payload = new_event_id(), dict(data)
+        return Event(event_id, webhook, self.checked(payload, webhook.name))
+
+    def _forbids_id(self, webhook: Webhook) -> bool:
+        if self.spec is None or webhook.body is None:
+            return False
+        value = self.spec.deref(webhook.body).value
+        closed = value.get("additionalProperties") is False
+        closed = closed or value.get("unevaluatedProperties") is False
+        return closed and "id" not in (value.get("properties") or {})
+
+    def problems(self, event: dict[str, Any], webhook: str | None = None) -> list[dict[str, str]]:
+        """How ``event`` breaks its webhook's schema (none if undeclared).
+
+        ``event`` is an envelope (its ``type`` names the webhook) or, with
+        ``webhook`` (the webhook's name), that webhook's bare payload.
+        """
+        kind = webhook if webhook is not None else event["type"]
         if kind not in self._schemas:
             self._schemas[kind] = self._webhook_schema(kind)
         schema = self._schemas[kind]
-        return schema.problems("event", "", envelope) if schema is not None else []
+        return schema.problems("event", "", event) if schema is not None else []
 
     def _webhook_schema(self, kind: str) -> Any:
         if self.spec is None:
-            return None
-        webhook = (self.spec.document.get("webhooks") or {}).get(kind)
-        if not webhook:
             return None
         body = self.spec.webhook_body(kind)
         return compile_schema(self.spec, body) if body is not None else None
@@ -109,16 +240,17 @@ class EventBus:
         """A new event, checked against its webhook; a mismatch is the app's bug."""
         return self.checked(new_envelope(model, step, record, previous, changes))
 
-    def checked(self, envelope: dict[str, Any]) -> dict[str, Any]:
-        """``envelope`` if it matches its webhook; else ``ValueError`` naming the first problem."""
-        found = self.problems(envelope)
+    def checked(self, event: dict[str, Any], webhook: str | None = None) -> dict[str, Any]:
+        """``event`` if it matches its webhook (see ``problems``); else ``ValueError``
+        naming the first problem."""
+        found = self.problems(event, webhook)
         if found:
             first = found[0]
+            kind = webhook if webhook is not None else event["type"]
             raise ValueError(
-                f"{envelope['type']} event does not match its webhook: "
-                f"{first['field']}: {first['message']}"
+                f"{kind} event does not match its webhook: {first['field']}: {first['message']}"
             )
-        return envelope
+        return event
 
     def before(
         self,
