@@ -1,5 +1,9 @@
 from __future__ import annotations
 
+import atexit
+import os
+import shutil
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -11,6 +15,10 @@ from hostwire._runtime.module import to_binary
 from postgres import PostgresServer
 
 ROOT = Path(__file__).resolve().parent.parent
+# Validated documents are remembered in a cache folder of the run's own (the
+# CLI processes the tests start inherit it), never in the user's.
+os.environ["HOSTWIRE_CACHE_DIR"] = tempfile.mkdtemp(prefix="hostwire-test-cache-")
+atexit.register(shutil.rmtree, os.environ["HOSTWIRE_CACHE_DIR"], ignore_errors=True)
 
 
 def compile_wat(text: str) -> bytes:

@@ -1,6 +1,7 @@
 """The host API: an OpenAPI document's operations as host functions.
 
-It owns reading the document (``openapi``), checking each call against its
+It owns reading the document (``openapi``; validated once per content,
+``speccache``), checking each call against its
 operation (``validate``), the host functions that validate, check grants and
 send calls to a target (``functions``). It imports ``hostwire._runtime``,
 ``hostwire._targets`` and ``hostwire._contract``.
