@@ -174,6 +174,7 @@ bench: $(STAMP) plugins
 	$(PY) benchmarks/bench_delivery.py
 	$(PY) benchmarks/bench_tracking.py
 	$(PY) benchmarks/bench_documents.py
+	$(PY) benchmarks/bench_gateway.py
 
 clean:
 	rm -rf sample_plugins/*/build examples/tasks/plugins/*/build examples/billing/plugins/*/build build .pytest_cache .mypy_cache .ruff_cache
