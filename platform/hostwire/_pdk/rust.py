@@ -634,8 +634,10 @@ def _event_example(
     )
     if "type" in fields and "id" in fields:
         log = f'log::info(format!("{{}} {{}}", event.{fields["type"]}, event.{fields["id"]}));'
+        param = "event"
     else:
         log = f'log::info("{event.export}");'
+        param = "_event"  # unused: no warning
     result = mapper.object_model(event.result) if event.before else None
     if not event.before:
         answer = "Ok(())"
@@ -645,7 +647,7 @@ def _event_example(
         answer = "Ok(Default::default())"
     else:
         return []  # no answer we could write for any document
-    return [f"{macro}!(|event| {{", f"    {log}", f"    {answer}", "});"]
+    return [f"{macro}!(|{param}| {{", f"    {log}", f"    {answer}", "});"]
 
 
 def _respond(mapper: _Mapper, pdk: PdkModel) -> dict[str, object] | None:
