@@ -15,6 +15,7 @@ GOLDEN = ROOT / "tests" / "golden"
 DOCUMENTS = {
     "light": ROOT / "openapi" / "light.yaml",
     "awkward": ROOT / "tests" / "pdk" / "awkward.yaml",
+    "webhooks": ROOT / "tests" / "pdk" / "webhooks.yaml",
 }
 UPDATE = os.environ.get("UPDATE_GOLDEN") == "1"
 

@@ -2,13 +2,13 @@
 Debian's Rust for wasm32-unknown-unknown, and run under hostwire with the
 plug-in harness; and a project made by ``hostwire plugin new --lang rust``.
 
-Every build shares one cargo target folder, so serde is compiled once a session.
+Every build shares one cargo target folder (``cargo_env`` in conftest.py), so serde
+is compiled once a session.
 """
 
 from __future__ import annotations
 
 import base64
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -24,7 +24,6 @@ from pdk_documents import document as pdk_document
 from pdk_documents import rust_runtime_names
 
 CARGO = Path("/usr/bin/cargo")
-RUSTC = Path("/usr/bin/rustc")
 LIGHT = ROOT / "openapi" / "light.yaml"
 AWKWARD = ROOT / "tests" / "pdk" / "awkward.yaml"
 PROFILE = '[profile.release]\nopt-level = "s"\nlto = true\nstrip = true\n'
@@ -184,25 +183,6 @@ THING = {
     "matrix": [[1, 2], [], [3]],
     "extra": {"any": ["thing", 1, None]},
 }
-
-
-@pytest.fixture(scope="session")
-def cargo_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
-    """The environment for cargo: Debian's rustc, one shared target folder, no warnings."""
-    missing = [str(p) for p in (CARGO, RUSTC) if not p.exists()]
-    if missing:
-        pytest.fail(
-            f"Building Rust plug-ins needs Debian's Rust ({', '.join(missing)} missing): "
-            "run `make plugins` as root, or `sudo apt-get install rustc cargo "
-            "libstd-rust-dev-wasm32 librust-serde-json-dev librust-serde-derive-dev`."
-        )
-    target = tmp_path_factory.mktemp("cargo-target")
-    return {
-        **os.environ,
-        "RUSTC": str(RUSTC),
-        "CARGO_TARGET_DIR": str(target),
-        "RUSTFLAGS": "-D warnings",  # generated code compiles without a warning
-    }
 
 
 def build_plugin(folder: Path, spec: Path, name: str, source: str, env: dict[str, str]) -> Path:

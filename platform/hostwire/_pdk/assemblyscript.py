@@ -42,7 +42,7 @@ from dataclasses import dataclass, field
 from hostwire._contract import INPUT_SECTIONS
 from hostwire._hostapi import OpenAPIDocument
 from hostwire._pdk.generate import RenderJob, templates_root
-from hostwire._pdk.model import Field, Model, OperationDef, Param, PdkModel, TypeRef
+from hostwire._pdk.model import EventDef, Field, Model, OperationDef, Param, PdkModel, TypeRef
 from hostwire._pdk.naming import Namer, camel_case, escape_reserved, type_name
 
 ASSEMBLYSCRIPT = "0.28.20"
@@ -300,6 +300,8 @@ class TsHandler:
     output: TsType | None  # None: an after-event, whose answer is not used
     what: str  # "the light.before_save event", for messages
     doc: list[str]
+    lifecycle: bool = True  # a lifecycle event or a hook; False for any other webhook
+    receives: str = ""  # for another webhook: what its handler gets
 
     @property
     def label(self) -> str:
@@ -538,6 +540,8 @@ class _Builder:
                     output,
                     literal(f"the {event.type} event"),
                     doc_lines(event.summary),
+                    event.lifecycle,
+                    "" if event.lifecycle else _receives(event),
                 )
             )
         for hook in self.model.hooks:
@@ -553,6 +557,13 @@ class _Builder:
                     [],
                 )
             )
+
+
+def _receives(event: EventDef) -> str:
+    """What the handler of a webhook that is not a lifecycle event gets."""
+    if event.enveloped:
+        return "the Standard Webhooks envelope (id, type, timestamp, data)"
+    return "the payload as the app sends it, bare (no envelope)"
 
 
 @dataclass(frozen=True, slots=True)
@@ -728,6 +739,8 @@ def _context(model: PdkModel) -> dict[str, object]:
         "build": BUILD,
         "example": _example(pdk),
         "first_handler": (pdk.events or pdk.hooks)[0],
+        "lifecycle_events": [h for h in pdk.events if h.lifecycle],
+        "webhook_events": [h for h in pdk.events if not h.lifecycle],
         "respond": _respond(model, pdk),
         "title": one_line(model.title),  # for comments and headings
         "version": one_line(model.version),

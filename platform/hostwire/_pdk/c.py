@@ -39,7 +39,7 @@ from hostwire._contract import INPUT_SECTIONS
 from hostwire._hostapi import OpenAPIDocument
 from hostwire._pdk import naming
 from hostwire._pdk.generate import RenderJob, templates_root
-from hostwire._pdk.model import ANY, Field, Model, OperationDef, Param, PdkModel, TypeRef
+from hostwire._pdk.model import ANY, EventDef, Field, Model, OperationDef, Param, PdkModel, TypeRef
 
 CC_FLAGS = "--target=wasm32-freestanding -O2 -s -nostdlib -Wl,--no-entry"
 # The one command that builds a project made by `hostwire plugin new --lang c`:
@@ -452,6 +452,9 @@ class CHandler:
     result_decl: str = ""
     write: str = ""  # a C statement: write the result
     prefill: list[str] = field(default_factory=list)  # result fields copied from the payload
+    lifecycle: bool = True  # a lifecycle event or a hook; False for any other webhook
+    receives: str = ""  # for another webhook: what its handler gets, as a comment
+    webhook: str = ""  # for another webhook: its name, as a comment
 
 
 @dataclass(frozen=True, slots=True)
@@ -467,6 +470,13 @@ class CRespond:
     status: str
     headers: str
     body: str
+
+
+def _receives(event: EventDef) -> str:
+    """What the handler of a webhook that is not a lifecycle event gets."""
+    if event.enveloped:
+        return "the Standard Webhooks envelope (id, type, timestamp, data)"
+    return "the payload as the app sends it, bare (no envelope)"
 
 
 @dataclass(slots=True)
@@ -495,14 +505,19 @@ class _Pdk:
         self.objects = [self._object(m) for m in model.models if m.kind == "object"]
         self.operations = [self._operation(op) for op in model.operations]
         self.events = [
-            self._handler(
-                e.export,
-                e.payload,
-                e.result,
-                kind="event",
-                title=e.type,
-                summary=e.summary,
-                names=("event", "result"),
+            replace(
+                self._handler(
+                    e.export,
+                    e.payload,
+                    e.result,
+                    kind="event",
+                    title=e.type,
+                    summary=e.summary,
+                    names=("event", "result"),
+                ),
+                lifecycle=e.lifecycle,
+                receives="" if e.lifecycle else c_comment(_receives(e)),
+                webhook="" if e.lifecycle else c_comment(e.type),
             )
             for e in model.events
         ]
@@ -534,6 +549,8 @@ class _Pdk:
             "arrays": self.arrays,
             "operations": self.operations,
             "events": self.events,
+            "lifecycle_events": [e for e in self.events if e.lifecycle],
+            "webhook_events": [e for e in self.events if not e.lifecycle],
             "hooks": self.hooks,
             "respond": self._respond(),
             "cached_powers": cached_powers(),

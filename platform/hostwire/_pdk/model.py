@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from hostwire._contract import EVENT_TYPE, HTTP_HOOKS, event_export
-from hostwire._hostapi import Node, OpenAPIDocument, Operation, load_openapi
+from hostwire._contract import HTTP_HOOKS
+from hostwire._hostapi import Node, OpenAPIDocument, Operation, Webhook, load_openapi
 from hostwire._pdk.naming import Namer, type_name
 
 HOOKS_SPEC = Path(__file__).resolve().parents[1] / "hooks.yaml"
@@ -87,13 +87,27 @@ class OperationDef:
 
 @dataclass(frozen=True, slots=True)
 class EventDef:
-    export: str  # light_before_save
-    type: str  # light.before_save
-    model: str  # light
+    """A webhook as an optional export: its handler gets ``payload``.
+
+    Lifecycle events (``light.before_save``) have a ``model``; every other
+    webhook (``invoice.created``) has none and runs, like an after-event, from
+    the outbox. ``enveloped`` says the payload is a Standard Webhooks envelope
+    (``{"id", "type", "timestamp", "data"}``); otherwise the handler gets the
+    payload as declared, bare.
+    """
+
+    export: str  # light_before_save, invoice_created
+    type: str  # the webhook's name: light.before_save, invoice.created
+    model: str  # light; "" for a webhook that is not a lifecycle event
     before: bool
     payload: TypeRef
     result: TypeRef | None  # what a before-handler answers
     summary: str = ""
+    enveloped: bool = True
+
+    @property
+    def lifecycle(self) -> bool:
+        return bool(self.model)
 
 
 @dataclass(frozen=True, slots=True)
@@ -298,33 +312,58 @@ def _response(spec: OpenAPIDocument, builder: _Builder, node: Node, name: str) -
 
 
 def _events(spec: OpenAPIDocument, builder: _Builder) -> list[EventDef]:
-    events = []
-    for name, webhook in sorted(spec.webhooks.items()):
-        match = EVENT_TYPE.match(name)
-        if match is None or webhook.body is None or webhook.operation is None:
+    """One event per webhook with a body: the lifecycle events, then the others,
+    each in the order of their names.
+
+    Lifecycle payloads are named first (``LightEvent``), so the names they
+    had before other webhooks became events stay theirs; an inline payload of
+    another webhook is named after its export (``InvoiceCreatedEvent``).
+    """
+    webhooks = [w for _, w in sorted(spec.webhooks.items()) if w.body is not None]
+    events = [_lifecycle_event(spec, builder, w) for w in webhooks if w.lifecycle is not None]
+    for webhook in webhooks:
+        if webhook.lifecycle is not None or webhook.body is None:
             continue
-        model, step, when = match["model"], match["step"], match["phase"]
-        payload, _ = builder.type_of(webhook.body, f"{model}_event")
-        result = None
-        if when == "before":
-            post = webhook.operation
-            for status in sorted(post.value.get("responses") or {}):
-                schema = spec.json_schema(spec.deref(post.child("responses", status)))
-                if schema is not None:
-                    result, _ = builder.type_of(schema, f"{model}_before_result")
-                    break
+        payload, _ = builder.type_of(webhook.body, f"{webhook.export}_event")
         events.append(
             EventDef(
-                event_export(model, step),
-                name,
-                model,
-                when == "before",
+                webhook.export,
+                webhook.name,
+                "",
+                False,
                 payload,
-                result,
+                None,
                 webhook.summary,
+                webhook.enveloped,
             )
         )
     return events
+
+
+def _lifecycle_event(spec: OpenAPIDocument, builder: _Builder, webhook: Webhook) -> EventDef:
+    assert webhook.lifecycle is not None
+    assert webhook.body is not None
+    assert webhook.operation is not None
+    model = webhook.lifecycle[0]
+    payload, _ = builder.type_of(webhook.body, f"{model}_event")
+    result = None
+    if webhook.before:
+        post = webhook.operation
+        for status in sorted(post.value.get("responses") or {}):
+            schema = spec.json_schema(spec.deref(post.child("responses", status)))
+            if schema is not None:
+                result, _ = builder.type_of(schema, f"{model}_before_result")
+                break
+    return EventDef(
+        webhook.export,
+        webhook.name,
+        model,
+        webhook.before,
+        payload,
+        result,
+        webhook.summary,
+        webhook.enveloped,
+    )
 
 
 def _hooks(builder: _Builder) -> list[HookDef]:

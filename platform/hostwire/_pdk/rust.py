@@ -66,6 +66,22 @@ RUNTIME_TYPES = frozenset(
         """,
     )
 )
+# Macro names an event's macro must not take: the crate's own macros and the
+# standard library's (a plug-in's `use hostwire_pdk::*;` would shadow them).
+# Such a macro gets "_" appended (`vec` → `vec_!`) and defines its export with
+# #[export_name], as a keyword's does (`match` → `match_!`).
+RESERVED_MACROS = KEYWORDS | frozenset(
+    re.findall(
+        r"\w+",
+        """
+        export json
+        assert assert_eq assert_ne cfg column compile_error concat dbg debug_assert
+        debug_assert_eq debug_assert_ne env eprint eprintln file format format_args include
+        include_bytes include_str line matches module_path option_env panic print println
+        stringify thread_local todo try unimplemented unreachable vec write writeln
+        """,
+    )
+)
 # Prelude names a model may shadow; generated code then spells them out.
 _PRELUDE = {
     "Box": "::std::boxed::Box",
@@ -200,15 +216,24 @@ class RustOperation:
 
 @dataclass(frozen=True, slots=True)
 class RustExport:
-    """A lifecycle event or HTTP hook: an optional export and its handler's types."""
+    """An event or HTTP hook: an optional export and its handler's types."""
 
     export: str
-    type: str  # light.before_save, or the export for hooks
+    type: str  # light.before_save, invoice.created, or the export for hooks
     doc: tuple[str, ...]
     input: str  # the payload type as macros print it ($crate::models::LightEvent)
     output: str  # what the handler answers ($crate::models::BeforeEventResult, or ())
     shown_input: str  # the same for people (LightEvent)
     shown_output: str
+    macro: str = ""  # the macro that defines it; the export unless that is reserved
+    lifecycle: bool = True  # a lifecycle event or a hook; False for any other webhook
+    receives: str = ""  # what the handler gets, for tables: "the envelope", "the payload"
+
+    @property
+    def symbol(self) -> str:
+        """The Rust function the macro defines: the export itself, or one named after
+        the macro (#[export_name] gives it the export's name)."""
+        return self.export if self.macro == self.export else f"hostwire_export_{self.macro}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -522,29 +547,23 @@ def _exports(mapper: _Mapper, pdk: PdkModel) -> tuple[list[RustExport], list[Rus
     def shown(ref: TypeRef | None) -> str:
         return mapper.path(ref).replace("$crate::models::", "").replace("$crate::", "")
 
+    # Lifecycle events come first in pdk.events: their macros keep their exports' names.
+    macros = namer(h.export for h in pdk.hooks)
     events = []
     for event in pdk.events:
-        when = "before" if event.before else "after"
-        answer = (
-            f"It answers `Result<{shown(event.result)}, Error>`: go on, "
-            "go on with another record, or refuse the change."
-            if event.before
-            else "It answers `Result<(), Error>`; after an error hostwire delivers the event again."
-        )
-        doc = doc_lines(
-            f"Exports `{event.export}`, the {when}-event `{event.type}`.",
-            event.summary,
-            f"The handler takes a `{shown(event.payload)}`. {answer}",
-        )
+        payload = shown(event.payload)
         events.append(
             RustExport(
                 event.export,
                 event.type,
-                tuple(doc),
+                tuple(_event_doc(event, payload, shown(event.result))),
                 mapper.path(event.payload),
                 mapper.path(event.result) if event.before else "()",
-                shown(event.payload),
+                payload,
                 shown(event.result) if event.before else "()",
+                macro=macros.claim(escape_reserved(event.export, RESERVED_MACROS)),
+                lifecycle=event.lifecycle,
+                receives="the envelope" if event.enveloped else "the payload, bare",
             )
         )
     hooks = []
@@ -562,25 +581,63 @@ def _exports(mapper: _Mapper, pdk: PdkModel) -> tuple[list[RustExport], list[Rus
                 mapper.path(hook.output),
                 shown(hook.input),
                 shown(hook.output),
+                macro=hook.export,
             )
         )
     return events, hooks
 
 
+def _event_doc(event: EventDef, payload: str, result: str) -> list[str]:
+    if not event.lifecycle:
+        receives = (
+            f"The handler takes a `{payload}`: the Standard Webhooks envelope "
+            "(`id`, `type`, `timestamp`, `data`)."
+            if event.enveloped
+            else f"The handler takes a `{payload}`: the payload as the app sends it, bare "
+            "(no envelope; the event id stays with hostwire)."
+        )
+        return doc_lines(
+            f"Exports `{event.export}`, the webhook `{event.type}`.",
+            event.summary,
+            f"{receives} It runs from hostwire's outbox, at least once, in order per subject. "
+            "It answers `Result<(), Error>`; after an error hostwire delivers the event again.",
+        )
+    when = "before" if event.before else "after"
+    answer = (
+        f"It answers `Result<{result}, Error>`: go on, "
+        "go on with another record, or refuse the change."
+        if event.before
+        else "It answers `Result<(), Error>`; after an error hostwire delivers the event again."
+    )
+    return doc_lines(
+        f"Exports `{event.export}`, the {when}-event `{event.type}`.",
+        event.summary,
+        f"The handler takes a `{payload}`. {answer}",
+    )
+
+
 def _event_example(
-    mapper: _Mapper, event: EventDef, helpers: dict[str, BeforeHelpers]
+    mapper: _Mapper, event: EventDef, macro: str, helpers: dict[str, BeforeHelpers]
 ) -> list[str]:
-    """A handler for ``event``, as lines of Rust (for docs and the scaffold)."""
+    """A handler for ``event`` (defined by ``macro!``), as lines of Rust (for docs
+    and the scaffold)."""
     payload = mapper.object_model(event.payload)
     fields = (
-        {f.name: r.ident for f, r in zip(payload.fields, mapper.model(payload).fields, strict=True)}
+        {
+            f.name: r.ident
+            for f, r in zip(payload.fields, mapper.model(payload).fields, strict=True)
+            # what format!("{}") can print as it is
+            if f.type.kind == "string" and f.required and not f.nullable
+        }
         if payload is not None
         else {}
     )
     if "type" in fields and "id" in fields:
         log = f'log::info(format!("{{}} {{}}", event.{fields["type"]}, event.{fields["id"]}));'
+        param = "event"
     else:
         log = f'log::info("{event.export}");'
+        param = "_event"  # unused: no warning
     result = mapper.object_model(event.result) if event.before else None
     if not event.before:
         answer = "Ok(())"
@@ -590,7 +647,7 @@ def _event_example(
         answer = "Ok(Default::default())"
     else:
         return []  # no answer we could write for any document
-    return [f"{event.export}!(|event| {{", f"    {log}", f"    {answer}", "});"]
+    return [f"{macro}!(|{param}| {{", f"    {log}", f"    {answer}", "});"]
 
 
 def _respond(mapper: _Mapper, pdk: PdkModel) -> dict[str, object] | None:
@@ -639,6 +696,7 @@ def _context(pdk: PdkModel) -> dict[str, object]:
             helpers.setdefault(found.model, found)
     # the example handler: an after-event (the scaffold's), else the first event
     chosen = next((e for e in pdk.events if not e.before), pdk.events[0] if pdk.events else None)
+    example_event = next((e for e in events if chosen and e.export == chosen.export), None)
     # the example call: an operation that needs no arguments
     call = next((o for o in operations if all(a.optional for a in o.args)), None)
     return {
@@ -660,8 +718,14 @@ def _context(pdk: PdkModel) -> dict[str, object]:
         "events": events,
         "hooks": hooks,
         "before_helpers": [helpers[k] for k in sorted(helpers)],
-        "event_example": _event_example(mapper, chosen, helpers) if chosen else [],
-        "example_event": next((e for e in events if chosen and e.export == chosen.export), None),
+        "event_example": (
+            _event_example(mapper, chosen, example_event.macro, helpers)
+            if chosen and example_event
+            else []
+        ),
+        "example_event": example_event,
+        "lifecycle_events": [e for e in events if e.lifecycle],
+        "webhook_events": [e for e in events if not e.lifecycle],
         "example_call": call,
         "respond": _respond(mapper, pdk),
     }
