@@ -15,6 +15,8 @@ Two servers, each this script in a subprocess under uvicorn on a free
   JSON, the event type, the webhook's schema, one committed transaction with
   the event and its delivery row, then 202; a delivery worker, woken by the
   commit, calls the plug-in;
+- gateway, no delivery (in (b) only): the same, served without its lifespan,
+  so events are recorded and never delivered: the receipt's cost alone;
 - plain: a minimal Starlette route that verifies the signature with the same
   library (``Webhook.verify``, which parses the JSON too) and then "starts the
   handler"; it answers 200 and logs nothing. Nothing is durable: a crash after
@@ -46,9 +48,12 @@ wall time; the median of the rounds is shown), the server's CPU per receipt
 delivery) and the other processes' load. Goal: >= 500 gateway receipts per
 second on SQLite on this 2-core machine.
 
-When a goal is missed the bench says why: a breakdown of one receipt, step by
-step, timed in this process on the gateway's own receiver, and a cProfile of
-receipts (``--breakdown`` prints them in any case).
+When a goal is missed the bench says why (``--breakdown`` prints it in any
+case): one receipt step by step, timed in this process on the gateway's own
+receiver, a cProfile of 1000 receipts, and the medians above set side by side
+(the steps against what was measured; CPU per receipt with and without
+delivery). ``--profile FILE`` runs the gateway process under cProfile, every
+thread on its own CPU clock, and prints where it spent its CPU.
 
     make bench    # or: .venv/bin/python benchmarks/bench_gateway.py [--samples N] [--rounds N]
 """
@@ -60,6 +65,7 @@ import asyncio
 import contextlib
 import cProfile
 import io
+import itertools
 import json
 import logging
 import os
@@ -642,7 +648,7 @@ def bench_throughput(servers: list[Server], bodies: Bodies, args: Any) -> tuple[
 # -- why: one receipt, step by step ------------------------------------------------------
 
 
-def breakdown(config: Path, tmp: Path, args: Any) -> None:
+def breakdown(config: Path, tmp: Path, args: Any) -> dict[str, float]:
     """Each step of a receipt timed on the gateway's own receiver in this process
     (no HTTP, no delivery), then a cProfile of 1000 receipts (check and outbox write)."""
     raw = yaml.safe_load(config.read_text(encoding="utf-8"))
@@ -672,9 +678,10 @@ def breakdown(config: Path, tmp: Path, args: Any) -> None:
 
             return sample
 
+        ids = (f"msg_bench_{n}" for n in itertools.count())  # uuid4 is slow here: not timed
+
         def record() -> None:
-            fresh = Received(f"msg_{uuid.uuid4().hex}", received.webhook, received.payload,
-                             received.subject)  # fmt: skip
+            fresh = Received(next(ids), received.webhook, received.payload, received.subject)
             receiver._record(fresh)
 
         steps: dict[str, Sampler] = {
@@ -696,16 +703,60 @@ def breakdown(config: Path, tmp: Path, args: Any) -> None:
         print("\none receipt, step by step, in this process (no HTTP, no delivery worker)")
         print_table(stats)
 
+        signed = [bodies.body()[1] for _ in range(1000)]
+        webhooks = [(body, bodies.headers(body)) for body in signed]
         profile = cProfile.Profile()
         profile.enable()
-        for _ in range(1000):
-            _, body = bodies.body()
-            receiver._record(receiver.check(body, bodies.headers(body)))
+        for body, headers in webhooks:
+            receiver._record(receiver.check(body, headers))
         profile.disable()
         out = io.StringIO()
         pstats.Stats(profile, stream=out).sort_stats("tottime").print_stats(15)
         print("\ncProfile of 1000 receipts (check + outbox write, no HTTP), by own time:")
         print("\n".join(line for line in out.getvalue().splitlines()[6:] if line.strip()))
+    return {name: median for name, (median, _) in stats.items()}
+
+
+def explain(
+    latency: dict[str, tuple[float, float]], servers: list[Server], steps: dict[str, float]
+) -> None:
+    """Where the gateway's time goes, from the medians measured above."""
+    checks = steps["check(): all of the above + subject"]
+    beyond = checks - steps["signature + timestamp (standardwebhooks)"]
+    write = steps["outbox write (event + delivery, commit)"]
+    plain = latency["plain: receipt -> handler start"][0]
+    through = latency["gateway: receipt -> handler start"][0]
+    print("\nwhy: (a) receipt -> handler start at the median, in µs")
+    parts = {
+        "the plain receiver (HTTP in, signature)": plain,
+        "+ JSON, event type, schema validation": beyond,
+        "+ outbox write (event + delivery, commit)": write,
+    }
+    for name, value in parts.items():
+        print(f"  {name:<58} {value:>8.0f}")
+    steps_sum = sum(parts.values())
+    print(f"  {'= the steps, one after another on one thread':<58} {steps_sum:>8.0f}")
+    print(f"  {'measured through the gateway':<58} {through:>8.0f}")
+    print(
+        f"  {'the rest: thread hops (event loop -> writer thread -> woken delivery':<58}"
+        f" {through - steps_sum:>8.0f}\n"
+        "    worker), the worker's query for the due row, the GIL shared by those threads"
+    )
+    cpu = {s.name: statistics.median(s.cpu_per_receipt) for s in servers if s.cpu_per_receipt}
+    if {"gateway", "gateway, no delivery", "plain"} <= cpu.keys():
+        receipt, full, bare = cpu["gateway, no delivery"], cpu["gateway"], cpu["plain"]
+        print("why: (b) server CPU per receipt at the median of the rounds, in µs")
+        print(f"  {'the plain receiver (HTTP, signature, JSON)':<58} {bare:>8.0f}")
+        print(f"  {'the gateway, no delivery (HTTP, checks, outbox write)':<58} {receipt:>8.0f}")
+        print(
+            f"  {'  of which the steps above (check + write, in this process)':<58}"
+            f" {checks + write:>8.0f}"
+        )
+        print(f"  {'the gateway with delivery (+ claim, call, mark per event)':<58} {full:>8.0f}")
+        print(
+            "  one core's worth of receipts/s at these costs: gateway"
+            f" {1e6 / full:.0f}, no delivery {1e6 / receipt:.0f}, plain {1e6 / bare:.0f}"
+        )
 
 
 def print_profile(path: Path, limit: int = 30) -> None:
@@ -806,12 +857,12 @@ def main() -> int:
                 print("the gateway runs under cProfile (all its threads): slower than it is")
             print()
             bodies = Bodies()
-            latency_met, _ = bench_latency(gateway, plain, bodies, arrivals, args)
+            latency_met, latency_stats = bench_latency(gateway, plain, bodies, arrivals, args)
             throughput_met, _ = bench_throughput(servers, bodies, args)
         if profile is not None:
             print_profile(profile)
         if not (latency_met and throughput_met) or args.breakdown:
-            breakdown(config, tmp, args)
+            explain(latency_stats, servers, breakdown(config, tmp, args))
     return 0
 
 
