@@ -2,7 +2,7 @@
 Debian's Rust for wasm32-unknown-unknown, and run under hostwire with the
 plug-in harness; and a project made by ``hostwire plugin new --lang rust``.
 
-Every build shares one cargo target folder (``cargo_env`` in conftest.py), so serde
+Every build shares one cargo target folder (``cargo_env`` in tests/conftest.py), so serde
 is compiled once a session.
 """
 
