@@ -171,7 +171,8 @@ def c_string(text: str) -> str:
 
 def c_comment(text: str) -> str:
     """One line of text that is safe inside a C comment."""
-    return " ".join(text.split()).replace("*/", "* /")
+    # Neither "*/" (ends the comment) nor "/*" (-Wcomment) may appear inside one.
+    return " ".join(text.split()).replace("*/", "* /").replace("/*", "/ *")
 
 
 def _key(name: str) -> str:
