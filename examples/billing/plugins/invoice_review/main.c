@@ -30,11 +30,7 @@ static int review(const InvoiceObjectExtended *invoice) {
     return 0;
 }
 
-HW_EXPORT(invoice_created) {
-    const hw_json *payload = hw_input_json();
-    InvoiceObjectExtended invoice = {0};
-    if (payload == NULL || !InvoiceObjectExtended_read(hw_json_get(payload, "invoice"), &invoice)) {
-        return hw_fail("invoice_created: not an invoice: %s", hw_error());
-    }
-    return review(&invoice);
+static int on_invoice_created(const InvoiceCreatedEvent *event) {
+    return review(event->invoice);
 }
+HW_ON_INVOICE_CREATED(on_invoice_created)
