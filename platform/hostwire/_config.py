@@ -324,10 +324,16 @@ def load_config(path: str | Path) -> HostwireConfig:
     1 MiB as JSON.
     """
     path = Path(path)
+    return parse_config(read_config_document(path), path=path)
+
+
+def read_config_document(path: Path, kind: str = "configuration file") -> Any:
+    """A configuration file's parsed YAML (or JSON when it ends in .json), bounded as
+    ``load_config`` says; every failure is a one-line ``ConfigError`` naming ``kind``."""
     try:
         text = read_text(path)
     except FileNotFoundError as exc:
-        raise ConfigError(f"{path}: no such configuration file.", path=str(path)) from exc
+        raise ConfigError(f"{path}: no such {kind}.", path=str(path)) from exc
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path}: cannot read it: {exc}.", path=str(path)) from exc
     except DocumentError as exc:
@@ -343,4 +349,4 @@ def load_config(path: str | Path) -> HostwireConfig:
         ) from exc
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: invalid YAML{yaml_problem(exc)}.", path=str(path)) from exc
-    return parse_config(raw, path=path)
+    return raw

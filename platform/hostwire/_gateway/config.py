@@ -11,7 +11,6 @@ exactly ``plugins.yaml``'s.
 from __future__ import annotations
 
 import difflib
-import json
 import os
 import re
 import types
@@ -21,15 +20,13 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from hostwire._config import EventsConfig, HostwireConfig, PluginConfig
-from hostwire._document import DocumentError, dotted, parse_json, parse_yaml, read_text
+from hostwire._config import EventsConfig, HostwireConfig, PluginConfig, read_config_document
+from hostwire._document import dotted
 from hostwire._errors import ConfigError
 from hostwire._events import is_url
 from hostwire._gateway.signature import check_secret
-from hostwire._text import yaml_problem
 
 DEFAULT_PORT = 8600
 DEFAULT_DATABASE = "gateway.db"
@@ -295,23 +292,5 @@ def load_gateway_config(
 ) -> GatewayConfig:
     """Read ``gateway.yaml`` (YAML, or JSON when it ends in .json), bounded as plugins.yaml is."""
     path = Path(path)
-    try:
-        text = read_text(path)
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: no such gateway configuration file.", path=str(path)) from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{path}: cannot read it: {exc}.", path=str(path)) from None
-    except DocumentError as exc:
-        raise ConfigError(f"{path}: {exc.reason}.", path=str(path)) from None
-    try:
-        raw = parse_json(text) if path.suffix == ".json" else parse_yaml(text)
-    except DocumentError as exc:
-        raise ConfigError(f"{path}: {exc.reason}.", path=str(path)) from None
-    except json.JSONDecodeError as exc:
-        raise ConfigError(
-            f"{path}: invalid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}.",
-            path=str(path),
-        ) from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: invalid YAML{yaml_problem(exc)}.", path=str(path)) from None
+    raw = read_config_document(path, "gateway configuration file")
     return parse_gateway_config(raw, path=path, environ=environ)
