@@ -13,9 +13,10 @@ import ast
 import json
 import subprocess
 from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import httpx
 import pytest
@@ -63,20 +64,38 @@ def pair() -> Pair:
     return Pair(free_port(), free_port(), "test-billing-key", new_secret())
 
 
+@dataclass
+class Running:
+    """The two processes of a test, and what it needs to kill and restart the gateway."""
+
+    pair: Pair
+    config: Path
+    log: IO[bytes]
+    standin: subprocess.Popen[bytes]
+    gateway: subprocess.Popen[bytes]
+    billing: BillingClient
+
+    def restart_gateway(self) -> None:
+        self.gateway = start_gateway(self.pair, self.config, self.log)
+
+
 @pytest.fixture
-def running(pair: Pair, tmp_path: Path) -> Iterator[tuple[BillingClient, Path]]:
+def running(pair: Pair, tmp_path: Path) -> Iterator[Running]:
     config = gateway_config(tmp_path)
-    log = (tmp_path / "processes.log").open("wb")
-    standin = start_standin(pair, log)
-    gateway = start_gateway(pair, config, log)
-    billing = BillingClient(pair)
-    try:
-        yield billing, config
-    finally:
-        billing.close()
-        stop(gateway)
-        stop(standin)
-        log.close()
+    with (tmp_path / "processes.log").open("wb") as log:
+        standin = start_standin(pair, log)
+        try:
+            gateway = start_gateway(pair, config, log)
+        except RuntimeError:
+            stop(standin)
+            raise
+        run = Running(pair, config, log, standin, gateway, BillingClient(pair))
+        try:
+            yield run
+        finally:
+            run.billing.close()
+            stop(run.gateway)
+            stop(run.standin)
 
 
 def updates_of(billing: BillingClient, lago_id: str) -> list[dict[str, Any]]:
@@ -100,9 +119,9 @@ def test_the_standin_is_an_app_hostwire_does_not_import() -> None:
 
 
 def test_a_plugin_reacts_to_invoice_created_by_calling_the_app(
-    running: tuple[BillingClient, Path], pair: Pair
+    running: Running, pair: Pair
 ) -> None:
-    billing, _ = running
+    billing = running.billing
     billing.customer("acme", "Acme Corp")
     big = billing.invoice("acme", 12000, units="2")
     small = billing.invoice("acme", 500)
@@ -129,10 +148,8 @@ def test_a_plugin_reacts_to_invoice_created_by_calling_the_app(
     ]
 
 
-def test_a_replayed_tampered_or_stale_webhook_is_refused(
-    running: tuple[BillingClient, Path], pair: Pair
-) -> None:
-    billing, _ = running
+def test_a_replayed_tampered_or_stale_webhook_is_refused(running: Running, pair: Pair) -> None:
+    billing = running.billing
     billing.customer("acme", "Acme Corp")
     invoice = billing.invoice("acme", 700)
     wait_for("the review", lambda: review(billing.find_invoice(invoice["lago_id"])))
@@ -169,44 +186,34 @@ def test_a_replayed_tampered_or_stale_webhook_is_refused(
 
 
 def test_an_event_received_before_a_kill_is_delivered_after_the_restart(
-    pair: Pair, tmp_path: Path
+    running: Running, tmp_path: Path
 ) -> None:
-    config = gateway_config(tmp_path)
-    log = (tmp_path / "processes.log").open("wb")
-    standin = start_standin(pair, log)
-    gateway = start_gateway(pair, config, log)
-    billing = BillingClient(pair)
-    try:
-        billing.customer("acme", "Acme Corp")
-        billing.hold("updateInvoice")  # the plug-in's call hangs: delivery is in flight
-        invoice = billing.invoice("acme", 30000)
-        wait_for("the plug-in's call", lambda: updates_of(billing, invoice["lago_id"]))
-        # The gateway took the webhook (the app will not send it again) and dies mid-delivery.
-        assert billing.webhooks()[-1]["attempts"] == [202]
-        assert stop(gateway, kill=True) == -9
-        billing.release()
+    billing = running.billing
+    billing.customer("acme", "Acme Corp")
+    billing.hold("updateInvoice")  # the plug-in's call hangs: delivery is in flight
+    invoice = billing.invoice("acme", 30000)
+    wait_for("the plug-in's call", lambda: updates_of(billing, invoice["lago_id"]))
+    # The gateway took the webhook (the app will not send it again) and dies mid-delivery.
+    assert billing.webhooks()[-1]["attempts"] == [202]
+    assert stop(running.gateway, kill=True) == -9
+    billing.release()
 
-        gateway = start_gateway(pair, config, log)
-        assert wait_for(
-            "the delivery after the restart",
-            lambda: len(updates_of(billing, invoice["lago_id"])) >= 2,
-        )
-        assert review(billing.find_invoice(invoice["lago_id"])) == "required: 30000 cents"
-        assert billing.webhooks()[-1]["attempts"] == [202]  # still sent once, by the app
-        # The outbox: one event, delivered to the plug-in (after two attempts or one).
-        listed = subprocess.run(
-            [str(HOSTWIRE), "events", "list", "--db", str(tmp_path / "gateway.db"), "--json"],
-            capture_output=True,
-            text=True,
-            check=True,
-        )
-        (delivery,) = [
-            d for d in json.loads(listed.stdout) if d["event_id"] == billing.webhooks()[-1]["id"]
-        ]
-        assert delivery["plugin"] == "invoice-review"
-        assert delivery["state"] == "delivered"
-    finally:
-        billing.close()
-        stop(gateway)
-        stop(standin)
-        log.close()
+    running.restart_gateway()
+    assert wait_for(
+        "the delivery after the restart",
+        lambda: len(updates_of(billing, invoice["lago_id"])) >= 2,
+    )
+    assert review(billing.find_invoice(invoice["lago_id"])) == "required: 30000 cents"
+    assert billing.webhooks()[-1]["attempts"] == [202]  # still sent once, by the app
+    # The outbox: one event, delivered to the plug-in (after two attempts or one).
+    listed = subprocess.run(
+        [str(HOSTWIRE), "events", "list", "--db", str(tmp_path / "gateway.db"), "--json"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    (delivery,) = [
+        d for d in json.loads(listed.stdout) if d["event_id"] == billing.webhooks()[-1]["id"]
+    ]
+    assert delivery["plugin"] == "invoice-review"
+    assert delivery["state"] == "delivered"
