@@ -319,6 +319,39 @@ def test_claims_of_a_process_gone_from_this_machine_are_taken_back_at_once(
     assert recorder.ids() == [event]
 
 
+# -- LISTEN/NOTIFY ------------------------------------------------------------------
+
+
+def test_a_commit_in_another_process_wakes_the_workers_without_polling(
+    postgres_server: PostgresServer,
+) -> None:
+    url = postgres_server.create_database()
+    writer = Outbox(url)
+    reader = Outbox(url, poll_s=3600)  # only a notification can wake it in time
+    recorder = Recorder()
+    with handler("p", recorder, exports=("light_after_update",)) as plugin:
+        reader.start([plugin])
+        try:
+            listener = reader._listener
+            assert listener is not None
+            assert listener.listening.wait(20)
+            first = write_event(writer, "light/default", TARGETS)
+            wait_for(lambda: recorder.ids() == [first], "the woken delivery")
+            # The listener's connection breaks: it reconnects by itself.
+            with writer.engine.begin() as conn:
+                conn.execute(
+                    text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE query = :q"),
+                    {"q": "LISTEN hostwire_outbox"},
+                )
+            wait_for(lambda: listener.connections == 2 and listener.listening.is_set(), "reconnect")
+            second = write_event(writer, "light/default", TARGETS)
+            wait_for(lambda: recorder.ids() == [first, second], "the delivery after reconnecting")
+        finally:
+            reader.close()
+            writer.close()
+    postgres_server.drop_database(url)
+
+
 # -- the schema ---------------------------------------------------------------------
 
 
