@@ -166,7 +166,7 @@ lint: $(STAMP)
 	MYPYPATH=platform:examples/billing $(VENV)/bin/mypy $(MYPY_TESTS) tests benchmarks examples/tasks/tasks \
 	  examples/billing/billing_run.py
 
-bench: $(STAMP) plugins
+bench: $(STAMP) plugins postgresql
 	$(PY) benchmarks/bench_runtime.py
 	$(PY) benchmarks/bench_hostcalls.py
 	$(PY) benchmarks/bench_events.py
@@ -175,6 +175,7 @@ bench: $(STAMP) plugins
 	$(PY) benchmarks/bench_tracking.py
 	$(PY) benchmarks/bench_documents.py
 	$(PY) benchmarks/bench_gateway.py
+	$(PY) benchmarks/bench_scaleout.py
 
 clean:
 	rm -rf sample_plugins/*/build examples/tasks/plugins/*/build examples/billing/plugins/*/build build .pytest_cache .mypy_cache .ruff_cache

@@ -124,7 +124,7 @@ def test_outbox_tables_live_in_the_apps_database(engine: Engine, outbox: Outbox)
     tables = set(inspect(engine).get_table_names())
     assert {"hostwire_events", "hostwire_deliveries", "hostwire_schema"} <= tables
     with engine.connect() as conn:
-        assert conn.execute(text("SELECT version FROM hostwire_schema")).scalars().all() == [1]
+        assert conn.execute(text("SELECT version FROM hostwire_schema")).scalars().all() == [2]
 
 
 def test_old_deliveries_are_pruned_but_dead_ones_kept(outbox: Outbox) -> None:
@@ -251,8 +251,8 @@ def test_every_add_records_its_deliveries(outbox: Outbox) -> None:
 
 def test_tables_of_a_newer_hostwire_are_refused(engine: Engine, outbox: Outbox) -> None:
     with engine.begin() as conn:
-        conn.execute(text("UPDATE hostwire_schema SET version = 2"))
+        conn.execute(text("UPDATE hostwire_schema SET version = 3"))
     with pytest.raises(StorageError) as caught:
         Outbox(engine)
     assert caught.value.kind == "schema_too_new"
-    assert "have schema version 2, newer than this hostwire knows (1)" in str(caught.value)
+    assert "have schema version 3, newer than this hostwire knows (2)" in str(caught.value)

@@ -1,21 +1,27 @@
 """A durable outbox for ``after_*`` events, and the workers that deliver them.
 
-The outbox's tables live in the app's own database (SQLite, file or memory,
-or PostgreSQL, through SQLAlchemy). The app adds an event inside the
-transaction of the change that caused it, so every committed change has its
-events and a rolled-back one has none. Each subscribed plug-in gets its own
-delivery row and its own lane of worker threads (``concurrency`` of them):
+The outbox's tables (``tables``) live in the app's own database (SQLite,
+file or memory, or PostgreSQL, through SQLAlchemy). The app adds an event
+inside the transaction of the change that caused it, so every committed
+change has its events and a rolled-back one has none. Each subscribed
+plug-in gets its own delivery row and its own lane of worker threads
+(``concurrency`` of them) in every process that delivers:
 
 - at least once: a delivery is marked done only after the handler returned;
   the event id is the idempotency key handlers dedupe on; a process killed
   mid-delivery leaves it pending, and the next one sends it again;
 - in order per record: a plug-in gets an event only when its earlier events
-  for the same subject are delivered or dead, and a lane never runs two
-  deliveries of one subject at once; different records go out concurrently;
+  for the same subject are delivered or dead, and never two deliveries of one
+  subject at once; different records go out concurrently;
+- claimed by one worker at a time (``claims``): in memory on SQLite (one
+  process); on PostgreSQL with ``FOR UPDATE SKIP LOCKED`` and a renewed lease,
+  so processes share the work, and a killed process's deliveries go to
+  another once its leases run out;
 - retries with exponential backoff and jitter, up to ``max_attempts``, then
   the ``dead`` state, from which ``replay`` brings it back;
-- woken when a change commits (``notify``); polling is only the fallback
-  after a restart or a failure;
+- woken when a change commits (``notify``, and on PostgreSQL LISTEN/NOTIFY
+  for the other processes: ``wakeup``); polling is only the fallback after
+  a restart or a failure;
 - a warning (log and ``summary()``) when the oldest pending delivery of a
   plug-in is older than ``warn_lag_s``.
 
@@ -37,123 +43,62 @@ import random
 import threading
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 import anyio.to_thread
 from sqlalchemy import (
-    BigInteger,
-    Column,
     Connection,
-    Double,
-    ForeignKey,
-    Index,
-    Integer,
-    MetaData,
-    Table,
-    Text,
     bindparam,
     delete,
     exists,
     func,
     insert,
-    inspect,
     select,
-    text,
     update,
 )
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.schema import CreateIndex, CreateTable
 
 from hostwire._errors import PluginError, StorageError
+from hostwire._events.claims import Claims, Due, LeasedClaims, LocalClaims, Renewer, new_owner
 from hostwire._events.database import Database, describe, sync_engine
 from hostwire._events.storage import StorageGuard
+from hostwire._events.tables import (
+    SCHEMA_VERSION,
+    STATES,
+    deliveries,
+    events,
+    metadata,
+    prepare,
+    schema,
+)
+from hostwire._events.wakeup import Listener, notify_in
 from hostwire._runtime import CHAIN, Plugin, log_safe
+
+__all__ = ["SCHEMA_VERSION", "STATES", "Outbox", "deliveries", "events", "metadata", "schema"]
 
 log = logging.getLogger("hostwire.outbox")
 
-STATES = ("pending", "delivered", "dead")
-SCHEMA_VERSION = 1
-
-# SQLite's rowid alias must be spelled INTEGER; AUTOINCREMENT never reuses a
-# pruned seq, so a newer event always sorts after an older one.
-_SEQ = BigInteger().with_variant(Integer(), "sqlite")
-
-metadata = MetaData()
-events = Table(
-    "hostwire_events",
-    metadata,
-    Column("seq", _SEQ, primary_key=True, autoincrement=True),
-    Column("id", Text, nullable=False, unique=True),
-    Column("type", Text, nullable=False),
-    Column("subject", Text, nullable=False),
-    Column("payload", Text, nullable=False),
-    Column("chain", Text, nullable=False, server_default="[]"),
-    Column("created_at", Double, nullable=False),
-    sqlite_autoincrement=True,
-)
-deliveries = Table(
-    "hostwire_deliveries",
-    metadata,
-    Column("event_seq", _SEQ, ForeignKey(events.c.seq), primary_key=True, autoincrement=False),
-    Column("plugin", Text, primary_key=True),
-    Column("export", Text, nullable=False),
-    Column("subject", Text, nullable=False),
-    Column("state", Text, nullable=False, server_default="pending"),
-    Column("attempts", Integer, nullable=False, server_default=text("0")),
-    Column("next_attempt_at", Double, nullable=False),
-    Column("last_error", Text),
-    Column("delivered_at", Double),
-    Index("hostwire_deliveries_due", "plugin", "state", "next_attempt_at"),
-    Index("hostwire_deliveries_subject", "plugin", "subject", "state", "event_seq"),
-)
-schema = Table("hostwire_schema", metadata, Column("version", Integer, nullable=False))
-
 _d = deliveries.alias("d")
 _e = events.alias("e")
-_earlier = deliveries.alias("p")
 _joined = _d.join(_e, _e.c.seq == _d.c.event_seq)
-# The oldest due deliveries of a plug-in that are first in line for their
-# subject, so each has another subject. A subject with a delivery in flight or
-# queued is first in line with that one: the caller drops those rows, and asks
-# for as many more.
-_NEXT_DUE = (
-    select(
-        _d.c.event_seq,
-        _d.c.export,
-        _d.c.subject,
-        _d.c.attempts,
-        _e.c.id,
-        _e.c.payload,
-        _e.c.chain,
-    )
-    .select_from(_joined)
-    .where(
-        _d.c.plugin == bindparam("plugin"),
-        _d.c.state == "pending",
-        _d.c.next_attempt_at <= bindparam("now"),
-        ~exists().where(
-            _earlier.c.plugin == _d.c.plugin,
-            _earlier.c.subject == _d.c.subject,
-            _earlier.c.state == "pending",
-            _earlier.c.event_seq < _d.c.event_seq,
-        ),
-    )
-    .order_by(_d.c.event_seq)
-    .limit(bindparam("limit", type_=Integer))
-)
 _SUMMARY = (
     select(_d.c.plugin, _d.c.state, func.count().label("count"), func.min(_e.c.created_at))
     .select_from(_joined)
     .where(_d.c.state != "delivered")
     .group_by(_d.c.plugin, _d.c.state)
 )
-_NEXT_ATTEMPT = select(func.min(deliveries.c.next_attempt_at)).where(
-    deliveries.c.plugin == bindparam("plugin"), deliveries.c.state == "pending"
+_PENDING = (deliveries.c.plugin == bindparam("plugin"), deliveries.c.state == "pending")
+_NEXT_ATTEMPT = select(func.min(deliveries.c.next_attempt_at)).where(*_PENDING)
+# With leases: the soonest moment a pending delivery may become claimable, its
+# next attempt or the end of the lease another process holds on it. Rows that
+# wait behind another of their subject are not due by themselves.
+_READY_AT = func.greatest(
+    deliveries.c.next_attempt_at, func.coalesce(deliveries.c.lease_until, 0.0)
 )
+_NEXT_CLAIMABLE = select(func.min(_READY_AT)).where(*_PENDING, bindparam("now") < _READY_AT)
 _LISTED = select(
     _e.c.id,
     _e.c.type,
@@ -167,14 +112,17 @@ _LISTED = select(
     _e.c.created_at,
     _d.c.delivered_at,
 ).select_from(_joined)
-# Two processes creating the tables at once wait for each other (PostgreSQL).
-_SCHEMA_LOCK = 0x686F73747769  # "hostwi"
 _INSERT_EVENT = insert(events)
 _INSERT_DELIVERIES = insert(deliveries)
+# The delivery, while the one recording it still holds it: on PostgreSQL a
+# worker whose lease ran out and was taken over records nothing (the other
+# one will); SQLite never claims rows (owner NULL).
 _THIS_DELIVERY = (
     deliveries.c.event_seq == bindparam("key_seq"),
     deliveries.c.plugin == bindparam("key_plugin"),
+    deliveries.c.claimed_by.is_not_distinct_from(bindparam("owner")),
 )
+_UNCLAIMED = {"claimed_by": None, "lease_until": None}
 _MARK_DELIVERED = (
     update(deliveries)
     .where(*_THIS_DELIVERY)
@@ -183,12 +131,15 @@ _MARK_DELIVERED = (
         attempts=bindparam("attempts"),
         last_error=None,
         delivered_at=bindparam("now"),
+        **_UNCLAIMED,
     )
 )
 _MARK_DEAD = (
     update(deliveries)
     .where(*_THIS_DELIVERY)
-    .values(state="dead", attempts=bindparam("attempts"), last_error=bindparam("error"))
+    .values(
+        state="dead", attempts=bindparam("attempts"), last_error=bindparam("error"), **_UNCLAIMED
+    )
 )
 _MARK_RETRY = (
     update(deliveries)
@@ -197,6 +148,7 @@ _MARK_RETRY = (
         attempts=bindparam("attempts"),
         last_error=bindparam("error"),
         next_attempt_at=bindparam("retry_at"),
+        **_UNCLAIMED,
     )
 )
 _LAG_CHECK_EVERY_S = 5.0
@@ -210,19 +162,6 @@ def _iso(seconds: float | None) -> str | None:
     return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-@dataclass(frozen=True, slots=True)
-class _Due:
-    """A delivery to make: its row and its event's."""
-
-    event_seq: int
-    export: str
-    subject: str
-    attempts: int
-    id: str
-    payload: str
-    chain: str
-
-
 class Outbox:
     """The outbox tables in an app's database, and their delivery workers.
 
@@ -233,6 +172,13 @@ class Outbox:
     ``write_lock``: the lock the app holds around its own write transactions
     in this process, if any; the workers take it to record a delivery, so the
     two never wait for each other inside SQLite.
+
+    On PostgreSQL any number of processes may deliver from one outbox: a lane
+    claims up to ``claim_batch`` deliveries (default ``2 * concurrency``) in
+    one statement, each with a lease of ``lease_s`` seconds that is renewed
+    while it runs; a delivery whose lease ran out (its process died) is
+    claimed by another. Commits that add events wake every process's workers
+    (LISTEN/NOTIFY); ``poll_s`` is the fallback.
     """
 
     def __init__(
@@ -249,9 +195,15 @@ class Outbox:
         warn_lag_s: float = 60.0,
         write_lock: threading.Lock | None = None,
         jitter: Callable[[], float] = random.random,
+        lease_s: float = 30.0,
+        claim_batch: int | None = None,
     ) -> None:
         if concurrency < 1:
             raise ValueError(f"Outbox concurrency must be at least 1, not {concurrency}.")
+        if not lease_s > 0:
+            raise ValueError(f"Outbox lease_s must be more than 0 seconds, not {lease_s}.")
+        if claim_batch is not None and claim_batch < 1:
+            raise ValueError(f"Outbox claim_batch must be at least 1, not {claim_batch}.")
         self.engine = sync_engine(database)
         self._own_engine = self.engine is not database
         self.max_attempts = max_attempts
@@ -262,7 +214,16 @@ class Outbox:
         self.concurrency = concurrency
         self.grace_s = grace_s
         self.warn_lag_s = warn_lag_s
+        self.lease_s = lease_s
+        self.claim_batch = 2 * concurrency if claim_batch is None else claim_batch
+        # Claims with leases, across processes, on PostgreSQL; SQLite is one process's.
+        self.leased = self.engine.dialect.name == "postgresql"
+        # Written into the rows this Outbox claims: unique per process and Outbox.
+        self.owner = new_owner()
         self.storage = StorageGuard(describe(self.engine))
+        self._listener: Listener | None = None
+        self._renewer: Renewer | None = None
+        self._stopping: list[_Lane] = []
         self._jitter = jitter
         self._lanes: dict[str, _Lane] = {}
         self._pruned_at = time.monotonic()
@@ -283,18 +244,7 @@ class Outbox:
 
     def _create_tables(self) -> None:
         with self.engine.begin() as conn:
-            version = _schema_version(conn)
-            if version is None:
-                if conn.dialect.name == "postgresql":
-                    conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _SCHEMA_LOCK})
-                for table in metadata.sorted_tables:
-                    conn.execute(CreateTable(table, if_not_exists=True))
-                    for index in sorted(table.indexes, key=lambda i: str(i.name)):
-                        conn.execute(CreateIndex(index, if_not_exists=True))
-                version = conn.execute(select(func.max(schema.c.version))).scalar()
-                if version is None:
-                    conn.execute(insert(schema).values(version=SCHEMA_VERSION))
-                    version = SCHEMA_VERSION
+            version = prepare(conn)
         if version > SCHEMA_VERSION:
             raise StorageError(
                 f"The outbox tables in {self.storage.path} have schema version {version}, newer "
@@ -337,7 +287,8 @@ class Outbox:
 
         ``connection`` is a SQLAlchemy ``Connection`` (also the one an
         ``AsyncConnection`` or ``AsyncSession`` hands to ``run_sync``). Nothing
-        is committed here: call ``notify()`` once the caller has committed.
+        is committed here: call ``notify()`` once the caller has committed (on
+        PostgreSQL the commit itself wakes other processes: ``NOTIFY hostwire_outbox``).
         ``envelope`` is what handlers receive; its id and type are
         ``envelope["id"]`` and ``envelope["type"]`` unless ``event_id`` and
         ``event_type`` are given (a bare payload, one that is not an envelope).
@@ -355,6 +306,7 @@ class Outbox:
         )
         key = result.inserted_primary_key  # a single-row INSERT always has it
         _add_deliveries(connection, key[0] if key is not None else None, subject, targets, now)
+        notify_in(connection)
 
     @staticmethod
     def add_once(
@@ -394,10 +346,14 @@ class Outbox:
         if seq is None:
             return False
         _add_deliveries(connection, seq, subject, targets, now)
+        notify_in(connection)
         return True
 
     def notify(self) -> None:
-        """A change committed: wake the workers (thread-safe, cheap)."""
+        """A change committed: wake this process's workers (thread-safe, cheap).
+
+        Other processes were woken by the commit itself (PostgreSQL).
+        """
         for lane in list(self._lanes.values()):
             lane.notify()
 
@@ -417,6 +373,18 @@ class Outbox:
                 lane = _Lane(self, plugin)
                 self._lanes[plugin.name] = lane
                 lane.start()
+        if self.leased and self._lanes and self._listener is None:
+            self._renewer = Renewer(self._leased_claims, self.lease_s)
+            self._listener = Listener(self.engine, self.notify)
+            self._renewer.start()
+            self._listener.start()
+
+    def _leased_claims(self) -> list[LeasedClaims]:
+        found: list[LeasedClaims] = []
+        for lane in [*self._lanes.values(), *self._stopping]:
+            if isinstance(lane.claims, LeasedClaims):
+                found.append(lane.claims)
+        return found
 
     def stop(self, grace_s: float | None = None) -> None:
         """Stop the workers, letting deliveries in flight finish for ``grace_s``. Idempotent.
@@ -427,11 +395,24 @@ class Outbox:
         """
         grace = self.grace_s if grace_s is None else grace_s
         lanes, self._lanes = list(self._lanes.values()), {}
+        self._stopping = lanes  # their leases are renewed while they finish
+        listener, self._listener = self._listener, None
+        if listener is not None:
+            listener.stopping.set()
         for lane in lanes:
             lane.halt()
         deadline = time.monotonic() + grace
         for lane in lanes:
             lane.join(max(0.0, deadline - time.monotonic()))
+        for lane in lanes:
+            with contextlib.suppress(StorageError):  # logged by the guard; the leases run out
+                lane.release_queued()
+        renewer, self._renewer = self._renewer, None
+        if renewer is not None:
+            renewer.stop()
+        self._stopping = []
+        if listener is not None:
+            listener.stop()
         for lane in lanes:
             running = lane.running()
             if running:
@@ -570,11 +551,15 @@ class Outbox:
                 next_attempt_at=time.time(),
                 last_error=None,
                 delivered_at=None,
+                **_UNCLAIMED,
             )
         )
         if plugin is not None:
             statement = statement.where(deliveries.c.plugin == plugin)
-        count = self._write("replaying an event", statement)
+        with self.storage.guard("replaying an event"), self.engine.begin() as conn:
+            count = int(conn.execute(statement).rowcount)
+            notify_in(conn)
+        self.storage.ok()
         self.notify()
         return count
 
@@ -613,16 +598,8 @@ def _add_deliveries(
         connection.execute(_INSERT_DELIVERIES, rows)
 
 
-def _schema_version(conn: Connection) -> int | None:
-    """The outbox tables' schema version, None when they are not (all) there yet."""
-    if not inspect(conn).has_table(schema.name):
-        return None
-    version = conn.execute(select(func.max(schema.c.version))).scalar()
-    return None if version is None else int(version)
-
-
 class _Lane:
-    """One plug-in's workers, and the subjects they are delivering right now."""
+    """One plug-in's workers, their claims and the deliveries queued for them."""
 
     def __init__(self, outbox: Outbox, plugin: Plugin) -> None:
         self.outbox = outbox
@@ -631,8 +608,18 @@ class _Lane:
         self.abandoned = threading.Event()  # stop() gave up waiting: record no outcome
         self._lock = threading.Lock()
         self._claim_lock = threading.Lock()  # one batch query at a time
-        self._busy: set[str] = set()  # subjects in flight or queued in _ready
-        self._ready: collections.deque[_Due] = collections.deque()
+        self.claims: Claims
+        if outbox.leased:
+            self.claims = LeasedClaims(
+                outbox.engine,
+                outbox.storage,
+                plugin.name,
+                owner=outbox.owner,
+                lease_s=outbox.lease_s,
+            )
+        else:
+            self.claims = LocalClaims(outbox.engine, outbox.storage, plugin.name)
+        self._ready: collections.deque[Due] = collections.deque()
         self._idle: list[_Worker] = []
         self._generation = 0  # bumped by every notify, so a worker never sleeps through one
         self.workers = [_Worker(self, n) for n in range(outbox.concurrency)]
@@ -651,6 +638,8 @@ class _Lane:
                     .where(deliveries.c.plugin == self.plugin.name, deliveries.c.state == "pending")
                     .values(next_attempt_at=time.time())
                 )
+            if isinstance(self.claims, LeasedClaims):
+                self.claims.recover()
         except StorageError:
             pass  # logged once by the guard; the workers retry when storage is back
         for worker in self.workers:
@@ -680,43 +669,25 @@ class _Lane:
         with self._lock:
             return self._generation
 
-    def claim(self) -> _Due | None:
-        """The next delivery to make, its subject marked busy; None when nothing is due.
+    def claim(self) -> Due | None:
+        """The next delivery to make, now this lane's; None when nothing is due.
 
-        One query fetches a batch (one delivery per subject, their subjects
-        reserved at once), so a backlog costs a query per batch, not per event.
-        The query runs outside ``_lock``: commits notify through that lock and
-        must never wait for a query.
+        One query fetches a batch (one delivery per subject), so a backlog
+        costs a query per batch, not per event. The query runs outside
+        ``_lock``: commits notify through that lock and must never wait for a
+        query.
         """
         with self._claim_lock:
             with self._lock:
                 due = self._take()
                 if due is not None or self.stopping.is_set():
                     return due
-                # Busy when the query starts: a row of such a subject may be read
-                # before its delivery in flight is marked. Each subject comes at
-                # most once, so asking for that many more rows makes up for them.
-                busy = set(self._busy)
-            rows = self.outbox._read(
-                "fetching due deliveries",
-                _NEXT_DUE,
-                {
-                    "plugin": self.plugin.name,
-                    "now": time.time(),
-                    "limit": 2 * len(self.workers) + len(busy),
-                },
-            )
+            fresh = self.claims.fetch(self.outbox.claim_batch)
             with self._lock:
-                fresh = [
-                    _Due(*row)
-                    for row in rows
-                    if row.subject not in busy and row.subject not in self._busy
-                ]
                 self._ready.extend(fresh)
-                self._busy.update(d.subject for d in fresh)
                 return self._take()
 
-    def _take(self) -> _Due | None:
+    def _take(self) -> Due | None:
         # Under _lock. Brings one more worker in while more is queued.
         if not self._ready:
             return None
@@ -725,9 +696,14 @@ class _Lane:
             self._idle.pop().wake.set()
         return due
 
-    def release(self, subject: str) -> None:
+    def release(self, due: Due) -> None:
+        self.claims.done(due)
+
+    def release_queued(self) -> None:
+        """Give back what was claimed and never started (the lane has stopped)."""
         with self._lock:
-            self._busy.discard(subject)
+            queued, self._ready = list(self._ready), collections.deque()
+        self.claims.release(queued)
 
     def sleep(self, worker: _Worker, seen: int, pause: float) -> None:
         """Wait for a notify (or ``pause``), unless one came since ``seen``."""
@@ -741,13 +717,14 @@ class _Lane:
                 self._idle.remove(worker)
 
     def until_next_due(self) -> float:
-        rows = self.outbox._read(
-            "fetching the next attempt", _NEXT_ATTEMPT, {"plugin": self.plugin.name}
-        )
+        now = time.time()
+        args = {"plugin": self.plugin.name, "now": now}
+        query = _NEXT_CLAIMABLE if self.outbox.leased else _NEXT_ATTEMPT
+        rows = self.outbox._read("fetching the next attempt", query, args)
         next_at = rows[0][0] if rows else None
         if next_at is None:
             return self.outbox.poll_s
-        return max(0.0, min(self.outbox.poll_s, float(next_at) - time.time()))
+        return max(0.0, min(self.outbox.poll_s, float(next_at) - now))
 
 
 class _Worker(threading.Thread):
@@ -776,7 +753,7 @@ class _Worker(threading.Thread):
                     try:
                         self._deliver(due)
                     finally:
-                        self.lane.release(due.subject)
+                        self.lane.release(due)
                     continue
                 if self.index == 0:
                     self.outbox.prune_if_due()
@@ -789,7 +766,7 @@ class _Worker(threading.Thread):
                 pause = self.outbox.poll_s
             self.lane.sleep(self, seen, pause)
 
-    def _deliver(self, due: _Due) -> None:
+    def _deliver(self, due: Due) -> None:
         self.delivering = True
         try:
             error = self._call(due.export, due.payload.encode(), json.loads(due.chain))
@@ -797,14 +774,18 @@ class _Worker(threading.Thread):
             self.delivering = False
         if self.lane.abandoned.is_set():
             return  # stop() gave up on this delivery: it stays pending, attempts untouched
-        with self.outbox.mark_lock:
-            self._record(due, error)
+        if self.outbox.leased:
+            self._record(due, error)  # PostgreSQL's row locks order concurrent marks
+        else:
+            with self.outbox.mark_lock:
+                self._record(due, error)
 
-    def _record(self, due: _Due, error: str | None) -> None:
+    def _record(self, due: Due, error: str | None) -> None:
         attempts = due.attempts + 1
         args: dict[str, Any] = {
             "key_seq": due.event_seq,
             "key_plugin": self.plugin.name,
+            "owner": self.lane.claims.owner,
             "attempts": attempts,
         }
         if error is None:
@@ -817,6 +798,7 @@ class _Worker(threading.Thread):
                 self.plugin.name,
                 log_safe(error),
             )
+            self.lane.claims.release([due])  # it no longer runs: others may take it now
             return
         elif attempts >= self.outbox.max_attempts:
             log.error(
@@ -838,7 +820,13 @@ class _Worker(threading.Thread):
                 log_safe(error),
             )
             mark, args["error"], args["retry_at"] = _MARK_RETRY, error, time.time() + delay
-        self.outbox._write("recording a delivery", mark, args)
+        if self.outbox._write("recording a delivery", mark, args) == 0 and self.outbox.leased:
+            log.warning(
+                "event %s for %s ran longer than its lease and was claimed by another worker, "
+                "which delivers it again; this outcome is not recorded (raise lease_s?).",
+                due.id,
+                self.plugin.name,
+            )
 
     def _call(self, export: str, payload: bytes, chain: list[str]) -> str | None:
         token = CHAIN.set(tuple(chain))  # host calls from the handler extend the chain
