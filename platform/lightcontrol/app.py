@@ -23,6 +23,7 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response, Strea
 from starlette.routing import Route
 
 from hostwire import (
+    ConfigError,
     Hostwire,
     HostwireConfig,
     Outbox,
@@ -69,6 +70,8 @@ COLORS = {
     "Reset": "white",
 }
 STATUSES = {"TurnOn": "on", "TurnOff": "off"}
+# Set by ``hostwire serve --workers N`` in each worker process: N.
+WORKERS_ENV = "HOSTWIRE_WORKERS"
 
 
 @dataclass
@@ -538,6 +541,11 @@ def serve_app(db_path: str | None = None, config: HostwireConfig | None = None) 
     ``db_path`` is an SQLite file's path or a database URL (``sqlite:///x.db``,
     ``postgresql://...``).
     """
+    if int(os.environ.get(WORKERS_ENV) or "1") > 1 and not os.environ.get("LIGHTCONTROL_TOKEN"):
+        raise ConfigError(
+            "LIGHTCONTROL_TOKEN is not set: with several workers each would make a bearer "
+            "token of its own; set it to the token clients use."
+        )
     settings = Settings.from_env(db_path=db_path)
     app = create_app(settings, plugins=config)  # a bad plug-in fails here
     # Open the database once before serving: a read-only or full one is a
