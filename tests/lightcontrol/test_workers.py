@@ -15,6 +15,7 @@ import functools
 import json
 import signal
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -208,3 +209,73 @@ def test_concurrent_updates_over_four_workers_lose_nothing(pg_database: str) -> 
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=60) == 0
         assert all(pid not in worker_pids(process.pid) for pid in workers)
+
+
+def _shown(url: str, ledger: Ledger, stream: Stream) -> bool:
+    """One more change: is it in the stream within a second?"""
+    assert ledger.send(url, "default", {"name": "after the restart"}) == 200
+    revision = ledger.records("default")[-1]["revision"]
+    deadline = time.monotonic() + 1.0
+    while revision not in stream.revisions("default"):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)  # polling the stream, not timing anything
+    return True
+
+
+@pytest.fixture
+def own_postgres() -> Iterator[PostgresServer]:
+    """A server of this test's own: it is stopped and started again."""
+    with PostgresServer() as server:
+        yield server
+
+
+def test_postgresql_restarting_under_load_gives_503_and_the_workers_reconnect(
+    own_postgres: PostgresServer,
+) -> None:
+    database = own_postgres.create_database()
+    with workers_server(database, WORKERS, token=TOKEN) as (process, url):
+        ledger = Ledger()
+        stream = Stream(url)
+        stop = threading.Event()
+        statuses: list[int] = []
+
+        def load(n: int) -> None:
+            i = 0
+            while not stop.is_set():
+                statuses.append(ledger.send(url, "default", {"brightness": (n * 7 + i) % 101}))
+                i += 1
+
+        threads = [threading.Thread(target=load, args=(n,)) for n in range(4)]
+        for thread in threads:
+            thread.start()
+        try:
+            wait_for(lambda: len(ledger.acked) >= 20, "writes before the restart", 60)
+            own_postgres.stop(remove=False)  # a clean stop: committed work is on disk
+            wait_for(lambda: len(ledger.refused) >= 8, "503 while PostgreSQL is down", 60)
+            before = len(ledger.acked)
+            own_postgres.start()
+            # Every worker writes again, on its own.
+            wait_for(
+                lambda: {w for w, _ in ledger.acked[before:]} == {"1", "2", "3", "4"},
+                "every worker writing again",
+                60,
+            )
+        finally:
+            stop.set()
+            for thread in threads:
+                thread.join(timeout=60)
+        try:
+            assert set(statuses) <= {200, 503}, sorted(set(statuses))
+            for response in ledger.refused:
+                assert response.status_code == 503
+                assert response.headers["retry-after"].isdigit()
+                assert response.json()["error"]["code"] == "storage_unavailable"
+            _check(url, ledger, ["default"], {"default": 1})
+            # The stream opened before the restart shows changes made after it (once its
+            # worker listens again: changes committed before that are not in it).
+            wait_for(lambda: _shown(url, ledger, stream), "the feed after the restart", 60)
+        finally:
+            stream.close()
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=60) == 0
