@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
@@ -150,3 +151,13 @@ def _zombie(pid: int) -> bool:
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
     except OSError:
         return True
+
+
+def test_the_shared_socket_lets_asyncio_turn_off_nagle() -> None:
+    # asyncio sets TCP_NODELAY only on sockets whose proto says TCP: without
+    # it every small answer waits for a delayed ACK (40 ms), as measured.
+    from hostwire._targets.server import _listen
+
+    listening = _listen("127.0.0.1", 0)
+    with listening:
+        assert listening.proto == socket.IPPROTO_TCP

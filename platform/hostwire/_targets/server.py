@@ -192,17 +192,26 @@ def serve_workers(plan: WorkerPlan) -> int:
     ``STOP_TIMEOUT_S``, else 1 (those left were killed), or the exit code of a
     worker that could not start.
     """
-    family = socket.AF_INET6 if ":" in plan.host else socket.AF_INET
-    try:
-        listening = socket.create_server((plan.host, plan.port), family=family, backlog=2048)
-    except OSError as exc:
-        raise ConfigError(
-            f"cannot listen on {plan.host}:{plan.port}: {exc.strerror or exc}."
-        ) from None
+    listening = _listen(plan.host, plan.port)
     try:
         return _Supervisor(plan, listening).run()
     finally:
         listening.close()
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    # IPPROTO_TCP spelled out: asyncio sets TCP_NODELAY only on sockets that say
+    # so, and without it small answers wait for delayed ACKs (40 ms each).
+    listening = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    try:
+        listening.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listening.bind((host, port))
+        listening.listen(2048)
+    except OSError as exc:
+        listening.close()
+        raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror or exc}.") from None
+    return listening
 
 
 @dataclass
