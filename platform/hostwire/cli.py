@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import functools
 import importlib
 import inspect
 import json
@@ -15,8 +17,10 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from importlib.metadata import entry_points
 from pathlib import Path
-from types import FrameType
 from typing import Any, NoReturn
+
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
 
 from hostwire._app import Hostwire, factory_arguments
 from hostwire._config import HostwireConfig, load_config
@@ -336,38 +340,86 @@ def _events_text(events: list[dict[str, str]]) -> str:
 
 def _serve(app: Any, *, host: str, port: int) -> None:
     """Serve ``app`` with uvicorn until SIGINT or SIGTERM, then shut it down gracefully."""
-    import uvicorn  # noqa: PLC0415 (other commands should not pay for importing a server)
-
-    from hostwire._targets.server import server_config  # noqa: PLC0415 (it imports uvicorn)
-
-    class _CleanExitServer(uvicorn.Server):
-        # uvicorn re-raises SIGTERM/SIGINT after a graceful shutdown, so the
-        # process dies "by signal". A shutdown that was asked for and completed
-        # is a success: exit status 0.
-        def handle_exit(self, sig: int, frame: FrameType | None) -> None:
-            super().handle_exit(sig, frame)
-            self._captured_signals.clear()
+    # Imported here: other commands should not pay for importing a server.
+    from hostwire._targets.server import CleanExitServer, server_config  # noqa: PLC0415
 
     config = server_config(app, host=host, port=port)  # with a header deadline
-    _CleanExitServer(config).run()
+    CleanExitServer(config).run()
+
+
+def _serve_workers(args: argparse.Namespace, build: Callable[[], Any], host: str, port: int) -> int:
+    """Serve with ``--workers`` processes, each building its app with ``build``."""
+    from hostwire._targets.server import WorkerPlan, serve_workers  # noqa: PLC0415
+
+    level = logging.DEBUG if args.debug else logging.INFO
+    plan = WorkerPlan(build=build, host=host, port=port, workers=args.workers, log_level=level)
+    return serve_workers(plan)
+
+
+def _check_workers(args: argparse.Namespace, database: str | None, where: str) -> None:
+    """More than one worker needs a database all of them share: PostgreSQL."""
+    if args.workers < 1:
+        raise UsageError(f"--workers {args.workers}: give a number of processes, 1 or more.")
+    if args.workers == 1:
+        return
+    backend = None
+    if database is not None and is_url(database):
+        with contextlib.suppress(ArgumentError):
+            backend = make_url(database).get_backend_name()
+    if backend != "postgresql":
+        given = f"{where} is {database}" if database else f"{where} is not given"
+        raise ConfigError(
+            f"--workers {args.workers} needs a PostgreSQL database that every worker shares "
+            f"({given}; give postgresql://...): SQLite serves one process only."
+        )
+
+
+def _served_app(app: str, db: str | None, config: str | None) -> Any:
+    """The app ``hostwire serve`` runs, with its plug-ins (in each worker, with --workers)."""
+    plugins = load_config(config) if config else None
+    try:
+        return _build_app(app, db=db, config=plugins)
+    except ConfigError as exc:
+        if plugins is None or config is None or exc.path == str(Path(config)):
+            raise
+        # E.g. a grant or the openapi document it names: say which file to fix.
+        raise ConfigError(f"{Path(config)}: {exc}", path=config) from exc
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    plugins = load_config(args.config) if args.config else None
-    try:
-        app = _build_app(args.app, db=args.db, config=plugins)
-    except ConfigError as exc:
-        if plugins is None or exc.path == str(Path(args.config)):
-            raise
-        # E.g. a grant or the openapi document it names: say which file to fix.
-        raise ConfigError(f"{Path(args.config)}: {exc}", path=args.config) from exc
-    print(f"hostwire: serving {args.app} on http://{args.host}:{args.port}", file=sys.stderr)
+    _check_workers(args, args.db, "--db")
+    if args.config:
+        load_config(args.config)  # a bad file fails here, before any worker starts
+    where = f"http://{args.host}:{args.port}"
+    if args.workers > 1:
+        print(
+            f"hostwire: serving {args.app} on {where} with {args.workers} workers", file=sys.stderr
+        )
+        build = functools.partial(_served_app, args.app, args.db, args.config)
+        return _serve_workers(args, build, args.host, args.port)
+    app = _served_app(args.app, args.db, args.config)
+    print(f"hostwire: serving {args.app} on {where}", file=sys.stderr)
     _serve(app, host=args.host, port=args.port)
     return 0
 
 
+def _gateway_app(config: str) -> Any:
+    """One worker's gateway (``hostwire gateway --workers``); its lifespan closes it."""
+    return Gateway(load_gateway_config(config)).app
+
+
 def cmd_gateway(args: argparse.Namespace) -> int:
     config = load_gateway_config(args.config)
+    _check_workers(args, config.database_url(), f"{args.config}: database")
+    host = args.host or config.listen.host
+    port = args.port if args.port is not None else config.listen.port
+    if args.workers > 1 and not args.check:
+        print(
+            f"hostwire: gateway for {config.app.base_url} on http://{host}:{port} "
+            f"(webhooks at {config.webhooks.path}) with {args.workers} workers",
+            file=sys.stderr,
+        )
+        return _serve_workers(args, functools.partial(_gateway_app, args.config), host, port)
     gateway = Gateway(config)
     if args.check:
         try:
@@ -375,8 +427,6 @@ def cmd_gateway(args: argparse.Namespace) -> int:
         finally:
             gateway.close()
         return 0
-    host = args.host or config.listen.host
-    port = args.port if args.port is not None else config.listen.port
     print(
         f"hostwire: gateway for {config.app.base_url} on http://{host}:{port} "
         f"(webhooks at {config.webhooks.path})",
@@ -480,6 +530,10 @@ class _Parser(argparse.ArgumentParser):
         self.exit(UsageError.exit_code, f"{self.prog}: error: {message}\n")
 
 
+_WORKERS_HELP = (
+    "worker processes on one port, default 1; more than 1 needs a PostgreSQL database they "
+    "share (a worker that exits is started again)"
+)
 _DEBUG_HELP = "show tracebacks and debug logs (exit codes stay the same)"
 # Every command accepts --debug too; SUPPRESS keeps a command from resetting it to False.
 _DEBUG = _Parser(add_help=False)
@@ -504,6 +558,7 @@ def build_parser() -> argparse.ArgumentParser:
         "./lightcontrol.db)",
     )
     serve.add_argument("--config", help="plug-in configuration file (YAML or JSON)")
+    serve.add_argument("--workers", type=int, default=1, help=_WORKERS_HELP)
     serve.set_defaults(handler=cmd_serve)
 
     plugin = commands.add_parser("plugin", parents=[_DEBUG], help="inspect or run one plug-in file")
@@ -595,6 +650,7 @@ def _add_gateway(commands: Any) -> None:
         action="store_true",
         help="load the file, the document and the plug-ins, say what is there, and exit",
     )
+    gateway.add_argument("--workers", type=int, default=1, help=_WORKERS_HELP)
     gateway.set_defaults(handler=cmd_gateway)
 
 

@@ -23,6 +23,7 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response, Strea
 from starlette.routing import Route
 
 from hostwire import (
+    ConfigError,
     Hostwire,
     HostwireConfig,
     Outbox,
@@ -69,6 +70,8 @@ COLORS = {
     "Reset": "white",
 }
 STATUSES = {"TurnOn": "on", "TurnOff": "off"}
+# Set by ``hostwire serve --workers N`` in each worker process: N.
+WORKERS_ENV = "HOSTWIRE_WORKERS"
 
 
 @dataclass
@@ -163,9 +166,16 @@ def build_routes() -> list[Route]:
     return [*_light_routes(), *_event_routes()]
 
 
+async def _read(request: Request, fn: Callable[..., Any], *args: Any) -> Any:
+    # On an SQLite file reads take microseconds on their own WAL connection,
+    # less than a hop to a worker thread: they run on the loop. On PostgreSQL
+    # they wait for the network (or a server that is down): in a thread.
+    if _store(request).reads_are_local:
+        return fn(*args)
+    return await _run(fn, *args)
+
+
 # -- lights ----------------------------------------------------------------------------
-# Reads take microseconds on their own WAL connection, less than a hop to
-# a worker thread: they run on the loop.
 
 
 def _light_routes() -> list[Route]:
@@ -179,7 +189,7 @@ def _light_routes() -> list[Route]:
 
 
 async def _get_states(request: Request) -> Response:
-    return _json(_states(_store(request).get(DEFAULT_LIGHT_ID)))
+    return _json(_states(await _read(request, _store(request).get, DEFAULT_LIGHT_ID)))
 
 
 async def _control_light(request: Request) -> Response:
@@ -197,7 +207,7 @@ async def _set_light_color(request: Request) -> Response:
 
 
 async def _list_lights(request: Request) -> Response:
-    return _json({"lights": _store(request).list()})
+    return _json({"lights": await _read(request, _store(request).list)})
 
 
 async def _create_light(request: Request) -> Response:
@@ -206,7 +216,7 @@ async def _create_light(request: Request) -> Response:
 
 
 async def _get_light(request: Request) -> Response:
-    return _json(_store(request).get(request.path_params["id"]))
+    return _json(await _read(request, _store(request).get, request.path_params["id"]))
 
 
 async def _update_light(request: Request) -> Response:
@@ -538,6 +548,11 @@ def serve_app(db_path: str | None = None, config: HostwireConfig | None = None) 
     ``db_path`` is an SQLite file's path or a database URL (``sqlite:///x.db``,
     ``postgresql://...``).
     """
+    if int(os.environ.get(WORKERS_ENV) or "1") > 1 and not os.environ.get("LIGHTCONTROL_TOKEN"):
+        raise ConfigError(
+            "LIGHTCONTROL_TOKEN is not set: with several workers each would make a bearer "
+            "token of its own; set it to the token clients use."
+        )
     settings = Settings.from_env(db_path=db_path)
     app = create_app(settings, plugins=config)  # a bad plug-in fails here
     # Open the database once before serving: a read-only or full one is a

@@ -359,6 +359,13 @@ class LightStore:
 
     # -- reads --------------------------------------------------------------
 
+    @property
+    def reads_are_local(self) -> bool:
+        """Reads use a connection of their own to an SQLite file: they never wait
+        (WAL), so an event loop may run them itself. Else (PostgreSQL, in-memory
+        SQLite) a read may wait for the network or a writer."""
+        return self._reader is not None
+
     def get_or_none(self, light_id: str) -> dict[str, Any] | None:
         found = self._select("reading a light", light_id)
         return found[0] if found else None
