@@ -96,7 +96,18 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from _bench import Sampler, free_port, print_table, run_rounds, served, summary
+from _bench import (
+    Sampler,
+    cpu_seconds,
+    free_port,
+    http_load,
+    machine_busy_seconds,
+    parse_head,
+    print_table,
+    run_rounds,
+    served,
+    summary,
+)
 from hostwire._config import EventsConfig
 from hostwire._events import sync_engine
 from hostwire._events.outbox import deliveries
@@ -332,15 +343,6 @@ class Bodies:
         return key, head.encode("ascii") + body
 
 
-def parse_head(head: bytes) -> tuple[bytes, int]:
-    """The status and Content-Length of a response's header block."""
-    for line in head.split(b"\r\n")[1:]:
-        name, _, value = line.partition(b":")
-        if name.strip().lower() == b"content-length":
-            return head[9:12], int(value)
-    raise RuntimeError(f"an answer without Content-Length: {head[:300]!r}")
-
-
 class Connection:
     """One keep-alive HTTP/1.1 connection, blocking: a request out, its answer in."""
 
@@ -491,64 +493,20 @@ def bench_latency(
 # -- (b) throughput -----------------------------------------------------------------------
 
 
-def cpu_seconds(pid: int) -> float | None:
-    """User + system CPU time of process ``pid`` (all its threads), or None without /proc."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return None
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def machine_busy_seconds() -> float | None:
-    try:
-        fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()
-    except OSError:
-        return None
-    busy = sum(int(fields[i]) for i in (1, 2, 3, 6, 7, 8))  # all but idle and iowait
-    return busy / os.sysconf("SC_CLK_TCK")
-
-
 async def load(
     server: Server, requests: list[bytes], clients: int, seconds: float
 ) -> tuple[int, float, list[float]]:
     """Send ``requests`` over ``clients`` connections until done or ``seconds`` pass;
     (receipts answered, wall seconds, latencies in ms)."""
-    streams = [await asyncio.open_connection("127.0.0.1", server.port) for _ in range(clients)]
-    queue = iter(requests)
-    latencies: list[float] = []
-    clock = time.perf_counter_ns
-    stop_at = time.monotonic() + seconds
-
-    async def exchange(
-        reader: asyncio.StreamReader, writer: asyncio.StreamWriter, req: bytes
-    ) -> None:
-        writer.write(req)
-        head = await reader.readuntil(b"\r\n\r\n")
-        status, length = parse_head(head)
-        body = await reader.readexactly(length)
-        if status != server.status:
-            raise RuntimeError(f"{server.name} answered {head[:200]!r} {body[:300]!r}")
-
-    async def client(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        for request in queue:
-            start = clock()
-            await asyncio.wait_for(exchange(reader, writer, request), ANSWER_TIMEOUT_S)
-            latencies.append((clock() - start) / 1e6)
-            if time.monotonic() > stop_at:
-                return
-
-    try:
-        start = time.perf_counter()
-        await asyncio.gather(*(client(r, w) for r, w in streams))
-        elapsed = time.perf_counter() - start
-    finally:
-        for _, writer in streams:
-            writer.close()
-        for _, writer in streams:
-            with contextlib.suppress(OSError):
-                await writer.wait_closed()
-    return len(latencies), elapsed, latencies
+    return await http_load(
+        server.port,
+        requests,
+        clients,
+        check=lambda head, _: head[9:12] == server.status,
+        label=server.name,
+        answer_timeout_s=ANSWER_TIMEOUT_S,
+        seconds=seconds,
+    )
 
 
 def run_round(runner: asyncio.Runner, server: Server, bodies: Bodies, args: Any) -> None:

@@ -49,12 +49,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import itertools
 import os
 import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -63,7 +64,15 @@ sys.path.insert(0, str(ROOT / "platform"))
 
 import httpx
 
-from _bench import free_port, served
+from _bench import (
+    Check,
+    cpu_seconds,
+    free_port,
+    http_load,
+    machine_busy_seconds,
+    percentile,
+    served,
+)
 
 TOKEN = "bench-token"
 API_KEY = "bench-key"
@@ -91,8 +100,6 @@ plugins:
 SERVED_BY = b"\r\nx-served-by: hostwire\r\n"
 REDACTED = b'"name":"[redacted]"'
 PLAIN = b'"name":'
-
-Check = Callable[[bytes, bytes], bool]  # (header block, body) -> as expected
 
 
 def plain_answer(head: bytes, body: bytes) -> bool:
@@ -158,73 +165,20 @@ def check_with_httpx(server: Server) -> None:
         )
 
 
-def cpu_seconds(pid: int) -> float | None:
-    """User + system CPU time of process ``pid`` (all its threads), or None without /proc."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return None
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def machine_busy_seconds() -> float | None:
-    """CPU time all processes of the machine used (every core, not idle), or None."""
-    try:
-        fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()
-    except OSError:
-        return None
-    # user nice system idle iowait irq softirq steal: all but idle and iowait
-    busy = sum(int(fields[i]) for i in (1, 2, 3, 6, 7, 8))
-    return busy / os.sysconf("SC_CLK_TCK")
-
-
-# -- the load generator ---------------------------------------------------------------
-
-
-async def exchange(
-    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, server: Server
-) -> None:
-    writer.write(server.request)
-    head = await reader.readuntil(b"\r\n\r\n")
-    status = head[9:12]
-    length = -1
-    for line in head.split(b"\r\n")[1:]:
-        name, _, value = line.partition(b":")
-        if name.strip().lower() == b"content-length":
-            length = int(value)
-            break
-    if length < 0:
-        raise RuntimeError(f"server {server.name!r} answered without Content-Length: {head!r}")
-    body = await reader.readexactly(length)
-    if status != b"200" or not server.check(head.lower(), body):
-        raise RuntimeError(f"server {server.name!r} answered {head!r} {body[:300]!r}")
+def ok_answer(server: Server) -> Check:
+    return lambda head, body: head[9:12] == b"200" and server.check(head, body)
 
 
 async def load(server: Server, requests: int, connections: int) -> tuple[float, list[float]]:
     """Send ``requests`` over ``connections`` keep-alive connections; (seconds, latencies ms)."""
-    streams = [await asyncio.open_connection("127.0.0.1", server.port) for _ in range(connections)]
-    left = requests
-    latencies: list[float] = []
-    clock = time.perf_counter_ns
-
-    async def worker(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        nonlocal left
-        while left > 0:
-            left -= 1
-            start = clock()
-            await asyncio.wait_for(exchange(reader, writer, server), ANSWER_TIMEOUT_S)
-            latencies.append((clock() - start) / 1e6)
-
-    try:
-        start = time.perf_counter()
-        await asyncio.gather(*(worker(r, w) for r, w in streams))
-        elapsed = time.perf_counter() - start
-    finally:
-        for _, writer in streams:
-            writer.close()
-        for _, writer in streams:
-            with contextlib.suppress(OSError):
-                await writer.wait_closed()
+    _, elapsed, latencies = await http_load(
+        server.port,
+        itertools.repeat(server.request, requests),
+        connections,
+        check=ok_answer(server),
+        label=f"server {server.name!r}",
+        answer_timeout_s=ANSWER_TIMEOUT_S,
+    )
     return elapsed, latencies
 
 
@@ -248,11 +202,6 @@ def run_round(runner: asyncio.Runner, server: Server, requests: int, connections
 
 
 # -- measuring ---------------------------------------------------------------------
-
-
-def percentile(samples: list[float], fraction: float) -> float:
-    ordered = sorted(samples)
-    return ordered[max(0, int(len(ordered) * fraction) - 1)]
 
 
 def print_table(servers: list[Server], width: int = 10) -> None:

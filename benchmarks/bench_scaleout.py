@@ -35,6 +35,7 @@ from sqlalchemy import Engine, func, select, text
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
+from _bench import tree_cpu_seconds
 from hostwire import Outbox
 from hostwire._events import sync_engine
 from hostwire._events.outbox import deliveries
@@ -112,22 +113,7 @@ class Run:
 
 def server_cpu(server: PostgresServer) -> float:
     """CPU seconds of the server: the postmaster, its live backends and the ended ones."""
-    pid = int((server.data / "postmaster.pid").read_text().split()[0])
-    tick = os.sysconf("SC_CLK_TCK")
-    total = 0
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue  # ended meanwhile
-        # After "pid (comm)": state ppid ... utime(12) stime(13) cutime(14) cstime(15).
-        if int(entry.name) == pid:
-            total += sum(int(f) for f in fields[11:15])
-        elif int(fields[1]) == pid:
-            total += int(fields[11]) + int(fields[12])
-    return total / tick
+    return tree_cpu_seconds(int((server.data / "postmaster.pid").read_text().split()[0]))
 
 
 def add(engine: Engine, tag: str, count: int, subjects: int, *, delivered: bool) -> None:

@@ -48,6 +48,7 @@ from lightcontrol._middleware import (
 from lightcontrol.feed import ChangeFeed
 from lightcontrol.store import (
     DEFAULT_LIGHT_ID,
+    POOL_SIZE,
     Light,
     LightError,
     LightInvalid,
@@ -79,6 +80,7 @@ class Settings:
     """How to run lightcontrol; ``from_env`` reads the LIGHTCONTROL_* variables."""
 
     db_path: str = "lightcontrol.db"
+    db_pool: int = POOL_SIZE  # PostgreSQL connections per process (twice that at a peak)
     token: str = field(default_factory=lambda: secrets.token_urlsafe(24))
     public_url: str | None = None
     cors_origins: list[str] = field(default_factory=list)
@@ -103,6 +105,8 @@ class Settings:
             ]
         if env.get("LIGHTCONTROL_MAX_CONCURRENT"):
             values["max_concurrent"] = int(env["LIGHTCONTROL_MAX_CONCURRENT"])
+        if env.get("LIGHTCONTROL_DB_POOL"):
+            values["db_pool"] = int(env["LIGHTCONTROL_DB_POOL"])
         if env.get("LIGHTCONTROL_BODY_TIMEOUT_S"):
             values["body_timeout_s"] = float(env["LIGHTCONTROL_BODY_TIMEOUT_S"])
         values.update({k: v for k, v in overrides.items() if v is not None})
@@ -410,7 +414,11 @@ def create_app(
     lifecycle events come from hostwire tracking the ``Light`` model.
     """
     settings = settings or Settings.from_env()
-    engine = store.engine if store is not None else make_engine(settings.db_path)
+    engine = (
+        store.engine
+        if store is not None
+        else make_engine(settings.db_path, pool_size=settings.db_pool)
+    )
     app = Starlette(
         routes=[*build_routes(), *build_metadata_routes(settings)],  # the API is the hot path
         exception_handlers=_EXCEPTION_HANDLERS,

@@ -619,10 +619,18 @@ def _model_error(error: BaseException) -> LightError | None:
 
 # -- the engine ------------------------------------------------------------------
 
+POOL_SIZE = 10  # PostgreSQL connections a process keeps (LIGHTCONTROL_DB_POOL)
 
-def make_engine(database: str | Path) -> Engine:
+
+def make_engine(database: str | Path, *, pool_size: int = POOL_SIZE) -> Engine:
     """An engine for ``database``: a URL (``postgresql://`` means psycopg 3,
     ``sqlite://`` is in memory) or the path of an SQLite file.
+
+    On PostgreSQL the pool keeps ``pool_size`` connections open and opens up
+    to as many again for a burst (closed when given back). Size it to the
+    requests a process has in the database at once: a pool too small for
+    the load connects and disconnects per request (a new server process
+    each time, several times the cost of the query).
 
     On SQLite the engine has one connection, lent to one thread at a time
     (a write holds it from its first statement to its commit), each
@@ -641,7 +649,7 @@ def make_engine(database: str | Path) -> Engine:
     if backend == "postgresql":
         if url.drivername in ("postgresql", "postgres"):
             url = url.set(drivername="postgresql+psycopg")
-        return create_engine(url, pool_pre_ping=True)
+        return create_engine(url, pool_pre_ping=True, pool_size=pool_size, max_overflow=pool_size)
     if backend != "sqlite":
         raise ValueError(f"lightcontrol keeps its lights in SQLite or PostgreSQL, not {backend}.")
     engine = create_engine(

@@ -92,11 +92,20 @@ def describe(database: Engine | URL) -> str:
     return url.render_as_string(hide_password=True)
 
 
+POOL_SIZE = 10  # connections kept open per engine on a server database (twice that at a peak)
+
+
 def _create(url: URL) -> Engine:
     backend = url.get_backend_name()
     try:
         if backend != "sqlite":
-            return create_engine(url)
+            # A connection is checked before it is lent (the server may have
+            # restarted), and the pool is sized for the outbox's lanes: a pool
+            # smaller than the threads using it at once would connect and
+            # disconnect for every delivery.
+            return create_engine(
+                url, pool_pre_ping=True, pool_size=POOL_SIZE, max_overflow=POOL_SIZE
+            )
         if is_memory(url):
             engine = create_engine(
                 url, poolclass=_OneThreadAtATime, connect_args={"check_same_thread": False}
