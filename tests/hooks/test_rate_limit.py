@@ -15,7 +15,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
+import yaml
 from sqlalchemy import Engine, func, select
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
@@ -40,6 +42,7 @@ from hostwire import (
 from hostwire._events import RateLimit, RateLimiter, sync_engine
 from hostwire._events.ratelimit import MISSING_KEY, DatabaseCounter, stored_key
 from hostwire._events.tables import rate_limits
+from hostwire._gateway import Gateway
 from hostwire._gateway.config import parse_gateway_config
 
 START = 1_800_000_000.0  # a window start for every per_s below (a multiple of 60 and 3600)
@@ -117,8 +120,8 @@ def limited_client(
     return hooked_app([guarded.plugin], limiter)
 
 
-def statuses(client: TestClient, count: int, **headers: str) -> list[int]:
-    return [client.get("/items", headers=headers).status_code for _ in range(count)]
+def statuses(client: TestClient, count: int, path: str = "/items", **headers: str) -> list[int]:
+    return [client.get(path, headers=headers).status_code for _ in range(count)]
 
 
 def test_over_the_limit_is_429_with_retry_after_and_the_plugin_is_not_called(
@@ -383,3 +386,27 @@ def test_rate_limit_on_a_plugin_without_a_pre_hook_is_a_load_error(tmp_path: Pat
         "requests that reach its http_pre_hook, but the plug-in does not export one."
     )
     assert hw.plugins is None
+
+
+def test_the_gateway_proxy_counts_in_its_outbox_database(tmp_path: Path) -> None:
+    (tmp_path / "api.yaml").write_text(yaml.safe_dump(SPEC), encoding="utf-8")
+    (tmp_path / "guard.wasm").write_bytes(compile_wat(PASS_HOOK))
+    guard = {
+        "name": "guard",
+        "path": "guard.wasm",
+        "rate_limit": {"requests": 2, "per_s": 3600, "key": "global"},
+    }
+    raw = {
+        "openapi": "api.yaml",
+        "app": {"base_url": "http://app.invalid/v1"},
+        "webhooks": {"secret": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"},
+        "proxy": True,
+        "plugins": [guard],
+    }
+    config = parse_gateway_config(raw, path=tmp_path / "gateway.yaml", environ={})
+    upstream = httpx.MockTransport(lambda _: httpx.Response(200, stream=httpx.ByteStream(b"{}")))
+    with Gateway(config, proxy_transport=upstream) as gw, TestClient(gw.app) as client:
+        assert statuses(client, 3, "/api/items") == [200, 200, 429]
+        assert gw.outbox is not None
+        with gw.outbox.engine.connect() as conn:  # counted in the outbox's database
+            assert conn.execute(select(rate_limits.c.count)).scalar() == 3
