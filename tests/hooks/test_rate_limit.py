@@ -131,6 +131,8 @@ def test_over_the_limit_is_429_with_retry_after_and_the_plugin_is_not_called(
         assert statuses(client, 3, **{"X-API-Key": "k1"}) == [200, 200, 200]
         assert guarded.calls == 3
         response = client.get("/items", headers={"x-api-key": "k1"})
+        # Refused again by this process without a count: the window's count only climbs.
+        assert statuses(client, 2, **{"x-api-key": "k1"}) == [429, 429]
     assert response.status_code == 429
     assert guarded.calls == 3  # refused before the plug-in ran
     assert response.headers["retry-after"] == "60"  # 59.5 s to the window's end, rounded up

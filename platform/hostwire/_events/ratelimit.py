@@ -6,8 +6,10 @@ aligned to the epoch (``floor(now / per_s) * per_s``), so every process on the
 database counts in the same windows (their clocks should agree, as NTP keeps
 them). Each request is one statement on ``hostwire_rate_limits``:
 ``INSERT ... ON CONFLICT (plugin, key, window_start) DO UPDATE SET count =
-count + 1 RETURNING count``; a count over ``requests`` is refused. Each
-process deletes a plug-in's ended windows once per window.
+count + 1 RETURNING count``; a count over ``requests`` is refused, and so
+is every later request of that key to this process in the window, without
+counting again (the count only climbs): a flood from one key costs no
+writes. Each process deletes a plug-in's ended windows once per window.
 
 Without a database the counters live in the process (``MemoryCounter``): the
 limit then holds per process, which ``RateLimiter`` says at start.
@@ -272,6 +274,9 @@ class RateLimiter:
         self.counter = counter
         self.clock = clock
         self._pruned: dict[str, float] = {}
+        # Keys this process refused, with their window: until it ends they are
+        # refused again without a count (a flood from one key costs no writes).
+        self._refused: dict[tuple[str, str], float] = {}
         # What a storage failure's one log line says was failing, and what follows.
         self._actions = {
             name: f'counting a request for the rate_limit of plug-in "{name}" (requests '
@@ -321,10 +326,11 @@ class RateLimiter:
         now = self.clock()
         start, end = limit.window(now)
         retry_after_s = max(1, math.ceil(end - now))
+        key = limit.key_of(headers, client)
+        if self._refused.get((plugin, key)) == start:
+            return self._refusal(plugin, limit, retry_after_s)  # the count only climbs
         try:
-            count = self.counter.hit(
-                plugin, limit.key_of(headers, client), start, action=self._actions[plugin]
-            )
+            count = self.counter.hit(plugin, key, start, action=self._actions[plugin])
         except StorageError as exc:
             if limit.on_storage_error == "allow":
                 return None  # the storage guard logged the outage, once
@@ -333,6 +339,11 @@ class RateLimiter:
             self._prune(plugin, start)
         if count <= limit.requests:
             return None
+        self._refused[(plugin, key)] = start
+        return self._refusal(plugin, limit, retry_after_s)
+
+    @staticmethod
+    def _refusal(plugin: str, limit: RateLimit, retry_after_s: int) -> Refusal:
         return Refusal(
             429,
             "rate_limited",
@@ -344,5 +355,10 @@ class RateLimiter:
     def _prune(self, plugin: str, start: float) -> None:
         """The plug-in's ended windows go, once per window in this process."""
         self._pruned[plugin] = start
+        self._refused = {
+            slot: window
+            for slot, window in list(self._refused.items())
+            if slot[0] != plugin or window >= start
+        }
         with contextlib.suppress(StorageError):  # logged by the guard; tried next window
             self.counter.prune(plugin, start)
