@@ -312,17 +312,19 @@ def test_a_bad_rate_limit_is_a_one_line_config_error(
 
 
 def test_the_gateway_takes_rate_limit_in_its_plugin_list(tmp_path: Path) -> None:
+    entry: dict[str, Any] = {"name": "guard", "path": "g.wasm"}
+    entry["rate_limit"] = {"requests": 5, "per_s": 1}
     raw = {
         "openapi": "api.yaml",
         "app": {"base_url": "http://127.0.0.1:9"},
         "webhooks": {"secret": "whsec_" + "A" * 32},
-        "plugins": [{"name": "guard", "path": "g.wasm", "rate_limit": {"requests": 5, "per_s": 1}}],
+        "plugins": [entry],
     }
     config = parse_gateway_config(raw, path=tmp_path / "gateway.yaml", environ={})
     limit = config.plugins[0].rate_limit
     assert limit is not None
     assert limit.to_rate_limit() == RateLimit(requests=5, per_s=1.0)
-    raw["plugins"][0]["rate_limit"] = {"requests": 5, "per_s": 1, "kee": "global"}
+    entry["rate_limit"] = {"requests": 5, "per_s": 1, "kee": "global"}
     with pytest.raises(ConfigError, match=r'rate_limit.kee: unknown key \(did you mean "key"\?\)'):
         parse_gateway_config(raw, path=tmp_path / "gateway.yaml", environ={})
 
