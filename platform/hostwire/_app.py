@@ -50,7 +50,7 @@ from hostwire._errors import (
     SpecError,
     StorageError,
 )
-from hostwire._events import Event, EventBus, ModelTracker, Outbox, Subscriber
+from hostwire._events import Event, EventBus, ModelTracker, Outbox, RateLimiter, Subscriber
 from hostwire._hooks import HttpHooksMiddleware
 from hostwire._hostapi import HostApi, OpenAPIDocument, load_openapi
 from hostwire._pluginset import PluginSet
@@ -108,6 +108,8 @@ class Hostwire:
         self._database = database
         # Made at start, once the plug-ins loaded: a bad one fails before any file is made.
         self.outbox: Outbox | None = None
+        # The plug-ins' rate limits, counted in the outbox's database (made at start).
+        self.rate_limiter: RateLimiter | None = None
         self._workers_started = False
         if isinstance(app, Starlette):
             self._install(app, hooks=hooks)
@@ -255,13 +257,14 @@ class Hostwire:
         self.target.path_prefix = document.base_path
         api = HostApi(document, self.target, max_depth=self.config.events.max_depth)
         plugins = PluginSet(self.config, api)
-        if self.outbox is None and self._database is not None:
-            events = self.config.events.model_dump(exclude={"max_depth"})
-            try:
+        try:
+            if self.outbox is None and self._database is not None:
+                events = self.config.events.model_dump(exclude={"max_depth"})
                 self.outbox = Outbox(self._database, **events)
-            except BaseException:
-                plugins.close()
-                raise
+            self.rate_limiter = _rate_limiter(plugins, self.outbox)
+        except BaseException:
+            plugins.close()
+            raise
         self.document = document
         self.plugins = plugins
         self.bus = EventBus(plugins.subscribers, spec=document)
@@ -326,6 +329,7 @@ class Hostwire:
         self.target.unbind()
         plugins, self.plugins = self.plugins, None
         self.bus = None
+        self.rate_limiter = None
         self.document = None
         if plugins is not None:
             plugins.close()
@@ -474,9 +478,20 @@ class _HooksEntry:
                 subscribers=lambda: self.hostwire.subscribers,
                 max_body_bytes=self.hostwire.max_body_bytes,
                 spec=document,
+                rate_limiter=self.hostwire.rate_limiter,
             )
             self._for = document
         await self._hooks(scope, receive, send)
+
+
+def _rate_limiter(plugins: PluginSet, outbox: Outbox | None) -> RateLimiter | None:
+    """The plug-ins' rate limits, counted in the outbox's database (in this process
+    without one: ``RateLimiter.for_database`` warns)."""
+    if not plugins.rate_limits:
+        return None
+    if outbox is None:
+        return RateLimiter.for_database(plugins.rate_limits, None)
+    return RateLimiter.for_database(plugins.rate_limits, outbox.engine, lock=outbox.mark_lock)
 
 
 def type_name(value: object) -> str:

@@ -32,6 +32,7 @@ from pydantic import (
 from hostwire._contract import OnError
 from hostwire._document import DocumentError, dotted, json_size, parse_json, parse_yaml, read_text
 from hostwire._errors import ConfigError, PluginLoadError
+from hostwire._events import OnStorageError, RateLimit, check_rate_limit_key
 from hostwire._runtime import DOWNLOAD_TIMEOUT_S, HostFunction, Limits, Plugin, fetch_url, read_path
 from hostwire._text import yaml_problem
 
@@ -79,6 +80,26 @@ class LimitsConfig(BaseModel):
         return Limits(**self.model_dump())
 
 
+class RateLimitConfig(BaseModel):
+    """A host-side rate limit on a plug-in's ``http_pre_hook``, shared by every process
+    on the app's database: ``requests`` per ``key`` in each window of ``per_s`` seconds."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    requests: int = Field(ge=1)
+    per_s: float = Field(gt=0, le=366 * 86400)
+    key: str = "client"  # client | global | header:<name>
+    on_storage_error: OnStorageError = "allow"
+
+    @field_validator("key")
+    @classmethod
+    def _key(cls, value: str) -> str:
+        return check_rate_limit_key(value)
+
+    def to_rate_limit(self) -> RateLimit:
+        return RateLimit(**self.model_dump())
+
+
 class PluginConfig(BaseModel):
     """One entry of ``plugins:``."""
 
@@ -97,6 +118,8 @@ class PluginConfig(BaseModel):
     limits: LimitsConfig = Field(default_factory=LimitsConfig)
     allowed_hosts: list[str] = Field(default_factory=list)
     allowed_paths: dict[str, str] = Field(default_factory=dict)
+    # Checked by the HTTP hooks before its http_pre_hook runs (it needs one).
+    rate_limit: RateLimitConfig | None = None
     # Bifrost's DB-backed metadata: accepted so its config.json loads, unused here.
     version: int | None = None
     placement: Literal["pre_builtin", "builtin", "post_builtin"] | None = None
@@ -175,6 +198,12 @@ class PluginConfig(BaseModel):
             )
         except PluginLoadError as exc:
             raise self._config_error(exc, None) from exc
+
+    def error(self, reason: str) -> ConfigError:
+        """A ``ConfigError`` about this plug-in: where it is configured, then ``reason``."""
+        return ConfigError(
+            f"{self._where()}: {reason}", path=str(self._file) if self._file is not None else None
+        )
 
     def _where(self) -> str:
         if self._file is None:
@@ -286,6 +315,8 @@ def _message(error: Any) -> str:
             model = EventsConfig
         elif "limits" in loc[:-1]:
             model = LimitsConfig
+        elif "rate_limit" in loc[:-1]:
+            model = RateLimitConfig
         return f"unknown key{_suggest(str(loc[-1]), model.model_fields)}"
     message: str = error["msg"]
     return message.removeprefix("Value error, ")
@@ -303,7 +334,8 @@ def parse_config(raw: Any, *, path: Path) -> HostwireConfig:
     try:
         config = HostwireConfig.model_validate(raw)
     except ValidationError as exc:
-        first = exc.errors()[0]
+        # An unknown key is most likely a misspelt one, the cause of a "missing" beside it.
+        first = min(exc.errors(), key=lambda e: e["type"] != "extra_forbidden")
         extra = f" (and {exc.error_count() - 1} more problems)" if exc.error_count() > 1 else ""
         raise ConfigError(
             f"{_describe(path, raw, tuple(first['loc']))}: {_message(first)}{extra}",

@@ -9,8 +9,8 @@ from types import TracebackType
 from typing import Self
 
 from hostwire._config import HostwireConfig
-from hostwire._contract import http_hook_exports
-from hostwire._events import Subscriber, handled_events
+from hostwire._contract import HTTP_HOOKS, http_hook_exports
+from hostwire._events import RateLimit, Subscriber, handled_events
 from hostwire._hostapi import HostApi
 from hostwire._runtime import USER_MODULE, Plugin
 
@@ -23,6 +23,7 @@ class PluginSet:
     Each plug-in gets the host functions of ``api`` limited to its grants.
     If one plug-in fails to load, the ones already loaded are closed and the
     error is raised: an app never runs with half its plug-ins.
+    ``rate_limits`` are the plug-ins' ``rate_limit`` entries, by name.
     """
 
     def __init__(self, config: HostwireConfig, api: HostApi | None) -> None:
@@ -30,11 +31,19 @@ class PluginSet:
         self.api = api
         self.plugins: list[Plugin] = []
         self.subscribers: list[Subscriber] = []
+        self.rate_limits: dict[str, RateLimit] = {}
         try:
             for entry in config.enabled_plugins:
                 functions = api.host_functions(entry.name, entry.grants) if api else []
                 plugin = entry.load(config.base_dir, functions)
                 self.plugins.append(plugin)
+                if entry.rate_limit is not None:
+                    if HTTP_HOOKS[0] not in plugin.exports:
+                        raise entry.error(
+                            f"rate_limit counts the requests that reach its {HTTP_HOOKS[0]}, "
+                            "but the plug-in does not export one."
+                        )
+                    self.rate_limits[entry.name] = entry.rate_limit.to_rate_limit()
                 self.subscribers.append(Subscriber(plugin, entry.on_error))
                 self._describe(plugin, api.resolve_grants(entry.grants) if api else frozenset())
         except BaseException:

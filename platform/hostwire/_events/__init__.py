@@ -3,7 +3,8 @@
 It owns delivering an app's model events to the plug-ins that export them
 (``bus``), the outbox in the app's database that retries deliveries
 (``outbox``), the app's database as a SQLAlchemy engine (``database``), the
-guard that turns storage failures into ``StorageError`` (``storage``), and
+guard that turns storage failures into ``StorageError`` (``storage``), the
+HTTP hooks' rate limits counted in that database (``ratelimit``), and
 SQLAlchemy models' lifecycle events (``tracking``: ``ModelTracker``; their
 records in ``records``, their webhooks and schemas in ``webhooks``). It
 imports ``hostwire._runtime`` and ``hostwire._hostapi`` (the document and its
@@ -21,6 +22,13 @@ from hostwire._events.bus import (
 )
 from hostwire._events.database import is_url, sync_engine
 from hostwire._events.outbox import STATES, Outbox
+from hostwire._events.ratelimit import (
+    OnStorageError,
+    RateLimit,
+    RateLimiter,
+    Refusal,
+    check_rate_limit_key,
+)
 from hostwire._events.storage import StorageGuard
 from hostwire._events.tracking import CHANGING, EventSink, ModelTracker
 
@@ -31,9 +39,14 @@ __all__ = [
     "EventBus",
     "EventSink",
     "ModelTracker",
+    "OnStorageError",
     "Outbox",
+    "RateLimit",
+    "RateLimiter",
+    "Refusal",
     "StorageGuard",
     "Subscriber",
+    "check_rate_limit_key",
     "event_envelope",
     "handled_events",
     "is_url",

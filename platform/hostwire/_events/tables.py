@@ -10,6 +10,10 @@
 ``prepare`` creates what is missing and upgrades in place: a version 1
 outbox (or one of the hostwire before ``hostwire_schema``) keeps its rows.
 Processes starting at once on PostgreSQL take turns (an advisory lock).
+
+``hostwire_rate_limits`` (the HTTP hooks' shared rate limits, ``ratelimit``)
+is outside that version: it holds only counters of the current windows, and
+the rate limiter creates it when it is missing (``rate_limit_metadata``).
 """
 
 from __future__ import annotations
@@ -73,6 +77,17 @@ deliveries = Table(
     Index("hostwire_deliveries_subject", "plugin", "subject", "state", "event_seq"),
 )
 schema = Table("hostwire_schema", metadata, Column("version", Integer, nullable=False))
+# One fixed-window counter per plug-in, key and window (``ratelimit``); the
+# window's start in seconds since the epoch, the same float in every process.
+rate_limit_metadata = MetaData()
+rate_limits = Table(
+    "hostwire_rate_limits",
+    rate_limit_metadata,
+    Column("plugin", Text, primary_key=True),
+    Column("key", Text, primary_key=True),
+    Column("window_start", Double, primary_key=True),
+    Column("count", BigInteger, nullable=False),
+)
 # PostgreSQL's claims (``claims``) look only at pending rows and at leased
 # ones: partial indexes keep them as fast with a million delivered rows as
 # with none. (SQLite, one process, does without.)

@@ -28,7 +28,7 @@ from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from hostwire._contract import error_body
-from hostwire._events import Outbox, Subscriber
+from hostwire._events import Outbox, RateLimiter, Subscriber
 from hostwire._gateway.config import GatewayConfig, load_gateway_config
 from hostwire._gateway.proxy import PREFIX, UpstreamProxy
 from hostwire._gateway.receiver import WebhookReceiver
@@ -94,8 +94,17 @@ class Gateway:
                 self.proxy = UpstreamProxy(
                     app.base_url, timeout_s=app.timeout_s, transport=proxy_transport
                 )
+                limits = self.plugins.rate_limits
+                limiter = (
+                    RateLimiter.for_database(limits, self.outbox.engine, lock=self.outbox.mark_lock)
+                    if limits
+                    else None
+                )
                 self._hooks = HttpHooksMiddleware(
-                    self.proxy, subscribers=self._subscribers, spec=self.document
+                    self.proxy,
+                    subscribers=self._subscribers,
+                    spec=self.document,
+                    rate_limiter=limiter,
                 )
         except BaseException:
             self.close()

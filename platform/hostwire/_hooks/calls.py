@@ -4,7 +4,8 @@ Pre-hooks run in plug-in order until one answers the request itself;
 post-hooks and chunk hooks run in reverse order, for the plug-ins the request
 reached. A hook whose answer is wrong, or that fails, follows its plug-in's
 ``on_error`` (``fail_closed`` raises ``HookFailed``, ``fail_open`` logs and
-goes on without it).
+goes on without it). A plug-in with a rate limit is counted just before its
+pre-hook; over the limit, the limiter's refusal answers the request instead.
 """
 
 from __future__ import annotations
@@ -17,10 +18,17 @@ from typing import Any, TypeVar
 
 from hostwire._contract import HTTP_HOOKS
 from hostwire._errors import HookFailed, PluginError
-from hostwire._events import Subscriber
+from hostwire._events import RateLimiter, Refusal, Subscriber
 from hostwire._hooks.exchange import Exchange
 from hostwire._hooks.responses import ResponseContract
-from hostwire._hooks.shapes import b64, check_request, check_response, content_type, unb64
+from hostwire._hooks.shapes import (
+    b64,
+    check_request,
+    check_response,
+    content_type,
+    error_response,
+    unb64,
+)
 from hostwire._runtime import USER_MODULE, WASI_MODULES, Plugin, log_safe, parse_json, to_thread
 
 log = logging.getLogger("hostwire.hooks")
@@ -53,10 +61,12 @@ def _inline(subscriber: Subscriber) -> bool:
     return answer
 
 
-async def _run(subscribers: Sequence[Subscriber], fn: Callable[..., T], *args: object) -> T:
-    """``fn(*args)`` on the event loop when all ``subscribers`` may run there, else in
-    one hop to a worker thread."""
-    if all(_inline(s) for s in subscribers):
+async def _run(
+    subscribers: Sequence[Subscriber], fn: Callable[..., T], *args: object, blocks: bool = False
+) -> T:
+    """``fn(*args)`` on the event loop when all ``subscribers`` may run there (and ``fn``
+    itself does not block), else in one hop to a worker thread."""
+    if not blocks and all(_inline(s) for s in subscribers):
         return fn(*args)
     return await to_thread(fn, *args)
 
@@ -65,14 +75,24 @@ class Hooks:
     """The hooks of the plug-ins an exchange reaches, run in their passes.
 
     ``contract`` checks a post-hook's rewritten response against the documented
-    responses; without it rewrites are trusted as they are.
+    responses; without it rewrites are trusted as they are. ``limiter`` counts
+    the requests that reach a rate-limited plug-in's pre-hook.
     """
 
-    def __init__(self, contract: ResponseContract | None) -> None:
+    def __init__(
+        self, contract: ResponseContract | None, limiter: RateLimiter | None = None
+    ) -> None:
         self.contract = contract
+        self.limiter = limiter
 
     async def pre(self, hooked: Sequence[Subscriber], exchange: Exchange) -> None:
-        await _run(hooked, self._pre_hooks, hooked, exchange)
+        limiter = self.limiter
+        blocks = (
+            limiter is not None
+            and limiter.blocking
+            and any(limiter.applies(s.plugin.name) for s in hooked)
+        )
+        await _run(hooked, self._pre_hooks, hooked, exchange, blocks=blocks)
 
     async def post(self, exchange: Exchange) -> None:
         posting = [s for s in exchange.reached if POST in s.plugin.exports]
@@ -90,6 +110,12 @@ class Hooks:
             if PRE not in subscriber.plugin.exports:
                 exchange.reached.append(subscriber)
                 continue
+            refusal = self._count(subscriber, exchange)
+            if refusal is not None:
+                # Answered for the plug-in, which is not called: as if its hook had
+                # answered, later pre-hooks and the route are skipped.
+                exchange.response = _refused(refusal, subscriber.plugin.name)
+                return
             value = {"context": exchange.context, "request": exchange.request}
             answer = self._call(subscriber, PRE, value)
             if answer is None:
@@ -102,6 +128,12 @@ class Hooks:
                 continue
             if exchange.response is not None:
                 return  # answered by the hook: later pre-hooks and the route are skipped
+
+    def _count(self, subscriber: Subscriber, exchange: Exchange) -> Refusal | None:
+        if self.limiter is None:
+            return None
+        headers = exchange.request["headers"]
+        return self.limiter.check(subscriber.plugin.name, headers, exchange.client)
 
     @staticmethod
     def _apply_pre(exchange: Exchange, answer: dict[str, Any]) -> None:
@@ -236,3 +268,10 @@ class Hooks:
             )
             return
         raise failure from cause
+
+
+def _refused(refusal: Refusal, plugin: str) -> dict[str, Any]:
+    retry = {"retry-after": str(refusal.retry_after_s)}
+    return error_response(
+        refusal.status, refusal.code, refusal.message, plugin=plugin, headers=retry
+    )

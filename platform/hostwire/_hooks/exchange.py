@@ -37,6 +37,7 @@ class Exchange:
     request: dict[str, Any]
     body: bytes
     request_id: str = "-"
+    client: str | None = None  # the peer's address (a rate limit's "client" key)
     context: dict[str, Any] = field(default_factory=dict)
     reached: list[Subscriber] = field(default_factory=list)
     response: dict[str, Any] | None = None  # set by a short-circuit or the app

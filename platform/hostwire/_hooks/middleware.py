@@ -22,6 +22,13 @@ declared response, or it is refused the same way. Plug-ins that export no
 hook are never called, and with none the middleware only passes requests
 through. Plug-ins' own in-process calls to the app skip the hooks.
 
+A plug-in with a ``rate_limit`` (``rate_limiter``) is counted for every
+request that reaches its pre-hook, just before the hook would run: one over
+the limit is answered 429 ``rate_limited`` with ``Retry-After``, the plug-in
+is not called, and later pre-hooks and the route are skipped as for a hook's
+own answer. Counting in the database blocks, so a request that reaches such a
+plug-in runs its pre-hooks in a worker thread, the count in the same hop.
+
 The body is read whole before any hook runs; a client that leaves before
 sending all of it gets nothing run on its behalf.
 """
@@ -29,7 +36,6 @@ sending all of it gets nothing run on its behalf.
 from __future__ import annotations
 
 import base64
-import json
 import logging
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -38,11 +44,11 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from hostwire._contract import HTTP_HOOKS
 from hostwire._errors import HookFailed
-from hostwire._events import Subscriber
+from hostwire._events import RateLimiter, Subscriber
 from hostwire._hooks.calls import Hooks
 from hostwire._hooks.exchange import AppCall, Exchange, failure_line
 from hostwire._hooks.responses import ResponseContract
-from hostwire._hooks.shapes import b64, header_list, hook_request
+from hostwire._hooks.shapes import error_response, header_list, hook_request
 from hostwire._hostapi import OpenAPIDocument
 from hostwire._runtime import log_safe
 from hostwire._targets import ASGI_EXTENSION
@@ -69,13 +75,14 @@ class HttpHooksMiddleware:
         *,
         max_body_bytes: int = MAX_BODY_BYTES,
         spec: OpenAPIDocument | None = None,
+        rate_limiter: RateLimiter | None = None,
     ) -> None:
         self.app = app
         self.subscribers = subscribers
         self.max_body_bytes = max_body_bytes
         # Without the document a rewrite cannot be checked: it is trusted as it is.
         self.contract = ResponseContract(spec) if spec is not None else None
-        self.hooks = Hooks(self.contract)
+        self.hooks = Hooks(self.contract, rate_limiter)
         self._cached: tuple[Sequence[Subscriber], list[Subscriber]] | None = None
 
     def _hooked(self) -> list[Subscriber]:
@@ -119,7 +126,10 @@ class HttpHooksMiddleware:
         if body is None:
             await _send_error(send, 413, "payload_too_large", "The request body is too large.")
             return
-        exchange = Exchange(hook_request(scope, body), body, _request_id(scope))
+        client = scope.get("client")
+        exchange = Exchange(
+            hook_request(scope, body), body, _request_id(scope), client[0] if client else None
+        )
         try:
             await self.hooks.pre(hooked, exchange)
             if exchange.response is None:
@@ -188,15 +198,4 @@ async def _send_response(
 async def _send_error(
     send: Send, status: int, code: str, message: str, *, plugin: str | None = None
 ) -> None:
-    error: dict[str, Any] = {"code": code, "message": message}
-    if plugin:
-        error["plugin"] = plugin
-    body = json.dumps({"error": error}).encode()
-    await _send_response(
-        send,
-        {
-            "status_code": status,
-            "headers": {"content-type": "application/json"},
-            "body": b64(body),
-        },
-    )
+    await _send_response(send, error_response(status, code, message, plugin=plugin))

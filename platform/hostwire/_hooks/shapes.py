@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import json
 import re
 from typing import Any
 from urllib.parse import parse_qsl, quote, urlencode
@@ -114,3 +115,22 @@ def check_response(response: Any) -> None:
         raise ValueError("response.status_code must be an integer from 200 to 599")
     header_list(response.get("headers", {}), "response.headers")
     unb64(response.get("body", ""), "response.body")
+
+
+def error_response(
+    status: int,
+    code: str,
+    message: str,
+    *,
+    plugin: str | None = None,
+    headers: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    """The hooks' own answer (not a plug-in's): ``{"error": {"code", "message", "plugin"}}``."""
+    error: dict[str, Any] = {"code": code, "message": message}
+    if plugin:
+        error["plugin"] = plugin
+    return {
+        "status_code": status,
+        "headers": {"content-type": "application/json", **(headers or {})},
+        "body": b64(json.dumps({"error": error}).encode()),
+    }
