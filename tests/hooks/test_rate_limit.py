@@ -9,6 +9,7 @@ live in ``hostwire_rate_limits`` (here SQLite; across processes on PostgreSQL:
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import shutil
 from collections.abc import Iterator
@@ -147,7 +148,7 @@ def test_over_the_limit_is_429_with_retry_after_and_the_plugin_is_not_called(
     }
     with engine.connect() as conn:
         rows = conn.execute(select(rate_limits)).all()
-    assert [tuple(r) for r in rows] == [("guard", "k1", START, 4)]
+    assert [tuple(r) for r in rows] == [("guard", stored_key("k1", secret=True), START, 4)]
 
 
 def test_keys_are_independent_and_a_missing_header_is_one_shared_key(
@@ -166,7 +167,8 @@ def test_keys_are_independent_and_a_missing_header_is_one_shared_key(
         assert statuses(client, 1, **{"x-api-key": "c"}) == [200]
     with engine.connect() as conn:
         keys = dict(conn.execute(select(rate_limits.c.key, rate_limits.c.count)).all())
-    assert keys == {"a": 4, "b": 4, MISSING_KEY: 4, "c": 1}
+    hashed = {stored_key(k, secret=True): n for k, n in {"a": 4, "b": 4, "c": 1}.items()}
+    assert keys == {**hashed, MISSING_KEY: 4}
 
 
 def test_global_counts_everyone_and_client_counts_by_peer_address(
@@ -205,12 +207,25 @@ def test_a_new_window_starts_afresh_and_ended_windows_are_deleted(
     assert [tuple(w) for w in windows] == [(START + 60, 4)]  # the first window is gone
 
 
-def test_long_keys_are_stored_hashed() -> None:
+def test_header_values_are_stored_hashed_never_as_sent(
+    guarded: Guarded, engine: Engine, clock: Clock
+) -> None:
+    with limited_client(guarded, engine, clock) as client:
+        assert statuses(client, 2, **{"x-api-key": "secret-key-1"}) == [200, 200]
+        assert statuses(client, 1) == [200]  # no header: the one shared key
+    with engine.connect() as conn:
+        keys = sorted(conn.execute(select(rate_limits.c.key)).scalars())
+    digest = hashlib.sha256(b"secret-key-1").hexdigest()
+    assert keys == [MISSING_KEY, f"sha256:{digest}"]
+
+
+def test_long_client_addresses_are_stored_hashed() -> None:
     assert stored_key("k" * 64) == "k" * 64
     hashed = stored_key("k" * 65)
     assert hashed.startswith("sha256:")
     assert len(hashed) == 71
     assert hashed == stored_key("k" * 65) != stored_key("k" * 66)
+    assert stored_key("short", secret=True).startswith("sha256:")
 
 
 def _break(engine: Engine, tmp_path: Path) -> None:

@@ -59,7 +59,7 @@ log = logging.getLogger("hostwire.ratelimit")
 OnStorageError = Literal["allow", "deny"]
 HEADER_PREFIX = "header:"
 MAX_KEY_CHARS = 64
-"""A longer key is stored as ``sha256:<hex digest>``."""
+"""A longer client address is stored as ``sha256:<hex digest>``, as every header value is."""
 GLOBAL_KEY = "*"
 MISSING_KEY = ""
 """The one key of every request without the header (or the client address)."""
@@ -79,9 +79,10 @@ def check_rate_limit_key(key: str) -> str:
     )
 
 
-def stored_key(value: str) -> str:
-    """The key as stored: as given, or hashed when longer than ``MAX_KEY_CHARS``."""
-    if len(value) <= MAX_KEY_CHARS:
+def stored_key(value: str, *, secret: bool = False) -> str:
+    """The key as stored: as given, or hashed when longer than ``MAX_KEY_CHARS`` or
+    ``secret`` (a header's value may be a credential: it never reaches the table)."""
+    if value == MISSING_KEY or (len(value) <= MAX_KEY_CHARS and not secret):
         return value
     return "sha256:" + hashlib.sha256(value.encode("utf-8", "surrogatepass")).hexdigest()
 
@@ -112,7 +113,7 @@ class RateLimit:
             return stored_key(client or MISSING_KEY)
         wanted = self.key.removeprefix(HEADER_PREFIX).lower()
         value = next((v for k, v in headers.items() if k.lower() == wanted), "").strip()
-        return stored_key(value)
+        return stored_key(value, secret=True)
 
     def window(self, now: float) -> tuple[float, float]:
         """The start and end of the window ``now`` falls in."""
