@@ -312,7 +312,12 @@ class LightStore:
         self._reader: sqlite3.Connection | None = None
         try:
             with self.storage.guard("opening the database", quiet=True):
-                Base.metadata.create_all(self.engine)
+                with self.engine.begin() as conn:
+                    if conn.dialect.name == "postgresql":
+                        # Workers starting at once on a new database take turns:
+                        # create_all looks before it creates, and would race.
+                        conn.execute(select(func.pg_advisory_xact_lock(_SCHEMA_LOCK)))
+                    Base.metadata.create_all(conn)
                 if self.engine.url.get_backend_name() == "sqlite":
                     with self.engine.connect() as conn:
                         self._db = cast(sqlite3.Connection, conn.connection.driver_connection)
@@ -620,6 +625,7 @@ def _model_error(error: BaseException) -> LightError | None:
 # -- the engine ------------------------------------------------------------------
 
 POOL_SIZE = 10  # PostgreSQL connections a process keeps (LIGHTCONTROL_DB_POOL)
+_SCHEMA_LOCK = 0x6C69_6768_7473  # "lights": the advisory lock of creating the tables
 
 
 def make_engine(database: str | Path, *, pool_size: int = POOL_SIZE) -> Engine:

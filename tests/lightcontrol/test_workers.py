@@ -41,6 +41,43 @@ def pg_database(postgres_server: PostgresServer) -> Iterator[str]:
     postgres_server.drop_database(url)
 
 
+def _open_at_once(url: str, count: int) -> tuple[list[LightStore], list[BaseException]]:
+    start = threading.Barrier(count)
+    opened: list[LightStore] = []
+    failures: list[BaseException] = []
+
+    def open_store() -> None:
+        start.wait(timeout=30)
+        try:
+            opened.append(LightStore(url))
+        except Exception as error:
+            failures.append(error)
+
+    threads = [threading.Thread(target=open_store) for _ in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    return opened, failures
+
+
+def test_stores_opening_a_new_database_at_once_all_open_it(
+    postgres_server: PostgresServer,
+) -> None:
+    """Workers starting together on an empty database: every one makes it or finds it made."""
+    for _ in range(3):
+        url = postgres_server.create_database()
+        opened, failures = _open_at_once(url, 6)
+        try:
+            assert failures == []
+            assert len(opened) == 6
+            assert opened[0].get("default")["revision"] == 1
+        finally:
+            for store in opened:
+                store.close()
+            postgres_server.drop_database(url)
+
+
 # -- the feed across processes (two stores on one database stand for two workers) -------
 
 
