@@ -305,6 +305,7 @@ class Plugin:
                 _host_failure(context) if context.error else self._failure(export, exc, instance)
             )
             self._end(instance, reuse=False)
+            failure.refused = tuple(context.refused)
             if context.error is not None:
                 raise failure  # noqa: B904 (its cause is the host function's error)
             raise failure from exc
