@@ -112,6 +112,28 @@ def test_inspect_with_spec_shows_near_misses(tmp_path: Path) -> None:
     ) in text
 
 
+def test_the_gateway_warns_the_same_at_load(tmp_path: Path) -> None:
+    (tmp_path / "p.wat").write_text(exporting("invoice_creatd"))
+    lago = ROOT / "tests" / "documents" / "lago" / "openapi.yaml"
+    (tmp_path / "gateway.yaml").write_text(
+        f"openapi: {lago}\n"
+        "app: {base_url: 'http://127.0.0.1:9/api/v1'}\n"
+        "webhooks: {secret: whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw, event_type: /webhook_type,"
+        " subject: ['/{object_type}/lago_id']}\n"
+        "plugins: [{name: typo, path: p.wat, grants: [findCustomer]}]\n"
+    )
+    done = hostwire("gateway", "--check", "--config", str(tmp_path / "gateway.yaml"))
+    assert done.returncode == 0, done.stderr
+    warnings = [line for line in done.stderr.splitlines() if ": WARNING: " in line]
+    assert warnings == [
+        f'hostwire.plugins: WARNING: plug-in "typo" exports "invoice_creatd", which no event or '
+        f"HTTP hook of {lago} calls: did you mean invoice_created?",
+        'hostwire.plugins: WARNING: plug-in "typo" is granted findCustomer but imports no host '
+        "function for it, so the grant can never be used (an old build, or a grant that is not "
+        "needed?).",
+    ]
+
+
 # -- grants no import can use ----------------------------------------------------
 
 
