@@ -144,6 +144,8 @@ class PluginError(HostwireError):
     """A failure of one plug-in, named with its export when there is one."""
 
     exit_code = 3
+    # Operations a failed call was refused (403 not_granted) before it failed; set by the runtime.
+    refused: tuple[str, ...] = ()
 
     def __init__(self, message: str, *, plugin: str, export: str | None = None) -> None:
         super().__init__(message)

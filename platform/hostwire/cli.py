@@ -30,15 +30,21 @@ from hostwire._events import STATES, Outbox, handled_events, is_url
 from hostwire._gateway import Gateway, load_gateway_config
 from hostwire._hostapi import HostApi, OpenAPIDocument, load_openapi
 from hostwire._pdk import LANGUAGES, generate, language, scaffold
+from hostwire._pluginset import near_misses
 from hostwire._runtime import (
+    HOST_FUNCTION,
     KERNEL_MODULE,
     USER_MODULE,
     HostFunction,
     Limits,
+    NotWebAssembly,
     Plugin,
     inspect_module,
+    provider,
     read_path,
     sha256_hex,
+    unprovided,
+    unprovided_hint,
 )
 from hostwire._targets import HttpTarget, run_app
 
@@ -262,12 +268,18 @@ def _inspect(path: str, spec: str | None = None) -> dict[str, Any]:
     name, wasm = _read_plugin(path)
     try:
         info = inspect_module(wasm)
+    except NotWebAssembly as exc:
+        raise PluginLoadError(f"{path} is not WebAssembly: {exc}.", plugin=name) from exc
     except ValueError as exc:
         raise PluginLoadError(
             f"{path} is not a valid WebAssembly module: {exc}", plugin=name
         ) from exc
     functions = info.function_exports
     imported = sorted(i.name for i in info.imports_from(USER_MODULE))
+    document = load_openapi(spec) if spec is not None else None
+    # With a document its operations are the host functions; without, any user import may be.
+    offered = {(USER_MODULE, n) for n in document.operations} if document is not None else None
+    missing = unprovided(info, offered)
     report = {
         "file": path,
         "size_bytes": len(wasm),
@@ -277,17 +289,26 @@ def _inspect(path: str, spec: str | None = None) -> dict[str, Any]:
             {"name": e.name, "kind": e.kind, "signature": e.signature} for e in info.exports
         ],
         "imports": [
-            {"module": i.module, "name": i.name, "kind": i.kind, "signature": i.signature}
+            {
+                "module": i.module,
+                "name": i.name,
+                "kind": i.kind,
+                "signature": i.signature,
+                "provided_by": provider(i, offered),
+            }
             for i in info.imports
+        ],
+        "unprovided_imports": [f"{i.module}.{i.name}" for i in missing],
+        "unprovided_hint": unprovided_hint(missing) if missing else None,
+        "near_misses": [
+            {"export": e, "did_you_mean": real} for e, real in near_misses(functions, document)
         ],
         "host_functions": sorted(i.name for i in info.imports_from(USER_MODULE)),
         "kernel_functions": sorted(i.name for i in info.imports_from(KERNEL_MODULE)),
         "lifecycle_events": lifecycle_exports(functions),
         "http_hooks": http_hook_exports(functions),
     }
-    document = None
-    if spec is not None:
-        document = load_openapi(spec)
+    if spec is not None and document is not None:
         report |= _operations(spec, document, imported)
     # With a document, every export that handles one of its webhooks; else the lifecycle names.
     report["events"] = [
@@ -309,9 +330,20 @@ def cmd_plugin_inspect(args: argparse.Namespace) -> int:
     print("exports")
     for e in report["exports"]:
         print(f"  {e['kind']:<7} {e['name']}{' ' + e['signature'] if e['signature'] else ''}")
-    print("imports")
-    for i in report["imports"]:
-        print(f"  {i['kind']:<7} {i['module']}::{i['name']} {i['signature']}".rstrip())
+    print("imports (and what provides each)")
+    lines = [
+        f"{i['kind']:<7} {i['module']}::{i['name']} {i['signature']}" for i in report["imports"]
+    ]
+    width = max((len(line) for line in lines), default=0)
+    for line, i in zip(lines, report["imports"], strict=True):
+        print(
+            f"  {line:<{width}}  {_provided_text(i['provided_by'], checked='operations' in report)}"
+        )
+    if report["unprovided_imports"]:
+        print(
+            f"not provided              {', '.join(report['unprovided_imports'])}, so it "
+            f"cannot load: {report['unprovided_hint']}"
+        )
     host = report["host_functions"]
     print(f"host functions it calls   {', '.join(host) if host else 'none'}")
     if "operations" in report:
@@ -319,6 +351,11 @@ def cmd_plugin_inspect(args: argparse.Namespace) -> int:
     else:
         print(f"lifecycle events handled  {', '.join(report['lifecycle_events']) or 'none'}")
     print(f"HTTP hooks                {', '.join(report['http_hooks']) or 'none'}")
+    for miss in report["near_misses"]:
+        print(
+            f"near miss                 {miss['export']}: no event or hook calls it; "
+            f"did you mean {miss['did_you_mean']}?"
+        )
     if "operations" in report:
         print(f"operations it calls ({report['spec']})")
         for op in report["operations"]:
@@ -327,6 +364,14 @@ def cmd_plugin_inspect(args: argparse.Namespace) -> int:
             print(f"  {name:<24} NOT AN OPERATION: the plug-in will not load against this spec")
         print(f"grants it needs           {' '.join(report['grants_needed']) or 'none'}")
     return 0
+
+
+def _provided_text(provided_by: str | None, *, checked: bool) -> str:
+    if provided_by is None:
+        return "NOT PROVIDED by this host"
+    if provided_by == HOST_FUNCTION and not checked:
+        return f"{provided_by} (give --spec to check it)"
+    return provided_by
 
 
 def _events_text(events: list[dict[str, str]]) -> str:

@@ -168,8 +168,8 @@ def test_undelivered_events_survive_sigkill(tmp_path: Path) -> None:
         lamp = httpx.post(f"{url}/lights", json={"name": "Lamp"}, headers=AUTH).json()["id"]
         process.send_signal(signal.SIGTERM)
         process.wait(timeout=30)
-    # follow is not granted updateLight yet: its delivery fails and waits to be retried.
-    broken = _follow_config(tmp_path / "broken.yaml", lamp, [])
+    # follow's target does not exist yet: its delivery fails (404) and waits to be retried.
+    broken = _follow_config(tmp_path / "broken.yaml", "nowhere", ["updateLight"])
     with server(db, "--config", str(broken)) as (process, url):
         response = httpx.post(f"{url}/light_color", json={"action": "ToGreen"}, headers=AUTH)
         assert response.status_code == 200

@@ -18,7 +18,9 @@ plug-in gets its own delivery row and its own lane of worker threads
   so processes share the work, and a killed process's deliveries go to
   another once its leases run out;
 - retries with exponential backoff and jitter, up to ``max_attempts``, then
-  the ``dead`` state, from which ``replay`` brings it back;
+  the ``dead`` state, from which ``replay`` brings it back; a delivery that
+  can never succeed as configured (the plug-in lacks the handler, or the
+  handler failed after a host call was refused as not granted) is dead at once;
 - woken when a change commits (``notify``, and on PostgreSQL LISTEN/NOTIFY
   for the other processes: ``wakeup``); polling is only the fallback after
   a restart or a failure;
@@ -61,7 +63,13 @@ from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import SQLAlchemyError
 
-from hostwire._errors import PluginError, StorageError
+from hostwire._errors import (
+    PluginCallError,
+    PluginError,
+    PluginExportError,
+    PluginTrapError,
+    StorageError,
+)
 from hostwire._events.claims import Claims, Due, LeasedClaims, LocalClaims, Renewer, new_owner
 from hostwire._events.database import Database, describe, sync_engine
 from hostwire._events.storage import StorageGuard
@@ -769,18 +777,18 @@ class _Worker(threading.Thread):
     def _deliver(self, due: Due) -> None:
         self.delivering = True
         try:
-            error = self._call(due.export, due.payload.encode(), json.loads(due.chain))
+            error, final = self._call(due.export, due.payload.encode(), json.loads(due.chain))
         finally:
             self.delivering = False
         if self.lane.abandoned.is_set():
             return  # stop() gave up on this delivery: it stays pending, attempts untouched
         if self.outbox.leased:
-            self._record(due, error)  # PostgreSQL's row locks order concurrent marks
+            self._record(due, error, final=final)  # PostgreSQL's row locks order concurrent marks
         else:
             with self.outbox.mark_lock:
-                self._record(due, error)
+                self._record(due, error, final=final)
 
-    def _record(self, due: Due, error: str | None) -> None:
+    def _record(self, due: Due, error: str | None, *, final: bool = False) -> None:
         attempts = due.attempts + 1
         args: dict[str, Any] = {
             "key_seq": due.event_seq,
@@ -800,6 +808,11 @@ class _Worker(threading.Thread):
             )
             self.lane.claims.release([due])  # it no longer runs: others may take it now
             return
+        elif final:
+            log.error(
+                "event %s is dead for %s at once: %s", due.id, self.plugin.name, log_safe(error)
+            )
+            mark, args["error"] = _MARK_DEAD, error
         elif attempts >= self.outbox.max_attempts:
             log.error(
                 "event %s is dead for %s after %d attempts: %s",
@@ -828,15 +841,36 @@ class _Worker(threading.Thread):
                 self.plugin.name,
             )
 
-    def _call(self, export: str, payload: bytes, chain: list[str]) -> str | None:
+    def _call(self, export: str, payload: bytes, chain: list[str]) -> tuple[str | None, bool]:
+        """The delivery's error (None when it succeeded), and whether retrying is useless."""
         token = CHAIN.set(tuple(chain))  # host calls from the handler extend the chain
         try:
             self.plugin.call(export, payload)
         except PluginError as exc:
-            return str(exc)
+            never = _never_succeeds(exc)
+            return never or str(exc), never is not None
         except Exception as exc:  # a bug must not kill the worker; the event stays pending
             log.exception("delivering to %s failed", self.plugin.name)
-            return f"{type(exc).__name__}: {exc}"
+            return f"{type(exc).__name__}: {exc}", False
         finally:
             CHAIN.reset(token)
-        return None
+        return None, False
+
+
+def _never_succeeds(exc: PluginError) -> str | None:
+    """Why a failed delivery can never succeed as configured, or None if a retry may.
+
+    The handler is missing (the plug-in was replaced), or it failed (an error
+    of its own or a trap) after a host call was answered 403 not_granted: the
+    grants are fixed until the configuration changes, and so is the outcome.
+    """
+    reason = str(exc).rstrip(".")
+    if isinstance(exc, PluginExportError):
+        return f"{reason}; it can never succeed: replay the event once the plug-in exports it"
+    if exc.refused and isinstance(exc, PluginCallError | PluginTrapError):
+        ops = ", ".join(dict.fromkeys(exc.refused))
+        return (
+            f"{reason}; it failed after a host call was refused as not granted ({ops}): "
+            "grant it, then replay the event"
+        )
+    return None

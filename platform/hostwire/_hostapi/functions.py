@@ -106,6 +106,7 @@ class HostApi:
 
         def handle(context: CallContext, data: bytes) -> bytes:
             if not granted:
+                context.refused.append(op.grant)
                 return error_reply(
                     403,
                     "not_granted",

@@ -13,9 +13,22 @@ OpenAPI, apps or events.
 
 from hostwire._runtime.chain import CHAIN, describe, to_thread
 from hostwire._runtime.hostfn import CallContext, HostFunction
+from hostwire._runtime.imports import (
+    HOST_FUNCTION,
+    describe_imports,
+    provider,
+    unprovided,
+    unprovided_hint,
+)
 from hostwire._runtime.limits import Limits
 from hostwire._runtime.logs import log_safe
-from hostwire._runtime.module import KERNEL_MODULE, USER_MODULE, WASI_MODULES, inspect_module
+from hostwire._runtime.module import (
+    KERNEL_MODULE,
+    USER_MODULE,
+    WASI_MODULES,
+    NotWebAssembly,
+    inspect_module,
+)
 from hostwire._runtime.plugin import Plugin
 from hostwire._runtime.source import DOWNLOAD_TIMEOUT_S, fetch_url, read_path, sha256_hex
 from hostwire._runtime.strictjson import JsonProblem, loads_strict, parse_json, plugin_json
@@ -24,6 +37,7 @@ from hostwire._runtime.threads import run_blocking
 __all__ = [
     "CHAIN",
     "DOWNLOAD_TIMEOUT_S",
+    "HOST_FUNCTION",
     "KERNEL_MODULE",
     "USER_MODULE",
     "WASI_MODULES",
@@ -31,16 +45,21 @@ __all__ = [
     "HostFunction",
     "JsonProblem",
     "Limits",
+    "NotWebAssembly",
     "Plugin",
     "describe",
+    "describe_imports",
     "fetch_url",
     "inspect_module",
     "loads_strict",
     "log_safe",
     "parse_json",
     "plugin_json",
+    "provider",
     "read_path",
     "run_blocking",
     "sha256_hex",
     "to_thread",
+    "unprovided",
+    "unprovided_hint",
 ]

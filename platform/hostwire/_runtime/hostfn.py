@@ -75,6 +75,7 @@ class CallContext:
         "max_output_bytes",
         "output",
         "plugin",
+        "refused",
     )
 
     def __init__(
@@ -104,6 +105,8 @@ class CallContext:
         self.output: bytes | None = None
         self.http_status = 0
         self.http_headers: dict[str, str] | None = None
+        # Operations this call was answered 403 not_granted for (the outbox's "never succeeds").
+        self.refused: list[str] = []
 
     def reset(self, export: str, extra: dict[str, Any], timeout_s: float) -> None:
         """Make the context ready for the next call of its instance."""
@@ -114,6 +117,7 @@ class CallContext:
         self.output = None
         self.http_status = 0
         self.http_headers = None
+        self.refused = []
         self.deadline = time.monotonic() + timeout_s
 
     def fail(self, exc: BaseException) -> None:

@@ -48,6 +48,7 @@ from hostwire._errors import (
 )
 from hostwire._runtime.hostfn import LINK_PREFIX, CallContext, HostFunction, shim_wat
 from hostwire._runtime.http import PluginHttp
+from hostwire._runtime.imports import describe_imports, unprovided, unprovided_hint
 from hostwire._runtime.kernel import kernel_functions
 from hostwire._runtime.limits import Limits
 from hostwire._runtime.logs import ROUTER
@@ -55,6 +56,7 @@ from hostwire._runtime.module import (
     KERNEL_MODULE,
     USER_MODULE,
     ModuleInfo,
+    NotWebAssembly,
     inspect_module,
     to_binary,
 )
@@ -113,6 +115,10 @@ class Plugin:
         self.host_functions = {f.name: f for f in host_functions}
         try:
             self.info: ModuleInfo = inspect_module(wasm)
+        except NotWebAssembly as exc:
+            raise PluginLoadError(
+                f'Plug-in "{name}" is not WebAssembly: {exc}.', plugin=name
+            ) from exc
         except ValueError as exc:
             raise PluginLoadError(
                 f'Plug-in "{name}" is not a valid WebAssembly module: {exc}', plugin=name
@@ -160,6 +166,14 @@ class Plugin:
                     f"(host functions available: {offered}).",
                     plugin=self.name,
                 )
+        provided = {(f.namespace, f.name) for f in self.host_functions.values()}
+        missing = unprovided(self.info, provided)
+        if missing:
+            raise PluginLoadError(
+                f'Plug-in "{self.name}" imports {describe_imports(missing)}, which the host '
+                f"cannot provide: {unprovided_hint(missing)}.",
+                plugin=self.name,
+            )
 
     def _shims(self) -> list[dict[str, object]]:
         """One shim module per namespace the guest imports host functions from."""
@@ -291,6 +305,7 @@ class Plugin:
                 _host_failure(context) if context.error else self._failure(export, exc, instance)
             )
             self._end(instance, reuse=False)
+            failure.refused = tuple(context.refused)
             if context.error is not None:
                 raise failure  # noqa: B904 (its cause is the host function's error)
             raise failure from exc
