@@ -151,6 +151,10 @@ postgresql:
 	    exit 1; \
 	  fi; }
 
+# The suite runs on every core (pytest-xdist), a test file per worker at a time,
+# so a file's module fixtures (a compiled PDK, a server) are made once.
+# PYTEST_ARGS="-n 0 ..." runs it in one process.
+PYTEST_ARGS ?= -n auto --dist loadfile
 test: $(STAMP) plugins postgresql
 	$(PY) -m pytest $(PYTEST_ARGS)
 
