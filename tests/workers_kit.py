@@ -112,7 +112,7 @@ def socket_owner(local_port: int, remote_port: int, pids: list[int]) -> int | No
     """Which of ``pids`` holds the TCP connection 127.0.0.1:local_port -> :remote_port."""
     inodes = {
         inode
-        for local, remote, inode in _tcp_connections()
+        for local, remote, _, inode in _tcp_connections()
         if (local, remote) == (local_port, remote_port)
     }
     for pid in pids:
@@ -122,23 +122,35 @@ def socket_owner(local_port: int, remote_port: int, pids: list[int]) -> int | No
 
 
 def connected_ports(pid: int, remote_port: int) -> set[int]:
-    """The local ports of process ``pid``'s TCP connections to ``remote_port``."""
+    """The local ports of process ``pid``'s established TCP connections to ``remote_port``."""
     held = _socket_inodes(pid)
     return {
         local
-        for local, remote, inode in _tcp_connections()
-        if remote == remote_port and inode in held
+        for local, remote, state, inode in _tcp_connections()
+        if remote == remote_port and state == _ESTABLISHED and inode in held
     }
 
 
-def _tcp_connections() -> list[tuple[int, int, int]]:
-    """(local port, remote port, socket inode) of every IPv4 TCP socket (/proc/net/tcp)."""
+_ESTABLISHED = 1  # the state column of /proc/net/tcp
+
+
+def _tcp_connections() -> list[tuple[int, int, int, int]]:
+    """(local port, remote port, state, socket inode) of each IPv4 TCP socket (/proc/net/tcp)."""
     found = []
     for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
         fields = line.split()
-        local, remote, inode = fields[1], fields[2], fields[9]
-        found.append((int(local.split(":")[1], 16), int(remote.split(":")[1], 16), int(inode)))
+        local, remote, state, inode = fields[1], fields[2], fields[3], fields[9]
+        ports = int(local.split(":")[1], 16), int(remote.split(":")[1], 16)
+        found.append((*ports, int(state, 16), int(inode)))
     return found
+
+
+def process_state(pid: int) -> str | None:
+    """The state letter of process ``pid`` (R, S, T stopped, Z a zombie...); None when gone."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return None
 
 
 def _socket_inodes(pid: int) -> set[int]:
