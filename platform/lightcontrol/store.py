@@ -74,6 +74,7 @@ from sqlalchemy import (
     func,
     insert,
     select,
+    text,
 )
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.engine.interfaces import ExecutionContext
@@ -97,6 +98,8 @@ LOCK_AFTER = 3  # attempts lost to another process's change, on PostgreSQL
 LOCK_TIMEOUT_S = 30.0
 SQLITE_TIMEOUT_S = 5.0
 _STRIPES = 64
+# Processes opening one PostgreSQL database at once create its tables in turn.
+_SCHEMA_LOCK = 0x6C69676874  # "light"
 # Lights whose change is under way further up this chain of calls (it travels
 # with the context into plug-ins' in-process calls).
 _CHANGING: ContextVar[frozenset[str]] = ContextVar("lightcontrol_changing", default=frozenset())
@@ -312,12 +315,7 @@ class LightStore:
         self._reader: sqlite3.Connection | None = None
         try:
             with self.storage.guard("opening the database", quiet=True):
-                with self.engine.begin() as conn:
-                    if conn.dialect.name == "postgresql":
-                        # Workers starting at once on a new database take turns:
-                        # create_all looks before it creates, and would race.
-                        conn.execute(select(func.pg_advisory_xact_lock(_SCHEMA_LOCK)))
-                    Base.metadata.create_all(conn)
+                self._create_tables()
                 if self.engine.url.get_backend_name() == "sqlite":
                     with self.engine.connect() as conn:
                         self._db = cast(sqlite3.Connection, conn.connection.driver_connection)
@@ -341,6 +339,12 @@ class LightStore:
                 self._reader.close()
             if self._own_engine:
                 dispose(self.engine)
+
+    def _create_tables(self) -> None:
+        with self.engine.begin() as conn:
+            if conn.dialect.name == "postgresql":  # create_all's check-then-create races
+                conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _SCHEMA_LOCK})
+            Base.metadata.create_all(conn)
 
     def _create_default(self) -> None:
         """The light the original routes control; made without lifecycle steps."""
@@ -625,7 +629,6 @@ def _model_error(error: BaseException) -> LightError | None:
 # -- the engine ------------------------------------------------------------------
 
 POOL_SIZE = 10  # PostgreSQL connections a process keeps (LIGHTCONTROL_DB_POOL)
-_SCHEMA_LOCK = 0x6C69_6768_7473  # "lights": the advisory lock of creating the tables
 
 
 def make_engine(database: str | Path, *, pool_size: int = POOL_SIZE) -> Engine:

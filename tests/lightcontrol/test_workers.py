@@ -17,7 +17,6 @@ import signal
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
@@ -27,10 +26,8 @@ from event_plugins import wait_for
 from lightcontrol.feed import ChangeFeed
 from lightcontrol.store import Change, LightRejected, LightStore
 from postgres import PostgresServer
-from workers_kit import WORKER_HEADER, worker_pids, workers_server
+from workers_kit import AUTH, TOKEN, Ledger, check_ledger, worker_pids, workers_server
 
-TOKEN = "workers-token"
-AUTH = {"Authorization": f"Bearer {TOKEN}"}
 WORKERS = 4
 
 
@@ -133,32 +130,6 @@ def _data(event: str) -> dict[str, Any]:
 # -- real worker processes --------------------------------------------------------------
 
 
-@dataclass
-class Ledger:
-    """What the clients were told: every acknowledged record, and every other answer."""
-
-    acked: list[tuple[str, dict[str, Any]]] = field(default_factory=list)  # (worker, record)
-    refused: list[httpx.Response] = field(default_factory=list)
-    lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def send(self, url: str, light: str, body: dict[str, Any]) -> int:
-        # A new connection for each request: the kernel spreads them over the workers.
-        try:
-            response = httpx.patch(f"{url}/lights/{light}", json=body, headers=AUTH, timeout=30)
-        except httpx.TransportError:
-            return 0
-        with self.lock:
-            if response.status_code == 200:
-                self.acked.append((response.headers[WORKER_HEADER], response.json()))
-            else:
-                self.refused.append(response)
-        return response.status_code
-
-    def records(self, light: str) -> list[dict[str, Any]]:
-        with self.lock:
-            return [record for _, record in self.acked if record["id"] == light]
-
-
 class Stream:
     """``GET /events/stream`` read in a thread: the entries it got so far."""
 
@@ -193,17 +164,6 @@ class Stream:
         self._thread.join(timeout=10)
 
 
-def _check(url: str, ledger: Ledger, lights: list[str], start: dict[str, int]) -> None:
-    """0 acknowledged writes lost: each has its own revision, the last one is what is stored."""
-    with httpx.Client(base_url=url, headers=AUTH) as client:
-        for light in lights:
-            records = ledger.records(light)
-            revisions = sorted(r["revision"] for r in records)
-            assert revisions == list(range(start[light] + 1, start[light] + 1 + len(records)))
-            stored = client.get(f"/lights/{light}").json()
-            assert stored == max(records, key=lambda r: r["revision"])
-
-
 def _streamed(stream: Stream, light: str, count: int) -> bool:
     return len(stream.revisions(light)) >= count
 
@@ -233,7 +193,7 @@ def test_concurrent_updates_over_four_workers_lose_nothing(pg_database: str) -> 
             for _ in range(3):
                 _run_clients(url, ledger, lights, clients=8, each=8)
                 assert ledger.refused == []
-                _check(url, ledger, lights, start)
+                check_ledger(url, ledger, lights, start)
             assert len(ledger.acked) == 3 * 8 * 8
             assert {worker for worker, _ in ledger.acked} == {"1", "2", "3", "4"}
             for light in lights:  # every worker's changes, in the order they committed
@@ -308,7 +268,7 @@ def test_postgresql_restarting_under_load_gives_503_and_the_workers_reconnect(
                 assert response.status_code == 503
                 assert response.headers["retry-after"].isdigit()
                 assert response.json()["error"]["code"] == "storage_unavailable"
-            _check(url, ledger, ["default"], {"default": 1})
+            check_ledger(url, ledger, ["default"], {"default": 1})
             # The stream opened before the restart shows changes made after it (once its
             # worker listens again: changes committed before that are not in it).
             wait_for(lambda: _shown(url, ledger, stream), "the feed after the restart", 60)
