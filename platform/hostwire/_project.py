@@ -10,6 +10,7 @@ source is newer than the output, then runs pytest on ``tests``.
 from __future__ import annotations
 
 import difflib
+import io
 import json
 import os
 import shlex
@@ -225,9 +226,22 @@ def build(project: Project) -> Path:
 
 
 def _run(project: Project, command: str, env: dict[str, str]) -> None:
+    try:
+        sink: int | None = sys.stderr.fileno()  # the tool's output as it comes
+    except (AttributeError, OSError, io.UnsupportedOperation):
+        sink = None  # sys.stderr is no file (captured): hand it the output after
     done = subprocess.run(
-        command, shell=True, cwd=project.root, env=env, stdout=sys.stderr, check=False
+        command,
+        shell=True,
+        cwd=project.root,
+        env=env,
+        stdout=sink if sink is not None else subprocess.PIPE,
+        stderr=None if sink is not None else subprocess.STDOUT,
+        text=True,
+        check=False,
     )
+    if sink is None and done.stdout:
+        sys.stderr.write(done.stdout)
     if done.returncode != 0:
         raise BuildError(
             f"{project.file}: build of {project.name} failed: `{command}` exited "

@@ -596,8 +596,11 @@ def cmd_plugin_new(args: argparse.Namespace) -> int:
         tests=("test_plugin.py",),
     )
     _project.write(project)
-    print(f"created {target} ({len(written) + 1} files); build and test it with:")
-    print(f"  cd {shlex.quote(str(target))} && hostwire plugin test")
+    folder = shlex.quote(str(target))
+    print(f"created {target} ({len(written) + 1} files); build it with:")
+    print(f"  cd {folder} && {language(args.lang).BUILD}")
+    print("or build it when needed and run its tests (hostwire.toml says how):")
+    print(f"  cd {folder} && hostwire plugin test")
     return 0
 
 
