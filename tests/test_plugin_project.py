@@ -66,9 +66,10 @@ def test_a_c_project_on_the_installed_apps_document_builds_and_its_tests_pass(
     assert "built" in tested.stdout
     assert "2 passed" in tested.stdout
     assert (project / "build" / "plugin.wasm").is_file()
-    again = hostwire("plugin", "test", str(project), cwd=tmp_path)
+    again = hostwire("plugin", "test", str(project), "--", "-k", "run", cwd=tmp_path)
     assert again.returncode == 0
     assert "built" not in again.stdout
+    assert "1 passed, 1 deselected" in again.stdout
     (project / "main.c").touch()
     rebuilt = hostwire("plugin", "build", cwd=project)
     assert rebuilt.returncode == 0, rebuilt.stderr

@@ -622,6 +622,10 @@ def cmd_plugin_build(args: argparse.Namespace) -> int:
 
 
 def cmd_plugin_test(args: argparse.Namespace) -> int:
+    extra = [a for a in args.pytest_args if a != "--"]
+    if args.dir is not None and args.dir.startswith("-"):  # `plugin test -- -q`: no DIR
+        extra, args.dir = [args.dir, *extra], None
+    args.pytest_args = extra
     project = _project_at(args)
     if _project.stale(project):
         module = _project.build(project)
