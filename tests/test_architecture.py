@@ -35,6 +35,7 @@ TOP_LEVEL = frozenset(
         "hostwire._app",
         "hostwire._pluginset",
         "hostwire._config",
+        "hostwire._project",
     }
 )
 # Each layer and the layers below it that it may import (besides itself and the

@@ -9,7 +9,9 @@ import importlib
 import inspect
 import json
 import logging
+import os
 import re
+import shlex
 import sys
 import tempfile
 import traceback
@@ -22,6 +24,7 @@ from typing import Any, NoReturn
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
+from hostwire import _project
 from hostwire._app import Hostwire, factory_arguments
 from hostwire._config import HostwireConfig, load_config
 from hostwire._contract import http_hook_exports, lifecycle_exports
@@ -484,18 +487,24 @@ def cmd_gateway(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_openapi(args: argparse.Namespace) -> int:
-    app = _build_app(args.app, db=args.db, config=None)
+def _app_document(app_name: str, *, db: str | None = "sqlite://") -> dict[str, Any]:
+    """The document ``hostwire openapi --app`` prints: hostwire's, or FastAPI's (by
+    default with an in-memory database: reading the document writes nothing)."""
+    app = _build_app(app_name, db=db, config=None)
     hostwire = getattr(getattr(app, "state", None), "hostwire", None)
     if isinstance(hostwire, Hostwire):
-        document = hostwire.openapi()
-    elif callable(getattr(app, "openapi", None)):
-        document = app.openapi()
-    else:
-        raise UsageError(
-            f"--app {args.app} has no document of its own to print (neither hostwire nor "
-            "FastAPI's openapi()); its OpenAPI file is the document."
-        )
+        return hostwire.openapi()
+    if callable(getattr(app, "openapi", None)):
+        document: dict[str, Any] = app.openapi()
+        return document
+    raise UsageError(
+        f"--app {app_name} has no document of its own to print (neither hostwire nor "
+        "FastAPI's openapi()); its OpenAPI file is the document."
+    )
+
+
+def cmd_openapi(args: argparse.Namespace) -> int:
+    document = _app_document(args.app, db=args.db)
     text = json.dumps(document, indent=2, ensure_ascii=False) + "\n"
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
@@ -510,10 +519,55 @@ def cmd_openapi(args: argparse.Namespace) -> int:
     return 0
 
 
+_NO_SPEC = (
+    "No OpenAPI document: pass --spec FILE or URL (an app's /openapi.json), or --app "
+    "module:app, or set HOSTWIRE_SPEC."
+)
+
+
+def _default_spec(args: argparse.Namespace) -> str | dict[str, Any]:
+    """The document of ``--spec``, ``--app``, ``$HOSTWIRE_SPEC``, the nearest
+    ``hostwire.toml``, or the one installed app, in that order: a path, a URL or
+    the app's document itself."""
+    if args.spec:
+        return str(args.spec)
+    if args.app:
+        return _app_document(args.app)
+    if os.environ.get("HOSTWIRE_SPEC"):
+        return os.environ["HOSTWIRE_SPEC"]
+    with contextlib.suppress(ConfigError):
+        return _project.load(_project.find(), languages=LANGUAGES).spec_source
+    installed = sorted(ep.name for ep in entry_points(group=APPS_GROUP))
+    if len(installed) == 1:
+        return _app_document(installed[0])
+    raise UsageError(
+        _NO_SPEC if not installed else f"{_NO_SPEC} (installed apps: {', '.join(installed)})."
+    )
+
+
+def _spec_document(args: argparse.Namespace, name: str) -> OpenAPIDocument:
+    found = _default_spec(args)
+    if isinstance(found, dict):
+        return load_openapi(found, name=name)
+    return load_openapi(found)
+
+
 def cmd_pdk_generate(args: argparse.Namespace) -> int:
-    written = generate(args.spec, args.lang, args.out, user_templates=args.templates)
-    print(f"wrote {len(written)} files to {args.out} ({args.lang} PDK for {args.spec})")
+    spec = _spec_document(args, "openapi.json")
+    written = generate(spec, args.lang, args.out, user_templates=args.templates)
+    print(f"wrote {len(written)} files to {args.out} ({args.lang} PDK for {spec.source})")
     return 0
+
+
+def _build_command(lang: str, target: Path) -> str:
+    """What ``hostwire plugin build`` runs: the command ``plugin new`` used to print,
+    without ``make`` or ``npm run`` in between (the same for every language)."""
+    if lang == "assemblyscript":
+        package = json.loads((target / "package.json").read_text(encoding="utf-8"))
+        return str(package["scripts"]["build"])
+    if lang == "c":
+        return str(language("c").README_BUILD)  # type: ignore[attr-defined]
+    return language(lang).BUILD
 
 
 def cmd_plugin_new(args: argparse.Namespace) -> int:
@@ -522,10 +576,61 @@ def cmd_plugin_new(args: argparse.Namespace) -> int:
             f"plug-in name {args.name!r}: use letters, digits, _ and -, starting with a letter."
         )
     target = Path(args.dir) / args.name
-    written = scaffold(args.spec, args.lang, args.name, target)
-    print(f"created {target} ({len(written)} files); build it with:")
-    print(f"  cd {target} && {language(args.lang).BUILD}")
+    found = _default_spec(args)
+    # An app's document is kept in the project, so its tests and builds need no app.
+    source = load_openapi(found, name="openapi.json") if isinstance(found, dict) else found
+    written = scaffold(source, args.lang, args.name, target)
+    if isinstance(found, dict):
+        (target / "openapi.json").write_text(
+            json.dumps(found, indent=2, ensure_ascii=False) + "\n", encoding="utf-8"
+        )
+        spec = "openapi.json"
+    else:
+        spec = _project.relative_spec(found, target)
+    project = _project.Project(
+        target.resolve(),
+        args.name,
+        args.lang,
+        spec,
+        _build_command(args.lang, target),
+        tests=("test_plugin.py",),
+    )
+    _project.write(project)
+    folder = shlex.quote(str(target))
+    print(f"created {target} ({len(written) + 1} files); build it with:")
+    print(f"  cd {folder} && {language(args.lang).BUILD}")
+    print("or build it when needed and run its tests (hostwire.toml says how):")
+    print(f"  cd {folder} && hostwire plugin test")
     return 0
+
+
+def _project_at(args: argparse.Namespace) -> _project.Project:
+    folder = Path(args.dir) if args.dir else _project.find()
+    if args.dir and not (folder / _project.FILE).is_file():
+        raise ConfigError(
+            f"{folder}: no {_project.FILE} here (hostwire plugin new writes one).",
+            path=str(folder),
+        )
+    return _project.load(folder, languages=LANGUAGES)
+
+
+def cmd_plugin_build(args: argparse.Namespace) -> int:
+    project = _project_at(args)
+    module = _project.build(project)
+    print(f"built {module} ({module.stat().st_size} bytes)")
+    return 0
+
+
+def cmd_plugin_test(args: argparse.Namespace) -> int:
+    extra = [a for a in args.pytest_args if a != "--"]
+    if args.dir is not None and args.dir.startswith("-"):  # `plugin test -- -q`: no DIR
+        extra, args.dir = [args.dir, *extra], None
+    args.pytest_args = extra
+    project = _project_at(args)
+    if _project.stale(project):
+        module = _project.build(project)
+        print(f"built {module} ({module.stat().st_size} bytes)", flush=True)
+    return _project.test(project, args.pytest_args)
 
 
 def _outbox(db: str) -> Outbox:
@@ -699,15 +804,40 @@ def _add_gateway(commands: Any) -> None:
     gateway.set_defaults(handler=cmd_gateway)
 
 
+_SPEC_HELP = (
+    "the OpenAPI document: a file or an http(s) URL (an app's /openapi.json); default: "
+    "--app's, $HOSTWIRE_SPEC, the nearest hostwire.toml's spec, or the installed app's"
+)
+_SPEC_APP_HELP = "take the document of this app (module:attribute or an installed app's name)"
+
+
 def _add_plugin_new(plugin_commands: Any) -> None:
     new = plugin_commands.add_parser(
         "new", parents=[_DEBUG], help="start a plug-in project on a generated PDK"
     )
     new.add_argument("name", help="the plug-in's name (also its folder)")
     new.add_argument("--lang", required=True, choices=LANGUAGES)
-    new.add_argument("--spec", default="openapi/light.yaml", help="default openapi/light.yaml")
+    new.add_argument("--spec", help=_SPEC_HELP)
+    new.add_argument("--app", help=_SPEC_APP_HELP)
     new.add_argument("--dir", default=".", help="where to create it, default .")
     new.set_defaults(handler=cmd_plugin_new)
+    building = plugin_commands.add_parser(
+        "build", parents=[_DEBUG], help="build a plug-in project's build/plugin.wasm"
+    )
+    building.add_argument(
+        "dir", nargs="?", help="the project (default: the nearest folder with hostwire.toml)"
+    )
+    building.set_defaults(handler=cmd_plugin_build)
+    testing = plugin_commands.add_parser(
+        "test", parents=[_DEBUG], help="build a plug-in project if needed, then run its tests"
+    )
+    testing.add_argument(
+        "dir", nargs="?", help="the project (default: the nearest folder with hostwire.toml)"
+    )
+    testing.add_argument(
+        "pytest_args", nargs=argparse.REMAINDER, help="after --: arguments for pytest"
+    )
+    testing.set_defaults(handler=cmd_plugin_test)
 
 
 def _add_pdk(commands: Any) -> None:
@@ -716,7 +846,8 @@ def _add_pdk(commands: Any) -> None:
     gen = pdk_commands.add_parser(
         "generate", parents=[_DEBUG], help="a PDK for one language from an OpenAPI file"
     )
-    gen.add_argument("--spec", required=True, help="the OpenAPI document")
+    gen.add_argument("--spec", help=_SPEC_HELP)
+    gen.add_argument("--app", help=_SPEC_APP_HELP)
     gen.add_argument("--lang", required=True, choices=LANGUAGES)
     gen.add_argument("--out", required=True, help="the folder to write")
     gen.add_argument(
