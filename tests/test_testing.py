@@ -251,12 +251,10 @@ def test_request_builds_the_hook_input_as_the_middleware_does(tmp_path: Path) ->
     assert request.body == b'{"name":"Lamp"}'
 
 
-def test_request_decodes_a_short_circuit_and_shows_a_rewrite(tmp_path: Path) -> None:
-    wasm = tmp_path / "api_guard.wasm"
+def test_request_decodes_a_short_circuit() -> None:
     if not API_GUARD.exists():
         pytest.fail(f"{API_GUARD} is missing: run `make plugins`, which builds it.")
-    wasm.write_bytes(API_GUARD.read_bytes())
-    with PluginHarness(wasm, spec=LIGHTS, config={"api_keys": "alice:s3cret"}) as harness:
+    with PluginHarness(API_GUARD, spec=LIGHTS, config={"api_keys": "alice:s3cret"}) as harness:
         refused = harness.request("GET", "/lights")
         allowed = harness.request("GET", "/lights", headers={"X-API-Key": "s3cret"})
     assert not refused.passed
@@ -267,6 +265,32 @@ def test_request_decodes_a_short_circuit_and_shows_a_rewrite(tmp_path: Path) -> 
     assert allowed.passed
     assert allowed.context == {"guard": "ok", "guard_key": "alice"}
     assert allowed.request.headers["x-api-key"] == "s3cret"
+
+
+REDACTOR = Path("sample_plugins/redactor/build/plugin.wasm")
+
+
+def test_a_post_hook_gets_the_context_its_pre_hook_left() -> None:
+    # README "Writing plug-ins": the redactor redacts what its pre-hook marked.
+    if not REDACTOR.exists():
+        pytest.fail(f"{REDACTOR} is missing: run `make plugins`, which builds it.")
+    with PluginHarness(REDACTOR, spec=LIGHTS, config={"redact": "name"}) as harness:
+        before = harness.request("GET", "/lights")
+        after = harness.request(
+            "GET",
+            "/lights",
+            hook="http_post_hook",
+            context=before.context,
+            response=MockReply(200, {"lights": [RECORD]}),
+        )
+        alone = harness.request(
+            "GET", "/lights", hook="http_post_hook", response=MockReply(200, {"lights": [RECORD]})
+        )
+    assert before.passed
+    assert after.response is not None
+    assert after.response.json() == {"lights": [{**RECORD, "name": "[redacted]"}]}
+    assert alone.response is not None
+    assert alone.response.json() == {"lights": [RECORD]}  # no mark: nothing redacted
 
 
 def test_request_runs_the_post_and_chunk_hooks(tmp_path: Path) -> None:
@@ -326,6 +350,14 @@ def test_request_refuses_what_the_middleware_refuses(tmp_path: Path) -> None:
             HookFailed,
             match="breaks the API: GET /lights 200 declares application/json, not a body",
         ),
+    ):
+        harness.request(
+            "GET", "/lights", hook="http_post_hook", response=MockReply(200, {"lights": []})
+        )
+    # The app's response is checked as a mock's: the harness cannot pass on what it never sends.
+    with (
+        PluginHarness(wasm, spec=LIGHTS, config={"answer": "{}"}) as harness,
+        pytest.raises(ValueError, match=r'mock body for "listLights" \(200\).*lights'),
     ):
         harness.request("GET", "/lights", hook="http_post_hook", response=MockReply(200, {}))
 

@@ -226,7 +226,8 @@ class PluginHarness:
         self._bus = EventBus([], spec=self.api.spec)
         # Hook answers go through the middleware's own passes; a post-hook's
         # rewrite is checked against the spec, as when the app passes its document.
-        self._hooks = Hooks(ResponseContract(self.api.spec))
+        self._contract = ResponseContract(self.api.spec)
+        self._hooks = Hooks(self._contract)
         self.plugin = Plugin(
             name,
             data,
@@ -430,9 +431,10 @@ class PluginHarness:
         hooks left (a post-hook's: the ``context`` its pre-hook's result has).
 
         ``hook="http_post_hook"`` runs the post-hook on the app's ``response``
-        (a ``MockReply``: status, body as for requests, headers), checked
-        against the spec's declared responses as when the app passes its
-        document; ``hook="http_stream_chunk_hook"`` runs the chunk hook on
+        (a ``MockReply``: status, body as for requests, headers; a JSON body
+        is checked against the operation's response schema as a mock's is),
+        and its rewrite against the spec's declared responses, as when the app
+        passes its document; ``hook="http_stream_chunk_hook"`` runs the chunk hook on
         ``chunk``. An answer the middleware would refuse raises ``HookFailed``
         with its reason, as a ``fail_closed`` plug-in answers 502 in production.
         """
@@ -466,6 +468,9 @@ class PluginHarness:
                 'request(hook="http_post_hook") needs the app\'s response=MockReply(status, body).'
             )
         content, is_json = _encoded(response.body, "response.body")
+        op = self._contract.operation(method, exchange.request["path"])
+        if is_json and op is not None:
+            self._check(op, response.status, response.body)  # as a mock's: what the app could send
         raw = _raw_headers(response.headers, content, is_json)
         exchange.response = {
             "status_code": response.status,
