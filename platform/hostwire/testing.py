@@ -14,20 +14,42 @@ then to mocks instead of the app: an operation without a mock answers
 raises any webhook of the spec: a lifecycle event from its change
 (``record=``, ``previous=``, ``changes=``), any other from its payload
 (``harness.fire("invoice_created", {...})``), checked against its schema.
+
+``request`` runs an HTTP hook on a request built as the middleware builds it:
+
+    result = harness.request("GET", "/lights", headers={"x-api-key": "k"})
+    assert result.response.status == 401        # the pre-hook answered it
+
+Every answer is checked by the code production runs: a hook's by the
+middleware's passes (``HookFailed`` where the app would answer 502), a
+``before_*`` handler's by the event bus (``PluginOutputError`` where the app
+would refuse the change), so an answer the harness takes, the app takes.
 """
 
 from __future__ import annotations
 
+import base64
 import json
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from contextlib import suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
-from urllib.parse import unquote
+from urllib.parse import parse_qsl, unquote, urlencode
 
-from hostwire._contract import EVENT_TYPE, error_body, event_export
-from hostwire._events import EventBus
+from hostwire._contract import EVENT_TYPE, HTTP_HOOKS, error_body, event_export
+from hostwire._errors import EventRejected, HookFailed
+from hostwire._events import EventBus, Subscriber, encode_event
+from hostwire._hooks import (
+    MAX_BODY_BYTES,
+    Exchange,
+    Hooks,
+    ResponseContract,
+    b64,
+    hook_request,
+    rewritten_scope,
+)
 from hostwire._hostapi import (
     ALL_OPERATIONS,
     HostApi,
@@ -37,9 +59,18 @@ from hostwire._hostapi import (
     dumps,
 )
 from hostwire._runtime import Limits, Plugin, plugin_json, read_path
-from hostwire._targets import Caller, HttpCall, Reply
+from hostwire._targets import Caller, HttpCall, Reply, header_map
 
-__all__ = ["MockReply", "PluginHarness", "RecordedCall"]
+__all__ = [
+    "HookFailed",
+    "HookRequest",
+    "HookResponse",
+    "HookResult",
+    "MockReply",
+    "PluginHarness",
+    "RecordedCall",
+]
+PRE, POST, CHUNK = HTTP_HOOKS
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +94,102 @@ class MockReply:
 
 
 Responder = Callable[[RecordedCall], MockReply]
+Headers = Mapping[str, str] | Sequence[tuple[str, str]]
+
+
+def _text(body: bytes) -> str:
+    return body.decode("utf-8", errors="replace")
+
+
+@dataclass(frozen=True, slots=True)
+class HookRequest:
+    """A request as the app gets it after a pre-hook (the hooks' view: a repeated
+    header or query parameter is one entry, its values joined)."""
+
+    method: str
+    path: str
+    headers: dict[str, str]
+    query: dict[str, str]
+    body: bytes
+
+    @property
+    def text(self) -> str:
+        return _text(self.body)
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
+@dataclass(frozen=True, slots=True)
+class HookResponse:
+    """A response as the client gets it: status, headers and the decoded body."""
+
+    status: int
+    headers: dict[str, str]
+    body: bytes
+
+    @property
+    def text(self) -> str:
+        return _text(self.body)
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
+@dataclass(frozen=True, slots=True)
+class HookResult:
+    """What one hook did (``PluginHarness.request``).
+
+    ``passed``: the pre-hook let the request on to the app (it did not answer
+    it); the post-hook kept the app's response; the chunk hook kept the chunk.
+    ``request`` is the request the app gets (rewritten or not), ``response``
+    the pre-hook's own answer (None when it passed) or, after a post-hook, the
+    response the client gets; ``chunk`` what a chunk hook sends on (None:
+    skipped). ``context`` is the context the next hook gets.
+    """
+
+    hook: str
+    passed: bool
+    request: HookRequest
+    response: HookResponse | None
+    context: dict[str, Any]
+    chunk: bytes | None = None
+
+
+def _encoded(body: Any, what: str) -> tuple[bytes, bool]:
+    """``body`` as bytes, and whether it was JSON (a value that is not bytes or text)."""
+    if body is None:
+        return b"", False
+    if isinstance(body, bytes | bytearray):
+        return bytes(body), False
+    if isinstance(body, str):
+        return body.encode(), False
+    try:
+        return json.dumps(body, separators=(",", ":")).encode(), True
+    except (TypeError, ValueError) as exc:
+        raise TypeError(f"{what} must be bytes, text or a JSON value: {exc}") from exc
+
+
+def _raw_headers(headers: Headers | None, body: bytes, is_json: bool) -> list[tuple[bytes, bytes]]:
+    """Headers as an ASGI server passes them: names lowercased, with the Content-Type
+    of a JSON body and the Content-Length a client sends, unless given."""
+    pairs = list(headers.items()) if isinstance(headers, Mapping) else list(headers or [])
+    raw = [(str(k).lower().encode("latin-1"), str(v).encode("latin-1")) for k, v in pairs]
+    names = {k for k, _ in raw}
+    if is_json and b"content-type" not in names:
+        raw.append((b"content-type", b"application/json"))
+    if body and b"content-length" not in names:
+        raw.append((b"content-length", str(len(body)).encode()))
+    return raw
+
+
+def _response(response: Mapping[str, Any]) -> HookResponse:
+    """A checked hook response (``status_code``, ``headers``, base64 ``body``), decoded."""
+    return HookResponse(
+        int(response["status_code"]),
+        dict(response.get("headers") or {}),
+        base64.b64decode(response.get("body") or ""),
+    )
 
 
 class _MockTarget:
@@ -92,9 +219,15 @@ class PluginHarness:
         data = wasm if isinstance(wasm, bytes) else read_path(name, Path(wasm))
         self.api = HostApi(spec, _MockTarget(self))
         self.calls: list[RecordedCall] = []
+        # Every event fire() delivered, as its handler got it, in order.
+        self.events: list[dict[str, Any]] = []
         self._mocks: dict[str, Responder] = {}
         # Events are checked against the spec's webhooks, as in production.
         self._bus = EventBus([], spec=self.api.spec)
+        # Hook answers go through the middleware's own passes; a post-hook's
+        # rewrite is checked against the spec, as when the app passes its document.
+        self._contract = ResponseContract(self.api.spec)
+        self._hooks = Hooks(self._contract)
         self.plugin = Plugin(
             name,
             data,
@@ -216,6 +349,12 @@ class PluginHarness:
         an enveloped webhook's handler gets the envelope around it, a bare
         one's the payload itself. Either way the event is checked against the
         webhook's schema first: ``ValueError`` naming the field that breaks it.
+        Each delivered event is kept in ``events``.
+
+        A ``before_*`` handler's answer is checked as the event bus checks it:
+        ``{}`` or nothing, ``{"record": {...}}`` (matching the webhook's record)
+        or ``{"reject": {"reason": "..."}}``; any other shape raises
+        ``PluginOutputError``, the error the app refuses the change over.
         """
         if payload is not None:
             if record is not None or previous is not None or changes is not None:
@@ -223,6 +362,7 @@ class PluginHarness:
                     f'fire("{event}") takes a payload or record=/previous=/changes=, not both.'
                 )
             raised = self._bus.event(event, payload)
+            self.events.append(raised.payload)
             return self.call(raised.export, raised.payload)
         if record is None:
             raise TypeError(
@@ -237,7 +377,21 @@ class PluginHarness:
                 k: {"from": before.get(k), "to": v} for k, v in record.items() if before.get(k) != v
             }
         envelope = self._bus.envelope(model, step, dict(record), prev, dict(changes))
-        return self.call(event_export(model, step), envelope)
+        export = event_export(model, step)
+        self.events.append(envelope)
+        if step.startswith("before_"):
+            return self._before(export, envelope)
+        return self.call(export, envelope)
+
+    def _before(self, export: str, envelope: dict[str, Any]) -> Any:
+        """A before-handler's answer, checked by the event bus's own code first:
+        ``PluginOutputError`` for one the app would refuse the change over."""
+        output = self.plugin.call(export, encode_event(envelope))
+        with suppress(EventRejected):  # a well-formed rejection: the test sees it in the answer
+            self._bus.before_answer(self.plugin.name, export, envelope, output)
+        return (
+            plugin_json(output, plugin=self.plugin.name, export=export) if output.strip() else None
+        )
 
     def _lifecycle(self, event: str) -> tuple[str, str]:
         """``(model, step)`` of lifecycle event ``event``, declared or not."""
@@ -251,6 +405,127 @@ class PluginHarness:
                 f'record=: fire("{event}", {{...}}).'
             )
         return webhook.lifecycle
+
+    # -- HTTP hooks -------------------------------------------------------
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        headers: Headers | None = None,
+        query: Mapping[str, str] | Sequence[tuple[str, str]] | None = None,
+        body: Any = None,
+        context: Mapping[str, Any] | None = None,
+        hook: str = PRE,
+        response: MockReply | None = None,
+        chunk: bytes | str | None = None,
+    ) -> HookResult:
+        """Run HTTP hook ``hook`` on a request ``method`` ``path``; return what it did.
+
+        The hook's input is built as the middleware builds it: header names
+        lowercased (a JSON body adds ``content-type: application/json``, a body
+        its ``content-length``), query parameters from ``path``'s ``?...`` and
+        ``query`` (a repeated one joined with ","), the body in base64.
+        ``body`` is bytes, text, or a JSON value. ``context`` is what earlier
+        hooks left (a post-hook's: the ``context`` its pre-hook's result has).
+
+        ``hook="http_post_hook"`` runs the post-hook on the app's ``response``
+        (a ``MockReply``: status, body as for requests, headers; a JSON body
+        is checked against the operation's response schema as a mock's is),
+        and its rewrite against the spec's declared responses, as when the app
+        passes its document; ``hook="http_stream_chunk_hook"`` runs the chunk hook on
+        ``chunk``. An answer the middleware would refuse raises ``HookFailed``
+        with its reason, as a ``fail_closed`` plug-in answers 502 in production.
+        """
+        if hook not in HTTP_HOOKS:
+            raise ValueError(f'hook must be one of {", ".join(HTTP_HOOKS)}, not "{hook}".')
+        if hook not in self.plugin.exports:
+            exports = ", ".join(sorted(self.plugin.exports)) or "none"
+            raise KeyError(
+                f'Plug-in "{self.plugin.name}" does not export {hook} (exports: {exports}).'
+            )
+        scope, exchange = self._exchange(
+            method, path, headers=headers, query=query, body=body, context=context
+        )
+        subscriber = Subscriber(self.plugin)  # fail_closed: a wrong answer raises HookFailed
+        if hook == PRE:
+            self._hooks.run_pre([subscriber], exchange)
+            answered = exchange.response is not None
+            if exchange.rewritten:  # the request as the app gets it, by the middleware's code
+                seen = hook_request(rewritten_scope(scope, exchange.request, exchange.body), b"")
+                exchange.request = {**seen, "body": b64(exchange.body)}
+            return self._result(hook, exchange, passed=not answered)
+        exchange.reached.append(subscriber)
+        if hook == CHUNK:
+            if chunk is None:
+                raise TypeError('request(hook="http_stream_chunk_hook") needs chunk=.')
+            given = chunk.encode() if isinstance(chunk, str) else bytes(chunk)
+            sent = self._hooks.run_chunk(exchange, given)
+            return self._result(hook, exchange, passed=sent == given, chunk=sent)
+        if response is None:
+            raise TypeError(
+                'request(hook="http_post_hook") needs the app\'s response=MockReply(status, body).'
+            )
+        content, is_json = _encoded(response.body, "response.body")
+        op = self._contract.operation(method, exchange.request["path"])
+        if is_json and op is not None:
+            self._check(op, response.status, response.body)  # as a mock's: what the app could send
+        raw = _raw_headers(response.headers, content, is_json)
+        exchange.response = {
+            "status_code": response.status,
+            "headers": header_map(raw),
+            "body": b64(content),
+        }
+        exchange.raw_headers = raw  # cleared when the post-hook replaces the response
+        self._hooks.run_post(exchange)
+        return self._result(hook, exchange, passed=exchange.raw_headers is not None)
+
+    def _exchange(
+        self,
+        method: str,
+        path: str,
+        *,
+        headers: Headers | None,
+        query: Mapping[str, str] | Sequence[tuple[str, str]] | None,
+        body: Any,
+        context: Mapping[str, Any] | None,
+    ) -> tuple[dict[str, Any], Exchange]:
+        if not path.startswith("/"):
+            raise ValueError(f'The request path must start with "/", not "{path}".')
+        content, is_json = _encoded(body, "body")
+        if len(content) > MAX_BODY_BYTES:
+            raise ValueError(
+                f"The request body is {len(content)} bytes: the middleware answers 413 over "
+                f"{MAX_BODY_BYTES} bytes, without running any hook."
+            )
+        target, _, text = path.partition("?")
+        pairs = parse_qsl(text, keep_blank_values=True)
+        pairs += list(query.items()) if isinstance(query, Mapping) else list(query or [])
+        scope: dict[str, Any] = {
+            "type": "http",
+            "method": method.upper(),
+            "path": unquote(target),
+            "query_string": urlencode(pairs).encode("ascii"),
+            "headers": _raw_headers(headers, content, is_json),
+        }
+        exchange = Exchange(hook_request(scope, content), content, context=dict(context or {}))
+        return scope, exchange
+
+    @staticmethod
+    def _result(
+        hook: str, exchange: Exchange, *, passed: bool, chunk: bytes | None = None
+    ) -> HookResult:
+        request = exchange.request
+        seen = HookRequest(
+            request["method"],
+            request["path"],
+            dict(request["headers"]),
+            dict(request["query"]),
+            exchange.body,
+        )
+        response = None if exchange.response is None else _response(exchange.response)
+        return HookResult(hook, passed, seen, response, dict(exchange.context), chunk)
 
     def close(self) -> None:
         self.plugin.close()

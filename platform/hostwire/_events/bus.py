@@ -270,7 +270,7 @@ class EventBus:
             return record
         export = event_export(model, step)
         envelope = self.envelope(model, step, record, previous, changes)
-        data = _encode(envelope)  # once per event; again only if a handler replaces the record
+        data = encode_event(envelope)  # once per event; again only if a handler replaces the record
         for subscriber in handlers:
             plugin = subscriber.plugin
             try:
@@ -290,18 +290,29 @@ class EventBus:
                 ) from exc
             if replaced is not None:
                 envelope["data"]["record"] = replaced
-                data = _encode(envelope)
+                data = encode_event(envelope)
         record_out: dict[str, Any] = envelope["data"]["record"]
         return record_out
 
     def _call_before(
         self, plugin: Plugin, export: str, envelope: dict[str, Any], data: bytes
     ) -> dict[str, Any] | None:
-        output = plugin.call(export, data)
+        return self.before_answer(plugin.name, export, envelope, plugin.call(export, data))
+
+    def before_answer(
+        self, plugin: str, export: str, envelope: dict[str, Any], output: bytes
+    ) -> dict[str, Any] | None:
+        """What a before-handler's ``output`` for ``envelope`` asks: None to go on, else
+        the record it puts back (checked against the webhook).
+
+        Raises ``EventRejected`` for ``{"reject": {"reason": "..."}}`` and
+        ``PluginOutputError`` for an answer of any other shape. The test harness
+        checks answers with this too, so a shape it accepts is one the app accepts.
+        """
         if output in _GO_ON or not output.strip():
             return None
-        where = f'Plug-in "{plugin.name}" export "{export}"'
-        answer = _decode_answer(output, where, plugin.name, export)
+        where = f'Plug-in "{plugin}" export "{export}"'
+        answer = _decode_answer(output, where, plugin, export)
         if (
             not isinstance(answer, dict)
             or len(answer) > 1
@@ -310,17 +321,24 @@ class EventBus:
             raise PluginOutputError(
                 f'{where} must answer {{}}, {{"record": {{...}}}} or '
                 f'{{"reject": {{"reason": "..."}}}}, not {_clip(output)}',
-                plugin=plugin.name,
+                plugin=plugin,
                 export=export,
             )
         if "reject" in answer:
             reject = answer["reject"]
             reason = reject.get("reason") if isinstance(reject, dict) else None
             if not isinstance(reason, str) or not reason:
-                reason = "no reason given"
+                # A rejection without its reason is a broken answer, not a rejection:
+                # {"reject": "text"} must not pass for "no reason given".
+                raise PluginOutputError(
+                    f'{where} must reject with {{"reject": {{"reason": "..."}}}}, the reason '
+                    f"a non-empty string, not {_clip(output)}",
+                    plugin=plugin,
+                    export=export,
+                )
             raise EventRejected(
-                f'Plug-in "{plugin.name}" rejected the change: {reason}',
-                plugin=plugin.name,
+                f'Plug-in "{plugin}" rejected the change: {reason}',
+                plugin=plugin,
                 export=export,
                 reason=reason,
             )
@@ -329,13 +347,13 @@ class EventBus:
         return None
 
     def _checked_record(
-        self, plugin: Plugin, export: str, envelope: dict[str, Any], record: Any
+        self, plugin: str, export: str, envelope: dict[str, Any], record: Any
     ) -> dict[str, Any]:
-        where = f'Plug-in "{plugin.name}" export "{export}"'
+        where = f'Plug-in "{plugin}" export "{export}"'
         if not isinstance(record, dict):
             raise PluginOutputError(
                 f"{where} replaced the record with {type(record).__name__}, not an object.",
-                plugin=plugin.name,
+                plugin=plugin,
                 export=export,
             )
         candidate = {**envelope, "data": {**envelope["data"], "record": record}}
@@ -344,7 +362,7 @@ class EventBus:
             first = found[0]
             raise PluginOutputError(
                 f"{where} returned an invalid record: {first['field']}: {first['message']}",
-                plugin=plugin.name,
+                plugin=plugin,
                 export=export,
             )
         return record
@@ -368,7 +386,8 @@ def _decode_answer(output: bytes, where: str, plugin: str, export: str) -> Any:
         ) from exc
 
 
-def _encode(envelope: dict[str, Any]) -> bytes:
+def encode_event(envelope: dict[str, Any]) -> bytes:
+    """An event as its handler receives it: compact UTF-8 JSON."""
     return json.dumps(envelope, separators=(",", ":"), ensure_ascii=False).encode()
 
 

@@ -5,11 +5,25 @@ It owns the middleware that runs ``http_pre_hook``, ``http_post_hook`` and
 plug-ins' hooks in their passes (``calls``), one request's way through them and
 the app's buffered or streamed answer (``exchange``), the hooks' JSON shapes
 (``shapes``) and the check of a hook's answer against the operation's
-documented responses (``responses``).
+documented responses (``responses``). ``hostwire.testing`` runs a plug-in's
+hooks through ``Hooks``' passes, so the harness checks answers as production does.
 It imports ``hostwire._runtime``, ``hostwire._targets``, ``hostwire._hostapi``
 and ``hostwire._events``.
 """
 
-from hostwire._hooks.middleware import HttpHooksMiddleware
+from hostwire._hooks.calls import Hooks
+from hostwire._hooks.exchange import Exchange
+from hostwire._hooks.middleware import MAX_BODY_BYTES, HttpHooksMiddleware
+from hostwire._hooks.responses import ResponseContract
+from hostwire._hooks.shapes import b64, hook_request, rewritten_scope
 
-__all__ = ["HttpHooksMiddleware"]
+__all__ = [
+    "MAX_BODY_BYTES",
+    "Exchange",
+    "Hooks",
+    "HttpHooksMiddleware",
+    "ResponseContract",
+    "b64",
+    "hook_request",
+    "rewritten_scope",
+]

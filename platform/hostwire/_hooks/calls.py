@@ -92,20 +92,23 @@ class Hooks:
             and limiter.blocking
             and any(limiter.applies(s.plugin.name) for s in hooked)
         )
-        await _run(hooked, self._pre_hooks, hooked, exchange, blocks=blocks)
+        await _run(hooked, self.run_pre, hooked, exchange, blocks=blocks)
 
     async def post(self, exchange: Exchange) -> None:
         posting = [s for s in exchange.reached if POST in s.plugin.exports]
         if posting:
-            await _run(posting, self._post_hooks, exchange)
+            await _run(posting, self.run_post, exchange)
 
     async def chunk(self, exchange: Exchange, chunk: bytes) -> bytes | None:
         """The chunk to send on (None: send nothing for it)."""
-        return await _run(exchange.reached, self._chunk_hooks, exchange, chunk)
+        return await _run(exchange.reached, self.run_chunk, exchange, chunk)
 
     # -- the passes (on the loop or in a worker thread) ------------------------------
+    # Synchronous: ``pre``/``post``/``chunk`` choose where they run; the test
+    # harness (``hostwire.testing``) runs them as they are, so it checks hook
+    # answers with this very code.
 
-    def _pre_hooks(self, hooked: Sequence[Subscriber], exchange: Exchange) -> None:
+    def run_pre(self, hooked: Sequence[Subscriber], exchange: Exchange) -> None:
         for subscriber in hooked:
             if PRE not in subscriber.plugin.exports:
                 exchange.reached.append(subscriber)
@@ -159,7 +162,7 @@ class Hooks:
             exchange.rewritten = True
         exchange.context = answer["context"]
 
-    def _post_hooks(self, exchange: Exchange) -> None:
+    def run_post(self, exchange: Exchange) -> None:
         for subscriber in reversed(exchange.reached):
             if POST not in subscriber.plugin.exports:
                 continue
@@ -184,7 +187,7 @@ class Hooks:
                 exchange.response = response
                 exchange.raw_headers = None
 
-    def _chunk_hooks(self, exchange: Exchange, chunk: bytes) -> bytes | None:
+    def run_chunk(self, exchange: Exchange, chunk: bytes) -> bytes | None:
         for subscriber in reversed(exchange.reached):
             if CHUNK not in subscriber.plugin.exports:
                 continue
