@@ -181,6 +181,7 @@ bench: $(STAMP) plugins postgresql
 	$(PY) benchmarks/bench_gateway.py
 	$(PY) benchmarks/bench_scaleout.py
 	$(PY) benchmarks/bench_workers.py
+	$(PY) benchmarks/bench_authoring.py
 
 clean:
 	rm -rf sample_plugins/*/build examples/tasks/plugins/*/build examples/billing/plugins/*/build build .pytest_cache .mypy_cache .ruff_cache

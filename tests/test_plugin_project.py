@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from hostwire import cli
+from hostwire import _project, cli
 from lightcontrol.app import Settings, create_app
 from live_server import serving
 
@@ -91,7 +91,7 @@ def test_a_rust_project_builds_into_build_and_its_tests_pass(
     tmp_path: Path, cargo_env: dict[str, str]
 ) -> None:
     project = new(tmp_path, "rust", "--spec", str(LIGHT))
-    env = {k: v for k, v in cargo_env.items() if k != "RUSTC"}  # .cargo/config.toml picks it
+    env = {k: v for k, v in cargo_env.items() if k != "RUSTC"}  # hostwire picks the toolchain
     tested = hostwire("plugin", "test", cwd=project, env=env)
     assert tested.returncode == 0, tested.stdout + tested.stderr
     assert "3 passed" in tested.stdout
@@ -257,3 +257,87 @@ def test_a_build_that_writes_no_module_is_an_error(
     project = write_project(outside / "p", GOOD)
     assert cli.main(["plugin", "build", str(project)]) == 1
     assert "succeeded but wrote no build/plugin.wasm" in capsys.readouterr().err
+
+
+# -- which Rust toolchain builds ---------------------------------------------------
+
+
+def fake_toolchain(folder: Path, *, wasm32: bool) -> Path:
+    """A rustup-like bin/ folder: a cargo and a rustc whose sysroot has (or lacks)
+    the wasm32 standard library."""
+    sysroot = folder / "sysroot"
+    (sysroot / "lib" / "rustlib" / "x86_64-unknown-linux-gnu" / "lib").mkdir(parents=True)
+    if wasm32:
+        target = sysroot / "lib" / "rustlib" / "wasm32-unknown-unknown" / "lib"
+        target.mkdir(parents=True)
+        (target / "libcore-0123.rlib").write_bytes(b"")
+    bin_ = folder / "bin"
+    bin_.mkdir()
+    (bin_ / "rustc").write_text(f"#!/bin/sh\necho {sysroot}\n")
+    (bin_ / "cargo").write_text("#!/bin/sh\nexit 0\n")
+    for tool in ("rustc", "cargo"):
+        (bin_ / tool).chmod(0o755)
+    return bin_
+
+
+def test_a_toolchain_on_path_with_the_wasm32_target_is_used_as_it_is(tmp_path: Path) -> None:
+    bin_ = fake_toolchain(tmp_path / "rustup", wasm32=True)
+    env = {"PATH": f"{bin_}:/usr/bin:/bin", "HOME": str(tmp_path)}
+    chosen, which = _project.rust_toolchain(tmp_path, env)
+    assert chosen == env  # no CARGO_HOME of hostwire's, no PATH change
+    assert which == f"the Rust toolchain of {bin_ / 'cargo'}"
+
+
+def test_without_the_wasm32_target_debians_rust_builds_offline(tmp_path: Path) -> None:
+    bin_ = fake_toolchain(tmp_path / "rustup", wasm32=False)
+    env = {"PATH": f"{bin_}:/usr/bin:/bin", "HOME": str(tmp_path)}
+    chosen, which = _project.rust_toolchain(tmp_path, env)
+    assert which == (
+        f"Debian's Rust, offline with Debian's crates ({bin_ / 'cargo'}'s rustc has no "
+        "wasm32-unknown-unknown target)"
+    )
+    home = Path(chosen["CARGO_HOME"])
+    assert chosen["PATH"].split(":")[0] == str(home / "bin")
+    assert (home / "bin" / "cargo").resolve() == Path("/usr/bin/cargo")
+    config = tomllib.loads((home / "config.toml").read_text(encoding="utf-8"))
+    assert config["source"]["crates-io"]["replace-with"] == "debian"
+    assert config["build"]["rustc"] == "/usr/bin/rustc"
+
+
+def test_no_rust_toolchain_says_how_to_get_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    bin_ = fake_toolchain(tmp_path / "rustup", wasm32=False)
+    monkeypatch.setattr(_project, "_DEBIAN_CARGO", tmp_path / "no" / "cargo")
+    with pytest.raises(_project.BuildError) as raised:
+        _project.rust_toolchain(tmp_path, {"PATH": str(bin_), "HOME": str(tmp_path)})
+    message = str(raised.value)
+    assert "rustc has no wasm32-unknown-unknown target" in message
+    assert "rustup target add wasm32-unknown-unknown" in message
+    assert "apt-get install rustc cargo libstd-rust-dev-wasm32" in message
+
+
+def test_calling_an_operation_whose_feature_is_off_names_the_feature_to_add(
+    tmp_path: Path, cargo_env: dict[str, str]
+) -> None:
+    project = new(tmp_path, "rust", "--spec", str(LIGHT))
+    source = project / "src" / "lib.rs"
+    source.write_text(
+        source.read_text(encoding="utf-8")
+        + "\nexport!(count, |_: ()| Ok(api::list_lights().body.map(|l| l.lights.len())));\n",
+        encoding="utf-8",
+    )
+    env = {k: v for k, v in cargo_env.items() if k != "RUSTC"}
+    built = hostwire("plugin", "build", cwd=project, env=env)
+    assert built.returncode == 1
+    last = built.stderr.strip().splitlines()[-1]
+    assert 'add "list_lights" to the features of hostwire-pdk' in last
+    assert str(project / "Cargo.toml") in last
+    # Done as it says, the build works.
+    manifest = project / "Cargo.toml"
+    text = manifest.read_text(encoding="utf-8")
+    turned_on = 'default-features = false, features = ["'
+    assert turned_on in text
+    manifest.write_text(text.replace(turned_on, turned_on + 'list_lights", "'))
+    rebuilt = hostwire("plugin", "build", cwd=project, env=env)
+    assert rebuilt.returncode == 0, rebuilt.stderr

@@ -10,9 +10,9 @@ source is newer than the output, then runs pytest on ``tests``.
 from __future__ import annotations
 
 import difflib
-import io
 import json
 import os
+import re
 import shlex
 import shutil
 import subprocess
@@ -37,13 +37,19 @@ _GET_TOOL = {
     "asc": "run `npm install` in the project (its package.json lists assemblyscript)",
     "npm": "install Node.js and npm (Debian: apt-get install nodejs npm)",
     "npx": "install Node.js and npm (Debian: apt-get install nodejs npm)",
-    "cargo": "install Debian's Rust: apt-get install rustc cargo libstd-rust-dev-wasm32 "
-    "librust-serde-json-dev librust-serde-derive-dev",
+    "cargo": "install Rust with the wasm32-unknown-unknown target (rustup target add "
+    "wasm32-unknown-unknown), or Debian's: apt-get install rustc cargo "
+    "libstd-rust-dev-wasm32 librust-serde-json-dev librust-serde-derive-dev",
     "ziglang": f"install zig's clang: {sys.executable} -m pip install ziglang",
     "make": "install make (Debian: apt-get install make)",
 }
 # cargo names its output itself (stable cargo has no --out-dir): where it leaves it.
-_CARGO_MODULE = "wasm32-unknown-unknown/release/plugin.wasm"
+WASM_TARGET = "wasm32-unknown-unknown"
+_CARGO_MODULE = f"{WASM_TARGET}/release/plugin.wasm"
+# Debian's Rust: its compiler, its wasm32 standard library, its crates (offline).
+_DEBIAN_CARGO = Path("/usr/bin/cargo")
+_DEBIAN_RUSTC = Path("/usr/bin/rustc")
+_DEBIAN_CRATES = Path("/usr/share/cargo/registry")
 
 
 class BuildError(HostwireError):
@@ -197,9 +203,88 @@ def _missing_tool(project: Project, env: dict[str, str]) -> str | None:
     return None
 
 
+def _has_wasm_target(rustc: str, cwd: Path, env: dict[str, str]) -> bool:
+    """Whether ``rustc`` (run in ``cwd``, where rustup's overrides apply) has the
+    standard library for wasm32-unknown-unknown."""
+    try:
+        done = subprocess.run(
+            [rustc, "--print", "sysroot"],
+            cwd=cwd,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    if done.returncode != 0 or not done.stdout.strip():
+        return False
+    library = Path(done.stdout.strip()) / "lib" / "rustlib" / WASM_TARGET / "lib"
+    return library.is_dir() and any(library.glob("libcore-*.rlib"))
+
+
+def _debian_cargo_home() -> Path:
+    """A CARGO_HOME whose config builds with Debian's rustc and crates, offline, and
+    whose bin/ puts Debian's cargo and rustc first (they go together: rustup's cargo
+    is newer than Debian's rustc understands)."""
+    home = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    folder = home / "hostwire" / "cargo-debian"
+    (folder / "bin").mkdir(parents=True, exist_ok=True)
+    config = (
+        "# Written by hostwire plugin build: Debian's Rust and crates, offline.\n"
+        "[source.crates-io]\n"
+        'replace-with = "debian"\n\n'
+        "[source.debian]\n"
+        f"directory = {json.dumps(str(_DEBIAN_CRATES))}\n\n"
+        "[net]\n"
+        "offline = true\n\n"
+        "[build]\n"
+        f"rustc = {json.dumps(str(_DEBIAN_RUSTC))}\n"
+    )
+    path = folder / "config.toml"
+    if not path.is_file() or path.read_text(encoding="utf-8") != config:
+        path.write_text(config, encoding="utf-8")
+    for tool in (_DEBIAN_CARGO, _DEBIAN_RUSTC):
+        link = folder / "bin" / tool.name
+        if not link.is_symlink() or os.readlink(link) != str(tool):
+            link.unlink(missing_ok=True)
+            link.symlink_to(tool)
+    return folder
+
+
+def rust_toolchain(root: Path, env: dict[str, str]) -> tuple[dict[str, str], str]:
+    """The environment a Rust project builds in, and which toolchain that is (one
+    line). The ``cargo`` on PATH (rustup's, say) when its rustc has the wasm32
+    target; else Debian's Rust with its crates, offline (a CARGO_HOME of its own,
+    so no ``.cargo/config.toml`` in the project); else a BuildError saying how to
+    get either."""
+    cargo = shutil.which("cargo", path=env["PATH"])
+    if cargo is not None and Path(cargo).resolve() != _DEBIAN_CARGO:
+        rustc = Path(cargo).with_name("rustc")
+        if rustc.is_file() and _has_wasm_target(str(rustc), root, env):
+            return env, f"the Rust toolchain of {cargo}"
+    debian = _DEBIAN_CARGO.is_file() and _has_wasm_target(str(_DEBIAN_RUSTC), root, env)
+    if debian and _DEBIAN_CRATES.is_dir():
+        home = _debian_cargo_home()
+        changed = {
+            **env,
+            "CARGO_HOME": str(home),
+            "PATH": os.pathsep.join([str(home / "bin"), env["PATH"]]),
+        }
+        changed.pop("RUSTC", None)
+        why = "" if cargo is None else f" ({cargo}'s rustc has no {WASM_TARGET} target)"
+        return changed, f"Debian's Rust, offline with Debian's crates{why}"
+    found = f"{cargo}'s rustc has no {WASM_TARGET} target" if cargo else "no cargo"
+    raise BuildError(f"cannot build a Rust plug-in: {found}; {_GET_TOOL['cargo']}.")
+
+
 def build(project: Project) -> Path:
     """Run the build command; the tool's output goes to stderr. Returns the module."""
     env = _environment(project)
+    if project.language == "rust" and project.build.split()[:1] == ["cargo"]:
+        env, toolchain = rust_toolchain(project.root, env)
+        print(f"hostwire: building {project.name} with {toolchain}", file=sys.stderr, flush=True)
     if (
         project.language == "assemblyscript"
         and (project.root / "package.json").is_file()
@@ -226,27 +311,60 @@ def build(project: Project) -> Path:
 
 
 def _run(project: Project, command: str, env: dict[str, str]) -> None:
-    try:
-        sink: int | None = sys.stderr.fileno()  # the tool's output as it comes
-    except (AttributeError, OSError, io.UnsupportedOperation):
-        sink = None  # sys.stderr is no file (captured): hand it the output after
-    done = subprocess.run(
+    """Run ``command``; its output goes to stderr as it comes (the tail is kept, to
+    explain a failure)."""
+    tail: list[str] = []
+    with subprocess.Popen(
         command,
         shell=True,
         cwd=project.root,
         env=env,
-        stdout=sink if sink is not None else subprocess.PIPE,
-        stderr=None if sink is not None else subprocess.STDOUT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
         text=True,
-        check=False,
-    )
-    if sink is None and done.stdout:
-        sys.stderr.write(done.stdout)
-    if done.returncode != 0:
+        errors="replace",
+    ) as process:
+        assert process.stdout is not None
+        for line in process.stdout:
+            sys.stderr.write(line)
+            tail.append(line)
+            del tail[:-400]
+        returncode = process.wait()
+    sys.stderr.flush()
+    if returncode != 0:
+        hint = _rust_feature_hint(project, "".join(tail)) if project.language == "rust" else ""
         raise BuildError(
             f"{project.file}: build of {project.name} failed: `{command}` exited "
-            f"{done.returncode} (its output is above)."
+            f"{returncode} (its output is above).{hint}"
         )
+
+
+# rustc's words for a name it cannot find: a function of api, or an event's macro
+_NOT_FOUND = re.compile(
+    r"cannot find (?:function `(?P<function>\w+)` in module `api`|macro `(?P<macro>\w+)`)"
+)
+
+
+def _rust_feature_hint(project: Project, output: str) -> str:
+    """When the build failed on an operation or event whose PDK feature is off: which
+    features to turn on in Cargo.toml (the PDK's Cargo.toml lists them)."""
+    try:
+        features = tomllib.loads((project.root / "pdk" / "Cargo.toml").read_text("utf-8"))
+    except (OSError, tomllib.TOMLDecodeError, UnicodeDecodeError):
+        return ""
+    known = features.get("features", {})
+    missing = []
+    for match in _NOT_FOUND.finditer(output):
+        name = match.group("function") or match.group("macro")
+        if name in known and name not in missing:
+            missing.append(name)
+    if not missing:
+        return ""
+    names = ", ".join(f'"{name}"' for name in missing)
+    return (
+        f" The PDK compiles only the operations and events whose features are on: add "
+        f"{names} to the features of hostwire-pdk in {project.root / 'Cargo.toml'}."
+    )
 
 
 def stale(project: Project) -> bool:

@@ -598,8 +598,9 @@ def cmd_plugin_new(args: argparse.Namespace) -> int:
     _project.write(project)
     folder = shlex.quote(str(target))
     print(f"created {target} ({len(written) + 1} files); build it with:")
-    print(f"  cd {folder} && {language(args.lang).BUILD}")
-    print("or build it when needed and run its tests (hostwire.toml says how):")
+    print(f"  cd {folder} && hostwire plugin build")
+    print(f"(it runs `{project.build}`, as hostwire.toml says), or build it when needed")
+    print("and run its tests:")
     print(f"  cd {folder} && hostwire plugin test")
     return 0
 

@@ -74,8 +74,10 @@ def project(
     )  # fmt: skip
     assert created.returncode == 0, created.stderr
     build = created.stdout.split("build it with:\n", 1)[1].splitlines()[0]  # "  cd ... && ..."
-    # The project's own target folder: the README names the wasm under it.
+    assert build.endswith("&& hostwire plugin build"), build
+    # The project's own target folder; hostwire on PATH as the README's commands expect.
     env = {k: v for k, v in os.environ.items() if k not in ("CARGO_TARGET_DIR", "RUSTC")}
+    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
     built = subprocess.run(
         build.strip(), shell=True, env=env, capture_output=True, text=True, timeout=900,
         check=False,

@@ -9,6 +9,8 @@ is compiled once a session.
 from __future__ import annotations
 
 import base64
+import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -86,6 +88,13 @@ light_before_save!(|event| {
     Ok(BeforeEventResult::reject(format!("{} is brighter than {}", record.id, max)))
 });
 
+export!(decode, |text: String| unbase64(&text));
+
+export!(boom, |index: usize| {
+    let values = [10, 20, 30];
+    Ok(values[index])
+});
+
 light_after_destroy!(|event| {
     let previous = event.data.previous.ok_or("a destroy has a previous record")?;
     log::warn(format!("{} is gone", previous.name));
@@ -93,6 +102,15 @@ light_after_destroy!(|event| {
 });
 
 http_pre_hook!(|input| {
+    if input.request.path == "/echo" {
+        // the body back to front; the key found whatever the case of its name
+        let mut body = input.request.body_bytes()?;
+        body.reverse();
+        let key = input.request.header("X-Api-Key").unwrap_or("none");
+        let absent = if input.request.header("x-nope").is_none() { "yes" } else { "no" };
+        let headers = json!({"x-key": key, "x-absent": absent});
+        return Ok(HttpPreHookOutput::respond(input.context, 200, headers, &body));
+    }
     if input.request.path == "/respond" {
         let headers = json!({"retry-after": "1"});
         return Ok(HttpPreHookOutput::respond(input.context, 429, headers, b"slow down"));
@@ -342,6 +360,49 @@ def test_after_events_answer_nothing(light_wasm: Path) -> None:
             harness.fire("light.after_destroy", record=LIGHT_RECORD)
 
 
+@pytest.mark.parametrize(
+    "body", [b"", b"a", b"ab", b"abc", b"abcd", bytes(range(256)), "héllo ✓".encode()]
+)
+def test_hook_bodies_decode_and_headers_match_whatever_their_case(
+    light_wasm: Path, body: bytes
+) -> None:
+    with PluginHarness(light_wasm, spec=LIGHT) as harness:
+        result = harness.request("POST", "/echo", headers={"X-API-KEY": "k1"}, body=body)
+        assert result.response is not None
+        assert result.response.body == body[::-1]
+        assert result.response.headers["x-key"] == "k1"
+        assert result.response.headers["x-absent"] == "yes"
+        plain = harness.request("POST", "/echo", body=body)
+        assert plain.response is not None
+        assert plain.response.headers["x-key"] == "none"
+
+
+@pytest.mark.parametrize(
+    ("text", "reason"),
+    [("QQ", None), ("QUJD", None), ("Q", "not base64: 1 characters"),
+     ("QU*D", "not base64: '*' at 2"), ("QQ===", "not base64: 5 characters")],
+)  # fmt: skip
+def test_unbase64_takes_unpadded_text_and_names_what_is_wrong(
+    light_wasm: Path, text: str, reason: str | None
+) -> None:
+    with PluginHarness(light_wasm, spec=LIGHT) as harness:
+        if reason is None:
+            assert bytes(harness.call("decode", text)) == base64.b64decode(text + "==")
+        else:
+            with pytest.raises(PluginError, match=re.escape(reason)):
+                harness.call("decode", text)
+
+
+def test_a_panic_reports_its_message_and_place(light_wasm: Path) -> None:
+    with PluginHarness(light_wasm, spec=LIGHT) as harness:
+        with pytest.raises(PluginError) as raised:
+            harness.call("boom", 7)
+        message = str(raised.value)
+        assert "panicked at src/lib.rs:" in message
+        assert "index out of bounds: the len is 3 but the index is 7" in message
+        assert harness.call("boom", 1) == 20  # the plug-in still answers after a panic
+
+
 def test_http_hooks_are_typed(light_wasm: Path) -> None:
     request = {"method": "GET", "path": "/blocked", "headers": {}, "query": {}, "body": ""}
     with PluginHarness(light_wasm, spec=LIGHT) as harness:
@@ -452,12 +513,16 @@ def test_a_scaffolded_project_builds_with_its_command_and_runs(
     assert BUILD in created.stdout
     project = tmp_path / "demo"
     assert (project / "pdk" / "src" / "api.rs").is_file()
-    env = {k: v for k, v in cargo_env.items() if k != "RUSTC"}  # .cargo/config.toml picks it
+    assert not (project / ".cargo").exists()  # nothing to undo for another toolchain
+    assert f"build = {json.dumps(BUILD)}" in (project / "hostwire.toml").read_text()
+    env = {k: v for k, v in cargo_env.items() if k != "RUSTC"}  # hostwire picks the rustc
     built = subprocess.run(
-        BUILD, shell=True, cwd=project, env=env, capture_output=True, text=True, check=False
-    )
+        [sys.executable, "-m", "hostwire", "plugin", "build"],
+        cwd=project, env=env, capture_output=True, text=True, check=False,
+    )  # fmt: skip
     assert built.returncode == 0, built.stderr
-    wasm = Path(env["CARGO_TARGET_DIR"]) / TARGET / "release" / "plugin.wasm"
+    assert "with Debian's Rust" in built.stderr  # rustup's toolchain here has no wasm32
+    wasm = project / "build" / "plugin.wasm"
     with PluginHarness(wasm, spec=LIGHT, config={"greeting": "hi"}) as harness:
         assert harness.call("greet", "you") == {"message": "hi, you!"}
         assert harness.call("greet") == {"message": "hi, world!"}

@@ -15,13 +15,16 @@ type-checked with ``cargo check`` and only the plug-in is built and run.
 from __future__ import annotations
 
 import functools
+import json
 import re
 import shutil
 import subprocess
+import tomllib
 from pathlib import Path
 from typing import Any
 
 import pytest
+import wasmtime
 
 from c_build import build, cc
 from conftest import ROOT
@@ -30,7 +33,7 @@ from hostwire._hostapi import Node, OpenAPIDocument, compile_schema
 from hostwire._pdk.c import SOURCES
 from hostwire._pdk.generate import render
 from hostwire._pdk.model import build_model
-from hostwire._pdk.rust import TARGET
+from hostwire._pdk.rust import TARGET, snake_ident
 from hostwire.testing import PluginHarness
 
 WEBHOOKS = ROOT / "tests" / "pdk" / "webhooks.yaml"
@@ -203,14 +206,23 @@ def as_everything(pdk: Path) -> str:
     )
 
 
-def rust_project(folder: Path, spec: Path, name: str, source: str) -> Path:
+def rust_project(
+    folder: Path, spec: Path, name: str, source: str, features: list[str] | None = None
+) -> Path:
+    """A plug-in crate on the PDK of ``spec``: with every feature (the PDK's default),
+    or only ``features``."""
     write_pdk(spec, "rust", folder / "pdk")
     (folder / ".cargo").mkdir(parents=True, exist_ok=True)
     (folder / ".cargo" / "config.toml").write_text((ROOT / ".cargo" / "config.toml").read_text())
+    chosen = (
+        "" if features is None else f", default-features = false, features = {json.dumps(features)}"
+    )
     (folder / "Cargo.toml").write_text(
         f'[package]\nname = "{name}"\nversion = "0.1.0"\nedition = "2021"\n\n'
         '[lib]\ncrate-type = ["cdylib"]\n\n'
-        '[dependencies]\nhostwire-pdk = { path = "pdk" }\n\n' + CARGO_PROFILE + "\n[workspace]\n"
+        f'[dependencies]\nhostwire-pdk = {{ path = "pdk"{chosen} }}\n\n'
+        + CARGO_PROFILE
+        + "\n[workspace]\n"
     )
     (folder / "src").mkdir(exist_ok=True)
     (folder / "src" / "lib.rs").write_text(source)
@@ -433,6 +445,7 @@ REAL_PLUGINS: dict[str, dict[str, Any]] = {
         "id": "1a901a90-1a90-1a90-1a90-1a901a901a90",  # Lago's ids are UUIDs
         "operation": "findInvoice",
         "path": "/invoices/{}",
+        "features": ["invoice_created", "find_invoice"],  # the Rust PDK's, for what it uses
         "c": r"""
 #include "hostwire.h"
 
@@ -481,6 +494,15 @@ def plugin_source(document: Path, lang: str) -> str:
     if plugin is not None:
         return str(plugin[lang])
     return render(loaded(document), lang, scaffold="real_plugin")[_SCAFFOLD_SOURCE[lang]]
+
+
+def rust_features(document: Path) -> list[str]:
+    """The Rust PDK features the document's plug-in uses (a scaffold's, from its Cargo.toml)."""
+    plugin = REAL_PLUGINS.get(document.parent.name)
+    if plugin is not None:
+        return list(plugin["features"])
+    manifest = tomllib.loads(render(loaded(document), "rust", scaffold="real_plugin")["Cargo.toml"])
+    return list(manifest["dependencies"]["hostwire-pdk"]["features"])
 
 
 def run_real_plugin(document: Path, wasm: Path) -> None:
@@ -532,11 +554,21 @@ def test_a_real_documents_assemblyscript_pdk_compiles_and_its_plugin_runs(
 def test_a_real_documents_rust_pdk_builds_and_its_plugin_runs(
     document: Path, tmp_path: Path, cargo_env: dict[str, str]
 ) -> None:
-    project = rust_project(tmp_path, document, "real_plugin", plugin_source(document, "rust"))
-    # The build type-checks the whole crate (a warning fails it); the API's functions
-    # are #[inline], so only what the plug-in calls is compiled to wasm.
+    features = rust_features(document)
+    project = rust_project(
+        tmp_path, document, "real_plugin", plugin_source(document, "rust"), features
+    )
+    # The whole crate, every feature on, type-checks without a warning...
+    cargo(project, cargo_env, "check", "--features", "hostwire-pdk/all")
+    # ...and the plug-in builds on only the features it names, every other
+    # operation, event and model left out.
     cargo(project, cargo_env, "build")
-    run_real_plugin(document, rust_wasm(cargo_env, "real_plugin", profile="debug"))
+    wasm = rust_wasm(cargo_env, "real_plugin", profile="debug")
+    run_real_plugin(document, wasm)
+    module = wasmtime.Module(wasmtime.Engine(), wasm.read_bytes())
+    imports = {i.name for i in module.imports if i.module == "extism:host/user"}
+    by_feature = {snake_ident(op.name): op.name for op in build_model(loaded(document)).operations}
+    assert imports == {by_feature[f] for f in features if f in by_feature}
 
 
 def test_real_documents_are_found() -> None:

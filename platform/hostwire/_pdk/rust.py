@@ -18,7 +18,7 @@ import re
 import shlex
 import textwrap
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from hostwire._contract import INPUT_SECTIONS
 from hostwire._errors import ConfigError
@@ -27,9 +27,10 @@ from hostwire._pdk.generate import RenderJob
 from hostwire._pdk.model import EventDef, Field, Model, OperationDef, Param, PdkModel, TypeRef
 from hostwire._pdk.naming import Namer, escape_reserved, snake_case, type_name
 
-# Debian's cargo (rustup's is too new for Debian's rustc 1.63); the scaffold's
-# .cargo/config.toml picks the rustc, the wasm target and the offline crates.
-BUILD = "/usr/bin/cargo build --release"
+# What hostwire.toml's build runs. `hostwire plugin build` picks the toolchain: the
+# cargo on PATH when it has the wasm32 target (rustup's), else Debian's with its
+# crates, offline (a CARGO_HOME of its own: no .cargo/config.toml in the project).
+BUILD = "cargo build --release --target wasm32-unknown-unknown"
 CRATE = "hostwire_pdk"
 PACKAGE = "hostwire-pdk"  # the PDK's package name (Cargo.toml.j2)
 # Names `hostwire plugin new --lang rust` refuses: cargo cannot build a package
@@ -171,6 +172,7 @@ class RustField:
     serde: tuple[str, ...]  # one #[serde(...)] line each, if any
     doc: tuple[str, ...]
     optional: bool  # None leaves it out of the JSON
+    getter: str = "required"  # how json.rs's Fields reads it: required | optional | nullable
 
 
 @dataclass(frozen=True, slots=True)
@@ -187,6 +189,7 @@ class RustModel:
     derives: tuple[str, ...]  # one #[derive(...)] line each
     fields: list[RustField] = field(default_factory=list)
     variants: list[RustVariant] = field(default_factory=list)
+    feature: str = ""  # the Cargo feature that defines it; "" when always there
 
 
 @dataclass(frozen=True, slots=True)
@@ -212,6 +215,7 @@ class RustOperation:
     response: str  # T of Response<T>
     example: str  # a call, for the README
     wrap: bool  # one argument a line
+    feature: str = ""  # the Cargo feature that defines it
 
 
 @dataclass(frozen=True, slots=True)
@@ -228,6 +232,7 @@ class RustExport:
     macro: str = ""  # the macro that defines it; the export unless that is reserved
     lifecycle: bool = True  # a lifecycle event or a hook; False for any other webhook
     receives: str = ""  # what the handler gets, for tables: "the envelope", "the payload"
+    feature: str = ""  # the Cargo feature that defines it; "" for hooks (always there)
 
     @property
     def symbol(self) -> str:
@@ -248,6 +253,7 @@ class BeforeHelpers:
     reject_rest: tuple[str, ...]  # the reject model's other fields, all None
     record_field: str
     record_type: str
+    feature: str = ""  # the Cargo feature of ``model``
 
 
 class _Mapper:
@@ -345,10 +351,9 @@ class _Mapper:
             RustVariant(idents.claim(type_ident(value, "Empty")), rust_string(value))
             for value in model.values
         ]
-        derives = (
-            "Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord",
-            "serde::Serialize, serde::Deserialize",
-        )
+        # serde by hand (json.rs): a derived Deserialize is most of a large crate's
+        # compile time.
+        derives = ("Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord",)
         return RustModel(name, "enum", doc, derives, variants=variants)
 
     def _object(self, name: str, doc: tuple[str, ...], model: Model) -> RustModel:
@@ -357,7 +362,7 @@ class _Mapper:
             if model.name in self.defaults
             else "Debug, Clone, PartialEq"
         )
-        derives = (basic, "serde::Serialize, serde::Deserialize")
+        derives = (basic, "serde::Serialize")  # Deserialize: by hand (json.rs), cheaper
         idents = namer()
         fields = [self._field(model, f, idents.claim(snake_ident(f.name))) for f in model.fields]
         return RustModel(name, "object", doc, derives, fields=fields)
@@ -367,21 +372,18 @@ class _Mapper:
         if f.type.kind == "model" and self._contains(f.type.model, model.name):
             inner = f"{self.prelude['Box']}<{inner}>"
         attrs = [] if ident == f.name else [f"rename = {rust_string(f.name)}"]
-        serde = []
         is_none = f"{self.prelude['Option']}::is_none"
         if f.required and not f.nullable:
-            rust_type = inner
+            rust_type, getter = inner, "required"
         elif f.required:  # nullable: always sent, None is null
-            rust_type = self.option(inner)
+            rust_type, getter = self.option(inner), "optional"
         elif not f.nullable:
-            rust_type = self.option(inner)
-            attrs += ["default", f'skip_serializing_if = "{is_none}"']
+            rust_type, getter = self.option(inner), "optional"
+            attrs.append(f'skip_serializing_if = "{is_none}"')
         else:  # optional and nullable: None left out, Some(None) is null
-            rust_type = self.option(self.option(inner))
-            attrs += ["default", f'skip_serializing_if = "{is_none}"']
-            serde.append('deserialize_with = "crate::json::nullable"')
-        if attrs:
-            serde.insert(0, ", ".join(attrs))
+            rust_type, getter = self.option(self.option(inner)), "nullable"
+            attrs.append(f'skip_serializing_if = "{is_none}"')
+        serde = [", ".join(attrs)] if attrs else []
         return RustField(
             ident,
             rust_string(f.name),
@@ -389,6 +391,7 @@ class _Mapper:
             tuple(serde),
             tuple(doc_lines(f.description)),
             optional=not f.required,
+            getter=getter,
         )
 
     # operations -----------------------------------------------------------
@@ -650,6 +653,88 @@ def _event_example(
     return [f"{macro}!(|{param}| {{", f"    {log}", f"    {answer}", "});"]
 
 
+@dataclass(frozen=True, slots=True)
+class CargoFeature:
+    """One Cargo feature of the PDK crate: an operation, an event, or a model they use."""
+
+    name: str
+    needs: tuple[str, ...]  # the features it turns on
+    comment: str  # what it defines, for Cargo.toml
+
+
+def _refs(ref: TypeRef | None) -> set[str]:
+    """The models ``ref`` names directly (itself, or its array's items)."""
+    while ref is not None and ref.kind == "array":
+        ref = ref.items
+    return {ref.model} if ref is not None and ref.kind == "model" else set()
+
+
+def _features(
+    mapper: _Mapper, pdk: PdkModel, operations: list[RustOperation], events: list[RustExport]
+) -> tuple[list[CargoFeature], dict[str, str], dict[str, str]]:
+    """The crate's features, the feature of each model (by document name; models the
+    hooks use have none: they are always there) and of each operation and event.
+
+    An operation's feature is its function's name (``api::list_lights`` →
+    ``list_lights``), an event's its export's; each turns on the features of the
+    models it reads or writes, and a model's those of the models its fields hold, so
+    a plug-in compiles only what it uses. ``all`` (the default) turns on everything.
+    """
+    known = set(mapper.by_name)
+
+    def closure(start: set[str]) -> set[str]:
+        seen: set[str] = set()
+        stack = [name for name in start if name in known]
+        while stack:
+            name = stack.pop()
+            if name not in seen:
+                seen.add(name)
+                stack += [m for f in mapper.by_name[name].fields for m in _refs(f.type) & known]
+        return seen
+
+    always = closure({m for h in pdk.hooks for m in _refs(h.input) | _refs(h.output)})
+    names = namer(("default", "all"))
+    by_ident = {o.ident: names.claim(o.ident) for o in operations}
+    by_export = {e.export: names.claim(e.export) for e in events}
+    by_model = {
+        m.name: names.claim(f"model_{mapper.names[m.name]}")
+        for m in pdk.models
+        if m.name not in always
+    }
+
+    def needs(models: set[str]) -> tuple[str, ...]:
+        return tuple(sorted(by_model[m] for m in models & known if m in by_model))
+
+    features = []
+    for op, rust_op in zip(pdk.operations, operations, strict=True):
+        used = _refs(op.body) | _refs(op.response) | {m for p in op.params for m in _refs(p.type)}
+        features.append(
+            CargoFeature(
+                by_ident[rust_op.ident],
+                needs(used),
+                f"api::{rust_op.ident}: {op.method} {op.path}",
+            )
+        )
+    for event, export in zip(pdk.events, events, strict=True):
+        kind = "event" if event.lifecycle else "webhook"
+        features.append(
+            CargoFeature(
+                by_export[export.export],
+                needs(_refs(event.payload) | _refs(event.result)),
+                f"{export.macro}!: the {kind} {event.type}",
+            )
+        )
+    for model in pdk.models:
+        if model.name in by_model:
+            held = {m for f in model.fields for m in _refs(f.type)} - {model.name}
+            features.append(
+                CargoFeature(
+                    by_model[model.name], needs(held), f"models::{mapper.names[model.name]}"
+                )
+            )
+    return features, by_model, {**by_ident, **by_export}
+
+
 def _respond(mapper: _Mapper, pdk: PdkModel) -> dict[str, object] | None:
     """``HttpPreHookOutput::respond(context, status, headers, body)`` (hooks.yaml's shapes):
     the struct literal's field lines."""
@@ -684,15 +769,59 @@ def _respond(mapper: _Mapper, pdk: PdkModel) -> dict[str, object] | None:
     }
 
 
+def _message_models(mapper: _Mapper, pdk: PdkModel) -> list[dict[str, str]]:
+    """The hooks' requests and responses (models with free-JSON ``headers`` and a
+    string ``body``): they get ``header(name)`` and ``body_bytes()``."""
+    found: list[dict[str, str]] = []
+    hook_models = {m for h in pdk.hooks for m in _refs(h.input) | _refs(h.output)}
+    for name in sorted(hook_models):
+        for held in [name, *(m for f in mapper.by_name[name].fields for m in _refs(f.type))]:
+            model = mapper.by_name.get(held)
+            if model is None or any(held == m["model"] for m in found):
+                continue
+            fields = {f.name: f for f in model.fields}
+            rust = {
+                f.name: r for f, r in zip(model.fields, mapper.model(model).fields, strict=True)
+            }
+            headers, body = fields.get("headers"), fields.get("body")
+            if (
+                headers is not None
+                and headers.type.kind == "any"
+                and headers.required
+                and body is not None
+                and body.type.kind == "string"
+                and body.required
+                and not body.nullable
+            ):
+                found.append(
+                    {
+                        "model": held,
+                        "name": mapper.names[held],
+                        "headers": rust["headers"].ident,
+                        "body": rust["body"].ident,
+                    }
+                )
+    return sorted(found, key=lambda m: m["name"])
+
+
 def _context(pdk: PdkModel) -> dict[str, object]:
     mapper = _Mapper(pdk)
     idents = namer()
     operations = [mapper.operation(op, idents.claim(snake_ident(op.name))) for op in pdk.operations]
     events, hooks = _exports(mapper, pdk)
+    features, model_features, export_features = _features(mapper, pdk, operations, events)
+    operations = [replace(o, feature=export_features[o.ident]) for o in operations]
+    events = [replace(e, feature=export_features[e.export]) for e in events]
+    models = []
+    for m in pdk.models:
+        rust_model = mapper.model(m)
+        rust_model.feature = model_features.get(m.name, "")
+        models.append(rust_model)
     helpers: dict[str, BeforeHelpers] = {}
     for event in pdk.events:
         found = mapper.before_helpers(event)
-        if found is not None:
+        if found is not None and event.result is not None:
+            found = replace(found, feature=model_features.get(event.result.model, ""))
             helpers.setdefault(found.model, found)
     # the example handler: an after-event (the scaffold's), else the first event
     chosen = next((e for e in pdk.events if not e.before), pdk.events[0] if pdk.events else None)
@@ -713,7 +842,8 @@ def _context(pdk: PdkModel) -> dict[str, object]:
             f"hostwire plug-in development kit for {pdk.title} {pdk.version} ({pdk.source})",
             ensure_ascii=False,
         ),
-        "models": [mapper.model(m) for m in pdk.models],
+        "models": models,
+        "features": features,
         "operations": operations,
         "events": events,
         "hooks": hooks,
@@ -728,6 +858,7 @@ def _context(pdk: PdkModel) -> dict[str, object]:
         "webhook_events": [e for e in events if not e.lifecycle],
         "example_call": call,
         "respond": _respond(mapper, pdk),
+        "message_models": _message_models(mapper, pdk),
     }
 
 
@@ -744,7 +875,7 @@ _PDK_FILES = (
     "src/models.rs",
     "src/plugin.rs",
 )
-_SCAFFOLD_FILES = (".cargo/config.toml", "Cargo.toml", "README.md", "src/lib.rs")
+_SCAFFOLD_FILES = ("Cargo.toml", "README.md", "src/lib.rs")
 
 
 def _jobs(folder: str, files: Iterable[str], context: dict[str, object]) -> list[RenderJob]:
@@ -765,4 +896,10 @@ def scaffold_jobs(model: PdkModel, spec: OpenAPIDocument, name: str) -> list[Ren
     context = _context(model)
     # The commands in README.md and src/lib.rs run from the project folder.
     context.update(name=name, package=json.dumps(name), spec_path=shlex.quote(spec.source))
+    example_event, call = context["example_event"], context["example_call"]
+    context["scaffold_features"] = [
+        item.feature
+        for item in (example_event, call)
+        if isinstance(item, RustExport | RustOperation)
+    ]
     return _jobs("scaffold/", _SCAFFOLD_FILES, context)

@@ -4,9 +4,10 @@
 //! A plug-in imports only the host functions it calls; hostwire lets it call
 //! those its grants name (otherwise: 403 `not_granted`).
 //!
-//! Every function is `#[inline]`: it is compiled into the plug-ins that call it
-//! and nowhere else, so a crate for an API of hundreds of operations builds in
-//! seconds rather than minutes.
+//! Each function is there when its Cargo feature is on: the feature is named like
+//! the function (`default-features = false, features = ["..."]` in your
+//! `Cargo.toml` turns on only what you call). Every function is `#[inline]`: it
+//! is compiled into the plug-ins that call it and nowhere else.
 #![allow(clippy::too_many_arguments)]
 
 #[allow(unused_imports)]
@@ -15,16 +16,22 @@ use crate::models::*;
 mod imports {
     #[link(wasm_import_module = "extism:host/user")]
     extern "C" {
+        #[cfg(feature = "count_things")]
         #[link_name = "count_things"]
         pub fn count_things(input: u64) -> u64;
+        #[cfg(feature = "create")]
         #[link_name = "create"]
         pub fn create(input: u64) -> u64;
+        #[cfg(feature = "delete_things_id_parts_part_no")]
         #[link_name = "delete_things_id_parts_part_no"]
         pub fn delete_things_id_parts_part_no(input: u64) -> u64;
+        #[cfg(feature = "list_things")]
         #[link_name = "list_things"]
         pub fn list_things(input: u64) -> u64;
+        #[cfg(feature = "match_")]
         #[link_name = "match"]
         pub fn match_(input: u64) -> u64;
+        #[cfg(feature = "toggle")]
         #[link_name = "toggle"]
         pub fn toggle(input: u64) -> u64;
     }
@@ -38,6 +45,7 @@ mod imports {
 /// * `w`: A parameter named like a generated local.
 ///
 /// Answers `Response<i64>`: `body` on a 2xx status, `error` otherwise.
+#[cfg(feature = "count_things")]
 #[inline]
 pub fn count_things(options: Option<&str>, w: Option<&str>) -> crate::Response<i64> {
     #[allow(unused_mut)]
@@ -56,6 +64,7 @@ pub fn count_things(options: Option<&str>, w: Option<&str>) -> crate::Response<i
 /// * `body`: What create takes.
 ///
 /// Answers `Response<Thing>`: `body` on a 2xx status, `error` otherwise.
+#[cfg(feature = "create")]
 #[inline]
 pub fn create(body: &NewThing) -> crate::Response<Thing> {
     #[allow(unused_mut)]
@@ -76,6 +85,7 @@ pub fn create(body: &NewThing) -> crate::Response<Thing> {
 /// * `if_match`: A header parameter.
 ///
 /// Declares no JSON answer: `body` is the raw JSON (`null` when empty) on a 2xx.
+#[cfg(feature = "delete_things_id_parts_part_no")]
 #[inline]
 pub fn delete_things_id_parts_part_no(
     id: &str,
@@ -101,6 +111,7 @@ pub fn delete_things_id_parts_part_no(
 /// * `tags`: Any of these tags.
 ///
 /// Answers `Response<Vec<Thing>>`: `body` on a 2xx status, `error` otherwise.
+#[cfg(feature = "list_things")]
 #[inline]
 pub fn list_things(
     type_: Option<Kind>,
@@ -124,6 +135,7 @@ pub fn list_things(
 /// * `body`: An inline body object.
 ///
 /// Answers `Response<MatchResponse>`: `body` on a 2xx status, `error` otherwise.
+#[cfg(feature = "match_")]
 #[inline]
 pub fn match_(body: Option<&MatchBody>) -> crate::Response<MatchResponse> {
     #[allow(unused_mut)]
@@ -141,6 +153,7 @@ pub fn match_(body: Option<&MatchBody>) -> crate::Response<MatchResponse> {
 /// * `body`: The request body.
 ///
 /// Declares no JSON answer: `body` is the raw JSON (`null` when empty) on a 2xx.
+#[cfg(feature = "toggle")]
 #[inline]
 pub fn toggle(body: Option<bool>) -> crate::Response<serde_json::Value> {
     #[allow(unused_mut)]

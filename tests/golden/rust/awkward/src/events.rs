@@ -15,6 +15,7 @@
 //! API answers 422 naming the plug-in and the reason). After-events run later,
 //! from hostwire's outbox, at least once: use the event id to skip repeats.
 
+#[cfg(feature = "model_Verdict")]
 impl crate::models::Verdict {
     /// Go on with the change as it is (answers `{}`).
     pub fn proceed() -> Self {
@@ -49,6 +50,7 @@ impl crate::models::Verdict {
 ///
 /// The handler takes a `ThingEvent`. It answers `Result<(), Error>`; after an error
 /// hostwire delivers the event again.
+#[cfg(feature = "thing_after_destroy")]
 #[macro_export]
 macro_rules! thing_after_destroy {
     ($handler:expr $(,)?) => {
@@ -69,6 +71,7 @@ macro_rules! thing_after_destroy {
 ///
 /// The handler takes a `ThingEvent`. It answers `Result<Verdict, Error>`: go on, go on with
 /// another record, or refuse the change.
+#[cfg(feature = "thing_before_save")]
 #[macro_export]
 macro_rules! thing_before_save {
     ($handler:expr $(,)?) => {

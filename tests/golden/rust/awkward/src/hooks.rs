@@ -81,3 +81,27 @@ impl crate::models::HttpPreHookOutput {
         }
     }
 }
+
+impl crate::models::HttpRequest {
+    /// The value of header `name`, whatever its case; `None` when absent.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        crate::header(&self.headers, name)
+    }
+
+    /// The body as bytes (it travels as base64).
+    pub fn body_bytes(&self) -> Result<::std::vec::Vec<u8>, crate::Error> {
+        crate::unbase64(&self.body)
+    }
+}
+
+impl crate::models::HttpResponse {
+    /// The value of header `name`, whatever its case; `None` when absent.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        crate::header(&self.headers, name)
+    }
+
+    /// The body as bytes (it travels as base64).
+    pub fn body_bytes(&self) -> Result<::std::vec::Vec<u8>, crate::Error> {
+        crate::unbase64(&self.body)
+    }
+}

@@ -25,8 +25,8 @@ pub use client::{ApiError, Response};
 #[doc(no_inline)]
 pub use models::*;
 pub use plugin::{
-    base64, config, config_json, handle, input, input_bytes, input_string, log, output, output_bytes,
-    output_string, set_error, Error,
+    base64, config, config_json, handle, header, input, input_bytes, input_string, log, output,
+    output_bytes, output_string, report_panics, set_error, unbase64, Error,
 };
 pub use serde_json::{self, json, Value};
 

@@ -9,10 +9,13 @@
 //! implements `Default` when all its fields have one (`Option`, `Vec`, `String`,
 //! numbers...), so you can name only the fields you set:
 //! `Model { field: Some(value), ..Default::default() }`.
+//!
+//! A model is there when a Cargo feature that uses it is on (an operation's or
+//! an event's, or its own: `model_<Name>`); the models of the HTTP hooks always are.
 
 /// What http_post_hook receives.
 #[derive(Debug, Clone, PartialEq, Default)]
-#[derive(serde::Serialize, serde::Deserialize)]
+#[derive(serde::Serialize)]
 pub struct HttpPostHookInput {
     /// Values a pre-hook sets for its post-hook; strings to any JSON.
     pub context: serde_json::Value,
@@ -22,23 +25,47 @@ pub struct HttpPostHookInput {
     pub response: HttpResponse,
 }
 
+impl<'de> serde::Deserialize<'de> for HttpPostHookInput {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> ::std::result::Result<Self, D::Error> {
+        crate::json::object(deserializer, "HttpPostHookInput", |fields| {
+            Ok(Self {
+                context: fields.required("context")?,
+                request: fields.required("request")?,
+                response: fields.required("response")?,
+            })
+        })
+    }
+}
+
 /// What http_post_hook answers; response replaces the app's when given.
 #[derive(Debug, Clone, PartialEq, Default)]
-#[derive(serde::Serialize, serde::Deserialize)]
+#[derive(serde::Serialize)]
 pub struct HttpPostHookOutput {
     /// Values a pre-hook sets for its post-hook; strings to any JSON.
     pub context: serde_json::Value,
     /// A response, from the app or made by a hook.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub response: Option<HttpResponse>,
     /// Non-empty: the hook failed; its failure policy applies.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+}
+
+impl<'de> serde::Deserialize<'de> for HttpPostHookOutput {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> ::std::result::Result<Self, D::Error> {
+        crate::json::object(deserializer, "HttpPostHookOutput", |fields| {
+            Ok(Self {
+                context: fields.required("context")?,
+                response: fields.optional("response")?,
+                error: fields.optional("error")?,
+            })
+        })
+    }
 }
 
 /// What http_pre_hook receives.
 #[derive(Debug, Clone, PartialEq, Default)]
-#[derive(serde::Serialize, serde::Deserialize)]
+#[derive(serde::Serialize)]
 pub struct HttpPreHookInput {
     /// Values a pre-hook sets for its post-hook; strings to any JSON.
     pub context: serde_json::Value,
@@ -46,30 +73,55 @@ pub struct HttpPreHookInput {
     pub request: HttpRequest,
 }
 
+impl<'de> serde::Deserialize<'de> for HttpPreHookInput {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> ::std::result::Result<Self, D::Error> {
+        crate::json::object(deserializer, "HttpPreHookInput", |fields| {
+            Ok(Self {
+                context: fields.required("context")?,
+                request: fields.required("request")?,
+            })
+        })
+    }
+}
+
 /// What http_pre_hook answers. With has_response true, response is sent to the client and
 /// later pre-hooks and the route are skipped.
 #[derive(Debug, Clone, PartialEq, Default)]
-#[derive(serde::Serialize, serde::Deserialize)]
+#[derive(serde::Serialize)]
 pub struct HttpPreHookOutput {
     /// Values a pre-hook sets for its post-hook; strings to any JSON.
     pub context: serde_json::Value,
     /// The request as the app is about to see it.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub request: Option<HttpRequest>,
     /// A response, from the app or made by a hook.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub response: Option<HttpResponse>,
     /// Whether response short-circuits the request.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub has_response: Option<bool>,
     /// Non-empty: the hook failed; its failure policy applies.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+}
+
+impl<'de> serde::Deserialize<'de> for HttpPreHookOutput {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> ::std::result::Result<Self, D::Error> {
+        crate::json::object(deserializer, "HttpPreHookOutput", |fields| {
+            Ok(Self {
+                context: fields.required("context")?,
+                request: fields.optional("request")?,
+                response: fields.optional("response")?,
+                has_response: fields.optional("has_response")?,
+                error: fields.optional("error")?,
+            })
+        })
+    }
 }
 
 /// The request as the app is about to see it.
 #[derive(Debug, Clone, PartialEq, Default)]
-#[derive(serde::Serialize, serde::Deserialize)]
+#[derive(serde::Serialize)]
 pub struct HttpRequest {
     /// The HTTP method, upper case.
     pub method: String,
@@ -84,9 +136,23 @@ pub struct HttpRequest {
     pub body: String,
 }
 
+impl<'de> serde::Deserialize<'de> for HttpRequest {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> ::std::result::Result<Self, D::Error> {
+        crate::json::object(deserializer, "HttpRequest", |fields| {
+            Ok(Self {
+                method: fields.required("method")?,
+                path: fields.required("path")?,
+                headers: fields.required("headers")?,
+                query: fields.required("query")?,
+                body: fields.required("body")?,
+            })
+        })
+    }
+}
+
 /// A response, from the app or made by a hook.
 #[derive(Debug, Clone, PartialEq, Default)]
-#[derive(serde::Serialize, serde::Deserialize)]
+#[derive(serde::Serialize)]
 pub struct HttpResponse {
     /// The HTTP status.
     pub status_code: i64,
@@ -96,9 +162,21 @@ pub struct HttpResponse {
     pub body: String,
 }
 
+impl<'de> serde::Deserialize<'de> for HttpResponse {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> ::std::result::Result<Self, D::Error> {
+        crate::json::object(deserializer, "HttpResponse", |fields| {
+            Ok(Self {
+                status_code: fields.required("status_code")?,
+                headers: fields.required("headers")?,
+                body: fields.required("body")?,
+            })
+        })
+    }
+}
+
 /// What http_stream_chunk_hook receives for each chunk of a streaming response.
 #[derive(Debug, Clone, PartialEq, Default)]
-#[derive(serde::Serialize, serde::Deserialize)]
+#[derive(serde::Serialize)]
 pub struct HttpStreamChunkInput {
     /// Values a pre-hook sets for its post-hook; strings to any JSON.
     pub context: serde_json::Value,
@@ -108,41 +186,67 @@ pub struct HttpStreamChunkInput {
     pub chunk: String,
 }
 
+impl<'de> serde::Deserialize<'de> for HttpStreamChunkInput {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> ::std::result::Result<Self, D::Error> {
+        crate::json::object(deserializer, "HttpStreamChunkInput", |fields| {
+            Ok(Self {
+                context: fields.required("context")?,
+                request: fields.required("request")?,
+                chunk: fields.required("chunk")?,
+            })
+        })
+    }
+}
+
 /// What http_stream_chunk_hook answers.
 #[derive(Debug, Clone, PartialEq, Default)]
-#[derive(serde::Serialize, serde::Deserialize)]
+#[derive(serde::Serialize)]
 pub struct HttpStreamChunkOutput {
     /// Values a pre-hook sets for its post-hook; strings to any JSON.
     pub context: serde_json::Value,
     /// The chunk to send instead, base64; omitted = unchanged.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub chunk: Option<String>,
     /// Drop this chunk.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub skip: Option<bool>,
     /// Non-empty: the hook failed; its failure policy applies.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
 }
 
+impl<'de> serde::Deserialize<'de> for HttpStreamChunkOutput {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> ::std::result::Result<Self, D::Error> {
+        crate::json::object(deserializer, "HttpStreamChunkOutput", |fields| {
+            Ok(Self {
+                context: fields.required("context")?,
+                chunk: fields.optional("chunk")?,
+                skip: fields.optional("skip")?,
+                error: fields.optional("error")?,
+            })
+        })
+    }
+}
+
 /// An enum with awkward values.
+#[cfg(feature = "model_Kind")]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-#[derive(serde::Serialize, serde::Deserialize)]
 pub enum Kind {
-    #[serde(rename = "plain")]
+    /// "plain"
     Plain,
-    #[serde(rename = "two words")]
+    /// "two words"
     TwoWords,
-    #[serde(rename = "with-dash")]
+    /// "with-dash"
     WithDash,
-    #[serde(rename = "null")]
+    /// "null"
     Null,
-    #[serde(rename = "class")]
+    /// "class"
     Class,
-    #[serde(rename = "9lives")]
+    /// "9lives"
     T9lives,
 }
 
+#[cfg(feature = "model_Kind")]
 impl Kind {
     /// Every value, in the order the schema lists them.
     pub const ALL: [Kind; 6] = [
@@ -167,53 +271,120 @@ impl Kind {
     }
 }
 
+#[cfg(feature = "model_Kind")]
 impl ::std::fmt::Display for Kind {
     fn fmt(&self, f: &mut ::std::fmt::Formatter<'_>) -> ::std::fmt::Result {
         f.write_str(self.as_str())
     }
 }
 
+#[cfg(feature = "model_Kind")]
+impl serde::Serialize for Kind {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> ::std::result::Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.as_str())
+    }
+}
+
+#[cfg(feature = "model_Kind")]
+impl<'de> serde::Deserialize<'de> for Kind {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> ::std::result::Result<Self, D::Error> {
+        crate::json::variant(
+            deserializer,
+            "Kind",
+            &[
+                ("plain", Self::Plain),
+                ("two words", Self::TwoWords),
+                ("with-dash", Self::WithDash),
+                ("null", Self::Null),
+                ("class", Self::Class),
+                ("9lives", Self::T9lives),
+            ],
+        )
+    }
+}
+
 /// An inline body object.
+#[cfg(feature = "model_MatchBody")]
 #[derive(Debug, Clone, PartialEq, Default)]
-#[derive(serde::Serialize, serde::Deserialize)]
+#[derive(serde::Serialize)]
 pub struct MatchBody {
     /// A keyword field.
-    #[serde(rename = "self", default, skip_serializing_if = "Option::is_none")]
+    #[serde(rename = "self", skip_serializing_if = "Option::is_none")]
     pub self_: Option<String>,
     /// Another.
-    #[serde(rename = "async", default, skip_serializing_if = "Option::is_none")]
+    #[serde(rename = "async", skip_serializing_if = "Option::is_none")]
     pub async_: Option<bool>,
     /// And another.
-    #[serde(rename = "struct", default, skip_serializing_if = "Option::is_none")]
+    #[serde(rename = "struct", skip_serializing_if = "Option::is_none")]
     pub struct_: Option<f64>,
 }
 
+#[cfg(feature = "model_MatchBody")]
+impl<'de> serde::Deserialize<'de> for MatchBody {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> ::std::result::Result<Self, D::Error> {
+        crate::json::object(deserializer, "MatchBody", |fields| {
+            Ok(Self {
+                self_: fields.optional("self")?,
+                async_: fields.optional("async")?,
+                struct_: fields.optional("struct")?,
+            })
+        })
+    }
+}
+
 /// An inline answer.
+#[cfg(feature = "model_MatchResponse")]
 #[derive(Debug, Clone, PartialEq, Default)]
-#[derive(serde::Serialize, serde::Deserialize)]
+#[derive(serde::Serialize)]
 pub struct MatchResponse {
     /// Whether it matched.
     pub ok: bool,
 }
 
+#[cfg(feature = "model_MatchResponse")]
+impl<'de> serde::Deserialize<'de> for MatchResponse {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> ::std::result::Result<Self, D::Error> {
+        crate::json::object(deserializer, "MatchResponse", |fields| {
+            Ok(Self {
+                ok: fields.required("ok")?,
+            })
+        })
+    }
+}
+
 /// What create takes.
+#[cfg(feature = "model_NewThing")]
 #[derive(Debug, Clone, PartialEq)]
-#[derive(serde::Serialize, serde::Deserialize)]
+#[derive(serde::Serialize)]
 pub struct NewThing {
     /// An enum with awkward values.
     #[serde(rename = "type")]
     pub type_: Kind,
     /// Snake case already.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub owner_name: Option<String>,
     /// Camel case that collides after mangling.
-    #[serde(rename = "ownerName", default, skip_serializing_if = "Option::is_none")]
+    #[serde(rename = "ownerName", skip_serializing_if = "Option::is_none")]
     pub owner_name_2: Option<String>,
 }
 
+#[cfg(feature = "model_NewThing")]
+impl<'de> serde::Deserialize<'de> for NewThing {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> ::std::result::Result<Self, D::Error> {
+        crate::json::object(deserializer, "NewThing", |fields| {
+            Ok(Self {
+                type_: fields.required("type")?,
+                owner_name: fields.optional("owner_name")?,
+                owner_name_2: fields.optional("ownerName")?,
+            })
+        })
+    }
+}
+
 /// A thing with everything awkward.
+#[cfg(feature = "model_Thing")]
 #[derive(Debug, Clone, PartialEq)]
-#[derive(serde::Serialize, serde::Deserialize)]
+#[derive(serde::Serialize)]
 pub struct Thing {
     /// The id.
     pub id: String,
@@ -221,37 +392,57 @@ pub struct Thing {
     #[serde(rename = "type")]
     pub type_: Kind,
     /// Nullable
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[serde(deserialize_with = "crate::json::nullable")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub class: Option<Option<String>>,
     /// Optional integer named default.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub default: Option<i64>,
     /// Optional number named for.
-    #[serde(rename = "for", default, skip_serializing_if = "Option::is_none")]
+    #[serde(rename = "for", skip_serializing_if = "Option::is_none")]
     pub for_: Option<f64>,
     /// Optional, nullable integer.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[serde(deserialize_with = "crate::json::nullable")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub score: Option<Option<i64>>,
     /// An array of inline objects.
     pub parts: Vec<ThingPartsItem>,
     /// A nested inline object.
     pub owner: ThingOwner,
     /// Strings.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub tags: Option<Vec<String>>,
     /// An array of arrays.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub matrix: Option<Vec<Vec<i64>>>,
     /// Anything at all.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub extra: Option<serde_json::Value>,
 }
 
+#[cfg(feature = "model_Thing")]
+impl<'de> serde::Deserialize<'de> for Thing {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> ::std::result::Result<Self, D::Error> {
+        crate::json::object(deserializer, "Thing", |fields| {
+            Ok(Self {
+                id: fields.required("id")?,
+                type_: fields.required("type")?,
+                class: fields.nullable("class")?,
+                default: fields.optional("default")?,
+                for_: fields.optional("for")?,
+                score: fields.nullable("score")?,
+                parts: fields.required("parts")?,
+                owner: fields.required("owner")?,
+                tags: fields.optional("tags")?,
+                matrix: fields.optional("matrix")?,
+                extra: fields.optional("extra")?,
+            })
+        })
+    }
+}
+
 /// The event envelope for things.
+#[cfg(feature = "model_ThingEvent")]
 #[derive(Debug, Clone, PartialEq)]
-#[derive(serde::Serialize, serde::Deserialize)]
+#[derive(serde::Serialize)]
 pub struct ThingEvent {
     /// Event id.
     pub id: String,
@@ -264,9 +455,24 @@ pub struct ThingEvent {
     pub data: ThingEventData,
 }
 
+#[cfg(feature = "model_ThingEvent")]
+impl<'de> serde::Deserialize<'de> for ThingEvent {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> ::std::result::Result<Self, D::Error> {
+        crate::json::object(deserializer, "ThingEvent", |fields| {
+            Ok(Self {
+                id: fields.required("id")?,
+                type_: fields.required("type")?,
+                timestamp: fields.required("timestamp")?,
+                data: fields.required("data")?,
+            })
+        })
+    }
+}
+
 /// The change.
+#[cfg(feature = "model_ThingEventData")]
 #[derive(Debug, Clone, PartialEq)]
-#[derive(serde::Serialize, serde::Deserialize)]
+#[derive(serde::Serialize)]
 pub struct ThingEventData {
     /// A thing with everything awkward.
     pub record: Thing,
@@ -276,54 +482,129 @@ pub struct ThingEventData {
     pub changes: serde_json::Value,
 }
 
+#[cfg(feature = "model_ThingEventData")]
+impl<'de> serde::Deserialize<'de> for ThingEventData {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> ::std::result::Result<Self, D::Error> {
+        crate::json::object(deserializer, "ThingEventData", |fields| {
+            Ok(Self {
+                record: fields.required("record")?,
+                previous: fields.optional("previous")?,
+                changes: fields.required("changes")?,
+            })
+        })
+    }
+}
+
 /// A nested inline object.
+#[cfg(feature = "model_ThingOwner")]
 #[derive(Debug, Clone, PartialEq, Default)]
-#[derive(serde::Serialize, serde::Deserialize)]
+#[derive(serde::Serialize)]
 pub struct ThingOwner {
     /// The owner's name.
     pub name: String,
     /// Nested deeper.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub address: Option<ThingOwnerAddress>,
 }
 
+#[cfg(feature = "model_ThingOwner")]
+impl<'de> serde::Deserialize<'de> for ThingOwner {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> ::std::result::Result<Self, D::Error> {
+        crate::json::object(deserializer, "ThingOwner", |fields| {
+            Ok(Self {
+                name: fields.required("name")?,
+                address: fields.optional("address")?,
+            })
+        })
+    }
+}
+
 /// Nested deeper.
+#[cfg(feature = "model_ThingOwnerAddress")]
 #[derive(Debug, Clone, PartialEq, Default)]
-#[derive(serde::Serialize, serde::Deserialize)]
+#[derive(serde::Serialize)]
 pub struct ThingOwnerAddress {
     /// The city.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub city: Option<String>,
 }
 
+#[cfg(feature = "model_ThingOwnerAddress")]
+impl<'de> serde::Deserialize<'de> for ThingOwnerAddress {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> ::std::result::Result<Self, D::Error> {
+        crate::json::object(deserializer, "ThingOwnerAddress", |fields| {
+            Ok(Self {
+                city: fields.optional("city")?,
+            })
+        })
+    }
+}
+
 /// A part.
+#[cfg(feature = "model_ThingPartsItem")]
 #[derive(Debug, Clone, PartialEq, Default)]
-#[derive(serde::Serialize, serde::Deserialize)]
+#[derive(serde::Serialize)]
 pub struct ThingPartsItem {
     /// The part number.
     pub no: i64,
     /// Nullable label.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[serde(deserialize_with = "crate::json::nullable")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub label: Option<Option<String>>,
 }
 
+#[cfg(feature = "model_ThingPartsItem")]
+impl<'de> serde::Deserialize<'de> for ThingPartsItem {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> ::std::result::Result<Self, D::Error> {
+        crate::json::object(deserializer, "ThingPartsItem", |fields| {
+            Ok(Self {
+                no: fields.required("no")?,
+                label: fields.nullable("label")?,
+            })
+        })
+    }
+}
+
 /// A before-handler's answer.
+#[cfg(feature = "model_Verdict")]
 #[derive(Debug, Clone, PartialEq, Default)]
-#[derive(serde::Serialize, serde::Deserialize)]
+#[derive(serde::Serialize)]
 pub struct Verdict {
     /// A thing with everything awkward.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub record: Option<Thing>,
     /// Refuse.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub reject: Option<VerdictReject>,
 }
 
+#[cfg(feature = "model_Verdict")]
+impl<'de> serde::Deserialize<'de> for Verdict {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> ::std::result::Result<Self, D::Error> {
+        crate::json::object(deserializer, "Verdict", |fields| {
+            Ok(Self {
+                record: fields.optional("record")?,
+                reject: fields.optional("reject")?,
+            })
+        })
+    }
+}
+
 /// Refuse.
+#[cfg(feature = "model_VerdictReject")]
 #[derive(Debug, Clone, PartialEq, Default)]
-#[derive(serde::Serialize, serde::Deserialize)]
+#[derive(serde::Serialize)]
 pub struct VerdictReject {
     /// Why.
     pub reason: String,
+}
+
+#[cfg(feature = "model_VerdictReject")]
+impl<'de> serde::Deserialize<'de> for VerdictReject {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> ::std::result::Result<Self, D::Error> {
+        crate::json::object(deserializer, "VerdictReject", |fields| {
+            Ok(Self {
+                reason: fields.required("reason")?,
+            })
+        })
+    }
 }

@@ -137,6 +137,57 @@ pub fn base64(data: &[u8]) -> String {
     out
 }
 
+/// Decodes base64 `text` (the standard alphabet; the `=` padding may be left out),
+/// as hook bodies and chunks arrive: `unbase64(&input.request.body)?`.
+pub fn unbase64(text: &str) -> Result<Vec<u8>, Error> {
+    fn value(c: u8) -> Option<u32> {
+        match c {
+            b'A'..=b'Z' => Some(u32::from(c - b'A')),
+            b'a'..=b'z' => Some(u32::from(c - b'a') + 26),
+            b'0'..=b'9' => Some(u32::from(c - b'0') + 52),
+            b'+' => Some(62),
+            b'/' => Some(63),
+            _ => None,
+        }
+    }
+    let data = text.trim_end_matches('=').as_bytes();
+    if data.len() % 4 == 1 || text.len() - data.len() > 2 {
+        return Err(Error::new(format!("not base64: {} characters", text.len())));
+    }
+    let mut out = Vec::with_capacity(data.len() * 3 / 4);
+    for (index, chunk) in data.chunks(4).enumerate() {
+        let mut n = 0u32;
+        for (offset, c) in chunk.iter().enumerate() {
+            let bits = value(*c).ok_or_else(|| {
+                Error::new(format!("not base64: {:?} at {}", char::from(*c), index * 4 + offset))
+            })?;
+            n |= bits << (18 - 6 * offset);
+        }
+        out.push((n >> 16) as u8);
+        if chunk.len() > 2 {
+            out.push((n >> 8) as u8);
+        }
+        if chunk.len() > 3 {
+            out.push(n as u8);
+        }
+    }
+    Ok(out)
+}
+
+/// The value of header `name` in `headers` (a JSON object of names to values, as
+/// hooks get them), whatever the case of either name; `None` when it is absent
+/// or not a string.
+pub fn header<'a>(headers: &'a serde_json::Value, name: &str) -> Option<&'a str> {
+    let map = headers.as_object()?;
+    match map.get(name) {
+        Some(value) => value.as_str(),
+        None => map
+            .iter()
+            .find(|(key, _)| key.eq_ignore_ascii_case(name))
+            .and_then(|(_, value)| value.as_str()),
+    }
+}
+
 /// Sets the call's error message (what [`handle`] does when a handler fails).
 pub fn set_error(message: &str) {
     unsafe { kernel::error_set(kernel::write(message.as_bytes())) };
@@ -171,6 +222,30 @@ pub mod log {
     }
 }
 
+/// Makes a panic the call's error, with its message and place (`panicked at
+/// src/lib.rs:12:5: index out of bounds: ...`), before the module traps; without
+/// it hostwire could only report a bare `unreachable` trap. [`handle`] calls it.
+pub fn report_panics() {
+    static HOOK: std::sync::Once = std::sync::Once::new();
+    HOOK.call_once(|| {
+        std::panic::set_hook(Box::new(|info| {
+            let payload = info.payload();
+            let message = match payload.downcast_ref::<&str>() {
+                Some(text) => (*text).to_string(),
+                None => match payload.downcast_ref::<String>() {
+                    Some(text) => text.clone(),
+                    None => "a panic with no message".to_string(),
+                },
+            };
+            let place = match info.location() {
+                Some(at) => format!(" at {}:{}:{}", at.file(), at.line(), at.column()),
+                None => String::new(),
+            };
+            set_error(&format!("panicked{}: {}", place, message));
+        }));
+    });
+}
+
 /// Runs `handler` as export `export`: parses the input as `In` (JSON), calls the
 /// handler and writes its answer as JSON (nothing for `()` or `null`). Returns
 /// the export's status: 0, or 1 with the error message set.
@@ -192,6 +267,7 @@ where
     Out: Serialize,
     F: FnOnce(In) -> Result<Out, Error>,
 {
+    report_panics();
     let value = match input::<In>() {
         Ok(value) => value,
         Err(error) => {

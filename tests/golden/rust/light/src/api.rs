@@ -4,9 +4,10 @@
 //! A plug-in imports only the host functions it calls; hostwire lets it call
 //! those its grants name (otherwise: 403 `not_granted`).
 //!
-//! Every function is `#[inline]`: it is compiled into the plug-ins that call it
-//! and nowhere else, so a crate for an API of hundreds of operations builds in
-//! seconds rather than minutes.
+//! Each function is there when its Cargo feature is on: the feature is named like
+//! the function (`default-features = false, features = ["..."]` in your
+//! `Cargo.toml` turns on only what you call). Every function is `#[inline]`: it
+//! is compiled into the plug-ins that call it and nowhere else.
 #![allow(clippy::too_many_arguments)]
 
 #[allow(unused_imports)]
@@ -15,26 +16,37 @@ use crate::models::*;
 mod imports {
     #[link(wasm_import_module = "extism:host/user")]
     extern "C" {
+        #[cfg(feature = "control_light")]
         #[link_name = "control_light"]
         pub fn control_light(input: u64) -> u64;
+        #[cfg(feature = "create_light")]
         #[link_name = "create_light"]
         pub fn create_light(input: u64) -> u64;
+        #[cfg(feature = "delete_light")]
         #[link_name = "delete_light"]
         pub fn delete_light(input: u64) -> u64;
+        #[cfg(feature = "get_light")]
         #[link_name = "get_light"]
         pub fn get_light(input: u64) -> u64;
+        #[cfg(feature = "get_states")]
         #[link_name = "get_states"]
         pub fn get_states(input: u64) -> u64;
+        #[cfg(feature = "list_event_deliveries")]
         #[link_name = "list_event_deliveries"]
         pub fn list_event_deliveries(input: u64) -> u64;
+        #[cfg(feature = "list_lights")]
         #[link_name = "list_lights"]
         pub fn list_lights(input: u64) -> u64;
+        #[cfg(feature = "replay_event")]
         #[link_name = "replay_event"]
         pub fn replay_event(input: u64) -> u64;
+        #[cfg(feature = "set_light_color")]
         #[link_name = "set_light_color"]
         pub fn set_light_color(input: u64) -> u64;
+        #[cfg(feature = "stream_light_events")]
         #[link_name = "stream_light_events"]
         pub fn stream_light_events(input: u64) -> u64;
+        #[cfg(feature = "update_light")]
         #[link_name = "update_light"]
         pub fn update_light(input: u64) -> u64;
     }
@@ -47,6 +59,7 @@ mod imports {
 /// * `body`: What to do with the default light.
 ///
 /// Answers `Response<States>`: `body` on a 2xx status, `error` otherwise.
+#[cfg(feature = "control_light")]
 #[inline]
 pub fn control_light(body: &ControlLightRequest) -> crate::Response<States> {
     #[allow(unused_mut)]
@@ -64,6 +77,7 @@ pub fn control_light(body: &ControlLightRequest) -> crate::Response<States> {
 /// * `body`: A new light; omitted fields take their defaults.
 ///
 /// Answers `Response<Light>`: `body` on a 2xx status, `error` otherwise.
+#[cfg(feature = "create_light")]
 #[inline]
 pub fn create_light(body: &LightCreate) -> crate::Response<Light> {
     #[allow(unused_mut)]
@@ -81,6 +95,7 @@ pub fn create_light(body: &LightCreate) -> crate::Response<Light> {
 /// * `id`: The light's id, as returned when it was created.
 ///
 /// Declares no JSON answer: `body` is the raw JSON (`null` when empty) on a 2xx.
+#[cfg(feature = "delete_light")]
 #[inline]
 pub fn delete_light(id: &str) -> crate::Response<serde_json::Value> {
     #[allow(unused_mut)]
@@ -98,6 +113,7 @@ pub fn delete_light(id: &str) -> crate::Response<serde_json::Value> {
 /// * `id`: The light's id, as returned when it was created.
 ///
 /// Answers `Response<Light>`: `body` on a 2xx status, `error` otherwise.
+#[cfg(feature = "get_light")]
 #[inline]
 pub fn get_light(id: &str) -> crate::Response<Light> {
     #[allow(unused_mut)]
@@ -113,6 +129,7 @@ pub fn get_light(id: &str) -> crate::Response<Light> {
 /// `GET /states`, host function `get_states` (operationId `getStates`).
 ///
 /// Answers `Response<States>`: `body` on a 2xx status, `error` otherwise.
+#[cfg(feature = "get_states")]
 #[inline]
 pub fn get_states() -> crate::Response<States> {
     #[allow(unused_mut)]
@@ -133,6 +150,7 @@ pub fn get_states() -> crate::Response<States> {
 /// * `limit`: At most this many deliveries.
 ///
 /// Answers `Response<DeliveryList>`: `body` on a 2xx status, `error` otherwise.
+#[cfg(feature = "list_event_deliveries")]
 #[inline]
 pub fn list_event_deliveries(
     plugin: Option<&str>,
@@ -156,6 +174,7 @@ pub fn list_event_deliveries(
 /// `GET /lights`, host function `list_lights` (operationId `listLights`).
 ///
 /// Answers `Response<LightList>`: `body` on a 2xx status, `error` otherwise.
+#[cfg(feature = "list_lights")]
 #[inline]
 pub fn list_lights() -> crate::Response<LightList> {
     #[allow(unused_mut)]
@@ -174,6 +193,7 @@ pub fn list_lights() -> crate::Response<LightList> {
 /// * `plugin`: Replay only to this plug-in; all of the event's plug-ins when omitted.
 ///
 /// Answers `Response<ReplayResult>`: `body` on a 2xx status, `error` otherwise.
+#[cfg(feature = "replay_event")]
 #[inline]
 pub fn replay_event(event_id: &str, plugin: Option<&str>) -> crate::Response<ReplayResult> {
     #[allow(unused_mut)]
@@ -192,6 +212,7 @@ pub fn replay_event(event_id: &str, plugin: Option<&str>) -> crate::Response<Rep
 /// * `body`: The colour to give the default light.
 ///
 /// Answers `Response<States>`: `body` on a 2xx status, `error` otherwise.
+#[cfg(feature = "set_light_color")]
 #[inline]
 pub fn set_light_color(body: &SetLightColorRequest) -> crate::Response<States> {
     #[allow(unused_mut)]
@@ -211,6 +232,7 @@ pub fn set_light_color(body: &SetLightColorRequest) -> crate::Response<States> {
 ///   omitted.
 ///
 /// Declares no JSON answer: `body` is the raw JSON (`null` when empty) on a 2xx.
+#[cfg(feature = "stream_light_events")]
 #[inline]
 pub fn stream_light_events(limit: Option<i64>) -> crate::Response<serde_json::Value> {
     #[allow(unused_mut)]
@@ -229,6 +251,7 @@ pub fn stream_light_events(limit: Option<i64>) -> crate::Response<serde_json::Va
 /// * `body`: The fields to change; at least one.
 ///
 /// Answers `Response<Light>`: `body` on a 2xx status, `error` otherwise.
+#[cfg(feature = "update_light")]
 #[inline]
 pub fn update_light(id: &str, body: &LightUpdate) -> crate::Response<Light> {
     #[allow(unused_mut)]

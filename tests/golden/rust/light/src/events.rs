@@ -15,6 +15,7 @@
 //! API answers 422 naming the plug-in and the reason). After-events run later,
 //! from hostwire's outbox, at least once: use the event id to skip repeats.
 
+#[cfg(feature = "model_BeforeEventResult")]
 impl crate::models::BeforeEventResult {
     /// Go on with the change as it is (answers `{}`).
     pub fn proceed() -> Self {
@@ -49,6 +50,7 @@ impl crate::models::BeforeEventResult {
 ///
 /// The handler takes a `LightEvent`. It answers `Result<(), Error>`; after an error
 /// hostwire delivers the event again.
+#[cfg(feature = "light_after_create")]
 #[macro_export]
 macro_rules! light_after_create {
     ($handler:expr $(,)?) => {
@@ -69,6 +71,7 @@ macro_rules! light_after_create {
 ///
 /// The handler takes a `LightEvent`. It answers `Result<(), Error>`; after an error
 /// hostwire delivers the event again.
+#[cfg(feature = "light_after_destroy")]
 #[macro_export]
 macro_rules! light_after_destroy {
     ($handler:expr $(,)?) => {
@@ -89,6 +92,7 @@ macro_rules! light_after_destroy {
 ///
 /// The handler takes a `LightEvent`. It answers `Result<(), Error>`; after an error
 /// hostwire delivers the event again.
+#[cfg(feature = "light_after_save")]
 #[macro_export]
 macro_rules! light_after_save {
     ($handler:expr $(,)?) => {
@@ -109,6 +113,7 @@ macro_rules! light_after_save {
 ///
 /// The handler takes a `LightEvent`. It answers `Result<(), Error>`; after an error
 /// hostwire delivers the event again.
+#[cfg(feature = "light_after_update")]
 #[macro_export]
 macro_rules! light_after_update {
     ($handler:expr $(,)?) => {
@@ -129,6 +134,7 @@ macro_rules! light_after_update {
 ///
 /// The handler takes a `LightEvent`. It answers `Result<(), Error>`; after an error
 /// hostwire delivers the event again.
+#[cfg(feature = "light_after_validation")]
 #[macro_export]
 macro_rules! light_after_validation {
     ($handler:expr $(,)?) => {
@@ -149,6 +155,7 @@ macro_rules! light_after_validation {
 ///
 /// The handler takes a `LightEvent`. It answers `Result<BeforeEventResult, Error>`: go on,
 /// go on with another record, or refuse the change.
+#[cfg(feature = "light_before_create")]
 #[macro_export]
 macro_rules! light_before_create {
     ($handler:expr $(,)?) => {
@@ -169,6 +176,7 @@ macro_rules! light_before_create {
 ///
 /// The handler takes a `LightEvent`. It answers `Result<BeforeEventResult, Error>`: go on,
 /// go on with another record, or refuse the change.
+#[cfg(feature = "light_before_destroy")]
 #[macro_export]
 macro_rules! light_before_destroy {
     ($handler:expr $(,)?) => {
@@ -189,6 +197,7 @@ macro_rules! light_before_destroy {
 ///
 /// The handler takes a `LightEvent`. It answers `Result<BeforeEventResult, Error>`: go on,
 /// go on with another record, or refuse the change.
+#[cfg(feature = "light_before_save")]
 #[macro_export]
 macro_rules! light_before_save {
     ($handler:expr $(,)?) => {
@@ -209,6 +218,7 @@ macro_rules! light_before_save {
 ///
 /// The handler takes a `LightEvent`. It answers `Result<BeforeEventResult, Error>`: go on,
 /// go on with another record, or refuse the change.
+#[cfg(feature = "light_before_update")]
 #[macro_export]
 macro_rules! light_before_update {
     ($handler:expr $(,)?) => {
@@ -229,6 +239,7 @@ macro_rules! light_before_update {
 ///
 /// The handler takes a `LightEvent`. It answers `Result<BeforeEventResult, Error>`: go on,
 /// go on with another record, or refuse the change.
+#[cfg(feature = "light_before_validation")]
 #[macro_export]
 macro_rules! light_before_validation {
     ($handler:expr $(,)?) => {

@@ -9,43 +9,72 @@
 //! implements `Default` when all its fields have one (`Option`, `Vec`, `String`,
 //! numbers...), so you can name only the fields you set:
 //! `Model { field: Some(value), ..Default::default() }`.
+//!
+//! A model is there when a Cargo feature that uses it is on (an operation's or
+//! an event's, or its own: `model_<Name>`); the models of the HTTP hooks always are.
 
 /// What a before-event handler answers: {} (or nothing) to go on, {"record": {...}} to
 /// replace the record (validated again), or {"reject": {"reason": "..."}} to refuse the
 /// change.
+#[cfg(feature = "model_BeforeEventResult")]
 #[derive(Debug, Clone, PartialEq, Default)]
-#[derive(serde::Serialize, serde::Deserialize)]
+#[derive(serde::Serialize)]
 pub struct BeforeEventResult {
     /// A light.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub record: Option<Light>,
     /// Refuse the change; the API answers 422 with this reason.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub reject: Option<BeforeEventResultReject>,
 }
 
+#[cfg(feature = "model_BeforeEventResult")]
+impl<'de> serde::Deserialize<'de> for BeforeEventResult {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> ::std::result::Result<Self, D::Error> {
+        crate::json::object(deserializer, "BeforeEventResult", |fields| {
+            Ok(Self {
+                record: fields.optional("record")?,
+                reject: fields.optional("reject")?,
+            })
+        })
+    }
+}
+
 /// Refuse the change; the API answers 422 with this reason.
+#[cfg(feature = "model_BeforeEventResultReject")]
 #[derive(Debug, Clone, PartialEq, Default)]
-#[derive(serde::Serialize, serde::Deserialize)]
+#[derive(serde::Serialize)]
 pub struct BeforeEventResultReject {
     /// Why, for people.
     pub reason: String,
 }
 
+#[cfg(feature = "model_BeforeEventResultReject")]
+impl<'de> serde::Deserialize<'de> for BeforeEventResultReject {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> ::std::result::Result<Self, D::Error> {
+        crate::json::object(deserializer, "BeforeEventResultReject", |fields| {
+            Ok(Self {
+                reason: fields.required("reason")?,
+            })
+        })
+    }
+}
+
 /// The light's colour.
+#[cfg(feature = "model_Color")]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-#[derive(serde::Serialize, serde::Deserialize)]
 pub enum Color {
-    #[serde(rename = "red")]
+    /// "red"
     Red,
-    #[serde(rename = "green")]
+    /// "green"
     Green,
-    #[serde(rename = "blue")]
+    /// "blue"
     Blue,
-    #[serde(rename = "white")]
+    /// "white"
     White,
 }
 
+#[cfg(feature = "model_Color")]
 impl Color {
     /// Every value, in the order the schema lists them.
     pub const ALL: [Color; 4] = [
@@ -66,30 +95,67 @@ impl Color {
     }
 }
 
+#[cfg(feature = "model_Color")]
 impl ::std::fmt::Display for Color {
     fn fmt(&self, f: &mut ::std::fmt::Formatter<'_>) -> ::std::fmt::Result {
         f.write_str(self.as_str())
     }
 }
 
+#[cfg(feature = "model_Color")]
+impl serde::Serialize for Color {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> ::std::result::Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.as_str())
+    }
+}
+
+#[cfg(feature = "model_Color")]
+impl<'de> serde::Deserialize<'de> for Color {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> ::std::result::Result<Self, D::Error> {
+        crate::json::variant(
+            deserializer,
+            "Color",
+            &[
+                ("red", Self::Red),
+                ("green", Self::Green),
+                ("blue", Self::Blue),
+                ("white", Self::White),
+            ],
+        )
+    }
+}
+
 /// What to do with the default light.
+#[cfg(feature = "model_ControlLightRequest")]
 #[derive(Debug, Clone, PartialEq)]
-#[derive(serde::Serialize, serde::Deserialize)]
+#[derive(serde::Serialize)]
 pub struct ControlLightRequest {
     /// TurnOn switches the light on, TurnOff switches it off.
     pub action: ControlLightRequestAction,
 }
 
+#[cfg(feature = "model_ControlLightRequest")]
+impl<'de> serde::Deserialize<'de> for ControlLightRequest {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> ::std::result::Result<Self, D::Error> {
+        crate::json::object(deserializer, "ControlLightRequest", |fields| {
+            Ok(Self {
+                action: fields.required("action")?,
+            })
+        })
+    }
+}
+
 /// TurnOn switches the light on, TurnOff switches it off.
+#[cfg(feature = "model_ControlLightRequestAction")]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-#[derive(serde::Serialize, serde::Deserialize)]
 pub enum ControlLightRequestAction {
-    #[serde(rename = "TurnOn")]
+    /// "TurnOn"
     TurnOn,
-    #[serde(rename = "TurnOff")]
+    /// "TurnOff"
     TurnOff,
 }
 
+#[cfg(feature = "model_ControlLightRequestAction")]
 impl ControlLightRequestAction {
     /// Every value, in the order the schema lists them.
     pub const ALL: [ControlLightRequestAction; 2] = [
@@ -106,15 +172,38 @@ impl ControlLightRequestAction {
     }
 }
 
+#[cfg(feature = "model_ControlLightRequestAction")]
 impl ::std::fmt::Display for ControlLightRequestAction {
     fn fmt(&self, f: &mut ::std::fmt::Formatter<'_>) -> ::std::fmt::Result {
         f.write_str(self.as_str())
     }
 }
 
+#[cfg(feature = "model_ControlLightRequestAction")]
+impl serde::Serialize for ControlLightRequestAction {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> ::std::result::Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.as_str())
+    }
+}
+
+#[cfg(feature = "model_ControlLightRequestAction")]
+impl<'de> serde::Deserialize<'de> for ControlLightRequestAction {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> ::std::result::Result<Self, D::Error> {
+        crate::json::variant(
+            deserializer,
+            "ControlLightRequestAction",
+            &[
+                ("TurnOn", Self::TurnOn),
+                ("TurnOff", Self::TurnOff),
+            ],
+        )
+    }
+}
+
 /// One after-event on its way to one plug-in.
+#[cfg(feature = "model_Delivery")]
 #[derive(Debug, Clone, PartialEq)]
-#[derive(serde::Serialize, serde::Deserialize)]
+#[derive(serde::Serialize)]
 pub struct Delivery {
     /// The event's id, also the idempotency key.
     pub event_id: String,
@@ -141,21 +230,56 @@ pub struct Delivery {
     pub delivered_at: Option<String>,
 }
 
+#[cfg(feature = "model_Delivery")]
+impl<'de> serde::Deserialize<'de> for Delivery {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> ::std::result::Result<Self, D::Error> {
+        crate::json::object(deserializer, "Delivery", |fields| {
+            Ok(Self {
+                event_id: fields.required("event_id")?,
+                type_: fields.required("type")?,
+                subject: fields.required("subject")?,
+                plugin: fields.required("plugin")?,
+                export: fields.required("export")?,
+                state: fields.required("state")?,
+                attempts: fields.required("attempts")?,
+                next_attempt_at: fields.optional("next_attempt_at")?,
+                last_error: fields.optional("last_error")?,
+                created_at: fields.required("created_at")?,
+                delivered_at: fields.optional("delivered_at")?,
+            })
+        })
+    }
+}
+
 /// A list of deliveries.
+#[cfg(feature = "model_DeliveryList")]
 #[derive(Debug, Clone, PartialEq, Default)]
-#[derive(serde::Serialize, serde::Deserialize)]
+#[derive(serde::Serialize)]
 pub struct DeliveryList {
     /// Newest first.
     pub deliveries: Vec<Delivery>,
     /// Per plug-in with undelivered events: how many are pending and dead, the age of the
     /// oldest pending one, and whether that is over the configured events.warn_lag_s (lagging).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub summary: Option<Vec<DeliveryListSummaryItem>>,
 }
 
+#[cfg(feature = "model_DeliveryList")]
+impl<'de> serde::Deserialize<'de> for DeliveryList {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> ::std::result::Result<Self, D::Error> {
+        crate::json::object(deserializer, "DeliveryList", |fields| {
+            Ok(Self {
+                deliveries: fields.required("deliveries")?,
+                summary: fields.optional("summary")?,
+            })
+        })
+    }
+}
+
 /// One plug-in's backlog.
+#[cfg(feature = "model_DeliveryListSummaryItem")]
 #[derive(Debug, Clone, PartialEq, Default)]
-#[derive(serde::Serialize, serde::Deserialize)]
+#[derive(serde::Serialize)]
 pub struct DeliveryListSummaryItem {
     /// The plug-in.
     pub plugin: String,
@@ -169,18 +293,34 @@ pub struct DeliveryListSummaryItem {
     pub lagging: bool,
 }
 
+#[cfg(feature = "model_DeliveryListSummaryItem")]
+impl<'de> serde::Deserialize<'de> for DeliveryListSummaryItem {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> ::std::result::Result<Self, D::Error> {
+        crate::json::object(deserializer, "DeliveryListSummaryItem", |fields| {
+            Ok(Self {
+                plugin: fields.required("plugin")?,
+                pending: fields.required("pending")?,
+                dead: fields.required("dead")?,
+                oldest_pending_age_s: fields.required("oldest_pending_age_s")?,
+                lagging: fields.required("lagging")?,
+            })
+        })
+    }
+}
+
 /// pending waits for a (re)try, delivered is done, dead gave up after the last attempt.
+#[cfg(feature = "model_DeliveryState")]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-#[derive(serde::Serialize, serde::Deserialize)]
 pub enum DeliveryState {
-    #[serde(rename = "pending")]
+    /// "pending"
     Pending,
-    #[serde(rename = "delivered")]
+    /// "delivered"
     Delivered,
-    #[serde(rename = "dead")]
+    /// "dead"
     Dead,
 }
 
+#[cfg(feature = "model_DeliveryState")]
 impl DeliveryState {
     /// Every value, in the order the schema lists them.
     pub const ALL: [DeliveryState; 3] = [
@@ -199,39 +339,90 @@ impl DeliveryState {
     }
 }
 
+#[cfg(feature = "model_DeliveryState")]
 impl ::std::fmt::Display for DeliveryState {
     fn fmt(&self, f: &mut ::std::fmt::Formatter<'_>) -> ::std::fmt::Result {
         f.write_str(self.as_str())
     }
 }
 
+#[cfg(feature = "model_DeliveryState")]
+impl serde::Serialize for DeliveryState {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> ::std::result::Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.as_str())
+    }
+}
+
+#[cfg(feature = "model_DeliveryState")]
+impl<'de> serde::Deserialize<'de> for DeliveryState {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> ::std::result::Result<Self, D::Error> {
+        crate::json::variant(
+            deserializer,
+            "DeliveryState",
+            &[
+                ("pending", Self::Pending),
+                ("delivered", Self::Delivered),
+                ("dead", Self::Dead),
+            ],
+        )
+    }
+}
+
 /// The one error shape of the whole API.
+#[cfg(feature = "model_ErrorModel")]
 #[derive(Debug, Clone, PartialEq, Default)]
-#[derive(serde::Serialize, serde::Deserialize)]
+#[derive(serde::Serialize)]
 pub struct ErrorModel {
     /// What went wrong.
     pub error: ErrorError,
 }
 
+#[cfg(feature = "model_ErrorModel")]
+impl<'de> serde::Deserialize<'de> for ErrorModel {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> ::std::result::Result<Self, D::Error> {
+        crate::json::object(deserializer, "ErrorModel", |fields| {
+            Ok(Self {
+                error: fields.required("error")?,
+            })
+        })
+    }
+}
+
 /// What went wrong.
+#[cfg(feature = "model_ErrorError")]
 #[derive(Debug, Clone, PartialEq, Default)]
-#[derive(serde::Serialize, serde::Deserialize)]
+#[derive(serde::Serialize)]
 pub struct ErrorError {
     /// A stable machine-readable code, e.g. invalid_request.
     pub code: String,
     /// A sentence for people.
     pub message: String,
     /// The plug-in that rejected the change or failed, when one did.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub plugin: Option<String>,
     /// One entry per problem found.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub details: Option<Vec<ErrorErrorDetailsItem>>,
 }
 
+#[cfg(feature = "model_ErrorError")]
+impl<'de> serde::Deserialize<'de> for ErrorError {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> ::std::result::Result<Self, D::Error> {
+        crate::json::object(deserializer, "ErrorError", |fields| {
+            Ok(Self {
+                code: fields.required("code")?,
+                message: fields.required("message")?,
+                plugin: fields.optional("plugin")?,
+                details: fields.optional("details")?,
+            })
+        })
+    }
+}
+
 /// One problem.
+#[cfg(feature = "model_ErrorErrorDetailsItem")]
 #[derive(Debug, Clone, PartialEq, Default)]
-#[derive(serde::Serialize, serde::Deserialize)]
+#[derive(serde::Serialize)]
 pub struct ErrorErrorDetailsItem {
     /// Where: a JSON pointer into the body, e.g. /action.
     pub field: String,
@@ -239,9 +430,21 @@ pub struct ErrorErrorDetailsItem {
     pub message: String,
 }
 
+#[cfg(feature = "model_ErrorErrorDetailsItem")]
+impl<'de> serde::Deserialize<'de> for ErrorErrorDetailsItem {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> ::std::result::Result<Self, D::Error> {
+        crate::json::object(deserializer, "ErrorErrorDetailsItem", |fields| {
+            Ok(Self {
+                field: fields.required("field")?,
+                message: fields.required("message")?,
+            })
+        })
+    }
+}
+
 /// What http_post_hook receives.
 #[derive(Debug, Clone, PartialEq, Default)]
-#[derive(serde::Serialize, serde::Deserialize)]
+#[derive(serde::Serialize)]
 pub struct HttpPostHookInput {
     /// Values a pre-hook sets for its post-hook; strings to any JSON.
     pub context: serde_json::Value,
@@ -251,23 +454,47 @@ pub struct HttpPostHookInput {
     pub response: HttpResponse,
 }
 
+impl<'de> serde::Deserialize<'de> for HttpPostHookInput {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> ::std::result::Result<Self, D::Error> {
+        crate::json::object(deserializer, "HttpPostHookInput", |fields| {
+            Ok(Self {
+                context: fields.required("context")?,
+                request: fields.required("request")?,
+                response: fields.required("response")?,
+            })
+        })
+    }
+}
+
 /// What http_post_hook answers; response replaces the app's when given.
 #[derive(Debug, Clone, PartialEq, Default)]
-#[derive(serde::Serialize, serde::Deserialize)]
+#[derive(serde::Serialize)]
 pub struct HttpPostHookOutput {
     /// Values a pre-hook sets for its post-hook; strings to any JSON.
     pub context: serde_json::Value,
     /// A response, from the app or made by a hook.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub response: Option<HttpResponse>,
     /// Non-empty: the hook failed; its failure policy applies.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+}
+
+impl<'de> serde::Deserialize<'de> for HttpPostHookOutput {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> ::std::result::Result<Self, D::Error> {
+        crate::json::object(deserializer, "HttpPostHookOutput", |fields| {
+            Ok(Self {
+                context: fields.required("context")?,
+                response: fields.optional("response")?,
+                error: fields.optional("error")?,
+            })
+        })
+    }
 }
 
 /// What http_pre_hook receives.
 #[derive(Debug, Clone, PartialEq, Default)]
-#[derive(serde::Serialize, serde::Deserialize)]
+#[derive(serde::Serialize)]
 pub struct HttpPreHookInput {
     /// Values a pre-hook sets for its post-hook; strings to any JSON.
     pub context: serde_json::Value,
@@ -275,30 +502,55 @@ pub struct HttpPreHookInput {
     pub request: HttpRequest,
 }
 
+impl<'de> serde::Deserialize<'de> for HttpPreHookInput {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> ::std::result::Result<Self, D::Error> {
+        crate::json::object(deserializer, "HttpPreHookInput", |fields| {
+            Ok(Self {
+                context: fields.required("context")?,
+                request: fields.required("request")?,
+            })
+        })
+    }
+}
+
 /// What http_pre_hook answers. With has_response true, response is sent to the client and
 /// later pre-hooks and the route are skipped.
 #[derive(Debug, Clone, PartialEq, Default)]
-#[derive(serde::Serialize, serde::Deserialize)]
+#[derive(serde::Serialize)]
 pub struct HttpPreHookOutput {
     /// Values a pre-hook sets for its post-hook; strings to any JSON.
     pub context: serde_json::Value,
     /// The request as the app is about to see it.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub request: Option<HttpRequest>,
     /// A response, from the app or made by a hook.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub response: Option<HttpResponse>,
     /// Whether response short-circuits the request.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub has_response: Option<bool>,
     /// Non-empty: the hook failed; its failure policy applies.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+}
+
+impl<'de> serde::Deserialize<'de> for HttpPreHookOutput {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> ::std::result::Result<Self, D::Error> {
+        crate::json::object(deserializer, "HttpPreHookOutput", |fields| {
+            Ok(Self {
+                context: fields.required("context")?,
+                request: fields.optional("request")?,
+                response: fields.optional("response")?,
+                has_response: fields.optional("has_response")?,
+                error: fields.optional("error")?,
+            })
+        })
+    }
 }
 
 /// The request as the app is about to see it.
 #[derive(Debug, Clone, PartialEq, Default)]
-#[derive(serde::Serialize, serde::Deserialize)]
+#[derive(serde::Serialize)]
 pub struct HttpRequest {
     /// The HTTP method, upper case.
     pub method: String,
@@ -313,9 +565,23 @@ pub struct HttpRequest {
     pub body: String,
 }
 
+impl<'de> serde::Deserialize<'de> for HttpRequest {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> ::std::result::Result<Self, D::Error> {
+        crate::json::object(deserializer, "HttpRequest", |fields| {
+            Ok(Self {
+                method: fields.required("method")?,
+                path: fields.required("path")?,
+                headers: fields.required("headers")?,
+                query: fields.required("query")?,
+                body: fields.required("body")?,
+            })
+        })
+    }
+}
+
 /// A response, from the app or made by a hook.
 #[derive(Debug, Clone, PartialEq, Default)]
-#[derive(serde::Serialize, serde::Deserialize)]
+#[derive(serde::Serialize)]
 pub struct HttpResponse {
     /// The HTTP status.
     pub status_code: i64,
@@ -325,9 +591,21 @@ pub struct HttpResponse {
     pub body: String,
 }
 
+impl<'de> serde::Deserialize<'de> for HttpResponse {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> ::std::result::Result<Self, D::Error> {
+        crate::json::object(deserializer, "HttpResponse", |fields| {
+            Ok(Self {
+                status_code: fields.required("status_code")?,
+                headers: fields.required("headers")?,
+                body: fields.required("body")?,
+            })
+        })
+    }
+}
+
 /// What http_stream_chunk_hook receives for each chunk of a streaming response.
 #[derive(Debug, Clone, PartialEq, Default)]
-#[derive(serde::Serialize, serde::Deserialize)]
+#[derive(serde::Serialize)]
 pub struct HttpStreamChunkInput {
     /// Values a pre-hook sets for its post-hook; strings to any JSON.
     pub context: serde_json::Value,
@@ -337,26 +615,52 @@ pub struct HttpStreamChunkInput {
     pub chunk: String,
 }
 
+impl<'de> serde::Deserialize<'de> for HttpStreamChunkInput {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> ::std::result::Result<Self, D::Error> {
+        crate::json::object(deserializer, "HttpStreamChunkInput", |fields| {
+            Ok(Self {
+                context: fields.required("context")?,
+                request: fields.required("request")?,
+                chunk: fields.required("chunk")?,
+            })
+        })
+    }
+}
+
 /// What http_stream_chunk_hook answers.
 #[derive(Debug, Clone, PartialEq, Default)]
-#[derive(serde::Serialize, serde::Deserialize)]
+#[derive(serde::Serialize)]
 pub struct HttpStreamChunkOutput {
     /// Values a pre-hook sets for its post-hook; strings to any JSON.
     pub context: serde_json::Value,
     /// The chunk to send instead, base64; omitted = unchanged.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub chunk: Option<String>,
     /// Drop this chunk.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub skip: Option<bool>,
     /// Non-empty: the hook failed; its failure policy applies.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
 }
 
+impl<'de> serde::Deserialize<'de> for HttpStreamChunkOutput {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> ::std::result::Result<Self, D::Error> {
+        crate::json::object(deserializer, "HttpStreamChunkOutput", |fields| {
+            Ok(Self {
+                context: fields.required("context")?,
+                chunk: fields.optional("chunk")?,
+                skip: fields.optional("skip")?,
+                error: fields.optional("error")?,
+            })
+        })
+    }
+}
+
 /// A light.
+#[cfg(feature = "model_Light")]
 #[derive(Debug, Clone, PartialEq)]
-#[derive(serde::Serialize, serde::Deserialize)]
+#[derive(serde::Serialize)]
 pub struct Light {
     /// The light's id.
     pub id: String,
@@ -376,30 +680,65 @@ pub struct Light {
     pub revision: i64,
 }
 
+#[cfg(feature = "model_Light")]
+impl<'de> serde::Deserialize<'de> for Light {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> ::std::result::Result<Self, D::Error> {
+        crate::json::object(deserializer, "Light", |fields| {
+            Ok(Self {
+                id: fields.required("id")?,
+                name: fields.required("name")?,
+                status: fields.required("status")?,
+                color: fields.required("color")?,
+                brightness: fields.required("brightness")?,
+                created_at: fields.required("created_at")?,
+                updated_at: fields.required("updated_at")?,
+                revision: fields.required("revision")?,
+            })
+        })
+    }
+}
+
 /// A new light; omitted fields take their defaults.
+#[cfg(feature = "model_LightCreate")]
 #[derive(Debug, Clone, PartialEq, Default)]
-#[derive(serde::Serialize, serde::Deserialize)]
+#[derive(serde::Serialize)]
 pub struct LightCreate {
     /// The id to give the light (letters, digits, _ and -); a random one when omitted.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub id: Option<String>,
     /// A name for people.
     pub name: String,
     /// Whether the light is on or off.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub status: Option<Status>,
     /// The light's colour.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub color: Option<Color>,
     /// Brightness in percent.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub brightness: Option<i64>,
+}
+
+#[cfg(feature = "model_LightCreate")]
+impl<'de> serde::Deserialize<'de> for LightCreate {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> ::std::result::Result<Self, D::Error> {
+        crate::json::object(deserializer, "LightCreate", |fields| {
+            Ok(Self {
+                id: fields.optional("id")?,
+                name: fields.required("name")?,
+                status: fields.optional("status")?,
+                color: fields.optional("color")?,
+                brightness: fields.optional("brightness")?,
+            })
+        })
+    }
 }
 
 /// A lifecycle event of a light, in the Standard Webhooks shape. Plug-ins receive it in
 /// their light_<before|after>_<step> export.
+#[cfg(feature = "model_LightEvent")]
 #[derive(Debug, Clone, PartialEq)]
-#[derive(serde::Serialize, serde::Deserialize)]
+#[derive(serde::Serialize)]
 pub struct LightEvent {
     /// Unique event id; handlers use it as the idempotency key.
     pub id: String,
@@ -412,9 +751,24 @@ pub struct LightEvent {
     pub data: LightEventData,
 }
 
+#[cfg(feature = "model_LightEvent")]
+impl<'de> serde::Deserialize<'de> for LightEvent {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> ::std::result::Result<Self, D::Error> {
+        crate::json::object(deserializer, "LightEvent", |fields| {
+            Ok(Self {
+                id: fields.required("id")?,
+                type_: fields.required("type")?,
+                timestamp: fields.required("timestamp")?,
+                data: fields.required("data")?,
+            })
+        })
+    }
+}
+
 /// The change.
+#[cfg(feature = "model_LightEventData")]
 #[derive(Debug, Clone, PartialEq)]
-#[derive(serde::Serialize, serde::Deserialize)]
+#[derive(serde::Serialize)]
 pub struct LightEventData {
     /// A light.
     pub record: Light,
@@ -424,64 +778,129 @@ pub struct LightEventData {
     pub changes: serde_json::Value,
 }
 
+#[cfg(feature = "model_LightEventData")]
+impl<'de> serde::Deserialize<'de> for LightEventData {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> ::std::result::Result<Self, D::Error> {
+        crate::json::object(deserializer, "LightEventData", |fields| {
+            Ok(Self {
+                record: fields.required("record")?,
+                previous: fields.optional("previous")?,
+                changes: fields.required("changes")?,
+            })
+        })
+    }
+}
+
 /// A list of lights.
+#[cfg(feature = "model_LightList")]
 #[derive(Debug, Clone, PartialEq, Default)]
-#[derive(serde::Serialize, serde::Deserialize)]
+#[derive(serde::Serialize)]
 pub struct LightList {
     /// The lights, oldest first.
     pub lights: Vec<Light>,
 }
 
+#[cfg(feature = "model_LightList")]
+impl<'de> serde::Deserialize<'de> for LightList {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> ::std::result::Result<Self, D::Error> {
+        crate::json::object(deserializer, "LightList", |fields| {
+            Ok(Self {
+                lights: fields.required("lights")?,
+            })
+        })
+    }
+}
+
 /// The fields to change; at least one.
+#[cfg(feature = "model_LightUpdate")]
 #[derive(Debug, Clone, PartialEq, Default)]
-#[derive(serde::Serialize, serde::Deserialize)]
+#[derive(serde::Serialize)]
 pub struct LightUpdate {
     /// A name for people.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
     /// Whether the light is on or off.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub status: Option<Status>,
     /// The light's colour.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub color: Option<Color>,
     /// Brightness in percent.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub brightness: Option<i64>,
 }
 
+#[cfg(feature = "model_LightUpdate")]
+impl<'de> serde::Deserialize<'de> for LightUpdate {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> ::std::result::Result<Self, D::Error> {
+        crate::json::object(deserializer, "LightUpdate", |fields| {
+            Ok(Self {
+                name: fields.optional("name")?,
+                status: fields.optional("status")?,
+                color: fields.optional("color")?,
+                brightness: fields.optional("brightness")?,
+            })
+        })
+    }
+}
+
 /// The outcome of a replay.
+#[cfg(feature = "model_ReplayResult")]
 #[derive(Debug, Clone, PartialEq, Default)]
-#[derive(serde::Serialize, serde::Deserialize)]
+#[derive(serde::Serialize)]
 pub struct ReplayResult {
     /// How many deliveries were queued again.
     pub replayed: i64,
 }
 
+#[cfg(feature = "model_ReplayResult")]
+impl<'de> serde::Deserialize<'de> for ReplayResult {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> ::std::result::Result<Self, D::Error> {
+        crate::json::object(deserializer, "ReplayResult", |fields| {
+            Ok(Self {
+                replayed: fields.required("replayed")?,
+            })
+        })
+    }
+}
+
 /// The colour to give the default light.
+#[cfg(feature = "model_SetLightColorRequest")]
 #[derive(Debug, Clone, PartialEq)]
-#[derive(serde::Serialize, serde::Deserialize)]
+#[derive(serde::Serialize)]
 pub struct SetLightColorRequest {
     /// The new colour; Reset goes back to white.
     pub action: SetLightColorRequestAction,
 }
 
+#[cfg(feature = "model_SetLightColorRequest")]
+impl<'de> serde::Deserialize<'de> for SetLightColorRequest {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> ::std::result::Result<Self, D::Error> {
+        crate::json::object(deserializer, "SetLightColorRequest", |fields| {
+            Ok(Self {
+                action: fields.required("action")?,
+            })
+        })
+    }
+}
+
 /// The new colour; Reset goes back to white.
+#[cfg(feature = "model_SetLightColorRequestAction")]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-#[derive(serde::Serialize, serde::Deserialize)]
 pub enum SetLightColorRequestAction {
-    #[serde(rename = "ToRed")]
+    /// "ToRed"
     ToRed,
-    #[serde(rename = "ToGreen")]
+    /// "ToGreen"
     ToGreen,
-    #[serde(rename = "ToBlue")]
+    /// "ToBlue"
     ToBlue,
-    #[serde(rename = "ToWhite")]
+    /// "ToWhite"
     ToWhite,
-    #[serde(rename = "Reset")]
+    /// "Reset"
     Reset,
 }
 
+#[cfg(feature = "model_SetLightColorRequestAction")]
 impl SetLightColorRequestAction {
     /// Every value, in the order the schema lists them.
     pub const ALL: [SetLightColorRequestAction; 5] = [
@@ -504,15 +923,41 @@ impl SetLightColorRequestAction {
     }
 }
 
+#[cfg(feature = "model_SetLightColorRequestAction")]
 impl ::std::fmt::Display for SetLightColorRequestAction {
     fn fmt(&self, f: &mut ::std::fmt::Formatter<'_>) -> ::std::fmt::Result {
         f.write_str(self.as_str())
     }
 }
 
+#[cfg(feature = "model_SetLightColorRequestAction")]
+impl serde::Serialize for SetLightColorRequestAction {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> ::std::result::Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.as_str())
+    }
+}
+
+#[cfg(feature = "model_SetLightColorRequestAction")]
+impl<'de> serde::Deserialize<'de> for SetLightColorRequestAction {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> ::std::result::Result<Self, D::Error> {
+        crate::json::variant(
+            deserializer,
+            "SetLightColorRequestAction",
+            &[
+                ("ToRed", Self::ToRed),
+                ("ToGreen", Self::ToGreen),
+                ("ToBlue", Self::ToBlue),
+                ("ToWhite", Self::ToWhite),
+                ("Reset", Self::Reset),
+            ],
+        )
+    }
+}
+
 /// The state of the default light.
+#[cfg(feature = "model_States")]
 #[derive(Debug, Clone, PartialEq)]
-#[derive(serde::Serialize, serde::Deserialize)]
+#[derive(serde::Serialize)]
 pub struct States {
     /// Whether the light is on or off.
     pub status: Status,
@@ -520,16 +965,29 @@ pub struct States {
     pub color: Color,
 }
 
+#[cfg(feature = "model_States")]
+impl<'de> serde::Deserialize<'de> for States {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> ::std::result::Result<Self, D::Error> {
+        crate::json::object(deserializer, "States", |fields| {
+            Ok(Self {
+                status: fields.required("status")?,
+                color: fields.required("color")?,
+            })
+        })
+    }
+}
+
 /// Whether the light is on or off.
+#[cfg(feature = "model_Status")]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-#[derive(serde::Serialize, serde::Deserialize)]
 pub enum Status {
-    #[serde(rename = "on")]
+    /// "on"
     On,
-    #[serde(rename = "off")]
+    /// "off"
     Off,
 }
 
+#[cfg(feature = "model_Status")]
 impl Status {
     /// Every value, in the order the schema lists them.
     pub const ALL: [Status; 2] = [
@@ -546,8 +1004,30 @@ impl Status {
     }
 }
 
+#[cfg(feature = "model_Status")]
 impl ::std::fmt::Display for Status {
     fn fmt(&self, f: &mut ::std::fmt::Formatter<'_>) -> ::std::fmt::Result {
         f.write_str(self.as_str())
+    }
+}
+
+#[cfg(feature = "model_Status")]
+impl serde::Serialize for Status {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> ::std::result::Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.as_str())
+    }
+}
+
+#[cfg(feature = "model_Status")]
+impl<'de> serde::Deserialize<'de> for Status {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> ::std::result::Result<Self, D::Error> {
+        crate::json::variant(
+            deserializer,
+            "Status",
+            &[
+                ("on", Self::On),
+                ("off", Self::Off),
+            ],
+        )
     }
 }

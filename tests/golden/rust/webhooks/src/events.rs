@@ -28,6 +28,7 @@
 ///
 /// The handler takes a `InvoiceEvent`. It answers `Result<(), Error>`; after an error
 /// hostwire delivers the event again.
+#[cfg(feature = "invoice_after_update")]
 #[macro_export]
 macro_rules! invoice_after_update {
     ($handler:expr $(,)?) => {
@@ -50,6 +51,7 @@ macro_rules! invoice_after_update {
 /// `type`, `timestamp`, `data`). It runs from hostwire's outbox, at least once, in order
 /// per subject. It answers `Result<(), Error>`; after an error hostwire delivers the event
 /// again.
+#[cfg(feature = "customer_deleted")]
 #[macro_export]
 macro_rules! customer_deleted {
     ($handler:expr $(,)?) => {
@@ -72,6 +74,7 @@ macro_rules! customer_deleted {
 /// envelope; the event id stays with hostwire). It runs from hostwire's outbox, at least
 /// once, in order per subject. It answers `Result<(), Error>`; after an error hostwire
 /// delivers the event again.
+#[cfg(feature = "feature_created")]
 #[macro_export]
 macro_rules! feature_created {
     ($handler:expr $(,)?) => {
@@ -94,6 +97,7 @@ macro_rules! feature_created {
 /// envelope; the event id stays with hostwire). It runs from hostwire's outbox, at least
 /// once, in order per subject. It answers `Result<(), Error>`; after an error hostwire
 /// delivers the event again.
+#[cfg(feature = "invoice_created")]
 #[macro_export]
 macro_rules! invoice_created {
     ($handler:expr $(,)?) => {
@@ -116,6 +120,7 @@ macro_rules! invoice_created {
 /// envelope; the event id stays with hostwire). It runs from hostwire's outbox, at least
 /// once, in order per subject. It answers `Result<(), Error>`; after an error hostwire
 /// delivers the event again.
+#[cfg(feature = "match")]
 #[macro_export]
 macro_rules! match_ {
     ($handler:expr $(,)?) => {

@@ -9,10 +9,14 @@
 //! implements `Default` when all its fields have one (`Option`, `Vec`, `String`,
 //! numbers...), so you can name only the fields you set:
 //! `Model { field: Some(value), ..Default::default() }`.
+//!
+//! A model is there when a Cargo feature that uses it is on (an operation's or
+//! an event's, or its own: `model_<Name>`); the models of the HTTP hooks always are.
 
 /// `CustomerDeletedEvent` from the OpenAPI document.
+#[cfg(feature = "model_CustomerDeletedEvent")]
 #[derive(Debug, Clone, PartialEq, Default)]
-#[derive(serde::Serialize, serde::Deserialize)]
+#[derive(serde::Serialize)]
 pub struct CustomerDeletedEvent {
     pub id: String,
     #[serde(rename = "type")]
@@ -21,38 +25,90 @@ pub struct CustomerDeletedEvent {
     pub data: CustomerDeletedEventData,
 }
 
+#[cfg(feature = "model_CustomerDeletedEvent")]
+impl<'de> serde::Deserialize<'de> for CustomerDeletedEvent {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> ::std::result::Result<Self, D::Error> {
+        crate::json::object(deserializer, "CustomerDeletedEvent", |fields| {
+            Ok(Self {
+                id: fields.required("id")?,
+                type_: fields.required("type")?,
+                timestamp: fields.required("timestamp")?,
+                data: fields.required("data")?,
+            })
+        })
+    }
+}
+
 /// `CustomerDeletedEventData` from the OpenAPI document.
+#[cfg(feature = "model_CustomerDeletedEventData")]
 #[derive(Debug, Clone, PartialEq, Default)]
-#[derive(serde::Serialize, serde::Deserialize)]
+#[derive(serde::Serialize)]
 pub struct CustomerDeletedEventData {
     pub customer_id: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[serde(deserialize_with = "crate::json::nullable")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<Option<String>>,
 }
 
+#[cfg(feature = "model_CustomerDeletedEventData")]
+impl<'de> serde::Deserialize<'de> for CustomerDeletedEventData {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> ::std::result::Result<Self, D::Error> {
+        crate::json::object(deserializer, "CustomerDeletedEventData", |fields| {
+            Ok(Self {
+                customer_id: fields.required("customer_id")?,
+                reason: fields.nullable("reason")?,
+            })
+        })
+    }
+}
+
 /// `Feature` from the OpenAPI document.
+#[cfg(feature = "model_Feature")]
 #[derive(Debug, Clone, PartialEq, Default)]
-#[derive(serde::Serialize, serde::Deserialize)]
+#[derive(serde::Serialize)]
 pub struct Feature {
     pub code: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[serde(deserialize_with = "crate::json::nullable")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub name: Option<Option<String>>,
 }
 
+#[cfg(feature = "model_Feature")]
+impl<'de> serde::Deserialize<'de> for Feature {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> ::std::result::Result<Self, D::Error> {
+        crate::json::object(deserializer, "Feature", |fields| {
+            Ok(Self {
+                code: fields.required("code")?,
+                name: fields.nullable("name")?,
+            })
+        })
+    }
+}
+
 /// What Lago sends for feature.created.
+#[cfg(feature = "model_FeatureWebhook")]
 #[derive(Debug, Clone, PartialEq, Default)]
-#[derive(serde::Serialize, serde::Deserialize)]
+#[derive(serde::Serialize)]
 pub struct FeatureWebhook {
     pub webhook_type: String,
     pub object_type: String,
     pub feature: Feature,
 }
 
+#[cfg(feature = "model_FeatureWebhook")]
+impl<'de> serde::Deserialize<'de> for FeatureWebhook {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> ::std::result::Result<Self, D::Error> {
+        crate::json::object(deserializer, "FeatureWebhook", |fields| {
+            Ok(Self {
+                webhook_type: fields.required("webhook_type")?,
+                object_type: fields.required("object_type")?,
+                feature: fields.required("feature")?,
+            })
+        })
+    }
+}
+
 /// What http_post_hook receives.
 #[derive(Debug, Clone, PartialEq, Default)]
-#[derive(serde::Serialize, serde::Deserialize)]
+#[derive(serde::Serialize)]
 pub struct HttpPostHookInput {
     /// Values a pre-hook sets for its post-hook; strings to any JSON.
     pub context: serde_json::Value,
@@ -62,23 +118,47 @@ pub struct HttpPostHookInput {
     pub response: HttpResponse,
 }
 
+impl<'de> serde::Deserialize<'de> for HttpPostHookInput {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> ::std::result::Result<Self, D::Error> {
+        crate::json::object(deserializer, "HttpPostHookInput", |fields| {
+            Ok(Self {
+                context: fields.required("context")?,
+                request: fields.required("request")?,
+                response: fields.required("response")?,
+            })
+        })
+    }
+}
+
 /// What http_post_hook answers; response replaces the app's when given.
 #[derive(Debug, Clone, PartialEq, Default)]
-#[derive(serde::Serialize, serde::Deserialize)]
+#[derive(serde::Serialize)]
 pub struct HttpPostHookOutput {
     /// Values a pre-hook sets for its post-hook; strings to any JSON.
     pub context: serde_json::Value,
     /// A response, from the app or made by a hook.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub response: Option<HttpResponse>,
     /// Non-empty: the hook failed; its failure policy applies.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+}
+
+impl<'de> serde::Deserialize<'de> for HttpPostHookOutput {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> ::std::result::Result<Self, D::Error> {
+        crate::json::object(deserializer, "HttpPostHookOutput", |fields| {
+            Ok(Self {
+                context: fields.required("context")?,
+                response: fields.optional("response")?,
+                error: fields.optional("error")?,
+            })
+        })
+    }
 }
 
 /// What http_pre_hook receives.
 #[derive(Debug, Clone, PartialEq, Default)]
-#[derive(serde::Serialize, serde::Deserialize)]
+#[derive(serde::Serialize)]
 pub struct HttpPreHookInput {
     /// Values a pre-hook sets for its post-hook; strings to any JSON.
     pub context: serde_json::Value,
@@ -86,30 +166,55 @@ pub struct HttpPreHookInput {
     pub request: HttpRequest,
 }
 
+impl<'de> serde::Deserialize<'de> for HttpPreHookInput {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> ::std::result::Result<Self, D::Error> {
+        crate::json::object(deserializer, "HttpPreHookInput", |fields| {
+            Ok(Self {
+                context: fields.required("context")?,
+                request: fields.required("request")?,
+            })
+        })
+    }
+}
+
 /// What http_pre_hook answers. With has_response true, response is sent to the client and
 /// later pre-hooks and the route are skipped.
 #[derive(Debug, Clone, PartialEq, Default)]
-#[derive(serde::Serialize, serde::Deserialize)]
+#[derive(serde::Serialize)]
 pub struct HttpPreHookOutput {
     /// Values a pre-hook sets for its post-hook; strings to any JSON.
     pub context: serde_json::Value,
     /// The request as the app is about to see it.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub request: Option<HttpRequest>,
     /// A response, from the app or made by a hook.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub response: Option<HttpResponse>,
     /// Whether response short-circuits the request.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub has_response: Option<bool>,
     /// Non-empty: the hook failed; its failure policy applies.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+}
+
+impl<'de> serde::Deserialize<'de> for HttpPreHookOutput {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> ::std::result::Result<Self, D::Error> {
+        crate::json::object(deserializer, "HttpPreHookOutput", |fields| {
+            Ok(Self {
+                context: fields.required("context")?,
+                request: fields.optional("request")?,
+                response: fields.optional("response")?,
+                has_response: fields.optional("has_response")?,
+                error: fields.optional("error")?,
+            })
+        })
+    }
 }
 
 /// The request as the app is about to see it.
 #[derive(Debug, Clone, PartialEq, Default)]
-#[derive(serde::Serialize, serde::Deserialize)]
+#[derive(serde::Serialize)]
 pub struct HttpRequest {
     /// The HTTP method, upper case.
     pub method: String,
@@ -124,9 +229,23 @@ pub struct HttpRequest {
     pub body: String,
 }
 
+impl<'de> serde::Deserialize<'de> for HttpRequest {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> ::std::result::Result<Self, D::Error> {
+        crate::json::object(deserializer, "HttpRequest", |fields| {
+            Ok(Self {
+                method: fields.required("method")?,
+                path: fields.required("path")?,
+                headers: fields.required("headers")?,
+                query: fields.required("query")?,
+                body: fields.required("body")?,
+            })
+        })
+    }
+}
+
 /// A response, from the app or made by a hook.
 #[derive(Debug, Clone, PartialEq, Default)]
-#[derive(serde::Serialize, serde::Deserialize)]
+#[derive(serde::Serialize)]
 pub struct HttpResponse {
     /// The HTTP status.
     pub status_code: i64,
@@ -136,9 +255,21 @@ pub struct HttpResponse {
     pub body: String,
 }
 
+impl<'de> serde::Deserialize<'de> for HttpResponse {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> ::std::result::Result<Self, D::Error> {
+        crate::json::object(deserializer, "HttpResponse", |fields| {
+            Ok(Self {
+                status_code: fields.required("status_code")?,
+                headers: fields.required("headers")?,
+                body: fields.required("body")?,
+            })
+        })
+    }
+}
+
 /// What http_stream_chunk_hook receives for each chunk of a streaming response.
 #[derive(Debug, Clone, PartialEq, Default)]
-#[derive(serde::Serialize, serde::Deserialize)]
+#[derive(serde::Serialize)]
 pub struct HttpStreamChunkInput {
     /// Values a pre-hook sets for its post-hook; strings to any JSON.
     pub context: serde_json::Value,
@@ -148,55 +279,111 @@ pub struct HttpStreamChunkInput {
     pub chunk: String,
 }
 
+impl<'de> serde::Deserialize<'de> for HttpStreamChunkInput {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> ::std::result::Result<Self, D::Error> {
+        crate::json::object(deserializer, "HttpStreamChunkInput", |fields| {
+            Ok(Self {
+                context: fields.required("context")?,
+                request: fields.required("request")?,
+                chunk: fields.required("chunk")?,
+            })
+        })
+    }
+}
+
 /// What http_stream_chunk_hook answers.
 #[derive(Debug, Clone, PartialEq, Default)]
-#[derive(serde::Serialize, serde::Deserialize)]
+#[derive(serde::Serialize)]
 pub struct HttpStreamChunkOutput {
     /// Values a pre-hook sets for its post-hook; strings to any JSON.
     pub context: serde_json::Value,
     /// The chunk to send instead, base64; omitted = unchanged.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub chunk: Option<String>,
     /// Drop this chunk.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub skip: Option<bool>,
     /// Non-empty: the hook failed; its failure policy applies.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
 }
 
+impl<'de> serde::Deserialize<'de> for HttpStreamChunkOutput {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> ::std::result::Result<Self, D::Error> {
+        crate::json::object(deserializer, "HttpStreamChunkOutput", |fields| {
+            Ok(Self {
+                context: fields.required("context")?,
+                chunk: fields.optional("chunk")?,
+                skip: fields.optional("skip")?,
+                error: fields.optional("error")?,
+            })
+        })
+    }
+}
+
 /// `Invoice` from the OpenAPI document.
+#[cfg(feature = "model_Invoice")]
 #[derive(Debug, Clone, PartialEq)]
-#[derive(serde::Serialize, serde::Deserialize)]
+#[derive(serde::Serialize)]
 pub struct Invoice {
     pub lago_id: String,
     pub number: String,
     pub status: InvoiceStatus,
     pub total_amount_cents: i64,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[serde(deserialize_with = "crate::json::nullable")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub currency: Option<Option<String>>,
 }
 
+#[cfg(feature = "model_Invoice")]
+impl<'de> serde::Deserialize<'de> for Invoice {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> ::std::result::Result<Self, D::Error> {
+        crate::json::object(deserializer, "Invoice", |fields| {
+            Ok(Self {
+                lago_id: fields.required("lago_id")?,
+                number: fields.required("number")?,
+                status: fields.required("status")?,
+                total_amount_cents: fields.required("total_amount_cents")?,
+                currency: fields.nullable("currency")?,
+            })
+        })
+    }
+}
+
 /// `InvoiceCreatedEvent` from the OpenAPI document.
+#[cfg(feature = "model_InvoiceCreatedEvent")]
 #[derive(Debug, Clone, PartialEq)]
-#[derive(serde::Serialize, serde::Deserialize)]
+#[derive(serde::Serialize)]
 pub struct InvoiceCreatedEvent {
     pub webhook_type: InvoiceCreatedEventWebhookType,
     pub object_type: InvoiceCreatedEventObjectType,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub organization_id: Option<String>,
     pub invoice: Invoice,
 }
 
+#[cfg(feature = "model_InvoiceCreatedEvent")]
+impl<'de> serde::Deserialize<'de> for InvoiceCreatedEvent {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> ::std::result::Result<Self, D::Error> {
+        crate::json::object(deserializer, "InvoiceCreatedEvent", |fields| {
+            Ok(Self {
+                webhook_type: fields.required("webhook_type")?,
+                object_type: fields.required("object_type")?,
+                organization_id: fields.optional("organization_id")?,
+                invoice: fields.required("invoice")?,
+            })
+        })
+    }
+}
+
 /// `InvoiceCreatedEventObjectType` from the OpenAPI document.
+#[cfg(feature = "model_InvoiceCreatedEventObjectType")]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-#[derive(serde::Serialize, serde::Deserialize)]
 pub enum InvoiceCreatedEventObjectType {
-    #[serde(rename = "invoice")]
+    /// "invoice"
     Invoice,
 }
 
+#[cfg(feature = "model_InvoiceCreatedEventObjectType")]
 impl InvoiceCreatedEventObjectType {
     /// Every value, in the order the schema lists them.
     pub const ALL: [InvoiceCreatedEventObjectType; 1] = [
@@ -211,20 +398,42 @@ impl InvoiceCreatedEventObjectType {
     }
 }
 
+#[cfg(feature = "model_InvoiceCreatedEventObjectType")]
 impl ::std::fmt::Display for InvoiceCreatedEventObjectType {
     fn fmt(&self, f: &mut ::std::fmt::Formatter<'_>) -> ::std::fmt::Result {
         f.write_str(self.as_str())
     }
 }
 
+#[cfg(feature = "model_InvoiceCreatedEventObjectType")]
+impl serde::Serialize for InvoiceCreatedEventObjectType {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> ::std::result::Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.as_str())
+    }
+}
+
+#[cfg(feature = "model_InvoiceCreatedEventObjectType")]
+impl<'de> serde::Deserialize<'de> for InvoiceCreatedEventObjectType {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> ::std::result::Result<Self, D::Error> {
+        crate::json::variant(
+            deserializer,
+            "InvoiceCreatedEventObjectType",
+            &[
+                ("invoice", Self::Invoice),
+            ],
+        )
+    }
+}
+
 /// `InvoiceCreatedEventWebhookType` from the OpenAPI document.
+#[cfg(feature = "model_InvoiceCreatedEventWebhookType")]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-#[derive(serde::Serialize, serde::Deserialize)]
 pub enum InvoiceCreatedEventWebhookType {
-    #[serde(rename = "invoice.created")]
+    /// "invoice.created"
     InvoiceCreated,
 }
 
+#[cfg(feature = "model_InvoiceCreatedEventWebhookType")]
 impl InvoiceCreatedEventWebhookType {
     /// Every value, in the order the schema lists them.
     pub const ALL: [InvoiceCreatedEventWebhookType; 1] = [
@@ -239,15 +448,37 @@ impl InvoiceCreatedEventWebhookType {
     }
 }
 
+#[cfg(feature = "model_InvoiceCreatedEventWebhookType")]
 impl ::std::fmt::Display for InvoiceCreatedEventWebhookType {
     fn fmt(&self, f: &mut ::std::fmt::Formatter<'_>) -> ::std::fmt::Result {
         f.write_str(self.as_str())
     }
 }
 
+#[cfg(feature = "model_InvoiceCreatedEventWebhookType")]
+impl serde::Serialize for InvoiceCreatedEventWebhookType {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> ::std::result::Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.as_str())
+    }
+}
+
+#[cfg(feature = "model_InvoiceCreatedEventWebhookType")]
+impl<'de> serde::Deserialize<'de> for InvoiceCreatedEventWebhookType {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> ::std::result::Result<Self, D::Error> {
+        crate::json::variant(
+            deserializer,
+            "InvoiceCreatedEventWebhookType",
+            &[
+                ("invoice.created", Self::InvoiceCreated),
+            ],
+        )
+    }
+}
+
 /// `InvoiceEvent` from the OpenAPI document.
+#[cfg(feature = "model_InvoiceEvent")]
 #[derive(Debug, Clone, PartialEq)]
-#[derive(serde::Serialize, serde::Deserialize)]
+#[derive(serde::Serialize)]
 pub struct InvoiceEvent {
     pub id: String,
     #[serde(rename = "type")]
@@ -256,25 +487,52 @@ pub struct InvoiceEvent {
     pub data: InvoiceEventData,
 }
 
+#[cfg(feature = "model_InvoiceEvent")]
+impl<'de> serde::Deserialize<'de> for InvoiceEvent {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> ::std::result::Result<Self, D::Error> {
+        crate::json::object(deserializer, "InvoiceEvent", |fields| {
+            Ok(Self {
+                id: fields.required("id")?,
+                type_: fields.required("type")?,
+                timestamp: fields.required("timestamp")?,
+                data: fields.required("data")?,
+            })
+        })
+    }
+}
+
 /// `InvoiceEventData` from the OpenAPI document.
+#[cfg(feature = "model_InvoiceEventData")]
 #[derive(Debug, Clone, PartialEq)]
-#[derive(serde::Serialize, serde::Deserialize)]
+#[derive(serde::Serialize)]
 pub struct InvoiceEventData {
     pub record: Invoice,
 }
 
+#[cfg(feature = "model_InvoiceEventData")]
+impl<'de> serde::Deserialize<'de> for InvoiceEventData {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> ::std::result::Result<Self, D::Error> {
+        crate::json::object(deserializer, "InvoiceEventData", |fields| {
+            Ok(Self {
+                record: fields.required("record")?,
+            })
+        })
+    }
+}
+
 /// `InvoiceStatus` from the OpenAPI document.
+#[cfg(feature = "model_InvoiceStatus")]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-#[derive(serde::Serialize, serde::Deserialize)]
 pub enum InvoiceStatus {
-    #[serde(rename = "draft")]
+    /// "draft"
     Draft,
-    #[serde(rename = "finalized")]
+    /// "finalized"
     Finalized,
-    #[serde(rename = "voided")]
+    /// "voided"
     Voided,
 }
 
+#[cfg(feature = "model_InvoiceStatus")]
 impl InvoiceStatus {
     /// Every value, in the order the schema lists them.
     pub const ALL: [InvoiceStatus; 3] = [
@@ -293,23 +551,71 @@ impl InvoiceStatus {
     }
 }
 
+#[cfg(feature = "model_InvoiceStatus")]
 impl ::std::fmt::Display for InvoiceStatus {
     fn fmt(&self, f: &mut ::std::fmt::Formatter<'_>) -> ::std::fmt::Result {
         f.write_str(self.as_str())
     }
 }
 
+#[cfg(feature = "model_InvoiceStatus")]
+impl serde::Serialize for InvoiceStatus {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> ::std::result::Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.as_str())
+    }
+}
+
+#[cfg(feature = "model_InvoiceStatus")]
+impl<'de> serde::Deserialize<'de> for InvoiceStatus {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> ::std::result::Result<Self, D::Error> {
+        crate::json::variant(
+            deserializer,
+            "InvoiceStatus",
+            &[
+                ("draft", Self::Draft),
+                ("finalized", Self::Finalized),
+                ("voided", Self::Voided),
+            ],
+        )
+    }
+}
+
 /// `RefreshInvoiceResponse` from the OpenAPI document.
+#[cfg(feature = "model_RefreshInvoiceResponse")]
 #[derive(Debug, Clone, PartialEq)]
-#[derive(serde::Serialize, serde::Deserialize)]
+#[derive(serde::Serialize)]
 pub struct RefreshInvoiceResponse {
     pub invoice: Invoice,
 }
 
+#[cfg(feature = "model_RefreshInvoiceResponse")]
+impl<'de> serde::Deserialize<'de> for RefreshInvoiceResponse {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> ::std::result::Result<Self, D::Error> {
+        crate::json::object(deserializer, "RefreshInvoiceResponse", |fields| {
+            Ok(Self {
+                invoice: fields.required("invoice")?,
+            })
+        })
+    }
+}
+
 /// `WebhookBase` from the OpenAPI document.
+#[cfg(feature = "model_WebhookBase")]
 #[derive(Debug, Clone, PartialEq, Default)]
-#[derive(serde::Serialize, serde::Deserialize)]
+#[derive(serde::Serialize)]
 pub struct WebhookBase {
     pub webhook_type: String,
     pub object_type: String,
+}
+
+#[cfg(feature = "model_WebhookBase")]
+impl<'de> serde::Deserialize<'de> for WebhookBase {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> ::std::result::Result<Self, D::Error> {
+        crate::json::object(deserializer, "WebhookBase", |fields| {
+            Ok(Self {
+                webhook_type: fields.required("webhook_type")?,
+                object_type: fields.required("object_type")?,
+            })
+        })
+    }
 }
