@@ -840,7 +840,7 @@ class _Pdk:
         )
 
     def _hook_messages(self) -> list[CHookMessage]:
-        """Header lookup and body decoding for the hooks' request and response (hooks.yaml's shapes)."""
+        """Header lookup and body decoding for the hooks' request and response (hooks.yaml)."""
         models = {m.name: m for m in self.model.models}
         found: dict[str, CHookMessage] = {}
         for hook in self.model.hooks:
