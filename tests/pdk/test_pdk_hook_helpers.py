@@ -10,6 +10,7 @@ decodes its string input, failing with the PDK's reason when it is not base64.
 from __future__ import annotations
 
 import base64
+import logging
 import re
 import subprocess
 from collections.abc import Callable, Iterator
@@ -178,18 +179,38 @@ export function lookup(): i32 {
 """
 
 
+AS_README_IMPORTS = """import {
+  HttpPreHookInput,
+  HttpPreHookOutput,
+  fail,
+  lastJsonError,
+  logInfo,
+  onHttpPreHook,
+  requestBody,
+  requestHeader,
+  respond,
+} from "../pdk/index";
+
+"""
+
+
 def _build_c(folder: Path) -> Path:
     generate(LIGHT_SPEC, "c", folder / "pdk")
     return build(folder / "pdk", C_PLUGIN, folder / "plugin.wasm")
 
 
-def _build_assemblyscript(folder: Path) -> Path:
+def _build_assemblyscript(folder: Path, source: str = AS_PLUGIN) -> Path:
     """As tests/pdk/test_pdk_assemblyscript.py builds (the scaffold's build script)."""
     if not ASC.exists():
         pytest.fail(f"{ASC} is missing: run `make plugins` (it installs the npm toolchain).")
     generate(LIGHT_SPEC, "assemblyscript", folder / "pdk")
+    if not source:  # the hooks example of the PDK's README
+        readme = (folder / "pdk" / "README.md").read_text(encoding="utf-8")
+        example = re.search(r"```ts\n(function checkKey.*?)```", readme, re.S)
+        assert example is not None, "the README has no example of the hook helpers"
+        source = AS_README_IMPORTS + example.group(1)
     (folder / "assembly").mkdir()
-    (folder / "assembly" / "index.ts").write_text(AS_PLUGIN, encoding="utf-8")
+    (folder / "assembly" / "index.ts").write_text(source, encoding="utf-8")
     command = [str(ASC), "assembly/index.ts", "-O3", "--runtime", "incremental",
                "--use", "abort=pdk/plugin/abortPlugin", "--outFile", "build/plugin.wasm"]  # fmt: skip
     result = subprocess.run(
@@ -309,3 +330,16 @@ def test_header_lookup_ignores_ascii_case_only(
     harness: PluginHarness, headers: object, name: str, value: str | None
 ) -> None:
     assert harness.call("lookup", {"headers": headers, "name": name}) == value
+
+
+def test_the_assemblyscript_readme_example_builds_and_checks_the_key(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="hostwire.plugin")
+    wasm = _build_assemblyscript(tmp_path, "")
+    with PluginHarness(wasm, spec=LIGHT_SPEC) as h:
+        refused = h.request("POST", "/lights", body=b"{}")
+        assert refused.response is not None
+        assert (refused.response.status, refused.response.body) == (401, b"no key")
+        assert h.request("POST", "/lights", headers={"X-API-KEY": "k"}, body=b"{}").passed
+        assert "2 bytes for key k" in caplog.text
