@@ -211,8 +211,9 @@ def _build_assemblyscript(folder: Path, source: str = AS_PLUGIN) -> Path:
         source = AS_README_IMPORTS + example.group(1)
     (folder / "assembly").mkdir()
     (folder / "assembly" / "index.ts").write_text(source, encoding="utf-8")
+    abort = "abort=pdk/plugin/abortPlugin"
     command = [str(ASC), "assembly/index.ts", "-O3", "--runtime", "incremental",
-               "--use", "abort=pdk/plugin/abortPlugin", "--outFile", "build/plugin.wasm"]  # fmt: skip
+               "--use", abort, "--outFile", "build/plugin.wasm"]  # fmt: skip
     result = subprocess.run(
         command, cwd=folder, capture_output=True, text=True, timeout=300, check=False
     )
@@ -233,7 +234,9 @@ REASONS = {
 
 
 @pytest.fixture(scope="module", params=sorted(BUILDERS))
-def plugin(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> tuple[str, Path]:
+def plugin(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> tuple[str, Path]:
     language: str = request.param
     return language, BUILDERS[language](tmp_path_factory.mktemp(f"helpers-{language}"))
 
@@ -274,13 +277,17 @@ def test_response_bodies_decode_and_headers_match_whatever_their_case(
         "headers": {"Content-Type": "text/plain"},
         "body": base64.b64encode(body).decode(),
     }
-    answer = harness.call("http_post_hook", {"context": {}, "request": request, "response": response})
+    answer = harness.call(
+        "http_post_hook", {"context": {}, "request": request, "response": response}
+    )
     assert answer["response"]["status_code"] == 201
     assert answer["response"]["headers"] == {"x-type": "text/plain"}
     assert base64.b64decode(answer["response"]["body"]) == body[::-1]
 
 
-def test_a_body_that_is_not_base64_fails_the_hook(plugin: tuple[str, Path], harness: PluginHarness) -> None:
+def test_a_body_that_is_not_base64_fails_the_hook(
+    plugin: tuple[str, Path], harness: PluginHarness
+) -> None:
     request = {"method": "POST", "path": "/echo", "headers": {}, "query": {}, "body": "QU*D"}
     with pytest.raises(PluginError, match=re.escape("bad body: not base64")):
         harness.call("http_pre_hook", {"context": {}, "request": request})

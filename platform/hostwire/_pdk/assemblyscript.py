@@ -733,7 +733,7 @@ _MESSAGE_HELPERS = {
 
 
 def _hook_messages(pdk: _Pdk) -> list[dict[str, str]]:
-    """requestHeader / requestBody (and the response's) for the hooks' messages (hooks.yaml's shapes)."""
+    """requestHeader / requestBody (and the response's) for the hooks' messages (hooks.yaml)."""
     classes = {c.name: c for c in pdk.classes}
     found: dict[str, dict[str, str]] = {}
     for hook in pdk.hooks:
@@ -745,7 +745,9 @@ def _hook_messages(pdk: _Pdk) -> list[dict[str, str]]:
             message = classes.get(f.type.name)
             if key is None or key in found or message is None:
                 continue
-            members = {g.json: g.member for g in message.fields if g.type.name in ("string", "JsonValue")}
+            members = {
+                g.json: g.member for g in message.fields if g.type.name in ("string", "JsonValue")
+            }
             if literal("headers") not in members or literal("body") not in members:
                 continue
             header, body = _MESSAGE_HELPERS[key]
