@@ -84,7 +84,8 @@ GLOBAL_NAMES = frozenset(
         decodeJson decodeNumber decodeString encodeAny encodeBoolean encodeInteger encodeJson
         encodeNumber encodeString fail failed input inputJson inputString lastJsonError
         logDebug logError logInfo logTrace logWarn output outputAs outputJson outputString
-        outputWriter quote readInputAs respond varGet varSet
+        outputWriter quote readInputAs requestBody requestHeader respond responseBody
+        responseHeader varGet varSet
         """,
     )
 )
@@ -724,6 +725,42 @@ def _respond(model: PdkModel, pdk: _Pdk) -> dict[str, str] | None:
     }
 
 
+# The hook messages' helpers (events.ts), reserved in GLOBAL_NAMES: (header, body).
+_MESSAGE_HELPERS = {
+    "request": ("requestHeader", "requestBody"),
+    "response": ("responseHeader", "responseBody"),
+}
+
+
+def _hook_messages(pdk: _Pdk) -> list[dict[str, str]]:
+    """requestHeader / requestBody (and the response's) for the hooks' messages (hooks.yaml)."""
+    classes = {c.name: c for c in pdk.classes}
+    found: dict[str, dict[str, str]] = {}
+    for hook in pdk.hooks:
+        cls = classes.get(hook.input.name)
+        if cls is None:
+            continue
+        for f in cls.fields:
+            key = next((k for k in _MESSAGE_HELPERS if f.json == literal(k)), None)
+            message = classes.get(f.type.name)
+            if key is None or key in found or message is None:
+                continue
+            members = {
+                g.json: g.member for g in message.fields if g.type.name in ("string", "JsonValue")
+            }
+            if literal("headers") not in members or literal("body") not in members:
+                continue
+            header, body = _MESSAGE_HELPERS[key]
+            found[key] = {
+                "type": message.name,
+                "header": header,
+                "body": body,
+                "headers": members[literal("headers")],
+                "body_member": members[literal("body")],
+            }
+    return [found[k] for k in _MESSAGE_HELPERS if k in found]
+
+
 def _context(model: PdkModel) -> dict[str, object]:
     pdk = _Builder(model).build()
     arrays = [pdk.arrays[k] for k in sorted(pdk.arrays)]
@@ -742,6 +779,7 @@ def _context(model: PdkModel) -> dict[str, object]:
         "lifecycle_events": [h for h in pdk.events if h.lifecycle],
         "webhook_events": [h for h in pdk.events if not h.lifecycle],
         "respond": _respond(model, pdk),
+        "hook_messages": _hook_messages(pdk),
         "title": one_line(model.title),  # for comments and headings
         "version": one_line(model.version),
     }

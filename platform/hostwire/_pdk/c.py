@@ -473,6 +473,17 @@ class CRespond:
     body: str
 
 
+@dataclass(frozen=True, slots=True)
+class CHookMessage:
+    """hw_request_header / hw_request_body (or the response's): a hook's request or response."""
+
+    type: str  # HttpRequest
+    header: str  # its hw_..._header function
+    body: str  # its hw_..._body function
+    headers: str  # the headers member
+    body_member: str  # the (base64) body member
+
+
 def _receives(event: EventDef) -> str:
     """What the handler of a webhook that is not a lifecycle event gets."""
     if event.enveloped:
@@ -554,6 +565,7 @@ class _Pdk:
             "webhook_events": [e for e in self.events if not e.lifecycle],
             "hooks": self.hooks,
             "respond": self._respond(),
+            "hook_messages": self._hook_messages(),
             "cached_powers": cached_powers(),
             "build_command": README_BUILD,
         }
@@ -826,6 +838,31 @@ class _Pdk:
             headers=member(response.model, "headers"),
             body=member(response.model, "body"),
         )
+
+    def _hook_messages(self) -> list[CHookMessage]:
+        """Header lookup and body decoding for the hooks' request and response (hooks.yaml)."""
+        models = {m.name: m for m in self.model.models}
+        found: dict[str, CHookMessage] = {}
+        for hook in self.model.hooks:
+            if not self.types.is_object(hook.input):
+                continue
+            for f in models[hook.input.model].fields:
+                if f.name not in ("request", "response") or f.name in found:
+                    continue
+                if not self.types.is_object(f.type):
+                    continue
+                fields = [g.name for g in models[f.type.model].fields]
+                if "headers" not in fields or "body" not in fields:
+                    continue
+                members = self.members[f.type.model]
+                found[f.name] = CHookMessage(
+                    type=self.types.names[f.type.model],
+                    header=self.names.claim(f"hw_{f.name}_header"),
+                    body=self.names.claim(f"hw_{f.name}_body"),
+                    headers=members[fields.index("headers")],
+                    body_member=members[fields.index("body")],
+                )
+        return [found[k] for k in ("request", "response") if k in found]
 
     def _prefill(self, payload: TypeRef, result: TypeRef) -> list[str]:
         """Required result fields the payload has too start as the payload's (hooks' context)."""

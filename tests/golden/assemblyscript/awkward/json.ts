@@ -19,7 +19,7 @@ export enum JsonKind {
 
 let lastError: string = "";
 
-/** Why the last JsonValue.parse or Model.fromJson returned null. */
+/** Why the last JsonValue.parse, Model.fromJson or fromBase64 returned null. */
 export function lastJsonError(): string {
   return lastError;
 }
@@ -342,6 +342,89 @@ export function base64(bytes: Uint8Array): string {
     out += left > 2 ? BASE64.charAt(n & 63) : "=";
   }
   return out;
+}
+
+// The value of base64 digit c, or -1.
+function base64Digit(c: i32): i32 {
+  if (c >= 0x41 && c <= 0x5a) return c - 0x41; // A-Z
+  if (c >= 0x61 && c <= 0x7a) return c - 0x61 + 26; // a-z
+  if (c >= 0x30 && c <= 0x39) return c - 0x30 + 52; // 0-9
+  if (c == 0x2b) return 62; // +
+  if (c == 0x2f) return 63; // /
+  return -1;
+}
+
+/**
+ * Decodes base64 text (standard alphabet, "=" padding optional, no white
+ * space) into bytes; null when text is not base64 (lastJsonError() says why):
+ *   const body = fromBase64(input.request.body);
+ *   if (body === null) return fail("bad body: " + lastJsonError());
+ */
+export function fromBase64(text: string): Uint8Array | null {
+  let len = text.length;
+  let pad = 0;
+  while (pad < 2 && len > 0 && text.charCodeAt(len - 1) == 0x3d) {
+    len--;
+    pad++;
+  }
+  if ((pad > 0 && text.length % 4 != 0) || len % 4 == 1) {
+    lastError = "not base64: the length is wrong";
+    return null;
+  }
+  const tail = len % 4;
+  const out = new Uint8Array((len >> 2) * 3 + (tail > 0 ? tail - 1 : 0));
+  let o = 0;
+  let n: u32 = 0;
+  for (let i = 0; i < len; i++) {
+    const digit = base64Digit(text.charCodeAt(i));
+    if (digit < 0) {
+      lastError = "not base64: unexpected character at " + i.toString();
+      return null;
+    }
+    n = (n << 6) | <u32>digit;
+    if (i % 4 == 3) {
+      out[o] = <u8>(n >> 16);
+      out[o + 1] = <u8>(n >> 8);
+      out[o + 2] = <u8>n;
+      o += 3;
+      n = 0;
+    }
+  }
+  if (tail == 2) {
+    out[o] = <u8>(n >> 4);
+  } else if (tail == 3) {
+    out[o] = <u8>(n >> 10);
+    out[o + 1] = <u8>(n >> 2);
+  }
+  lastError = "";
+  return out;
+}
+
+// c in lower case if it is an ASCII capital.
+function asciiLower(c: i32): i32 {
+  return c >= 0x41 && c <= 0x5a ? c + 32 : c;
+}
+
+/**
+ * A header's value from a JSON object of header names to strings (a hook's
+ * request or response headers), the name compared without regard to ASCII
+ * case: header(headers, "X-Api-Key") finds "x-api-key". null when absent (or
+ * not a string); the first match wins.
+ */
+export function header(headers: JsonValue, name: string): string | null {
+  if (!headers.isObject) return null;
+  const keys = headers.keys;
+  const values = headers.items;
+  const n = name.length;
+  for (let i = 0; i < keys.length; i++) {
+    const key = unchecked(keys[i]);
+    const value = unchecked(values[i]);
+    if (key.length != n || !value.isString) continue;
+    let j = 0;
+    while (j < n && asciiLower(key.charCodeAt(j)) == asciiLower(name.charCodeAt(j))) j++;
+    if (j == n) return value.asString();
+  }
+  return null;
 }
 
 // ---- writing --------------------------------------------------------------

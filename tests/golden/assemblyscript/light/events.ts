@@ -13,7 +13,7 @@
 // Handlers cannot capture local variables (AssemblyScript has no closures):
 // use module-level functions and variables.
 import { beginCall, failed, outputAs, outputString, readInputAs } from "./plugin";
-import { JsonValue, base64, decodeAny, encodeAny } from "./json";
+import { JsonValue, base64, decodeAny, encodeAny, fromBase64, header } from "./json";
 import {
   BeforeEventResult,
   BeforeEventResultReject,
@@ -343,4 +343,30 @@ export function respond(context: JsonValue, statusCode: i64, headers: JsonValue 
   output.response = response;
   output.hasResponse = true;
   return output;
+}
+
+/** A HttpRequest's header, the name compared without regard to ASCII case (header()); null when absent. */
+export function requestHeader(message: HttpRequest | null, name: string): string | null {
+  return message !== null ? header(message.headers, name) : null;
+}
+
+/**
+ * A HttpRequest's body as bytes, decoded from base64 (fromBase64()); null
+ * when message is null or its body is not base64 (lastJsonError() says why).
+ */
+export function requestBody(message: HttpRequest | null): Uint8Array | null {
+  return message !== null ? fromBase64(message.body) : null;
+}
+
+/** A HttpResponse's header, the name compared without regard to ASCII case (header()); null when absent. */
+export function responseHeader(message: HttpResponse | null, name: string): string | null {
+  return message !== null ? header(message.headers, name) : null;
+}
+
+/**
+ * A HttpResponse's body as bytes, decoded from base64 (fromBase64()); null
+ * when message is null or its body is not base64 (lastJsonError() says why).
+ */
+export function responseBody(message: HttpResponse | null): Uint8Array | null {
+  return message !== null ? fromBase64(message.body) : null;
 }

@@ -108,3 +108,19 @@ void hw_respond(HttpPreHookOutput *output, int64_t status_code, const hw_json *h
     output->has_response = true;
     output->has_has_response = true;
 }
+
+hw_str hw_request_header(const HttpRequest *message, const char *name) {
+    return message != NULL ? hw_header(message->headers, name) : HW_NO_STR;
+}
+
+hw_str hw_request_body(const HttpRequest *message) {
+    return message != NULL ? hw_unbase64(message->body) : HW_NO_STR;
+}
+
+hw_str hw_response_header(const HttpResponse *message, const char *name) {
+    return message != NULL ? hw_header(message->headers, name) : HW_NO_STR;
+}
+
+hw_str hw_response_body(const HttpResponse *message) {
+    return message != NULL ? hw_unbase64(message->body) : HW_NO_STR;
+}

@@ -99,6 +99,20 @@ int32_t hw__run_http_stream_chunk_hook(hw_http_stream_chunk_hook_handler handler
  */
 void hw_respond(HttpPreHookOutput *output, int64_t status_code, const hw_json *headers, hw_str body);
 
+/* A HttpRequest's header, the name compared without regard to ASCII case
+ * (hw_header); ptr NULL when absent. */
+hw_str hw_request_header(const HttpRequest *message, const char *name);
+/* A HttpRequest's body as bytes, decoded from base64 (hw_unbase64); ptr NULL
+ * when message is NULL or its body is not base64 (hw_error() says why). */
+hw_str hw_request_body(const HttpRequest *message);
+
+/* A HttpResponse's header, the name compared without regard to ASCII case
+ * (hw_header); ptr NULL when absent. */
+hw_str hw_response_header(const HttpResponse *message, const char *name);
+/* A HttpResponse's body as bytes, decoded from base64 (hw_unbase64); ptr NULL
+ * when message is NULL or its body is not base64 (hw_error() says why). */
+hw_str hw_response_body(const HttpResponse *message);
+
 #ifdef __cplusplus
 }
 #endif

@@ -312,6 +312,54 @@ hw_str hw_base64(const void *data, size_t len) {
     return (hw_str){out, size};
 }
 
+/* The value of base64 digit c, or -1. */
+static int hw__base64_digit(unsigned char c) {
+    if (c >= 'A' && c <= 'Z') return c - 'A';
+    if (c >= 'a' && c <= 'z') return c - 'a' + 26;
+    if (c >= '0' && c <= '9') return c - '0' + 52;
+    if (c == '+') return 62;
+    if (c == '/') return 63;
+    return -1;
+}
+
+hw_str hw_unbase64(hw_str text) {
+    if (text.ptr == NULL) return HW_NO_STR;
+    const unsigned char *in = (const unsigned char *)text.ptr;
+    size_t len = text.len, pad = 0;
+    while (pad < 2 && len > 0 && in[len - 1] == '=') {
+        len--;
+        pad++;
+    }
+    if ((pad > 0 && text.len % 4 != 0) || len % 4 == 1) {
+        hw__fail("not base64: the length is wrong");
+        return HW_NO_STR;
+    }
+    char *out = (char *)hw_alloc(len / 4 * 3 + 3);
+    size_t o = 0;
+    uint32_t n = 0;
+    for (size_t i = 0; i < len; i++) {
+        int digit = hw__base64_digit(in[i]);
+        if (digit < 0) {
+            hw__fail(hw_format("not base64: unexpected character at byte %zu", i).ptr);
+            return HW_NO_STR;
+        }
+        n = (n << 6) | (uint32_t)digit;
+        if (i % 4 == 3) {
+            out[o++] = (char)(n >> 16);
+            out[o++] = (char)(n >> 8);
+            out[o++] = (char)n;
+            n = 0;
+        }
+    }
+    if (len % 4 == 2) {
+        out[o++] = (char)(n >> 4);
+    } else if (len % 4 == 3) {
+        out[o++] = (char)(n >> 10);
+        out[o++] = (char)(n >> 2);
+    }
+    return (hw_str){out, o};
+}
+
 /* ==== Integers ============================================================ */
 
 size_t hw_format_int(int64_t value, char out[24]) {
@@ -1346,6 +1394,20 @@ const hw_json *hw_json_get(const hw_json *object, const char *key) {
         if (m->key.len == n && memcmp(m->key.ptr, key, n) == 0) return m;
     }
     return NULL;
+}
+
+static unsigned char hw__ascii_lower(unsigned char c) { return c >= 'A' && c <= 'Z' ? (unsigned char)(c + 32) : c; }
+
+hw_str hw_header(const hw_json *headers, const char *name) {
+    if (headers == NULL || headers->kind != HW_JSON_OBJECT || name == NULL) return HW_NO_STR;
+    size_t n = strlen(name);
+    for (const hw_json *m = headers->first; m != NULL; m = m->next) {
+        if (m->key.len != n || m->kind != HW_JSON_STRING) continue;
+        size_t i = 0;
+        while (i < n && hw__ascii_lower((unsigned char)m->key.ptr[i]) == hw__ascii_lower((unsigned char)name[i])) i++;
+        if (i == n) return m->string;
+    }
+    return HW_NO_STR;
 }
 
 const hw_json *hw_json_at(const hw_json *array, size_t index) {

@@ -148,6 +148,15 @@ void hw_buf_char(hw_buf *buf, char c);
 hw_str hw_buf_str(const hw_buf *buf); /* NUL-terminated view of the contents */
 /* data (len bytes) as base64 text, the way hook bodies and chunks travel. */
 hw_str hw_base64(const void *data, size_t len);
+/* Decodes base64 text (standard alphabet, "=" padding optional, no
+ * whitespace) into bytes in the arena (NUL-terminated, so text decodes to a C
+ * string). ptr is NULL when text is not base64 (hw_error() says why) or is
+ * itself HW_NO_STR:
+ *
+ *     hw_str body = hw_unbase64(input->request->body);
+ *     if (body.ptr == NULL) return hw_fail("bad body: %s", hw_error());
+ */
+hw_str hw_unbase64(hw_str text);
 
 /* ---- JSON values --------------------------------------------------------- */
 
@@ -187,6 +196,11 @@ hw_str hw_json_stringify(const hw_json *value); /* NULL gives "null" */
 const hw_json *hw_json_get(const hw_json *object, const char *key); /* NULL if absent */
 const hw_json *hw_json_at(const hw_json *array, size_t index); /* walks the list: O(index) */
 bool hw_json_is_null(const hw_json *value); /* NULL or JSON null */
+/* A header's value from a JSON object of header names to strings (a hook's
+ * request or response headers, hw_response.headers), the name compared
+ * without regard to ASCII case: hw_header(headers, "X-Api-Key") finds
+ * "x-api-key". ptr NULL when absent (or not a string); the first match wins. */
+hw_str hw_header(const hw_json *headers, const char *name);
 
 hw_json *hw_json_null(void);
 hw_json *hw_json_bool(bool value);
