@@ -791,7 +791,7 @@ def test_plugin_new_builds_and_runs(tmp_path: Path) -> None:
     )
     assert created.returncode == 0, created.stderr
     project = tmp_path / "demo"
-    assert BUILD in created.stdout
+    assert "hostwire plugin build" in created.stdout  # its command: hostwire.toml's build
     assert (project / "pdk" / "README.md").exists()
     built = subprocess.run(
         BUILD, shell=True, cwd=project, capture_output=True, text=True, timeout=600, check=False
