@@ -69,5 +69,6 @@ def test_one_key_gets_exactly_its_limit_across_four_workers(
                     break
             statuses = Counter(status for status, _ in answers)
             assert statuses == {200: 10, 429: 30}
-            assert {worker for _, worker in answers} == {"1", "2", "3", "4"}
+            # The count is shared: several workers answered (the kernel need not use all 4).
+            assert len({worker for _, worker in answers}) >= 2
             assert _send(client, "key-b")[0] == 200  # another key has its own count
