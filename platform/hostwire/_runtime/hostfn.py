@@ -73,7 +73,6 @@ class CallContext:
         "max_host_calls",
         "max_host_input_bytes",
         "max_output_bytes",
-        "output",
         "plugin",
         "refused",
     )
@@ -101,8 +100,6 @@ class CallContext:
         # time.monotonic() when the call's timeout_ms runs out: host functions
         # get only what is left, since the runtime cannot interrupt them.
         self.deadline: float | None = None
-        # What the guest gave output_set (hostwire's own, see kernel.py).
-        self.output: bytes | None = None
         self.http_status = 0
         self.http_headers: dict[str, str] | None = None
         # Operations this call was answered 403 not_granted for (the outbox's "never succeeds").
@@ -114,7 +111,6 @@ class CallContext:
         self.extra = extra
         self.host_calls = 0
         self.error = None
-        self.output = None
         self.http_status = 0
         self.http_headers = None
         self.refused = []

@@ -7,11 +7,12 @@ unchanged:
 - ``output_set(offset, length)``: the kernel silently ignores an offset or
   length outside memory (the output then reads as empty, which hooks and
   guards take as "go on") and accepts an offset where no block starts
-  (garbage). hostwire's checks that a block starts at ``offset`` and holds
-  ``length`` bytes, and that ``length`` is within ``max_output_bytes``,
-  *before* copying; anything else fails the call with ``PluginOutputError``
-  (or ``PluginTimeoutError`` past the call's deadline, when Extism no longer
-  lets the kernel answer: see ``hostfn.block_length``).
+  (garbage). A guest's import of it is moved to a small wasm module of
+  hostwire's (``output_shim_wat``, linked as ``OUTPUT_MODULE``), which checks
+  that a block starts at ``offset`` and holds ``length`` bytes, and that
+  ``length`` is within ``max_output_bytes``, then hands them to the kernel's
+  ``output_set``: no Python runs on a good call. Anything else calls
+  ``output_refused`` (Python), which fails the call with ``PluginOutputError``.
 - ``http_request``, ``http_status_code``, ``http_headers``: plug-in HTTP done
   by hostwire (``http``), so redirects cannot leave ``allowed_hosts``.
 
@@ -30,7 +31,7 @@ import extism
 from extism.extism import _ffi
 
 from hostwire._errors import PluginOutputError
-from hostwire._runtime.hostfn import CallContext, block_length, context_of, read_block
+from hostwire._runtime.hostfn import CallContext, check_deadline, context_of
 from hostwire._runtime.http import http_headers, http_request, http_status_code
 from hostwire._runtime.module import KERNEL_MODULE
 
@@ -45,43 +46,69 @@ class _KernelFunction:
     params: tuple[extism.ValType, ...]
     results: tuple[extism.ValType, ...]
     handler: KernelHandler
+    namespace: str = KERNEL_MODULE
 
     def to_extism(self) -> extism.Function:
         return extism.Function(
-            KERNEL_MODULE, self.name, list(self.params), list(self.results), _trampoline, self
+            self.namespace, self.name, list(self.params), list(self.results), _trampoline, self
         )
 
 
-def output_set(current: Any, context: CallContext, inputs: Any, outputs: Any) -> None:
-    offset, length = inputs[0].v.i64, inputs[1].v.i64
-    if offset == 0 and length == 0:
-        context.output = b""
-        return
-    block = block_length(current, context, offset, "output_set")
-    where = f"{context.where} called output_set({offset}, {length})"
-    problem = None
+# The module a guest's output_set import is moved to (see plugin.py), and the
+# namespace of the Python function its shim calls on a bad call (Extism links
+# only its kernel's own names in extism:host/env).
+OUTPUT_MODULE = "hostwire:env"
+REFUSED_MODULE = "hostwire:output"
+
+
+def output_shim_wat(max_output_bytes: int) -> str:
+    """The module that checks a guest's ``output_set(offset, length)`` in wasm, then calls
+    the kernel's; a bad call goes to ``output_refused`` instead and sets no output."""
+    return f"""(module
+  (import "{KERNEL_MODULE}" "output_set" (func $set (param i64 i64)))
+  (import "{KERNEL_MODULE}" "length" (func $length (param i64) (result i64)))
+  (import "{KERNEL_MODULE}" "alloc" (func $alloc (param i64) (result i64)))
+  (import "{REFUSED_MODULE}" "output_refused" (func $refused (param i64 i64 i64)))
+  (func (export "output_set") (param $offset i64) (param $size i64) (local $block i64)
+    ;; No output: the kernel ignores offset 0, so an empty block of its own stands for it.
+    (if (i64.eqz (i64.or (local.get $offset) (local.get $size)))
+      (then (call $set (call $alloc (i64.const 1)) (i64.const 0)) (return)))
+    (if (i64.gt_s (local.get $offset) (i64.const 0))
+      (then (local.set $block (call $length (local.get $offset)))))
+    (if (i32.or (i64.eqz (local.get $block))
+                (i32.or (i64.gt_u (local.get $size) (local.get $block))
+                        (i64.gt_u (local.get $size) (i64.const {max_output_bytes}))))
+      (then (call $refused (local.get $offset) (local.get $size) (local.get $block)) (return)))
+    (call $set (local.get $offset) (local.get $size))))
+"""
+
+
+def output_refused(current: Any, context: CallContext, inputs: Any, outputs: Any) -> None:
+    """The shim's report of an ``output_set(offset, length)`` it refused (``block`` is the
+    length of the block at ``offset``, 0 if none starts there): the call fails."""
+    offset, length, block = inputs[0].v.i64, inputs[1].v.i64, inputs[2].v.i64
     if block == 0:
+        check_deadline(context, "output_set")  # a stopped kernel answers 0 too
         problem = "no block of its memory starts at that offset"
     elif not 0 <= length <= block:
         problem = f"the length runs past the end of the {block}-byte block there"
-    elif length > context.max_output_bytes:
+    else:
         raise PluginOutputError(
             f"{context.where} returned {length} bytes, over its limit of "
             f"{context.max_output_bytes} (max_output_bytes).",
             plugin=context.plugin,
             export=context.export,
         )
-    if problem is not None:
-        raise PluginOutputError(
-            f"{where}, but {problem}: its output is invalid.",
-            plugin=context.plugin,
-            export=context.export,
-        )
-    context.output = read_block(current, offset, length)
+    raise PluginOutputError(
+        f"{context.where} called output_set({offset}, {length}), but {problem}: "
+        "its output is invalid.",
+        plugin=context.plugin,
+        export=context.export,
+    )
 
 
 FUNCTIONS = (
-    _KernelFunction("output_set", (_I64, _I64), (), output_set),
+    _KernelFunction("output_refused", (_I64, _I64, _I64), (), output_refused, REFUSED_MODULE),
     _KernelFunction("http_request", (_I64, _I64), (_I64,), http_request),
     _KernelFunction("http_status_code", (), (_I32,), http_status_code),
     _KernelFunction("http_headers", (), (_I64,), http_headers),

@@ -279,3 +279,101 @@ def _text_kind(data: bytes) -> str | None:
         f"this looks like a text file (it starts {first!r}); "
         "a plug-in is a .wasm module or WebAssembly text (.wat)"
     )
+
+
+# -- rewriting a module's imports ---------------------------------------------------
+
+_IMPORT_SECTION = 2
+
+
+def _uleb(data: bytes, at: int) -> tuple[int, int]:
+    """The unsigned LEB128 number at ``at`` and the offset after it."""
+    value = shift = 0
+    while True:
+        if at >= len(data) or shift > 63:
+            raise ValueError("a LEB128 number runs past the end of its section")
+        byte = data[at]
+        at += 1
+        value |= (byte & 0x7F) << shift
+        if byte < 0x80:
+            return value, at
+        shift += 7
+
+
+def _leb(value: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte, value = value & 0x7F, value >> 7
+        if value:
+            out.append(byte | 0x80)
+        else:
+            out.append(byte)
+            return bytes(out)
+
+
+def _name(data: bytes, at: int) -> tuple[str, int]:
+    length, at = _uleb(data, at)
+    return data[at : at + length].decode("utf-8"), at + length
+
+
+def _limits_end(data: bytes, at: int) -> int:
+    flags = data[at]
+    _, at = _uleb(data, at + 1)
+    if flags & 1:
+        _, at = _uleb(data, at)
+    return at
+
+
+def _import_end(data: bytes, at: int) -> int:
+    """The offset after an import's descriptor (the kind byte is at ``at``)."""
+    kind = data[at]
+    at += 1
+    if kind == 0:  # function: a type index
+        return _uleb(data, at)[1]
+    if kind == 1:  # table: a reference type, then limits
+        return _limits_end(data, at + 1)
+    if kind == 2:  # memory: limits
+        return _limits_end(data, at)
+    if kind == 3:  # global: a value type and mutability
+        return at + 2
+    if kind == 4:  # tag: an attribute and a type index
+        return _uleb(data, at + 1)[1]
+    raise ValueError(f"an import of unknown kind 0x{kind:02x}")
+
+
+def rename_imports(wasm: bytes, moves: dict[tuple[str, str], str]) -> bytes:
+    """``wasm`` with each function import ``(module, name)`` in ``moves`` imported from
+    the module named by its value instead; everything else is unchanged, byte for byte.
+
+    The module must be valid (``inspect_module`` has read it).
+    """
+    if not wasm.startswith(_MAGIC):
+        raise ValueError("not a binary WebAssembly module")
+    at = 8
+    while at < len(wasm):
+        section = wasm[at]
+        size, body = _uleb(wasm, at + 1)
+        end = body + size
+        if section != _IMPORT_SECTION:
+            at = end
+            continue
+        count, place = _uleb(wasm, body)
+        parts = [_leb(count)]
+        changed = False
+        for _ in range(count):
+            module, after_module = _name(wasm, place)
+            name, after_name = _name(wasm, after_module)
+            descriptor_end = _import_end(wasm, after_name)
+            target = moves.get((module, name)) if wasm[after_name] == 0 else None
+            if target is None:
+                parts.append(wasm[place:descriptor_end])
+            else:
+                encoded = target.encode("utf-8")
+                parts += [_leb(len(encoded)), encoded, wasm[after_module:descriptor_end]]
+                changed = True
+            place = descriptor_end
+        if not changed:
+            return wasm
+        payload = b"".join(parts)
+        return wasm[:at] + bytes([section]) + _leb(len(payload)) + payload + wasm[end:]
+    return wasm

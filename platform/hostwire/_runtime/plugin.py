@@ -8,9 +8,14 @@ trapped, timed out, ran out of memory or whose host call failed is freed,
 never reused.
 
 Besides the plug-in's module, each instance links a shim per host-function
-namespace (a failed host call traps, see ``hostfn``) and hostwire's own
-``output_set`` and plug-in HTTP (``kernel``). The output is what the guest gave
-``output_set``, checked and bounded before it is copied.
+namespace (a failed host call traps, see ``hostfn``), a shim that checks
+``output_set`` in wasm, and hostwire's own plug-in HTTP (``kernel``). The
+output is what the guest gave ``output_set``, checked and bounded before it
+is copied.
+
+A call goes straight to the Extism C API (the SDK's ``Plugin.call`` wraps the
+same three calls with a new handle and an encoded name per call): a good call
+runs no Python between its input and its output.
 """
 
 from __future__ import annotations
@@ -31,7 +36,7 @@ from typing import Any, Self
 os.environ.setdefault("RUST_LIB_BACKTRACE", "0")
 
 import extism
-from extism.extism import CompiledPlugin
+from extism.extism import CompiledPlugin, _ffi, _lib
 
 from hostwire._errors import (
     HostFunctionError,
@@ -42,14 +47,13 @@ from hostwire._errors import (
     PluginInputError,
     PluginLoadError,
     PluginMemoryError,
-    PluginOutputError,
     PluginTimeoutError,
     PluginTrapError,
 )
 from hostwire._runtime.hostfn import LINK_PREFIX, CallContext, HostFunction, shim_wat
 from hostwire._runtime.http import PluginHttp
 from hostwire._runtime.imports import describe_imports, unprovided, unprovided_hint
-from hostwire._runtime.kernel import kernel_functions
+from hostwire._runtime.kernel import OUTPUT_MODULE, kernel_functions, output_shim_wat
 from hostwire._runtime.limits import Limits
 from hostwire._runtime.logs import ROUTER
 from hostwire._runtime.module import (
@@ -58,6 +62,7 @@ from hostwire._runtime.module import (
     ModuleInfo,
     NotWebAssembly,
     inspect_module,
+    rename_imports,
     to_binary,
 )
 from hostwire._runtime.strictjson import plugin_json
@@ -71,6 +76,8 @@ class _Instance:
     plugin: extism.Plugin
     uuid: str
     context: CallContext
+    pointer: Any  # the native plug-in, for calls straight to the C API
+    handle: Any  # the cffi handle of ``context``, passed as every call's host context
 
 
 def _config_value(value: object) -> str:
@@ -125,12 +132,17 @@ class Plugin:
             ) from exc
         self._check_imports()
         self._exports = self.info.function_exports
+        self._export_names = {name: name.encode() for name in self._exports}
         # Only plug-ins that can log need the log buffer drained after each call.
         self._logs = any(i.name.startswith("log_") for i in self.info.imports_from(KERNEL_MODULE))
         # Plug-in HTTP is hostwire's (http.py): Extism never gets allowed_hosts.
         self._http = PluginHttp(allowed_hosts, self.limits.max_input_bytes)
         manifest = {
-            "wasm": [*self._shims(), {"data": wasm, "name": "main"}],
+            "wasm": [
+                *self._shims(),
+                *self._output_shim(),
+                {"data": self._main(wasm), "name": "main"},
+            ],
             "memory": {"max_pages": self.limits.max_pages},
             "timeout_ms": self.limits.timeout_ms,
             "allowed_paths": dict(allowed_paths or {}),
@@ -146,8 +158,11 @@ class Plugin:
         self._max_input = self.limits.max_input_bytes
         self._max_output = self.limits.max_output_bytes
         self._lock = threading.Lock()
+        # Idle instances. A call pops one and appends it back (each atomic under the
+        # GIL, so the common path takes no lock); the lock guards growing and shrinking
+        # the pool, whose size (_alive) bounds the calls in flight (max_instances).
         self._idle: list[_Instance] = []
-        self._in_flight = 0
+        self._alive = 1
         self._closed = False
         self._idle.append(self._new_instance(compiled))
 
@@ -197,6 +212,22 @@ class Plugin:
             shims.append({"data": shim, "name": namespace})
         return shims
 
+    def _imports_output_set(self) -> bool:
+        return any(i.name == "output_set" for i in self.info.imports_from(KERNEL_MODULE))
+
+    def _main(self, wasm: bytes) -> bytes:
+        """The guest's module, its output_set import moved to the shim's (binary, not WAT)."""
+        if not self._imports_output_set():
+            return wasm
+        binary = to_binary(wasm)
+        return rename_imports(binary, {(KERNEL_MODULE, "output_set"): OUTPUT_MODULE})
+
+    def _output_shim(self) -> list[dict[str, object]]:
+        if not self._imports_output_set():
+            return []
+        shim = to_binary(output_shim_wat(self.limits.max_output_bytes).encode(), "output.wat")
+        return [{"data": shim, "name": OUTPUT_MODULE}]
+
     # -- the pool -----------------------------------------------------------
 
     def _compile(self) -> CompiledPlugin:
@@ -239,30 +270,46 @@ class Plugin:
             max_output_bytes=self._max_output,
             http=self._http,
         )
-        instance = _Instance(plugin, str(plugin.id), context)
+        instance = _Instance(
+            plugin, str(plugin.id), context, plugin.plugin, _ffi.new_handle(context)
+        )
         ROUTER.register(instance.uuid, self.name)
         return instance
 
     def _acquire(self, export: str) -> _Instance:
+        try:
+            instance = self._idle.pop()
+        except IndexError:
+            return self._grow(export)
+        if self._closed:
+            self._retire(instance)
+            raise PluginError(f'Plug-in "{self.name}" is closed.', plugin=self.name)
+        return instance
+
+    def _grow(self, export: str) -> _Instance:
         with self._lock:
             if self._closed:
                 raise PluginError(f'Plug-in "{self.name}" is closed.', plugin=self.name)
-            if self._in_flight >= self.limits.max_instances:
+            if self._alive >= self.limits.max_instances:
+                in_flight = self._alive - len(self._idle)
                 raise PluginBusyError(
-                    f'Plug-in "{self.name}" already runs {self._in_flight} calls '
+                    f'Plug-in "{self.name}" already runs {in_flight} calls '
                     f"(limit max_instances); the call to {export} was refused.",
                     plugin=self.name,
                     export=export,
                 )
-            self._in_flight += 1
-            if self._idle:
-                return self._idle.pop()
+            self._alive += 1
         try:
             return self._new_instance()
         except BaseException:
             with self._lock:
-                self._in_flight -= 1
+                self._alive -= 1
             raise
+
+    def _retire(self, instance: _Instance) -> None:
+        with self._lock:
+            self._alive -= 1
+        self._free(instance)
 
     def _free(self, instance: _Instance) -> None:
         ROUTER.unregister(instance.uuid)
@@ -285,7 +332,8 @@ class Plugin:
                 plugin=self.name,
                 export=export,
             )
-        if export not in self._exports:
+        name = self._export_names.get(export)
+        if name is None:
             available = ", ".join(sorted(self.exports)) or "none"
             raise PluginExportError(
                 f'Plug-in "{self.name}" has no export "{export}" (exports: {available}).',
@@ -296,10 +344,15 @@ class Plugin:
         # Each instance reuses one context: it runs one call at a time.
         context = instance.context
         context.reset(export, extra, self._timeout_s)
+        pointer = instance.pointer
         try:
-            # parse=None: Extism's output buffer, not yet copied (hostwire's
-            # output_set leaves it empty; its length is checked all the same).
-            buffer = instance.plugin.call(export, data, parse=None, host_context=context)
+            rc = _lib.extism_plugin_call_with_host_context(
+                pointer, name, data, len(data), instance.handle
+            )
+            error = _lib.extism_plugin_error(pointer)
+            if rc != 0 or error != _ffi.NULL:
+                message = _ffi.string(error).decode() if error != _ffi.NULL else f"code {rc}"
+                raise extism.Error(message)
         except extism.Error as exc:
             failure = (
                 _host_failure(context) if context.error else self._failure(export, exc, instance)
@@ -318,18 +371,9 @@ class Plugin:
             # The call "succeeded" after a host function failed: never a silent success.
             self._end(instance, reuse=False)
             raise _host_failure(context)
-        if context.output is not None:
-            output = context.output
-        elif len(buffer) > self._max_output:
-            self._end(instance, reuse=False)
-            raise PluginOutputError(
-                f'Plug-in "{self.name}" export "{export}" returned {len(buffer)} bytes, '
-                f"over its limit of {self.limits.max_output_bytes} (max_output_bytes).",
-                plugin=self.name,
-                export=export,
-            )
-        else:
-            output = bytes(buffer)
+        # The output shim has checked the length against max_output_bytes; this copies.
+        length = _lib.extism_plugin_output_length(pointer)
+        output = _ffi.buffer(_lib.extism_plugin_output_data(pointer), length)[:] if length else b""
         self._end(instance, reuse=True)
         return output
 
@@ -345,12 +389,21 @@ class Plugin:
         return plugin_json(output, plugin=self.name, export=export)
 
     def _end(self, instance: _Instance, *, reuse: bool) -> None:
-        with self._lock:
-            self._in_flight -= 1
-            if reuse and not self._closed:
-                self._idle.append(instance)
+        if not reuse:
+            self._retire(instance)
+            return
+        self._idle.append(instance)
+        if self._closed:  # close() ran meanwhile: it may not have seen this instance
+            self._drain()
+
+    def _drain(self) -> None:
+        """Free every idle instance (each is popped once, so only once freed)."""
+        while True:
+            try:
+                instance = self._idle.pop()
+            except IndexError:
                 return
-        self._free(instance)
+            self._retire(instance)
 
     def _failure(self, export: str, exc: extism.Error, instance: _Instance) -> PluginError:
         reason = ROUTER.take_error(instance.uuid)
@@ -385,13 +438,14 @@ class Plugin:
     # -- lifetime -----------------------------------------------------------
 
     def close(self) -> None:
-        """Free every idle instance and the compiled module. Idempotent."""
+        """Free every idle instance and the compiled module. Idempotent.
+
+        Calls in flight finish; their instances are freed when they end.
+        """
         with self._lock:
             self._closed = True
-            idle, self._idle = self._idle, []
             self._manifest = None
-        for instance in idle:
-            self._free(instance)
+        self._drain()
         self._http.close()
 
     def __enter__(self) -> Self:
