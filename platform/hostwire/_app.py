@@ -20,7 +20,7 @@ from __future__ import annotations
 import copy
 import inspect
 import logging
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
 from types import TracebackType
@@ -75,8 +75,12 @@ class Hostwire:
     ``Engine`` or ``AsyncEngine`` (or a URL, or a SQLite file's path), where
     the outbox keeps events.
     ``hooks=False`` leaves the HTTP hooks middleware out, for an app that places
-    ``hooks_middleware()`` in its own stack. Plug-ins are loaded when the app
-    starts (or by ``start()``); ``close()`` undoes everything.
+    ``hooks_middleware()`` in its own stack. ``caller_thread`` names the
+    operations (operationIds, ``*`` for all) whose in-process host calls run on
+    the calling plug-in's thread rather than hop to the app's event loop (see
+    ``AsgiTarget``): the fast path, for operations that need nothing of that loop.
+    Plug-ins are loaded when the app starts (or by ``start()``); ``close()``
+    undoes everything.
     """
 
     def __init__(
@@ -88,6 +92,7 @@ class Hostwire:
         database: Database | None = None,
         hooks: bool = True,
         max_body_bytes: int = MAX_BODY_BYTES,
+        caller_thread: Collection[str] = (),
     ) -> None:
         self.app = app
         if config is None:
@@ -97,7 +102,7 @@ class Hostwire:
         else:
             self.config = load_config(config)
         self.max_body_bytes = max_body_bytes
-        self.target = AsgiTarget(app)
+        self.target = AsgiTarget(app, caller_thread=caller_thread)
         self.tracker = ModelTracker()
         self.document: OpenAPIDocument | None = None
         self.plugins: PluginSet | None = None
@@ -254,6 +259,7 @@ class Hostwire:
         if self.plugins is not None:
             return
         document = self._resolve_document()
+        _check_caller_thread(self.target.caller_thread, document)
         self.target.path_prefix = document.base_path
         api = HostApi(document, self.target, max_depth=self.config.events.max_depth)
         plugins = PluginSet(self.config, api)
@@ -482,6 +488,17 @@ class _HooksEntry:
             )
             self._for = document
         await self._hooks(scope, receive, send)
+
+
+def _check_caller_thread(names: Collection[str], document: OpenAPIDocument) -> None:
+    unknown = sorted(n for n in names if n != "*" and document.operation(n) is None)
+    if unknown:
+        known = ", ".join(sorted(o.grant for o in document.operations.values()))
+        raise ConfigError(
+            f"caller_thread names {', '.join(unknown)}, which "
+            f"{'is not an operation' if len(unknown) == 1 else 'are not operations'} of "
+            f"{document.source} (operations: {known})."
+        )
 
 
 def _rate_limiter(plugins: PluginSet, outbox: Outbox | None) -> RateLimiter | None:

@@ -26,6 +26,7 @@ from hostwire import (
     ConfigError,
     Hostwire,
     HostwireConfig,
+    OpenAPIDocument,
     Outbox,
     PluginSet,
     StorageError,
@@ -399,6 +400,22 @@ _EXCEPTION_HANDLERS: dict[Any, ExceptionHandler] = {
 }
 
 
+# Plug-ins' host calls to these run on the plug-in's own thread (no hop to the loop):
+# their middleware and routes share nothing loop-bound, and their blocking store
+# work goes through hostwire.to_thread, which runs it in place there. The event
+# stream waits on the loop's change feed and stays on the loop.
+CALLER_THREAD_OPERATIONS = (
+    "getStates",
+    "controlLight",
+    "setLightColor",
+    "listLights",
+    "createLight",
+    "getLight",
+    "updateLight",
+    "deleteLight",
+)
+
+
 def create_app(
     settings: Settings | None = None,
     *,
@@ -427,10 +444,22 @@ def create_app(
     app.state.settings = settings
     config = plugins or parse_config({"plugins": []}, path=Path("lightcontrol.yaml"))
     spec = PluginSet.spec_path(config, _spec.resource_dir() / "light.yaml")
+    document = load_openapi(spec)
     try:
-        hw = Hostwire(app, config=config, spec=spec, database=engine, hooks=False)
+        hw = Hostwire(
+            app,
+            config=config,
+            spec=spec,
+            database=engine,
+            hooks=False,
+            # The plug-ins' document may be another API's: only lightcontrol's own count.
+            caller_thread=[n for n in CALLER_THREAD_OPERATIONS if document.operation(n)],
+        )
         hw.track(
-            Light, name="light", schema=_light_schema(spec), immutable=("created_at", "revision")
+            Light,
+            name="light",
+            schema=_light_schema(document),
+            immutable=("created_at", "revision"),
         )
         if plugins is not None:
             hw.start()  # load the plug-ins now: a bad one fails here
@@ -450,10 +479,10 @@ def create_app(
 Lifespan = Callable[[Starlette], AbstractAsyncContextManager[None]]
 
 
-def _light_schema(spec: Path) -> str | None:
+def _light_schema(document: OpenAPIDocument) -> str | None:
     """The record schema of the light events: ``Light`` when the plug-ins' document has it
     (lightcontrol's own does), else hostwire's, from the columns."""
-    schemas = load_openapi(spec).document.get("components", {}).get("schemas", {})
+    schemas = document.document.get("components", {}).get("schemas", {})
     return "Light" if "Light" in schemas else None
 
 

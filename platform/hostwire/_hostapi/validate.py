@@ -424,7 +424,9 @@ class OperationValidator:
         for _, text in query:
             text.encode("utf-8")  # fails here, as a 400, rather than in the target
         headers = [(name, _joined(v)) for name, v in values["header"].items()]
-        call = HttpCall(op.method.upper(), path, query, headers, operation=op.name)
+        call = HttpCall(
+            op.method.upper(), path, query, headers, operation=op.name, operation_id=op.grant
+        )
         if body is not None and op.body is not None:
             media = op.body.media_type
             if is_json(media):

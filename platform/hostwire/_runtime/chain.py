@@ -7,6 +7,11 @@ shared one thread pool, a burst of outer calls could hold every thread while
 waiting for inner ones: a deadlock. ``to_thread`` gives each nesting depth
 its own capacity limiter, so inner calls never wait for outer ones.
 
+A request that ``AsgiTarget`` runs on the plug-in's own thread (operations
+the app lets run there: ``caller_thread``) is already off the app's event
+loop, on a thread that may block: there ``to_thread`` just calls ``fn``
+(``ON_CALLER_THREAD``).
+
 ``CHAIN`` holds the nested calls that led here (``plugin.export → operation``);
 it travels through worker threads and in-process requests as a context
 variable, and bounds how deep re-entrant calls may go.
@@ -25,6 +30,8 @@ from anyio.lowlevel import RunVar
 T = TypeVar("T")
 
 CHAIN: ContextVar[tuple[str, ...]] = ContextVar("hostwire_chain", default=())
+# True in a request that runs on the calling plug-in's thread, in a loop of its own.
+ON_CALLER_THREAD: ContextVar[bool] = ContextVar("hostwire_on_caller_thread", default=False)
 THREADS_PER_DEPTH = 40
 _LIMITERS: RunVar[dict[int, CapacityLimiter]] = RunVar("hostwire_limiters")
 
@@ -45,7 +52,11 @@ async def to_thread(fn: Callable[..., T], *args: object) -> T:
 
     Apps that host plug-ins use this instead of ``anyio.to_thread.run_sync``
     for work that may run plug-ins, so re-entrant calls cannot exhaust the pool.
+    In a request running on a plug-in's own thread it calls ``fn`` there: that
+    thread serves only this request, and one more hop would only cost time.
     """
+    if ON_CALLER_THREAD.get():
+        return fn(*args)
     return await anyio.to_thread.run_sync(fn, *args, limiter=_limiter(len(CHAIN.get())))
 
 

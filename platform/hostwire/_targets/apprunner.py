@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -50,9 +50,20 @@ class _Lifespan:
 
 @contextmanager
 def run_app(
-    app: ASGIApp, *, path_prefix: str = "", timeout_s: float = 30.0
+    app: ASGIApp,
+    *,
+    path_prefix: str = "",
+    timeout_s: float = 30.0,
+    caller_thread: Collection[str] | None = None,
 ) -> Iterator[AsgiTarget]:
-    """Start ``app`` (its lifespan) on a private event loop; yield a bound ``AsgiTarget``."""
+    """Start ``app`` (its lifespan) on a private event loop; yield a bound ``AsgiTarget``.
+
+    ``caller_thread`` (see ``AsgiTarget``) defaults to what the app's ``Hostwire``
+    declares, if it has one.
+    """
+    if caller_thread is None:
+        own = getattr(getattr(getattr(app, "state", None), "hostwire", None), "target", None)
+        caller_thread = own.caller_thread if isinstance(own, AsgiTarget) else ()
     with anyio.from_thread.start_blocking_portal() as portal:
         lifespan = _Lifespan(app)
         task = portal.start_task_soon(lifespan.run)
@@ -61,7 +72,9 @@ def run_app(
         except BaseException:
             lifespan.close()
             raise
-        target = AsgiTarget(app, path_prefix=path_prefix, timeout_s=timeout_s)
+        target = AsgiTarget(
+            app, path_prefix=path_prefix, timeout_s=timeout_s, caller_thread=caller_thread
+        )
         target.state = lifespan.state
         portal.call(_bind, target)
         try:

@@ -49,6 +49,7 @@ class HttpCall:
     body: bytes | None = None
     content_type: str | None = None
     operation: str = ""  # the host function's name, for targets that route by it
+    operation_id: str = ""  # its operationId (what grants name)
 
 
 @dataclass(frozen=True, slots=True)
