@@ -141,14 +141,15 @@ class HostApi:
                     log_safe(str(exc)),
                 )
                 return error_reply(exc.status, exc.code, str(exc))
-            log.debug(
-                "%s: %s %s → %d in %.2f ms",
-                context.plugin,
-                call.method,
-                log_safe(call.path),
-                reply.status,
-                (time.perf_counter() - started) * 1000,
-            )
+            if log.isEnabledFor(logging.DEBUG):
+                log.debug(
+                    "%s: %s %s → %d in %.2f ms",
+                    context.plugin,
+                    call.method,
+                    log_safe(call.path),
+                    reply.status,
+                    (time.perf_counter() - started) * 1000,
+                )
             return _reply_json(reply)
 
         return handle
