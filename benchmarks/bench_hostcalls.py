@@ -162,7 +162,7 @@ def raw_host_function_plugin(guest: bytes, reply: bytes) -> extism.Plugin:
     function answering ``reply`` (the floor of a host call)."""
 
     # The SDK's lowest-level host function: wasm-level types, no inference.
-    @extism.host_fn(
+    @extism.host_fn(  # type: ignore[untyped-decorator]
         name="get_states",
         namespace="extism:host/user",
         signature=([extism.ValType.I64], [extism.ValType.I64]),
