@@ -47,6 +47,7 @@ from hostwire._errors import HookFailed
 from hostwire._events import RateLimiter, Subscriber
 from hostwire._hooks.calls import Hooks
 from hostwire._hooks.exchange import AppCall, Exchange, failure_line
+from hostwire._hooks.parts import hook_input
 from hostwire._hooks.responses import ResponseContract
 from hostwire._hooks.shapes import error_response, header_list, hook_request
 from hostwire._hostapi import OpenAPIDocument
@@ -95,9 +96,12 @@ class HttpHooksMiddleware:
 
     def _check_sizes(self, hooked: Sequence[Subscriber]) -> None:
         # A hook's input is the body in base64 (4/3 of it) inside JSON: a plug-in
-        # whose max_input_bytes is below that fails on bodies the app accepts.
+        # whose max_input_bytes is below that fails on bodies the app accepts
+        # (unless it reads no request body: hook_input).
         needed = self.max_body_bytes * 4 // 3 + 64 * 1024
         for subscriber in hooked:
+            if not hook_input(subscriber.plugin).request_body:
+                continue
             limit = subscriber.plugin.limits.max_input_bytes
             if limit < needed:
                 log.warning(
@@ -128,7 +132,7 @@ class HttpHooksMiddleware:
             return
         client = scope.get("client")
         exchange = Exchange(
-            hook_request(scope, body), body, _request_id(scope), client[0] if client else None
+            hook_request(scope), body, _request_id(scope), client[0] if client else None
         )
         try:
             await self.hooks.pre(hooked, exchange)
