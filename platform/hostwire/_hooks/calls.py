@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import weakref
 from collections.abc import Callable, Sequence
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from hostwire._contract import HTTP_HOOKS
 from hostwire._errors import HookFailed, PluginError
@@ -153,9 +153,10 @@ class Hooks:
             raise ValueError("it carries a response but has_response is not true")
         if flag:
             response = answer.get("response")
-            check_response(response)
+            headers, body = check_response(response)  # raises unless it is an object
             exchange.context = answer["context"]
             exchange.response = response
+            exchange.sendable = (cast(dict[str, Any], response), headers, body)
             return
         request = answer.get("request")
         if request is not None:
@@ -195,7 +196,7 @@ class Hooks:
                     if not parts.response_body and isinstance(response, dict):
                         # It saw no body, so it cannot have changed it: the app's stays.
                         response["body"] = current.get("body", "")
-                    body = check_response(response)
+                    headers, body = check_response(response)
                     self._check_contract(exchange, response, body)
             except ValueError as exc:
                 self._fail(subscriber, POST, f"its answer is wrong: {exc}", exc)
@@ -204,6 +205,7 @@ class Hooks:
             if response is not None:
                 exchange.response = response
                 exchange.raw_headers = None
+                exchange.sendable = (response, headers, body)
 
     def run_chunk(self, exchange: Exchange, chunk: bytes) -> bytes | None:
         for subscriber in reversed(exchange.reached):

@@ -55,6 +55,9 @@ class Exchange:
     raw_headers: list[tuple[bytes, bytes]] | None = None  # the app's, while unchanged
     # The request's JSON for the hooks, with the body (True) or with "body": "" (False).
     _json: dict[bool, bytes] = field(default_factory=dict)
+    # ``response`` as checked or captured: its headers (None: the app's, raw_headers)
+    # and body bytes, so that sending it decodes and checks nothing again.
+    sendable: tuple[dict[str, Any], list[tuple[bytes, bytes]] | None, bytes] | None = None
 
     def request_json(self, with_body: bool) -> bytes:
         """The request as hook input JSON; without its body for a plug-in that reads none."""
@@ -133,12 +136,14 @@ class AppCall:
         if self.mode is Mode.STREAM:
             return True
         raw = list(self._start.get("headers", []))
+        body = b"".join(self._chunks)
         exchange.raw_headers = raw
         exchange.response = {
             "status_code": int(self._start.get("status", 500)),
             "headers": header_map(raw),
-            "body": b64(b"".join(self._chunks)),
+            "body": b64(body),
         }
+        exchange.sendable = (exchange.response, None, body)
         return False
 
     async def _replay(self) -> Message:

@@ -35,9 +35,7 @@ class ResponseContract:
     _routes: list[tuple[re.Pattern[str], Operation]] = field(default_factory=list, repr=False)
     _schemas: dict[str, Any] = field(default_factory=dict, repr=False)
     # By (method, path template, status, media type): resolved once, on first use.
-    _declared: dict[tuple[str, str, int, str], _Declared] = field(
-        default_factory=dict, repr=False
-    )
+    _declared: dict[tuple[str, str, int, str], _Declared] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
         base = re.escape(self.spec.base_path)

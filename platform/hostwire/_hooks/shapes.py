@@ -105,15 +105,15 @@ def rewritten_scope(scope: Scope, request: dict[str, Any], body: bytes) -> dict[
 # -- the response ----------------------------------------------------------------
 
 
-def check_response(response: Any) -> bytes:
-    """A hook's response, checked; returns its body."""
+def check_response(response: Any) -> tuple[list[tuple[bytes, bytes]], bytes]:
+    """A hook's response, checked; returns its headers as ASGI sends them, and its body."""
     if not isinstance(response, dict):
         raise ValueError("its response must be a JSON object")
     status = response.get("status_code")
     if isinstance(status, bool) or not isinstance(status, int) or not 200 <= status <= 599:
         raise ValueError("response.status_code must be an integer from 200 to 599")
-    header_list(response.get("headers", {}), "response.headers")
-    return unb64(response.get("body", ""), "response.body")
+    headers = header_list(response.get("headers", {}), "response.headers")
+    return headers, unb64(response.get("body", ""), "response.body")
 
 
 def error_response(
