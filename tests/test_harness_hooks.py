@@ -510,6 +510,7 @@ def test_a_lean_post_hooks_body_is_ignored_in_the_harness_and_the_app(
         wasm, spec=LIGHTS, config={"http_post_hook": text(answer)}, hook_input=LEAN
     ) as h:
         result = h.request("GET", "/lights", hook="http_post_hook", response=MockReply(200, LIST))
+    assert result.response is not None
     assert response.json() == result.response.json() == LIST
     assert response.headers["x-lean"] == result.response.headers["x-lean"] == "1"
 
