@@ -12,6 +12,7 @@ import pytest
 
 import wat
 from hostwire import ConfigError, HostFunction, load_config, parse_config
+from hostwire._hooks import hook_input
 
 
 def write(tmp_path: Path, name: str, text: str) -> Path:
@@ -352,3 +353,40 @@ def test_parse_config_refuses_a_config_value_that_contains_itself() -> None:
     assert str(caught.value) == (
         'app.yaml: plugin "a" (plugins[0]): config: loop.again contains itself (a recursive alias)'
     )
+
+
+def test_hook_input_says_which_bodies_a_plugins_hooks_read(tmp_path: Path) -> None:
+    (tmp_path / "hostile.wat").write_text(wat.HOSTILE)
+    path = write(
+        tmp_path,
+        "hostwire.yaml",
+        """
+plugins:
+  - {name: guard, path: hostile.wat, hook_input: {request_body: false, response_body: false}}
+  - {name: redactor, path: hostile.wat, hook_input: {request_body: false}}
+  - {name: plain, path: hostile.wat}
+""",
+    )
+    config = load_config(path)
+    echo = HostFunction("host_echo", lambda context, data: data)
+    read = {}
+    for entry in config.enabled_plugins:
+        with entry.load(config.base_dir, [echo]) as plugin:
+            parts = hook_input(plugin)
+            read[entry.name] = (parts.request_body, parts.response_body)
+    assert read == {
+        "guard": (False, False),
+        "redactor": (False, True),
+        "plain": (True, True),  # by default a plug-in gets everything
+    }
+
+
+def test_hook_input_keys_are_strict(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        "hostwire.yaml",
+        "plugins:\n  - {name: a, path: a.wat, hook_input: {headers: true}}\n",
+    )
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    assert 'plugin "a" (plugins[0]): hook_input.headers: unknown key' in str(caught.value)

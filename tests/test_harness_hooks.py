@@ -35,6 +35,7 @@ from hostwire import (
     Subscriber,
     load_openapi,
 )
+from hostwire._hooks import HookInput, declare_hook_input
 from hostwire.testing import MockReply, PluginHarness
 
 LIGHTS = "openapi/light.yaml"
@@ -439,3 +440,81 @@ def test_a_rejection_in_the_wrong_shape_says_which_shape_is_right(wasm: bytes) -
         ),
     ):
         h.fire("light.before_save", record=RECORD)
+
+
+# -- hook_input: what a plug-in that reads no bodies gets, and what it may change -----------
+
+
+@pytest.fixture
+def serve_lean(wasm: bytes, spec: OpenAPIDocument) -> Iterator[Any]:
+    """``serve_lean(export, answer)``: as ``serve``, for a plug-in that reads no bodies."""
+    opened: list[tuple[TestClient, Plugin]] = []
+
+    def make(export: str, answer: Any) -> tuple[TestClient, list[dict[str, Any]]]:
+        plugin = Plugin("plugin", wasm, config={export: text(answer)})
+        declare_hook_input(plugin, HookInput(request_body=False, response_body=False))
+        seen: list[dict[str, Any]] = []
+
+        async def lights(request: Request) -> Response:
+            seen.append(app_seen(request, await request.body()))
+            return JSONResponse(LIST)
+
+        middleware = Middleware(
+            HttpHooksMiddleware, subscribers=lambda: [Subscriber(plugin)], spec=spec
+        )
+        app = Starlette(
+            routes=[Route("/lights", lights, methods=["GET", "POST"])], middleware=[middleware]
+        )
+        client = TestClient(app)
+        opened.append((client, plugin))
+        return client, seen
+
+    yield make
+    for client, plugin in opened:
+        client.close()
+        plugin.close()
+
+
+LEAN = {"request_body": False, "response_body": False}
+
+
+def test_a_lean_pre_hooks_body_is_ignored_in_the_harness_and_the_app(
+    wasm: bytes, serve_lean: Any
+) -> None:
+    answer = {"request": {"path": "/lights", "body": b64("not what was sent")}}
+    client, seen = serve_lean("http_pre_hook", answer)
+    client.post("/lights", content=b"sent")
+    with PluginHarness(
+        wasm, spec=LIGHTS, config={"http_pre_hook": text(answer)}, hook_input=LEAN
+    ) as h:
+        result = h.request("POST", "/lights", body=b"sent")
+    assert seen[0]["body"] == "sent"
+    assert result.request.body == b"sent"
+
+
+def test_a_lean_post_hooks_body_is_ignored_in_the_harness_and_the_app(
+    wasm: bytes, serve_lean: Any
+) -> None:
+    # Not JSON, so not the Light list the document declares: a plug-in that reads
+    # the body would be refused; this one's body is moot, its header applies.
+    answer = {
+        "response": {
+            "status_code": 200,
+            "headers": {"content-type": "application/json", "x-lean": "1"},
+            "body": b64("not JSON"),
+        }
+    }
+    client, _ = serve_lean("http_post_hook", answer)
+    response = client.get("/lights")
+    with PluginHarness(
+        wasm, spec=LIGHTS, config={"http_post_hook": text(answer)}, hook_input=LEAN
+    ) as h:
+        result = h.request("GET", "/lights", hook="http_post_hook", response=MockReply(200, LIST))
+    assert result.response is not None
+    assert response.json() == result.response.json() == LIST
+    assert response.headers["x-lean"] == result.response.headers["x-lean"] == "1"
+
+
+def test_the_harness_refuses_an_unknown_hook_input_key(wasm: bytes) -> None:
+    with pytest.raises(ValueError, match="not headers"):
+        PluginHarness(wasm, spec=LIGHTS, hook_input={"headers": True})

@@ -33,6 +33,7 @@ from hostwire._contract import OnError
 from hostwire._document import DocumentError, dotted, json_size, parse_json, parse_yaml, read_text
 from hostwire._errors import ConfigError, PluginLoadError
 from hostwire._events import OnStorageError, RateLimit, check_rate_limit_key
+from hostwire._hooks import HookInput, declare_hook_input
 from hostwire._runtime import DOWNLOAD_TIMEOUT_S, HostFunction, Limits, Plugin, fetch_url, read_path
 from hostwire._text import yaml_problem
 
@@ -100,6 +101,20 @@ class RateLimitConfig(BaseModel):
         return RateLimit(**self.model_dump())
 
 
+class HookInputConfig(BaseModel):
+    """The bodies a plug-in's HTTP hooks read; hostwire leaves the others out of their
+    input (``"body": ""``) and ignores what the hook answers for them. Method, path,
+    query and headers always go to every hook."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    request_body: bool = True
+    response_body: bool = True
+
+    def to_hook_input(self) -> HookInput:
+        return HookInput(request_body=self.request_body, response_body=self.response_body)
+
+
 class PluginConfig(BaseModel):
     """One entry of ``plugins:``."""
 
@@ -120,6 +135,8 @@ class PluginConfig(BaseModel):
     allowed_paths: dict[str, str] = Field(default_factory=dict)
     # Checked by the HTTP hooks before its http_pre_hook runs (it needs one).
     rate_limit: RateLimitConfig | None = None
+    # What its HTTP hooks read: a guard that only checks headers skips the bodies.
+    hook_input: HookInputConfig = Field(default_factory=HookInputConfig)
     # Bifrost's DB-backed metadata: accepted so its config.json loads, unused here.
     version: int | None = None
     placement: Literal["pre_builtin", "builtin", "post_builtin"] | None = None
@@ -187,7 +204,7 @@ class PluginConfig(BaseModel):
         """
         wasm = self.read(base_dir)
         try:
-            return Plugin(
+            plugin = Plugin(
                 self.name,
                 wasm,
                 limits=self.limits.to_limits(),
@@ -198,6 +215,8 @@ class PluginConfig(BaseModel):
             )
         except PluginLoadError as exc:
             raise self._config_error(exc, None) from exc
+        declare_hook_input(plugin, self.hook_input.to_hook_input())
+        return plugin
 
     def error(self, reason: str) -> ConfigError:
         """A ``ConfigError`` about this plug-in: where it is configured, then ``reason``."""

@@ -44,9 +44,11 @@ from hostwire._events import EventBus, Subscriber, encode_event
 from hostwire._hooks import (
     MAX_BODY_BYTES,
     Exchange,
+    HookInput,
     Hooks,
     ResponseContract,
     b64,
+    declare_hook_input,
     hook_request,
     rewritten_scope,
 )
@@ -204,7 +206,11 @@ class _MockTarget:
 
 
 class PluginHarness:
-    """Run one plug-in with mocked operation responses and simulated events."""
+    """Run one plug-in with mocked operation responses and simulated events.
+
+    ``hook_input`` is its configuration's ``hook_input`` (e.g.
+    ``{"request_body": False}``): its hooks then get what they would in the app.
+    """
 
     def __init__(
         self,
@@ -215,6 +221,7 @@ class PluginHarness:
         config: Mapping[str, object] | None = None,
         grants: Iterable[str] = (ALL_OPERATIONS,),
         limits: Limits | None = None,
+        hook_input: Mapping[str, bool] | None = None,
     ) -> None:
         data = wasm if isinstance(wasm, bytes) else read_path(name, Path(wasm))
         self.api = HostApi(spec, _MockTarget(self))
@@ -235,6 +242,15 @@ class PluginHarness:
             limits=limits or Limits(),
             host_functions=self.api.host_functions(name, grants),
         )
+        # The bodies its hooks read, as its configuration's hook_input says them.
+        parts = dict(hook_input or {})
+        unknown = sorted(set(parts) - {"request_body", "response_body"})
+        if unknown:
+            self.plugin.close()
+            raise ValueError(
+                f"hook_input takes request_body and response_body, not {', '.join(unknown)}."
+            )
+        declare_hook_input(self.plugin, HookInput(**parts))
 
     # -- mocks -------------------------------------------------------------
 
@@ -453,8 +469,9 @@ class PluginHarness:
             self._hooks.run_pre([subscriber], exchange)
             answered = exchange.response is not None
             if exchange.rewritten:  # the request as the app gets it, by the middleware's code
-                seen = hook_request(rewritten_scope(scope, exchange.request, exchange.body), b"")
-                exchange.request = {**seen, "body": b64(exchange.body)}
+                exchange.request = hook_request(
+                    rewritten_scope(scope, exchange.request, exchange.body)
+                )
             return self._result(hook, exchange, passed=not answered)
         exchange.reached.append(subscriber)
         if hook == CHUNK:
@@ -509,7 +526,7 @@ class PluginHarness:
             "query_string": urlencode(pairs).encode("ascii"),
             "headers": _raw_headers(headers, content, is_json),
         }
-        exchange = Exchange(hook_request(scope, content), content, context=dict(context or {}))
+        exchange = Exchange(hook_request(scope), content, context=dict(context or {}))
         return scope, exchange
 
     @staticmethod

@@ -77,6 +77,8 @@ class RequestIdMiddleware:
     The access log line holds the client's path, query and User-Agent: each
     goes through ``log_safe``, so no request can forge or disguise a line. A
     request that ended without a response (the client left) logs status ``-``.
+    The line is built only when the access log is enabled, and then without the
+    caller lookup ``Logger.info`` would do (it is always this module).
     """
 
     def __init__(self, app: ASGIApp) -> None:
@@ -86,41 +88,58 @@ class RequestIdMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        incoming = dict(scope["headers"]).get(b"x-request-id", b"").decode("latin-1")
+        incoming = _header(scope, b"x-request-id").decode("latin-1")
         request_id = incoming if _SAFE_ID.match(incoming) else uuid.uuid4().hex
         scope.setdefault("state", {})["request_id"] = request_id
         started = time.perf_counter()
         status = "-"
         failed = True
+        id_header = (b"x-request-id", request_id.encode())
 
         async def send_with_id(message: Message) -> None:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = str(message["status"])
-                message["headers"] = [
-                    *message.get("headers", []),
-                    (b"x-request-id", request_id.encode()),
-                ]
+                message["headers"] = [*message.get("headers", ()), id_header]
             await send(message)
 
         try:
             await self.app(scope, receive, send_with_id)
             failed = False
         finally:
-            query = scope.get("query_string", b"").decode("latin-1")
-            headers = dict(scope["headers"])
-            access_log.info(
-                '%s "%s %s%s" %s %.1fms request_id=%s principal=%s agent="%s"',
-                log_safe((scope.get("client") or ("-",))[0]),
-                log_safe(scope["method"]),
-                log_safe(scope["path"]),
-                f"?{log_safe(query)}" if query else "",
-                "500" if failed and status == "-" else status,  # the server answers 500
-                (time.perf_counter() - started) * 1000,
-                request_id,
-                log_safe(scope["state"].get("principal", "-")),
-                log_safe(headers.get(b"user-agent", b"-").decode("latin-1")),
-            )
+            if access_log.isEnabledFor(logging.INFO):
+                _log_access(scope, "500" if failed and status == "-" else status, started)
+
+
+def _header(scope: Scope, name: bytes, default: bytes = b"") -> bytes:
+    """The request's header ``name`` (lower case), the last if repeated, as
+    ``dict(scope["headers"]).get(name, default)`` gives it, without building a dict."""
+    found = default
+    for key, value in scope["headers"]:
+        if key == name:
+            found = value  # the last one wins, as in dict(headers)
+    return found
+
+
+_ACCESS = '%s "%s %s%s" %s %.1fms request_id=%s principal=%s agent="%s"'
+
+
+def _log_access(scope: Scope, status: str, started: float) -> None:
+    query = scope.get("query_string", b"")
+    args = (
+        log_safe((scope.get("client") or ("-",))[0]),
+        log_safe(scope["method"]),
+        log_safe(scope["path"]),
+        f"?{log_safe(query.decode('latin-1'))}" if query else "",
+        status,  # the server answers 500 when the app failed before its response
+        (time.perf_counter() - started) * 1000,
+        scope["state"]["request_id"],
+        log_safe(scope["state"].get("principal", "-")),
+        log_safe(_header(scope, b"user-agent", b"-").decode("latin-1")),
+    )
+    # Formatted by the handlers, as Logger.info's record would be.
+    record = access_log.makeRecord(access_log.name, logging.INFO, __file__, 0, _ACCESS, args, None)
+    access_log.handle(record)
 
 
 class BodyLimitMiddleware:
@@ -143,23 +162,37 @@ class BodyLimitMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        too_large = f"The request body is larger than {self.max_bytes} bytes."
-        declared = dict(scope["headers"]).get(b"content-length")
+        declared: bytes | None = None
+        chunked = False
+        for key, value in scope["headers"]:
+            if key == b"content-length":
+                declared = value
+            elif key == b"transfer-encoding":
+                chunked = True
         if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
-            await send_error(send, 413, "payload_too_large", too_large, [_CLOSE])
+            await send_error(send, 413, "payload_too_large", self._too_large(), [_CLOSE])
             return
         self.reading += 1  # one event loop: no lock needed between awaits
         body: bytes | None = None
         try:
-            with anyio.move_on_after(self.body_timeout_s):
+            if (
+                not chunked
+                and (declared is None or declared == b"0")
+                and scope.get("http_version") in _FRAMED
+            ):
+                # HTTP/1 framing says there is no body: the server has all of the
+                # request, so nothing can keep the read waiting (no timeout scope).
                 body = await self._read(receive)
+            else:
+                with anyio.move_on_after(self.body_timeout_s):
+                    body = await self._read(receive)
         except _ClientGone:  # nothing runs; the answer is for the access log only
             log_client_gone(scope)
             await send({"type": "http.response.start", "status": CLIENT_GONE, "headers": []})
             await send({"type": "http.response.body", "body": b""})
             return
         except _TooLarge:
-            await send_error(send, 413, "payload_too_large", too_large, [_CLOSE])
+            await send_error(send, 413, "payload_too_large", self._too_large(), [_CLOSE])
             return
         finally:
             self.reading -= 1
@@ -177,6 +210,9 @@ class BodyLimitMiddleware:
             return await receive()  # after the body: only http.disconnect remains
 
         await self.app(scope, replay, send)
+
+    def _too_large(self) -> str:
+        return f"The request body is larger than {self.max_bytes} bytes."
 
     async def _read(self, receive: Receive) -> bytes:
         chunks: list[bytes] = []
@@ -203,6 +239,8 @@ class _TooLarge(Exception):
 
 
 _CLOSE = (b"connection", b"close")
+# Versions whose requests have a body only with Content-Length or Transfer-Encoding.
+_FRAMED = frozenset({"1.0", "1.1"})
 
 
 class ConcurrencyLimitMiddleware:
@@ -271,7 +309,7 @@ class BearerAuthMiddleware:
         plugin = calling_plugin(scope)
         if plugin is not None:
             return f"plugin:{plugin}"
-        header = dict(scope["headers"]).get(b"authorization", b"")
+        header = _header(scope, b"authorization")
         scheme, _, given = header.partition(b" ")
         if scheme.lower() != b"bearer":
             return None
@@ -294,7 +332,7 @@ class BearerAuthMiddleware:
             scope.setdefault("state", {})["principal"] = principal
             await self.app(scope, receive, send)
             return
-        header = dict(scope["headers"]).get(b"authorization", b"")
+        header = _header(scope, b"authorization")
         problem = "missing" if not header else "wrong"
         await send_error(
             send,

@@ -28,6 +28,7 @@ from hostwire import (
     Subscriber,
     load_openapi,
 )
+from hostwire._hooks import HookInput, declare_hook_input
 
 HOOKS = ("http_pre_hook", "http_post_hook", "http_stream_chunk_hook")
 
@@ -728,3 +729,97 @@ def test_a_short_circuit_answer_without_a_body_can_be_passed_on_by_post_hooks(
     plugin = hook_plugin(recorder, "guard", http_pre_hook=answer, http_post_hook=passed_on)
     response = make_client(Subscriber(plugin), spec=items_spec).delete("/items")
     assert (response.status_code, response.headers["x-seen"]) == (204, "1")
+
+
+# -- hook_input: the bodies a plug-in reads ----------------------------------------
+
+
+def test_a_plugin_that_reads_no_bodies_gets_none_and_cannot_change_them(
+    make_client: Any, recorder: Recorder, app_seen: list[dict[str, Any]]
+) -> None:
+    # It echoes a request and a response with empty bodies, as a typed PDK that
+    # copies what it got would: the real bodies must survive that.
+    echo_request = {
+        "request": {"method": "POST", "path": "/items", "headers": {}, "query": {}, "body": ""}
+    }
+    echo_response = {
+        "response": {
+            "status_code": 200,
+            "headers": {"content-type": "application/json", "x-seen": "1"},
+            "body": "",
+        }
+    }
+    lean = hook_plugin(recorder, "lean", http_pre_hook=echo_request, http_post_hook=echo_response)
+    declare_hook_input(lean, HookInput(request_body=False, response_body=False))
+    full = hook_plugin(recorder, "full")
+    client = make_client(Subscriber(lean), Subscriber(full))
+    response = client.post("/items", content=b"hello")
+    assert response.json() == {"items": [1, 2], "secret": "s3"}  # the app's body
+    assert response.headers["x-seen"] == "1"  # its header change did apply
+    assert app_seen[0]["body"] == "hello"
+    seen = {(plugin, export): value for plugin, export, value in recorder.seen}
+    # The lean plug-in got "body": "" (the field stays: typed PDKs need it).
+    assert seen["lean", "http_pre_hook"]["request"]["body"] == ""
+    assert seen["lean", "http_post_hook"]["request"]["body"] == ""
+    assert seen["lean", "http_post_hook"]["response"]["body"] == ""
+    assert seen["lean", "http_pre_hook"]["request"]["headers"]["content-length"] == "5"
+    # The plug-in that reads bodies gets them, the same request as always.
+    assert base64.b64decode(seen["full", "http_pre_hook"]["request"]["body"]) == b"hello"
+    assert base64.b64decode(seen["full", "http_post_hook"]["request"]["body"]) == b"hello"
+    assert json.loads(base64.b64decode(seen["full", "http_post_hook"]["response"]["body"])) == {
+        "items": [1, 2], "secret": "s3"
+    }  # fmt: skip
+
+
+def test_a_plugin_that_reads_the_response_body_only_may_rewrite_it(
+    make_client: Any, recorder: Recorder
+) -> None:
+    replaced = {
+        "response": {
+            "status_code": 200,
+            "headers": {"content-type": "application/json"},
+            "body": b64(json.dumps({"items": [], "secret": "[redacted]"})),
+        }
+    }
+    redact = hook_plugin(recorder, "redact", http_post_hook=replaced)
+    declare_hook_input(redact, HookInput(request_body=False))
+    client = make_client(Subscriber(redact))
+    response = client.post("/items", content=b"hello")
+    assert response.json() == {"items": [], "secret": "[redacted]"}
+    (_, _, pre), (_, _, post) = recorder.seen
+    assert pre["request"]["body"] == post["request"]["body"] == ""
+    assert json.loads(base64.b64decode(post["response"]["body"]))["secret"] == "s3"
+
+
+def test_a_lean_plugins_own_answer_keeps_its_body(make_client: Any, recorder: Recorder) -> None:
+    answer = {
+        "has_response": True,
+        "response": {"status_code": 401, "headers": {}, "body": b64("no key")},
+    }
+    guard = hook_plugin(recorder, "guard", http_pre_hook=answer)
+    declare_hook_input(guard, HookInput(request_body=False, response_body=False))
+    response = make_client(Subscriber(guard)).get("/items")
+    assert (response.status_code, response.text) == (401, "no key")
+
+
+def test_a_lean_plugin_needs_no_room_for_the_body_in_its_input(
+    recorder: Recorder, caplog: pytest.LogCaptureFixture
+) -> None:
+    small = Limits(timeout_ms=2000, max_input_bytes=4096)
+    lean = Plugin("lean", compile_wat(wat.hook_handler(*HOOKS)), limits=small,
+                  host_functions=[recorder.note()])  # fmt: skip
+    full = Plugin("full", compile_wat(wat.hook_handler(*HOOKS)), limits=small,
+                  host_functions=[recorder.note()])  # fmt: skip
+    declare_hook_input(lean, HookInput(request_body=False))
+    try:
+        with caplog.at_level("WARNING", logger="hostwire.hooks"):
+            middleware = HttpHooksMiddleware(
+                Starlette(), subscribers=lambda: [Subscriber(lean), Subscriber(full)]
+            )
+            middleware._hooked()
+        warned = [r.getMessage() for r in caplog.records if "max_input_bytes" in r.getMessage()]
+        assert len(warned) == 1
+        assert '"full"' in warned[0]
+    finally:
+        lean.close()
+        full.close()

@@ -10,16 +10,16 @@ pre-hook; over the limit, the limiter's refusal answers the request instead.
 
 from __future__ import annotations
 
-import json
 import logging
 import weakref
 from collections.abc import Callable, Sequence
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from hostwire._contract import HTTP_HOOKS
 from hostwire._errors import HookFailed, PluginError
 from hostwire._events import RateLimiter, Refusal, Subscriber
-from hostwire._hooks.exchange import Exchange
+from hostwire._hooks.exchange import Exchange, encode_json
+from hostwire._hooks.parts import hook_input
 from hostwire._hooks.responses import ResponseContract
 from hostwire._hooks.shapes import (
     b64,
@@ -119,13 +119,18 @@ class Hooks:
                 # answered, later pre-hooks and the route are skipped.
                 exchange.response = _refused(refusal, subscriber.plugin.name)
                 return
-            value = {"context": exchange.context, "request": exchange.request}
-            answer = self._call(subscriber, PRE, value)
+            reads_body = hook_input(subscriber.plugin).request_body
+            context = exchange.context
+            data = b'{"context":%s,"request":%s}' % (
+                encode_json(context).encode("ascii"),
+                exchange.request_json(reads_body),
+            )
+            answer = self._call(subscriber, PRE, data, context)
             if answer is None:
                 continue  # failed, fail_open: as if it were not there, post-hook included
             exchange.reached.append(subscriber)
             try:
-                self._apply_pre(exchange, answer)
+                self._apply_pre(exchange, answer, reads_body)
             except ValueError as exc:
                 self._fail(subscriber, PRE, f"its answer is wrong: {exc}", exc)
                 continue
@@ -139,7 +144,7 @@ class Hooks:
         return self.limiter.check(subscriber.plugin.name, headers, exchange.client)
 
     @staticmethod
-    def _apply_pre(exchange: Exchange, answer: dict[str, Any]) -> None:
+    def _apply_pre(exchange: Exchange, answer: dict[str, Any], reads_body: bool) -> None:
         flag = answer.get("has_response")
         if flag is not None and not isinstance(flag, bool):
             raise ValueError("has_response must be true or false")
@@ -148,37 +153,51 @@ class Hooks:
             raise ValueError("it carries a response but has_response is not true")
         if flag:
             response = answer.get("response")
-            check_response(response)
+            headers, body = check_response(response)  # raises unless it is an object
             exchange.context = answer["context"]
             exchange.response = response
+            exchange.sendable = (cast(dict[str, Any], response), headers, body)
             return
         request = answer.get("request")
         if request is not None:
             if not isinstance(request, dict):
                 raise ValueError("its request must be a JSON object")
+            body = exchange.body
+            if "body" in request:
+                # A plug-in that reads no body got none: what it answers for it is moot.
+                text = request.pop("body")
+                if reads_body:
+                    body = unb64(text, "request.body")
             merged = {**exchange.request, **request}
-            body = check_request(merged)
-            exchange.request, exchange.body = merged, body
-            exchange.rewritten = True
+            check_request(merged)
+            exchange.set_request(merged, body)
         exchange.context = answer["context"]
 
     def run_post(self, exchange: Exchange) -> None:
         for subscriber in reversed(exchange.reached):
             if POST not in subscriber.plugin.exports:
                 continue
-            value = {
-                "context": exchange.context,
-                "request": exchange.request,
-                "response": exchange.response,
-            }
-            answer = self._call(subscriber, POST, value)
+            parts = hook_input(subscriber.plugin)
+            current = exchange.response or {}
+            context = exchange.context
+            data = b'{"context":%s,"request":%s,"response":%s}' % (
+                encode_json(context).encode("ascii"),
+                exchange.request_json(parts.request_body),
+                encode_json(current if parts.response_body else {**current, "body": ""}).encode(
+                    "ascii"
+                ),
+            )
+            answer = self._call(subscriber, POST, data, context)
             if answer is None:
                 continue
             response = answer.get("response")
             try:
                 if response is not None:
-                    check_response(response)
-                    self._check_contract(exchange, response)
+                    if not parts.response_body and isinstance(response, dict):
+                        # It saw no body, so it cannot have changed it: the app's stays.
+                        response["body"] = current.get("body", "")
+                    headers, body = check_response(response)
+                    self._check_contract(exchange, response, body)
             except ValueError as exc:
                 self._fail(subscriber, POST, f"its answer is wrong: {exc}", exc)
                 continue
@@ -186,13 +205,19 @@ class Hooks:
             if response is not None:
                 exchange.response = response
                 exchange.raw_headers = None
+                exchange.sendable = (response, headers, body)
 
     def run_chunk(self, exchange: Exchange, chunk: bytes) -> bytes | None:
         for subscriber in reversed(exchange.reached):
             if CHUNK not in subscriber.plugin.exports:
                 continue
-            value = {"context": exchange.context, "request": exchange.request, "chunk": b64(chunk)}
-            answer = self._call(subscriber, CHUNK, value)
+            context = exchange.context
+            data = b'{"context":%s,"request":%s,"chunk":"%s"}' % (
+                encode_json(context).encode("ascii"),
+                exchange.request_json(hook_input(subscriber.plugin).request_body),
+                b64(chunk).encode("ascii"),
+            )
+            answer = self._call(subscriber, CHUNK, data, context)
             if answer is None:
                 continue
             if answer.get("skip"):
@@ -206,14 +231,13 @@ class Hooks:
             exchange.context = answer["context"]
         return chunk
 
-    def _check_contract(self, exchange: Exchange, response: dict[str, Any]) -> None:
+    def _check_contract(self, exchange: Exchange, response: dict[str, Any], body: bytes) -> None:
         """A rewrite of status, content type or body must keep the declared response."""
         if self.contract is None:
             return
         before = exchange.response or {}
         status = response["status_code"]
         text, earlier = response.get("body", ""), before.get("body", "")
-        body = unb64(text, "response.body")
         if (
             status == before.get("status_code")
             and content_type(response) == content_type(before)
@@ -229,11 +253,14 @@ class Hooks:
 
     # -- one hook ----------------------------------------------------------------------
 
-    def _call(self, subscriber: Subscriber, export: str, value: dict[str, Any]) -> Any:
-        """A hook's answer, or None when it failed and its plug-in is fail_open."""
+    def _call(
+        self, subscriber: Subscriber, export: str, data: bytes, context: dict[str, Any]
+    ) -> Any:
+        """A hook's answer to ``data`` (its input, which carries ``context``), or None
+        when it failed and its plug-in is fail_open."""
         plugin = subscriber.plugin
         try:
-            output = plugin.call(export, json.dumps(value, separators=(",", ":")).encode())
+            output = plugin.call(export, data)
             if len(output) > plugin.limits.max_output_bytes:  # refused before decoding
                 raise ValueError(
                     f"its answer is {len(output)} bytes, over its max_output_bytes "
@@ -245,12 +272,12 @@ class Hooks:
                 raise ValueError(f"its answer must be a JSON object, not {type(answer).__name__}")
             if answer.get("error"):
                 raise ValueError(f"it reported an error: {answer['error']}")
-            context = answer.get("context", {})
-            if not isinstance(context, dict):
+            given = answer.get("context", {})
+            if not isinstance(given, dict):
                 raise ValueError("its context must be a JSON object")
             # Merged, not replaced: a plug-in that does not echo the context
             # must not erase what another plug-in's pre-hook left for its post-hook.
-            answer["context"] = {**value["context"], **context}
+            answer["context"] = {**context, **given}
         except (PluginError, ValueError, RecursionError) as exc:
             reason = (
                 "its JSON is nested too deeply" if isinstance(exc, RecursionError) else str(exc)

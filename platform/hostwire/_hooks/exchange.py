@@ -11,6 +11,7 @@ included) is buffered for the post-hooks.
 from __future__ import annotations
 
 import enum
+import json
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -28,11 +29,20 @@ log = logging.getLogger("hostwire.hooks")
 
 # The chunk hooks of one exchange: a chunk in, the chunk to send (None: skip it) out.
 ChunkHooks = Callable[[bytes], Awaitable[bytes | None]]
+# Compact JSON, ASCII only (as json.dumps(..., separators=(",", ":"))), without
+# json.dumps' per-call argument handling.
+encode_json = json.JSONEncoder(separators=(",", ":")).encode
 
 
 @dataclass(slots=True)
 class Exchange:
-    """One request on its way through the hooks."""
+    """One request on its way through the hooks.
+
+    ``request`` is the request as hooks see it but its body (method, path,
+    headers, query: ``hook_request``); ``body`` is the body's bytes. Its JSON
+    is encoded once and shared by every hook of the exchange until a pre-hook
+    rewrites it (``set_request``).
+    """
 
     request: dict[str, Any]
     body: bytes
@@ -43,6 +53,29 @@ class Exchange:
     response: dict[str, Any] | None = None  # set by a short-circuit or the app
     rewritten: bool = False  # a pre-hook changed the request
     raw_headers: list[tuple[bytes, bytes]] | None = None  # the app's, while unchanged
+    # The request's JSON for the hooks, with the body (True) or with "body": "" (False).
+    _json: dict[bool, bytes] = field(default_factory=dict)
+    # ``response`` as checked or captured: its headers (None: the app's, raw_headers)
+    # and body bytes, so that sending it decodes and checks nothing again.
+    sendable: tuple[dict[str, Any], list[tuple[bytes, bytes]] | None, bytes] | None = None
+
+    def request_json(self, with_body: bool) -> bytes:
+        """The request as hook input JSON; without its body for a plug-in that reads none."""
+        encoded = self._json.get(with_body)
+        if encoded is None:
+            body = b64(self.body) if with_body else ""
+            encoded = encode_json({**self.request, "body": body}).encode("ascii")
+            self._json[with_body] = encoded
+        return encoded
+
+    def set_request(self, request: dict[str, Any], body: bytes) -> None:
+        """A pre-hook's rewrite (checked): later hooks and the app see this request."""
+        self.request, self.body, self.rewritten = request, body, True
+        self._json.clear()
+
+    def seen_request(self) -> dict[str, Any]:
+        """The request with its body in base64, as a hook that reads it gets it."""
+        return {**self.request, "body": b64(self.body)}
 
 
 def failure_line(exc: HookFailed, exchange: Exchange) -> str:
@@ -103,12 +136,14 @@ class AppCall:
         if self.mode is Mode.STREAM:
             return True
         raw = list(self._start.get("headers", []))
+        body = b"".join(self._chunks)
         exchange.raw_headers = raw
         exchange.response = {
             "status_code": int(self._start.get("status", 500)),
             "headers": header_map(raw),
-            "body": b64(b"".join(self._chunks)),
+            "body": b64(body),
         }
+        exchange.sendable = (exchange.response, None, body)
         return False
 
     async def _replay(self) -> Message:

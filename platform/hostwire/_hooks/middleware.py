@@ -47,6 +47,7 @@ from hostwire._errors import HookFailed
 from hostwire._events import RateLimiter, Subscriber
 from hostwire._hooks.calls import Hooks
 from hostwire._hooks.exchange import AppCall, Exchange, failure_line
+from hostwire._hooks.parts import hook_input
 from hostwire._hooks.responses import ResponseContract
 from hostwire._hooks.shapes import error_response, header_list, hook_request
 from hostwire._hostapi import OpenAPIDocument
@@ -95,9 +96,12 @@ class HttpHooksMiddleware:
 
     def _check_sizes(self, hooked: Sequence[Subscriber]) -> None:
         # A hook's input is the body in base64 (4/3 of it) inside JSON: a plug-in
-        # whose max_input_bytes is below that fails on bodies the app accepts.
+        # whose max_input_bytes is below that fails on bodies the app accepts
+        # (unless it reads no request body: hook_input).
         needed = self.max_body_bytes * 4 // 3 + 64 * 1024
         for subscriber in hooked:
+            if not hook_input(subscriber.plugin).request_body:
+                continue
             limit = subscriber.plugin.limits.max_input_bytes
             if limit < needed:
                 log.warning(
@@ -128,7 +132,7 @@ class HttpHooksMiddleware:
             return
         client = scope.get("client")
         exchange = Exchange(
-            hook_request(scope, body), body, _request_id(scope), client[0] if client else None
+            hook_request(scope), body, _request_id(scope), client[0] if client else None
         )
         try:
             await self.hooks.pre(hooked, exchange)
@@ -144,7 +148,7 @@ class HttpHooksMiddleware:
             )
             await _send_error(send, 502, "plugin_failed", str(exc), plugin=exc.plugin)
             return
-        await _send_response(send, exchange.response or {}, exchange.raw_headers)
+        await _send_response(send, exchange.response or {}, exchange.raw_headers, exchange.sendable)
 
     # -- the request -------------------------------------------------------------
 
@@ -177,17 +181,26 @@ def _request_id(scope: Scope) -> str:
 
 
 async def _send_response(
-    send: Send, response: dict[str, Any], raw_headers: list[tuple[bytes, bytes]] | None = None
+    send: Send,
+    response: dict[str, Any],
+    raw_headers: list[tuple[bytes, bytes]] | None = None,
+    sendable: tuple[dict[str, Any], list[tuple[bytes, bytes]] | None, bytes] | None = None,
 ) -> None:
     """Send ``response``; ``raw_headers`` are the app's own, kept as sent (repeated
-    Set-Cookie included) when no hook replaced the response."""
+    Set-Cookie included) when no hook replaced the response. ``sendable`` is
+    ``Exchange.sendable``: when it is this response's, nothing is checked or decoded again."""
+    known = sendable if sendable is not None and sendable[0] is response else None
     status = response["status_code"]
-    body = b"" if status in (204, 304) else base64.b64decode(response.get("body", ""))
-    source = (
-        raw_headers
-        if raw_headers is not None
-        else header_list(response.get("headers", {}), "response.headers")
-    )
+    if status in (204, 304):
+        body = b""
+    else:
+        body = known[2] if known is not None else base64.b64decode(response.get("body", ""))
+    if raw_headers is not None:
+        source = raw_headers
+    elif known is not None and known[1] is not None:
+        source = known[1]
+    else:
+        source = header_list(response.get("headers", {}), "response.headers")
     headers = [(k, v) for k, v in source if k.lower() != b"content-length"]
     if status not in (204, 304):
         headers.append((b"content-length", str(len(body)).encode()))

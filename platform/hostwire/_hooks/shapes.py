@@ -59,8 +59,9 @@ def content_type(response: dict[str, Any]) -> str:
 # -- the request -----------------------------------------------------------------
 
 
-def hook_request(scope: Scope, body: bytes) -> dict[str, Any]:
-    """The request as hooks see it; a repeated query parameter is joined with ","."""
+def hook_request(scope: Scope) -> dict[str, Any]:
+    """The request as hooks see it but its body (``Exchange.body``, sent in base64 to
+    the hooks that read it); a repeated query parameter is joined with ","."""
     query: dict[str, str] = {}
     for key, value in parse_qsl(scope.get("query_string", b"").decode("latin-1"), True):
         query[key] = f"{query[key]},{value}" if key in query else value
@@ -69,20 +70,17 @@ def hook_request(scope: Scope, body: bytes) -> dict[str, Any]:
         "path": scope["path"],
         "headers": header_map(scope["headers"]),
         "query": query,
-        "body": b64(body),
     }
 
 
-def check_request(request: dict[str, Any]) -> bytes:
-    """A pre-hook's request (merged over the one it saw), checked; returns its body."""
-    body = unb64(request["body"], "request.body")
+def check_request(request: dict[str, Any]) -> None:
+    """A pre-hook's request (merged over the one it saw), checked; its body apart."""
     header_list(request["headers"], "request.headers")
     if not isinstance(request["method"], str) or not _TOKEN.match(request["method"]):
         raise ValueError("request.method must be an HTTP method")
     if not isinstance(request["path"], str) or not request["path"].startswith("/"):
         raise ValueError("request.path must be a string that starts with /")
     strings(request["query"], "request.query")
-    return body
 
 
 def rewritten_scope(scope: Scope, request: dict[str, Any], body: bytes) -> dict[str, Any]:
@@ -107,14 +105,15 @@ def rewritten_scope(scope: Scope, request: dict[str, Any], body: bytes) -> dict[
 # -- the response ----------------------------------------------------------------
 
 
-def check_response(response: Any) -> None:
+def check_response(response: Any) -> tuple[list[tuple[bytes, bytes]], bytes]:
+    """A hook's response, checked; returns its headers as ASGI sends them, and its body."""
     if not isinstance(response, dict):
         raise ValueError("its response must be a JSON object")
     status = response.get("status_code")
     if isinstance(status, bool) or not isinstance(status, int) or not 200 <= status <= 599:
         raise ValueError("response.status_code must be an integer from 200 to 599")
-    header_list(response.get("headers", {}), "response.headers")
-    unb64(response.get("body", ""), "response.body")
+    headers = header_list(response.get("headers", {}), "response.headers")
+    return headers, unb64(response.get("body", ""), "response.body")
 
 
 def error_response(
