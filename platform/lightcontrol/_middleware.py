@@ -172,7 +172,11 @@ class BodyLimitMiddleware:
         if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
             await send_error(send, 413, "payload_too_large", self._too_large(), [_CLOSE])
             return
-        self.reading += 1  # one event loop: no lock needed between awaits
+        # One event loop: no lock needed between awaits. A plug-in's in-process call
+        # (which may run on its own thread, see caller_thread) has its body whole.
+        counted = calling_plugin(scope) is None
+        if counted:
+            self.reading += 1
         body: bytes | None = None
         try:
             if (
@@ -195,7 +199,8 @@ class BodyLimitMiddleware:
             await send_error(send, 413, "payload_too_large", self._too_large(), [_CLOSE])
             return
         finally:
-            self.reading -= 1
+            if counted:
+                self.reading -= 1
         if body is None:
             message = f"The request body did not arrive within {self.body_timeout_s:g} s."
             await send_error(send, 408, "request_timeout", message, [_CLOSE])
@@ -263,9 +268,13 @@ class ConcurrencyLimitMiddleware:
         if scope["type"] != "http" or scope["path"] in self.exempt_paths:
             await self.app(scope, receive, send)
             return
-        # A plug-in's in-process call is part of work already admitted; shedding
-        # it would fail the request that is waiting for it.
-        if self.in_flight >= self.max_concurrent and calling_plugin(scope) is None:
+        # A plug-in's in-process call is part of work already admitted: shedding it
+        # would fail the request that is waiting for it. Nor is it counted: it may
+        # run on the plug-in's own thread (caller_thread), off this loop.
+        if calling_plugin(scope) is not None:
+            await self.app(scope, receive, send)
+            return
+        if self.in_flight >= self.max_concurrent:
             await send_error(
                 send,
                 503,

@@ -33,7 +33,14 @@ from openapi_schema_validator import (
 
 from hostwire._contract import INPUT_SECTIONS
 from hostwire._errors import InvalidCall
-from hostwire._hostapi.openapi import Node, OpenAPIDocument, Operation, Parameter, is_json
+from hostwire._hostapi.openapi import (
+    Node,
+    OpenAPIDocument,
+    Operation,
+    Parameter,
+    dumps,
+    is_json,
+)
 from hostwire._targets import RESERVED_HEADERS, RESERVED_PREFIX, HttpCall
 
 # Error messages quote at most this much of a bad value (or name): an input of
@@ -289,9 +296,15 @@ class OperationValidator:
         self._body_schema = Schema(spec, body.schema) if body and body.schema else None
         # OpenAPI's default for query parameters is style form, explode true.
         self._explode = {p.name: p.explode for p in operation.parameters if p.location == "query"}
+        # An empty input ({}) is a valid call when nothing is required: built at once.
+        self._empty_ok = not any(
+            p.required for params in self._params.values() for p, _ in params.values()
+        ) and not (body is not None and body.required)
 
     def prepare(self, call: Any) -> HttpCall:
         """Validate ``call`` (the plug-in's input JSON) and build the request."""
+        if call == {} and self._empty_ok:
+            return self._build({"path": {}, "query": {}, "header": {}}, None)
         if not isinstance(call, dict):
             raise InvalidCall(
                 "The input must be a JSON object with optional keys path, query, headers, body.",
@@ -431,7 +444,7 @@ class OperationValidator:
             media = op.body.media_type
             if is_json(media):
                 call.content_type = media
-                call.body = json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
+                call.body = dumps(body)
             else:
                 call.content_type = "text/plain; charset=utf-8" if "*" in media else media
                 call.body = (body if isinstance(body, str) else json.dumps(body)).encode()
