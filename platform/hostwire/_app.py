@@ -363,9 +363,11 @@ class Hostwire:
                 await self.start_async()
                 self.start_delivery()
                 async with inner(app) as state:
+                    self.target.serving = True  # the app's own startup is done
                     try:
                         yield state
                     finally:
+                        self.target.serving = False
                         # Before the app's own shutdown, which may close the database
                         # the deliveries use; in-flight ones still reach the app.
                         await self.stop_delivery_async()

@@ -188,3 +188,17 @@ def test_hostwire_refuses_a_caller_thread_name_that_is_no_operation(tmp_path: Pa
     )
     assert "(operations: getWhere)" in str(caught.value)
     Hostwire(Starlette(), spec=document, caller_thread=["getWhere", "*"]).start()
+
+
+def test_until_the_app_has_started_named_operations_hop_to_its_loop(
+    served: tuple[App, AsgiTarget, dict[str, Any]],
+) -> None:
+    # An event delivered at startup must not reach routes whose state the app's
+    # startup has not set yet: the loop answers it when the startup lets it.
+    _, target, on_loop = served
+    target.serving = False
+    try:
+        _, reply = _send_from_a_worker(target, _call("where"))
+    finally:
+        target.serving = True
+    assert _json(reply)["thread"] == on_loop["thread"]

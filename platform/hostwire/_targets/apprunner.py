@@ -90,3 +90,4 @@ def run_app(
 
 async def _bind(target: AsgiTarget) -> None:
     target.bind()
+    target.serving = True  # the startup is done

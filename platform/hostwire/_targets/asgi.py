@@ -156,6 +156,10 @@ class AsgiTarget:
         self.state: dict[str, Any] = {}
         self._token: anyio.lowlevel.EventLoopToken | None = None
         self._loop_thread: int | None = None
+        # True once the app has started (its lifespan's startup done) until it stops:
+        # before, calls hop to the loop, which answers them only when the startup
+        # lets it, as a request from a client would be.
+        self.serving = False
 
     def bind(self, token: anyio.lowlevel.EventLoopToken | None = None) -> None:
         """Remember the running event loop so any thread can reach the app."""
@@ -163,6 +167,7 @@ class AsgiTarget:
         self._loop_thread = threading.get_ident()
 
     def unbind(self) -> None:
+        self.serving = False
         self._token = None
         self._loop_thread = None
 
@@ -187,7 +192,7 @@ class AsgiTarget:
         try:
             loop = self._token.native_token if self._token is not None else None
             if isinstance(loop, asyncio.AbstractEventLoop):
-                if not nested and self.runs_on_caller_thread(call):
+                if not nested and self.serving and self.runs_on_caller_thread(call):
                     return self._send_here(call, caller)
                 return self._send_bounded(loop, call, caller)
             return anyio.from_thread.run(self._request, call, caller, token=self._token)
