@@ -80,6 +80,7 @@ from sqlalchemy.orm import InstanceState, Mapper, ORMExecuteState, Session, obje
 from hostwire._contract import EVENT_TYPE, event_export
 from hostwire._errors import RecordInvalid, RecordReentrant, SpecError, UntrackedChange
 from hostwire._events.bus import EventBus
+from hostwire._events.outbox import Outbox
 from hostwire._events.records import RecordShape
 from hostwire._events.webhooks import (
     ModelSchemas,
@@ -194,6 +195,7 @@ class ModelTracker:
         self._lock = threading.Lock()
         self._key = f"hostwire.tracking.{id(self)}"
         self._notify_key = f"{self._key}.notify"
+        self._handoff_key = f"{self._key}.handoff"
         self._listeners: list[tuple[Any, str, Callable[..., Any]]] = []
         self._listen(Session, "before_flush", self._before_flush)
         self._listen(Session, "after_flush", self._after_flush)
@@ -554,6 +556,9 @@ class ModelTracker:
         else:
             stored = _stored(connection, mapper, shape, pk)
         subject = f"{model.name}/{'/'.join(map(str, pk))}"
+        handoff: list[Any] | None = None
+        if isinstance(outbox, Outbox):
+            handoff = session.info.setdefault(self._handoff_key, [])
         for step in steps:
             record = stored
             if step == "after_validation":
@@ -566,15 +571,14 @@ class ModelTracker:
             envelope = bus.envelope(
                 model.name, step, record, change.previous, diff(change.previous, record)
             )
-            outbox.add(
-                connection,
-                envelope,
-                subject=subject,
-                targets=[
-                    (h.plugin.name, event_export(model.name, step))
-                    for h in bus.handlers(model.name, step)
-                ],
-            )
+            targets = [
+                (h.plugin.name, event_export(model.name, step))
+                for h in bus.handlers(model.name, step)
+            ]
+            if handoff is not None:
+                Outbox.add(connection, envelope, subject=subject, targets=targets, handoff=handoff)
+            else:
+                outbox.add(connection, envelope, subject=subject, targets=targets)
         session.info[self._notify_key] = True
 
     def _unseen(self, action: Action, model: _Model, state: InstanceState[Any]) -> _Change | None:
@@ -606,13 +610,22 @@ class ModelTracker:
 
     def _after_commit(self, session: Session) -> None:
         outbox = self._outbox
+        handoff = session.info.pop(self._handoff_key, None)
         if session.info.pop(self._notify_key, False) and outbox is not None:
-            outbox.notify()
+            if handoff and isinstance(outbox, Outbox):
+                outbox.committed(handoff)  # the committed deliveries, to the workers in memory
+            else:
+                outbox.notify()
 
     def _after_rollback(self, session: Session, previous_transaction: Any) -> None:
         session.info.pop(self._key, None)
         if previous_transaction.parent is None:  # the whole transaction, not a savepoint
             session.info.pop(self._notify_key, None)
+            session.info.pop(self._handoff_key, None)
+        else:
+            # Which deliveries the savepoint undid is unknown: none of this transaction
+            # is handed over, the workers read what committed (the notify flag stays).
+            session.info[self._handoff_key] = None
 
     def _orm_execute(self, state: ORMExecuteState) -> None:
         if not (state.is_insert or state.is_update or state.is_delete):
