@@ -500,9 +500,14 @@ class _Plan:
     type and timestamp repeat.
     """
 
-    def __init__(self, top: dict[str, Any], data: dict[str, Any]) -> None:
+    def __init__(
+        self, top: dict[str, Any], data: dict[str, Any], *, previous_is_record: bool = False
+    ) -> None:
         self.top = top  # part name -> compiled schema (None: anything goes)
         self.data = data
+        # ``previous`` is oneOf/anyOf [the record's schema, null]: a previous that is
+        # not null passes exactly when it would pass as a record (verdicts shared).
+        self.previous_is_record = previous_is_record
         self._seen: dict[tuple[str, bytes | str], bool] = {}
 
     @classmethod
@@ -514,9 +519,15 @@ class _Plan:
         data = _object_parts(spec, data_node, _DATA)
         if data is None:
             return None
+        record, previous = data["record"], data["previous"]
         return cls(
             {k: compile_schema(spec, n) if n is not None else None for k, n in top.items()},
             {k: compile_schema(spec, n) if n is not None else None for k, n in data.items()},
+            previous_is_record=(
+                record is not None
+                and previous is not None
+                and _record_or_null(spec, record, previous)
+            ),
         )
 
     def passes(self, envelope: dict[str, Any]) -> bool:
@@ -525,7 +536,11 @@ class _Plan:
                 return False
         data = envelope["data"]
         for name, schema in self.data.items():
-            if schema is not None and not self._passes(name, schema, data[name]):
+            value = data[name]
+            part, check = name, schema
+            if name == "previous" and self.previous_is_record and value is not None:
+                part, check = "record", self.data["record"]
+            if check is not None and not self._passes(part, check, value):
                 return False
         return True
 
@@ -540,6 +555,35 @@ class _Plan:
                 self._seen.clear()
             self._seen[(name, key)] = found
         return found
+
+
+def _record_or_null(spec: OpenAPIDocument, record: Node, previous: Node) -> bool:
+    """``previous`` is ``oneOf``/``anyOf`` of ``record``'s schema and ``{"type": "null"}``."""
+    plain_record, plain = _plain(spec, record), _plain(spec, previous)
+    value = plain.value if plain is not None else None
+    if plain_record is None or plain is None or not isinstance(value, dict):
+        return False
+    combined = [k for k in ("oneOf", "anyOf") if k in value]
+    if len(combined) != 1 or set(value) - _ANNOTATIONS - set(combined):
+        return False
+    branches = value[combined[0]]
+    if not isinstance(branches, list) or len(branches) != 2:
+        return False
+    nodes = [plain.child(combined[0], i) for i in range(2)]
+    kinds = [_plain(spec, n) for n in nodes]
+    nulls = [
+        k is not None and isinstance(k.value, dict) and _only(k.value, {"type": "null"})
+        for k in kinds
+    ]
+    if sorted(nulls) != [False, True]:
+        return False
+    other = kinds[nulls.index(False)]
+    # The same schema, so the same verdict; and an object (a record) is never null.
+    return other is not None and other.uri == plain_record.uri
+
+
+def _only(value: dict[str, Any], wanted: dict[str, Any]) -> bool:
+    return {k: v for k, v in value.items() if k not in _ANNOTATIONS} == wanted
 
 
 def _object_parts(

@@ -42,11 +42,12 @@ import contextlib
 import json
 import logging
 import random
+import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 import anyio.to_thread
 from sqlalchemy import (
@@ -61,7 +62,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
 from hostwire._errors import (
     PluginCallError,
@@ -316,12 +317,15 @@ class Outbox:
             subject,
             now,
         )
-        result = connection.execute(_INSERT_EVENT, row)
-        key = result.inserted_primary_key  # a single-row INSERT always has it
-        seq = key[0] if key is not None else None
         targets = list(targets)
-        _add_deliveries(connection, seq, subject, targets, now)
-        notify_in(connection)
+        if connection.dialect.name == "sqlite" and connection.dialect.driver == "pysqlite":
+            seq: int | None = _add_sqlite(connection, row, subject, targets, now)
+        else:
+            result = connection.execute(_INSERT_EVENT, row)
+            key = result.inserted_primary_key  # a single-row INSERT always has it
+            seq = key[0] if key is not None else None
+            _add_deliveries(connection, seq, subject, targets, now)
+            notify_in(connection)
         if handoff is not None and seq is not None:
             handoff.extend(
                 (plugin, Due(seq, export, subject, 0, row["id"], row["payload"], row["chain"]))
@@ -615,6 +619,40 @@ def _event_row(
         "chain": json.dumps(list(CHAIN.get())),
         "created_at": now,
     }
+
+
+_SQLITE_EVENT = (
+    f"INSERT INTO {events.name} (id, type, subject, payload, chain, created_at)"
+    " VALUES (?, ?, ?, ?, ?, ?)"
+)
+_SQLITE_DELIVERY = (
+    f"INSERT INTO {deliveries.name} (event_seq, plugin, export, subject, next_attempt_at)"
+    " VALUES (?, ?, ?, ?, ?)"
+)
+
+
+def _add_sqlite(
+    connection: Connection,
+    row: dict[str, Any],
+    subject: str,
+    targets: list[tuple[str, str]],
+    now: float,
+) -> int | None:
+    """``add`` on SQLite (sqlite3): the same rows, in the same transaction, through the
+    driver's cached statements: one INSERT for the event, one for all its deliveries."""
+    driver = cast(sqlite3.Connection, connection.connection.driver_connection)
+    values = (row["id"], row["type"], row["subject"], row["payload"], row["chain"], now)
+    statement = _SQLITE_EVENT
+    try:
+        seq = driver.execute(statement, values).lastrowid
+        if targets:
+            statement = _SQLITE_DELIVERY
+            driver.executemany(
+                statement, [(seq, plugin, export, subject, now) for plugin, export in targets]
+            )
+    except sqlite3.Error as exc:  # as SQLAlchemy would raise it
+        raise DBAPIError.instance(statement, values, exc, sqlite3.Error) from exc
+    return int(seq) if seq is not None else None
 
 
 def _add_deliveries(

@@ -66,6 +66,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+import weakref
 from collections.abc import Awaitable, Callable, Iterable
 from contextvars import ContextVar
 from dataclasses import dataclass, field
@@ -715,11 +716,19 @@ def _stored(
     connection: Connection, mapper: Mapper[Any], shape: RecordShape, pk: Iterable[Any]
 ) -> dict[str, Any]:
     """The row as the database holds it now (server defaults included), as a record."""
-    columns = list(shape.columns.values())
-    where = [c == v for c, v in zip(mapper.primary_key, pk, strict=True)]
-    query = sa.select(*columns).select_from(mapper.persist_selectable).where(*where)
-    row = connection.execute(query).one()
+    query = _STORED.get(mapper)
+    if query is None:
+        columns = list(shape.columns.values())
+        where = [c == sa.bindparam(f"pk{i}") for i, c in enumerate(mapper.primary_key)]
+        query = sa.select(*columns).select_from(mapper.persist_selectable).where(*where)
+        _STORED[mapper] = query
+    args = {f"pk{i}": v for i, v in enumerate(pk)}
+    row = connection.execute(query, args).one()
     return shape.record(dict(zip(shape.columns, row, strict=True)))
+
+
+# One statement per mapper (built once, compiled once by SQLAlchemy's cache).
+_STORED: weakref.WeakKeyDictionary[Mapper[Any], Any] = weakref.WeakKeyDictionary()
 
 
 def _check(model: _Model, schema: Any, record: dict[str, Any], message: str) -> None:
