@@ -24,6 +24,14 @@ plug-in gets its own delivery row and its own lane of worker threads
 - woken when a change commits (``notify``, and on PostgreSQL LISTEN/NOTIFY
   for the other processes: ``wakeup``); polling is only the fallback after
   a restart or a failure;
+- handed over in memory on SQLite: a tracked model's commit gives its
+  deliveries to the idle workers (``committed``) rather than have them read
+  back, while the lane knows it holds every pending delivery of its plug-in
+  (a count when idle says so; a ``notify`` for rows added elsewhere, a retry
+  or a quiet ``poll_s`` unsettles it until the next count). On SQLite one
+  process adds and delivers an outbox's events: rows another process adds are
+  read at the next quiet poll, in order with what is read, but a hand-off
+  meanwhile does not wait for them;
 - a warning (log and ``summary()``) when the oldest pending delivery of a
   plug-in is older than ``warn_lag_s``.
 
@@ -399,7 +407,7 @@ class Outbox:
         for plugin in refused:
             lane = lanes.get(plugin)
             if lane is not None:
-                lane.notify()
+                lane.notify(committed=True)
 
     # -- delivering ------------------------------------------------------------
 
@@ -706,6 +714,7 @@ class _Lane:
         # ``_unknown`` is bumped whenever pending rows this lane does not hold may exist.
         self._exact = False
         self._unknown = 0
+        self._notified_at = -float("inf")  # the last notify for rows maybe not committed yet
         self._inflight = 0
         self._held: dict[str, collections.deque[Due]] = {}
         self.workers = [_Worker(self, n) for n in range(outbox.concurrency)]
@@ -731,10 +740,16 @@ class _Lane:
         for worker in self.workers:
             worker.start()
 
-    def notify(self) -> None:
+    def notify(self, *, committed: bool = False) -> None:
+        """Wake a worker: new rows. ``committed`` when they surely committed already;
+        else they may commit a moment later (an app may notify from SQLAlchemy's
+        ``commit`` event, which comes first), and hand-offs wait for a quiet
+        ``poll_s``, since a count of pending rows made meanwhile could miss them."""
         with self._lock:
             self._generation += 1
             self._forget()
+            if not committed:
+                self._notified_at = time.monotonic()
             worker = self._idle.pop() if self._idle else None
         if worker is not None:
             worker.wake.set()
@@ -770,6 +785,8 @@ class _Lane:
             return
         with self._lock:
             if self._exact or self._busy() or self.stopping.is_set():
+                return
+            if time.monotonic() - self._notified_at < self.outbox.poll_s:
                 return
             seen = self._unknown
         rows = self.outbox._read(
@@ -810,8 +827,8 @@ class _Lane:
         with self._claim_lock:
             with self._lock:
                 due = self._take()
-                if due is not None or self.stopping.is_set():
-                    return due
+                if due is not None or self.stopping.is_set() or self._exact:
+                    return due  # exact: every pending delivery is in hand, none to read
             fresh = self.claims.fetch(self.outbox.claim_batch)
             with self._lock:
                 self._ready.extend(fresh)
@@ -863,12 +880,19 @@ class _Lane:
             if self._generation != seen or self.stopping.is_set():
                 return
             self._idle.append(worker)
-        worker.wake.wait(pause)
+        woken = worker.wake.wait(pause)
         with self._lock:
             if worker in self._idle:
                 self._idle.remove(worker)
+            if not woken:
+                # A quiet spell: read the database again, for what came from
+                # elsewhere (another process's rows) before handing over more.
+                self._forget()
 
     def until_next_due(self) -> float:
+        with self._lock:
+            if self._exact:
+                return self.outbox.poll_s  # nothing pending that the lane does not hold
         now = time.time()
         args = {"plugin": self.plugin.name, "now": now}
         query = _NEXT_CLAIMABLE if self.outbox.leased else _NEXT_ATTEMPT
