@@ -89,3 +89,38 @@ def test_event_ids_are_unique_and_shaped_like_uuid_hex() -> None:
 def test_timestamps_are_rfc3339_utc_milliseconds(bus: EventBus) -> None:
     stamp = new_envelope("light", "before_save", RECORD, None, {})["timestamp"]
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", stamp)
+
+
+def test_a_record_vouched_for_by_another_schema_is_still_checked(bus: EventBus) -> None:
+    bad = {**RECORD, "brightness": 500}
+    assert bus.spec is not None
+    other = bus.spec.component_schema("LightUpdate").uri
+    bus.record_passed(other, bad)
+    assert by_parts(bus, bad, PREVIOUS, CHANGES) == whole(bus, bad, PREVIOUS, CHANGES)
+    assert by_parts(bus, bad, PREVIOUS, CHANGES) is not None
+
+
+def test_a_record_the_tracker_checked_is_not_checked_again(bus: EventBus) -> None:
+    assert by_parts(bus, RECORD, PREVIOUS, CHANGES) is None  # the webhook's plan, made once
+    record = {**RECORD, "name": "vouched"}
+    assert bus.spec is not None
+    bus.record_passed(bus.spec.component_schema("Light").uri, record)
+    calls = []
+    plan = bus._plans["light.before_save"]
+    assert plan is not None
+    schema = plan.data["record"]
+    original = schema.problems
+
+    class Counting:
+        def problems(self, *args: Any) -> list[dict[str, str]]:
+            calls.append(args)
+            result: list[dict[str, str]] = original(*args)
+            return result
+
+    plan.data["record"] = Counting()
+    try:
+        assert by_parts(bus, record, PREVIOUS, CHANGES) is None
+        assert by_parts(bus, {**record, "name": "not vouched"}, PREVIOUS, CHANGES) is None
+    finally:
+        plan.data["record"] = schema
+    assert len(calls) == 1  # only the record nobody vouched for

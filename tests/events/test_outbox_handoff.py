@@ -106,3 +106,15 @@ def test_a_lane_unsure_of_the_database_reads_it(outbox: Outbox) -> None:
     wait_for(lambda: lane._exact, "the idle lane to know it holds every pending delivery")
     outbox.notify()  # rows added elsewhere may exist: no hand-off until it knows again
     assert not lane.hand(Due(1, "light_after_update", "light/x", 0, "evt_x", "{}", "[]"))
+
+
+def test_an_add_on_a_connection_not_yet_begun_rolls_back_and_commits_with_it(
+    outbox: Outbox,
+) -> None:
+    # On SQLite the rows go in through the driver; the transaction is still the caller's.
+    for finish in ("rollback", "commit"):
+        with outbox.engine.connect() as conn:
+            envelope = new_envelope("light", "after_update", LIGHT, LIGHT, {})
+            Outbox.add(conn, envelope, subject="light/default", targets=TARGET)
+            getattr(conn, finish)()
+    assert [d["state"] for d in outbox.deliveries()] == ["pending"]

@@ -190,6 +190,8 @@ class EventBus:
         self._by_export: dict[str, list[Subscriber]] = {}
         self._schemas: dict[str, Any] = {}
         self._plans: dict[str, _Plan | None] = {}
+        # Part verdicts of every plan, by (what checks it, the part's JSON); bounded.
+        self._verdicts: dict[tuple[str, bytes | str], bool] = {}
         self._webhook_exports: dict[str, Webhook] | None = None
 
     def handlers(self, model: str, step: str) -> list[Subscriber]:
@@ -287,9 +289,20 @@ class EventBus:
         plan = None
         if self.spec is not None:
             body = self.spec.webhook_body(kind)
-            plan = _Plan.of(self.spec, body) if body is not None else _Plan({}, {})
+            if body is None:  # undeclared: nothing to check
+                plan = _Plan({}, {}, kind, self._verdicts)
+            else:
+                plan = _Plan.of(self.spec, body, kind, self._verdicts)
         self._plans[kind] = plan
         return plan
+
+    def record_passed(self, schema_uri: str, record: dict[str, Any]) -> None:
+        """``record`` passed the schema at ``schema_uri`` of this bus's document (the
+        tracker checks records first): envelopes whose record (or previous) is declared
+        by that very schema need not check it again."""
+        key = _key(record)
+        if key is not None:
+            _keep(self._verdicts, (f"schema {schema_uri}", key), True)
 
     def checked(self, event: dict[str, Any], webhook: str | None = None) -> dict[str, Any]:
         """``event`` if it matches its webhook (see ``problems``); else ``ValueError``
@@ -501,17 +514,36 @@ class _Plan:
     """
 
     def __init__(
-        self, top: dict[str, Any], data: dict[str, Any], *, previous_is_record: bool = False
+        self,
+        top: dict[str, Any],
+        data: dict[str, Any],
+        kind: str,
+        verdicts: dict[tuple[str, bytes | str], bool],
+        *,
+        record_uri: str | None = None,
+        previous_is_record: bool = False,
     ) -> None:
         self.top = top  # part name -> compiled schema (None: anything goes)
         self.data = data
         # ``previous`` is oneOf/anyOf [the record's schema, null]: a previous that is
         # not null passes exactly when it would pass as a record (verdicts shared).
         self.previous_is_record = previous_is_record
-        self._seen: dict[tuple[str, bytes | str], bool] = {}
+        # Verdicts by what decides them: the record's by its schema's place (the same
+        # for every webhook of the model, and what the tracker vouches for), the
+        # other parts' by webhook and part.
+        self._names = {name: f"{kind} {name}" for name in (*top, *data)}
+        if record_uri is not None:
+            self._names["record"] = f"schema {record_uri}"
+        self._seen = verdicts
 
     @classmethod
-    def of(cls, spec: OpenAPIDocument, body: Node) -> _Plan | None:
+    def of(
+        cls,
+        spec: OpenAPIDocument,
+        body: Node,
+        kind: str,
+        verdicts: dict[tuple[str, bytes | str], bool],
+    ) -> _Plan | None:
         top = _object_parts(spec, body, _ENVELOPE)
         data_node = top.pop("data", None) if top is not None else None
         if top is None or data_node is None:
@@ -520,9 +552,13 @@ class _Plan:
         if data is None:
             return None
         record, previous = data["record"], data["previous"]
+        plain_record = _plain(spec, record) if record is not None else None
         return cls(
             {k: compile_schema(spec, n) if n is not None else None for k, n in top.items()},
             {k: compile_schema(spec, n) if n is not None else None for k, n in data.items()},
+            kind,
+            verdicts,
+            record_uri=plain_record.uri if plain_record is not None else None,
             previous_is_record=(
                 record is not None
                 and previous is not None
@@ -548,13 +584,20 @@ class _Plan:
         key: bytes | str | None = value if name in ("type", "timestamp") else _key(value)
         if name == "id" or key is None or not isinstance(key, bytes | str):
             return not schema.problems("event", "", value)
-        found = self._seen.get((name, key))
+        where = (self._names[name], key)
+        found = self._seen.get(where)
         if found is None:
             found = not schema.problems("event", "", value)
-            if len(self._seen) >= _CACHE_SIZE:
-                self._seen.clear()
-            self._seen[(name, key)] = found
+            _keep(self._seen, where, found)
         return found
+
+
+def _keep(
+    verdicts: dict[tuple[str, bytes | str], bool], key: tuple[str, bytes | str], ok: bool
+) -> None:
+    if len(verdicts) >= _CACHE_SIZE:
+        verdicts.clear()
+    verdicts[key] = ok
 
 
 def _record_or_null(spec: OpenAPIDocument, record: Node, previous: Node) -> bool:

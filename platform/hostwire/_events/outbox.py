@@ -648,6 +648,8 @@ def _add_sqlite(
 ) -> int | None:
     """``add`` on SQLite (sqlite3): the same rows, in the same transaction, through the
     driver's cached statements: one INSERT for the event, one for all its deliveries."""
+    if not connection.in_transaction():
+        connection.begin()  # as SQLAlchemy's own first statement would (autobegin)
     driver = cast(sqlite3.Connection, connection.connection.driver_connection)
     values = (row["id"], row["type"], row["subject"], row["payload"], row["chain"], now)
     statement = _SQLITE_EVENT

@@ -143,6 +143,10 @@ class _Model:
     shape: RecordShape
     strict: Any = None  # compiled record schema, once bound
     draft: Any = None  # compiled draft schema (new rows)
+    # Where those schemas are in the bus's own document, when they are the same
+    # schemas there (the bus then trusts this check of a record: ``record_passed``).
+    strict_uri: str | None = None
+    draft_uri: str | None = None
 
 
 @dataclass(eq=False)
@@ -322,6 +326,8 @@ class ModelTracker:
             found = names[model.name]
             model.strict = compile_schema(spec, spec.component_schema(found.record))
             model.draft = compile_schema(spec, spec.component_schema(found.draft))
+            model.strict_uri = _same_in(bus, spec, found.record)
+            model.draft_uri = _same_in(bus, spec, found.draft)
 
     def _listen(self, target: Any, identifier: str, fn: Callable[..., Any], **kw: Any) -> None:
         event.listen(target, identifier, fn, **kw)
@@ -467,9 +473,13 @@ class ModelTracker:
         if change.action == "destroy":
             bus.before(model.name, "before_destroy", change.record, previous, {})
             return
-        schema = model.draft if change.action == "create" else model.strict
+        create = change.action == "create"
+        schema = model.draft if create else model.strict
         # Checked first too: every envelope must match its webhook.
         _check(model, schema, change.record, f"The {model.name} is not valid")
+        uri = model.draft_uri if create else model.strict_uri
+        if uri is not None:
+            bus.record_passed(uri, change.record)
         record = change.record
         for step in BEFORE_STEPS[change.action]:
             replaced = bus.before(model.name, step, record, previous, diff(previous, record))
@@ -729,6 +739,19 @@ def _stored(
 
 # One statement per mapper (built once, compiled once by SQLAlchemy's cache).
 _STORED: weakref.WeakKeyDictionary[Mapper[Any], Any] = weakref.WeakKeyDictionary()
+
+
+def _same_in(bus: EventBus, spec: Any, name: str) -> str | None:
+    """The place of component schema ``name`` of ``spec`` when the bus's document has
+    the very same schema there, else None."""
+    if bus.spec is None:
+        return None
+    theirs = (bus.spec.document.get("components") or {}).get("schemas") or {}
+    node = spec.component_schema(name)
+    if name not in theirs or theirs[name] != node.value:
+        return None
+    uri: str = bus.spec.component_schema(name).uri
+    return uri if uri == node.uri else None
 
 
 def _check(model: _Model, schema: Any, record: dict[str, Any], message: str) -> None:
