@@ -81,7 +81,7 @@ from hostwire import (
     load_openapi,
     new_envelope,
 )
-from hostwire._events import EventSink, ModelTracker
+from hostwire._events import EventSink, ModelTracker, encode_event
 from hostwire._runtime.module import to_binary
 from lightcontrol.store import DEFAULT_LIGHT_ID, Change, Light, LightStore
 
@@ -559,6 +559,17 @@ def hook_breakdown(
         def anything(out: Any) -> bool:
             return True
 
+        names = (f"light {n}" for n in itertools.count())
+
+        def fresh_envelope() -> Any:  # a record the bus has not seen
+            return checked.envelope(
+                "light",
+                "before_save",
+                {**record, "name": next(names)},
+                change.previous,
+                change.changes,
+            )
+
         layers: dict[str, Sampler] = {
             "raw Extism plugin.call": timed(lambda: raw.call(EXPORT, payload), anything),
             "hostwire Plugin.call": timed(lambda: plugin.call(EXPORT, payload), anything),
@@ -570,9 +581,17 @@ def hook_breakdown(
                 ),
                 anything,
             ),
-            "validate envelope (bus.problems)": timed(
+            "bus.envelope, record seen (the tracker's)": timed(
+                lambda: checked.envelope(
+                    "light", "before_save", record, change.previous, change.changes
+                ),
+                anything,
+            ),
+            "bus.envelope, record not seen": timed(fresh_envelope, anything),
+            "whole envelope check (bus.problems)": timed(
                 lambda: checked.problems(envelope), lambda found: not found
             ),
+            "encode_event(envelope)": timed(lambda: encode_event(envelope), anything),
             "json.dumps(envelope).encode()": timed(
                 lambda: json.dumps(envelope, separators=(",", ":")).encode(), anything
             ),
@@ -586,10 +605,10 @@ def hook_breakdown(
         "wasm call (raw Extism plugin.call)": median["raw Extism plugin.call"],
         "hostwire Plugin.call over raw": median["hostwire Plugin.call"]
         - median["raw Extism plugin.call"],
-        "new_envelope (uuid4, timestamp)": median["new_envelope"],
-        "validate envelope against the webhook": median["validate envelope (bus.problems)"],
-        "json.dumps envelope + json.loads answer": median["json.dumps(envelope).encode()"]
-        + median["json.loads(b'{}')"],
+        "bus.envelope: make, check by parts (record seen)": median[
+            "bus.envelope, record seen (the tracker's)"
+        ],
+        "encode_event (orjson)": median["encode_event(envelope)"],
     }
     for name, value in parts.items():
         print(f"  {name:<44} {value:>7.1f} µs")
