@@ -18,17 +18,26 @@ validated against the webhook's request body when the document declares one.
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
-import uuid
+import os
+import secrets
+import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import urldefrag, urljoin
+
+try:
+    import orjson
+except ImportError:  # pragma: no cover - orjson is a dependency; the stdlib is the fallback
+    orjson = None  # type: ignore[assignment]
 
 from hostwire._contract import OnError, event_export, lifecycle_exports, lifecycle_webhook
 from hostwire._errors import EventHandlerError, EventRejected, PluginError, PluginOutputError
-from hostwire._hostapi import OpenAPIDocument, Webhook, compile_schema
+from hostwire._hostapi import Node, OpenAPIDocument, Webhook, compile_schema
 from hostwire._runtime import JsonProblem, Plugin, loads_strict, log_safe
 
 log = logging.getLogger("hostwire.events")
@@ -54,19 +63,47 @@ def new_envelope(
     return event_envelope(f"{model}.{step}", data)
 
 
+class _Ids:
+    """Unique event ids without a system call each: a random prefix per process
+    (new in a forked child) and a counter, 32 hex digits in all, like a uuid4's."""
+
+    def __init__(self) -> None:
+        self.reseed()
+        os.register_at_fork(after_in_child=self.reseed)
+
+    def reseed(self) -> None:
+        self.prefix = f"evt_{secrets.token_hex(10)}"
+        self.counter = itertools.count(secrets.randbits(40))
+
+    def next(self) -> str:
+        return f"{self.prefix}{next(self.counter) & 0xFFFFFFFFFFFF:012x}"
+
+
+_IDS = _Ids()
+
+
 def new_event_id() -> str:
-    """A unique event id, ``evt_<hex>``: the outbox key and the handlers' idempotency key."""
-    return f"evt_{uuid.uuid4().hex}"
+    """A unique event id, ``evt_<32 hex>``: the outbox key and the handlers' idempotency key."""
+    return _IDS.next()
+
+
+_second: list[tuple[int, str]] = [(-1, "")]  # the last second and its text, swapped whole
+
+
+def _timestamp() -> str:
+    """Now in RFC 3339 (UTC, milliseconds, ``Z``); the date part is made once a second."""
+    now = time.time()
+    second = int(now)
+    cached, prefix = _second[0]
+    if cached != second:
+        prefix = datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%S")
+        _second[0] = (second, prefix)
+    return f"{prefix}.{int((now - second) * 1000):03d}Z"
 
 
 def event_envelope(type: str, data: dict[str, Any]) -> dict[str, Any]:
     """A fresh event: a unique id (the idempotency key), type, RFC 3339 time and data."""
-    return {
-        "id": new_event_id(),
-        "type": type,
-        "timestamp": datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
-        "data": data,
-    }
+    return {"id": _IDS.next(), "type": type, "timestamp": _timestamp(), "data": data}
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,6 +189,9 @@ class EventBus:
         self.spec = spec
         self._by_export: dict[str, list[Subscriber]] = {}
         self._schemas: dict[str, Any] = {}
+        self._plans: dict[str, _Plan | None] = {}
+        # Part verdicts of every plan, by (what checks it, the part's JSON); bounded.
+        self._verdicts: dict[tuple[str, bytes | str], bool] = {}
         self._webhook_exports: dict[str, Webhook] | None = None
 
     def handlers(self, model: str, step: str) -> list[Subscriber]:
@@ -238,7 +278,31 @@ class EventBus:
         changes: dict[str, Any],
     ) -> dict[str, Any]:
         """A new event, checked against its webhook; a mismatch is the app's bug."""
-        return self.checked(new_envelope(model, step, record, previous, changes))
+        envelope = new_envelope(model, step, record, previous, changes)
+        kind = envelope["type"]
+        plan = self._plans[kind] if kind in self._plans else self._plan(kind)
+        if plan is not None and plan.passes(envelope):
+            return envelope
+        return self.checked(envelope)  # every problem, as a whole-envelope check reports it
+
+    def _plan(self, kind: str) -> _Plan | None:
+        plan = None
+        if self.spec is not None:
+            body = self.spec.webhook_body(kind)
+            if body is None:  # undeclared: nothing to check
+                plan = _Plan({}, {}, kind, self._verdicts)
+            else:
+                plan = _Plan.of(self.spec, body, kind, self._verdicts)
+        self._plans[kind] = plan
+        return plan
+
+    def record_passed(self, schema_uri: str, record: dict[str, Any]) -> None:
+        """``record`` passed the schema at ``schema_uri`` of this bus's document (the
+        tracker checks records first): envelopes whose record (or previous) is declared
+        by that very schema need not check it again."""
+        key = _key(record)
+        if key is not None:
+            _keep(self._verdicts, (f"schema {schema_uri}", key), True)
 
     def checked(self, event: dict[str, Any], webhook: str | None = None) -> dict[str, Any]:
         """``event`` if it matches its webhook (see ``problems``); else ``ValueError``
@@ -388,7 +452,223 @@ def _decode_answer(output: bytes, where: str, plugin: str, export: str) -> Any:
 
 def encode_event(envelope: dict[str, Any]) -> bytes:
     """An event as its handler receives it: compact UTF-8 JSON."""
+    if orjson is not None:
+        try:
+            return orjson.dumps(envelope, option=_ORJSON_OPTIONS)
+        except (TypeError, orjson.JSONEncodeError):
+            pass  # what orjson refuses (int keys, huge ints): as the stdlib does it, or its error
     return json.dumps(envelope, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+# Types beyond JSON's go to ``default`` (none: TypeError) as with json.dumps, not orjson's own.
+_ORJSON_OPTIONS = (
+    (orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_DATACLASS)
+    if orjson is not None
+    else 0
+)
+
+
+def _key(value: Any) -> bytes | None:
+    """A value's JSON as a cache key, or None when it has no plain JSON form."""
+    if orjson is None:
+        return None
+    try:
+        return orjson.dumps(value, option=_ORJSON_OPTIONS | orjson.OPT_PASSTHROUGH_SUBCLASS)
+    except (TypeError, orjson.JSONEncodeError):
+        return None
+
+
+# Schema keywords that say nothing about a value (annotations).
+_ANNOTATIONS = frozenset(
+    {
+        "title",
+        "description",
+        "$comment",
+        "examples",
+        "example",
+        "deprecated",
+        "readOnly",
+        "writeOnly",
+        "externalDocs",
+        "xml",
+        "summary",
+        "$id",
+        "$anchor",
+    }
+)
+_OBJECT_KEYWORDS = _ANNOTATIONS | {"type", "required", "properties", "additionalProperties"}
+_ENVELOPE = ("id", "type", "timestamp", "data")
+_DATA = ("record", "previous", "changes")
+_CACHE_SIZE = 4096
+
+
+class _Plan:
+    """A lifecycle envelope checked part by part: exactly what checking the whole does
+    when its webhook's body is a plain object of properties (checked at compile time).
+
+    The envelope's and ``data``'s own keywords (type, required, closed properties)
+    hold for every envelope ``new_envelope`` makes, so only the parts are checked,
+    each against its property's compiled schema, and a part's verdict is kept by
+    its JSON (bounded): the record of one change is the previous of the next, and
+    type and timestamp repeat.
+    """
+
+    def __init__(
+        self,
+        top: dict[str, Any],
+        data: dict[str, Any],
+        kind: str,
+        verdicts: dict[tuple[str, bytes | str], bool],
+        *,
+        record_uri: str | None = None,
+        previous_is_record: bool = False,
+    ) -> None:
+        self.top = top  # part name -> compiled schema (None: anything goes)
+        self.data = data
+        # ``previous`` is oneOf/anyOf [the record's schema, null]: a previous that is
+        # not null passes exactly when it would pass as a record (verdicts shared).
+        self.previous_is_record = previous_is_record
+        # Verdicts by what decides them: the record's by its schema's place (the same
+        # for every webhook of the model, and what the tracker vouches for), the
+        # other parts' by webhook and part.
+        self._names = {name: f"{kind} {name}" for name in (*top, *data)}
+        if record_uri is not None:
+            self._names["record"] = f"schema {record_uri}"
+        self._seen = verdicts
+
+    @classmethod
+    def of(
+        cls,
+        spec: OpenAPIDocument,
+        body: Node,
+        kind: str,
+        verdicts: dict[tuple[str, bytes | str], bool],
+    ) -> _Plan | None:
+        top = _object_parts(spec, body, _ENVELOPE)
+        data_node = top.pop("data", None) if top is not None else None
+        if top is None or data_node is None:
+            return None
+        data = _object_parts(spec, data_node, _DATA)
+        if data is None:
+            return None
+        record, previous = data["record"], data["previous"]
+        plain_record = _plain(spec, record) if record is not None else None
+        return cls(
+            {k: compile_schema(spec, n) if n is not None else None for k, n in top.items()},
+            {k: compile_schema(spec, n) if n is not None else None for k, n in data.items()},
+            kind,
+            verdicts,
+            record_uri=plain_record.uri if plain_record is not None else None,
+            previous_is_record=(
+                record is not None
+                and previous is not None
+                and _record_or_null(spec, record, previous)
+            ),
+        )
+
+    def passes(self, envelope: dict[str, Any]) -> bool:
+        for name, schema in self.top.items():
+            if schema is not None and not self._passes(name, schema, envelope[name]):
+                return False
+        data = envelope["data"]
+        for name, schema in self.data.items():
+            value = data[name]
+            part, check = name, schema
+            if name == "previous" and self.previous_is_record and value is not None:
+                part, check = "record", self.data["record"]
+            if check is not None and not self._passes(part, check, value):
+                return False
+        return True
+
+    def _passes(self, name: str, schema: Any, value: Any) -> bool:
+        key: bytes | str | None = value if name in ("type", "timestamp") else _key(value)
+        if name == "id" or key is None or not isinstance(key, bytes | str):
+            return not schema.problems("event", "", value)
+        where = (self._names[name], key)
+        found = self._seen.get(where)
+        if found is None:
+            found = not schema.problems("event", "", value)
+            _keep(self._seen, where, found)
+        return found
+
+
+def _keep(
+    verdicts: dict[tuple[str, bytes | str], bool], key: tuple[str, bytes | str], ok: bool
+) -> None:
+    if len(verdicts) >= _CACHE_SIZE:
+        verdicts.clear()
+    verdicts[key] = ok
+
+
+def _record_or_null(spec: OpenAPIDocument, record: Node, previous: Node) -> bool:
+    """``previous`` is ``oneOf``/``anyOf`` of ``record``'s schema and ``{"type": "null"}``."""
+    plain_record, plain = _plain(spec, record), _plain(spec, previous)
+    value = plain.value if plain is not None else None
+    if plain_record is None or plain is None or not isinstance(value, dict):
+        return False
+    combined = [k for k in ("oneOf", "anyOf") if k in value]
+    if len(combined) != 1 or set(value) - _ANNOTATIONS - set(combined):
+        return False
+    branches = value[combined[0]]
+    if not isinstance(branches, list) or len(branches) != 2:
+        return False
+    nodes = [plain.child(combined[0], i) for i in range(2)]
+    kinds = [_plain(spec, n) for n in nodes]
+    nulls = [
+        k is not None and isinstance(k.value, dict) and _only(k.value, {"type": "null"})
+        for k in kinds
+    ]
+    if sorted(nulls) != [False, True]:
+        return False
+    other = kinds[nulls.index(False)]
+    # The same schema, so the same verdict; and an object (a record) is never null.
+    return other is not None and other.uri == plain_record.uri
+
+
+def _only(value: dict[str, Any], wanted: dict[str, Any]) -> bool:
+    return {k: v for k, v in value.items() if k not in _ANNOTATIONS} == wanted
+
+
+def _object_parts(
+    spec: OpenAPIDocument, node: Node, keys: tuple[str, ...]
+) -> dict[str, Node | None] | None:
+    """The property schema of each of ``keys`` (None: any value) when ``node`` is a
+    plain object schema that an object with exactly ``keys`` meets as soon as its
+    properties do; else None."""
+    plain = _plain(spec, node)
+    value = plain.value if plain is not None else None
+    if plain is None or not isinstance(value, dict) or set(value) - _OBJECT_KEYWORDS:
+        return None
+    if value.get("type", "object") not in ("object", ["object"]):
+        return None
+    required = value.get("required", [])
+    if not isinstance(required, list) or set(required) - set(keys):
+        return None
+    properties = value.get("properties", {})
+    extra = value.get("additionalProperties", True)
+    if not isinstance(properties, dict) or not isinstance(extra, bool):
+        return None
+    if extra is False and set(keys) - set(properties):
+        return None
+    return {k: plain.child("properties", k) if k in properties else None for k in keys}
+
+
+def _plain(spec: OpenAPIDocument, node: Node) -> Node | None:
+    """``node`` with its ``$ref``s followed, when they have no sibling keywords."""
+    for _ in range(16):
+        value = node.value
+        if not (isinstance(value, dict) and "$ref" in value):
+            return node
+        if set(value) - _ANNOTATIONS - {"$ref"} or not isinstance(value["$ref"], str):
+            return None  # a $ref beside other keywords: both apply
+        target = urljoin(node.uri, value["$ref"])
+        try:
+            resolved = spec.registry.resolver().lookup(target)
+        except Exception:  # unresolvable: the whole check reports it
+            return None
+        base, fragment = urldefrag(target)
+        node = Node(f"{base}#{fragment}", resolved.contents)
+    return None
 
 
 def _clip(output: bytes, limit: int = 120) -> str:

@@ -174,6 +174,14 @@ class LocalClaims:
         with self._lock:
             self._busy.discard(due.subject)
 
+    def reserve(self, subject: str) -> bool:
+        """Take ``subject`` for a delivery handed over in memory; False when it is busy."""
+        with self._lock:
+            if subject in self._busy:
+                return False
+            self._busy.add(subject)
+            return True
+
     def release(self, dues: list[Due]) -> None:
         for due in dues:
             self.done(due)

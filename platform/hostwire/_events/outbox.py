@@ -24,6 +24,14 @@ plug-in gets its own delivery row and its own lane of worker threads
 - woken when a change commits (``notify``, and on PostgreSQL LISTEN/NOTIFY
   for the other processes: ``wakeup``); polling is only the fallback after
   a restart or a failure;
+- handed over in memory on SQLite: a tracked model's commit gives its
+  deliveries to the idle workers (``committed``) rather than have them read
+  back, while the lane knows it holds every pending delivery of its plug-in
+  (a count when idle says so; a ``notify`` for rows added elsewhere, a retry
+  or a quiet ``poll_s`` unsettles it until the next count). On SQLite one
+  process adds and delivers an outbox's events: rows another process adds are
+  read at the next quiet poll, in order with what is read, but a hand-off
+  meanwhile does not wait for them;
 - a warning (log and ``summary()``) when the oldest pending delivery of a
   plug-in is older than ``warn_lag_s``.
 
@@ -42,11 +50,12 @@ import contextlib
 import json
 import logging
 import random
+import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 import anyio.to_thread
 from sqlalchemy import (
@@ -61,7 +70,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
 from hostwire._errors import (
     PluginCallError,
@@ -70,6 +79,7 @@ from hostwire._errors import (
     PluginTrapError,
     StorageError,
 )
+from hostwire._events.bus import encode_event
 from hostwire._events.claims import Claims, Due, LeasedClaims, LocalClaims, Renewer, new_owner
 from hostwire._events.database import Database, describe, sync_engine
 from hostwire._events.storage import StorageGuard
@@ -121,6 +131,7 @@ _LISTED = select(
     _d.c.delivered_at,
 ).select_from(_joined)
 _INSERT_EVENT = insert(events)
+_PENDING_COUNT = select(func.count()).select_from(deliveries).where(*_PENDING)
 _INSERT_DELIVERIES = insert(deliveries)
 # The delivery, while the one recording it still holds it: on PostgreSQL a
 # worker whose lease ran out and was taken over records nothing (the other
@@ -290,6 +301,7 @@ class Outbox:
         targets: Iterable[tuple[str, str]],
         event_id: str | None = None,
         event_type: str | None = None,
+        handoff: list[tuple[str, Due]] | None = None,
     ) -> None:
         """Record ``envelope`` for each ``(plugin, export)`` in the caller's open transaction.
 
@@ -300,21 +312,33 @@ class Outbox:
         ``envelope`` is what handlers receive; its id and type are
         ``envelope["id"]`` and ``envelope["type"]`` unless ``event_id`` and
         ``event_type`` are given (a bare payload, one that is not an envelope).
+
+        ``handoff``: a list that gets ``(plugin, Due)`` for each delivery added;
+        once the caller has committed, ``committed(handoff)`` gives them to the
+        workers in memory (instead of ``notify()``), so they need not read them back.
         """
         now = time.time()
-        result = connection.execute(
-            _INSERT_EVENT,
-            _event_row(
-                envelope,
-                event_id if event_id is not None else envelope["id"],
-                event_type if event_type is not None else envelope["type"],
-                subject,
-                now,
-            ),
+        row = _event_row(
+            envelope,
+            event_id if event_id is not None else envelope["id"],
+            event_type if event_type is not None else envelope["type"],
+            subject,
+            now,
         )
-        key = result.inserted_primary_key  # a single-row INSERT always has it
-        _add_deliveries(connection, key[0] if key is not None else None, subject, targets, now)
-        notify_in(connection)
+        targets = list(targets)
+        if connection.dialect.name == "sqlite" and connection.dialect.driver == "pysqlite":
+            seq: int | None = _add_sqlite(connection, row, subject, targets, now)
+        else:
+            result = connection.execute(_INSERT_EVENT, row)
+            key = result.inserted_primary_key  # a single-row INSERT always has it
+            seq = key[0] if key is not None else None
+            _add_deliveries(connection, seq, subject, targets, now)
+            notify_in(connection)
+        if handoff is not None and seq is not None:
+            handoff.extend(
+                (plugin, Due(seq, export, subject, 0, row["id"], row["payload"], row["chain"]))
+                for plugin, export in targets
+            )
 
     @staticmethod
     def add_once(
@@ -364,6 +388,26 @@ class Outbox:
         """
         for lane in list(self._lanes.values()):
             lane.notify()
+
+    def committed(self, handoff: list[tuple[str, Due]]) -> None:
+        """The transaction that ``add``-ed ``handoff`` committed: hand its deliveries to
+        this process's workers in memory (thread-safe, cheap).
+
+        A lane takes them when it knows every pending delivery of its plug-in
+        (SQLite, one process: see ``_Lane.hand``); a delivery of a subject in
+        flight waits behind it in memory. Any other lane is woken as by
+        ``notify()`` and reads them from the database.
+        """
+        refused: set[str] = set()
+        lanes = self._lanes
+        for plugin, due in handoff:
+            lane = lanes.get(plugin)
+            if lane is not None and plugin not in refused and not lane.hand(due):
+                refused.add(plugin)
+        for plugin in refused:
+            lane = lanes.get(plugin)
+            if lane is not None:
+                lane.notify(committed=True)
 
     # -- delivering ------------------------------------------------------------
 
@@ -579,10 +623,46 @@ def _event_row(
         "id": event_id,
         "type": event_type,
         "subject": subject,
-        "payload": json.dumps(payload, separators=(",", ":")),
+        "payload": encode_event(payload).decode(),
         "chain": json.dumps(list(CHAIN.get())),
         "created_at": now,
     }
+
+
+_SQLITE_EVENT = (
+    f"INSERT INTO {events.name} (id, type, subject, payload, chain, created_at)"
+    " VALUES (?, ?, ?, ?, ?, ?)"
+)
+_SQLITE_DELIVERY = (
+    f"INSERT INTO {deliveries.name} (event_seq, plugin, export, subject, next_attempt_at)"
+    " VALUES (?, ?, ?, ?, ?)"
+)
+
+
+def _add_sqlite(
+    connection: Connection,
+    row: dict[str, Any],
+    subject: str,
+    targets: list[tuple[str, str]],
+    now: float,
+) -> int | None:
+    """``add`` on SQLite (sqlite3): the same rows, in the same transaction, through the
+    driver's cached statements: one INSERT for the event, one for all its deliveries."""
+    if not connection.in_transaction():
+        connection.begin()  # as SQLAlchemy's own first statement would (autobegin)
+    driver = cast(sqlite3.Connection, connection.connection.driver_connection)
+    values = (row["id"], row["type"], row["subject"], row["payload"], row["chain"], now)
+    statement = _SQLITE_EVENT
+    try:
+        seq = driver.execute(statement, values).lastrowid
+        if targets:
+            statement = _SQLITE_DELIVERY
+            driver.executemany(
+                statement, [(seq, plugin, export, subject, now) for plugin, export in targets]
+            )
+    except sqlite3.Error as exc:  # as SQLAlchemy would raise it
+        raise DBAPIError.instance(statement, values, exc, sqlite3.Error) from exc
+    return int(seq) if seq is not None else None
 
 
 def _add_deliveries(
@@ -630,6 +710,15 @@ class _Lane:
         self._ready: collections.deque[Due] = collections.deque()
         self._idle: list[_Worker] = []
         self._generation = 0  # bumped by every notify, so a worker never sleeps through one
+        # Hand-offs (SQLite): ``_exact`` while every pending delivery of the plug-in in
+        # the database is in this lane's hands (queued, held or in flight), so one
+        # handed over in memory cannot overtake an older one of its subject.
+        # ``_unknown`` is bumped whenever pending rows this lane does not hold may exist.
+        self._exact = False
+        self._unknown = 0
+        self._notified_at = -float("inf")  # the last notify for rows maybe not committed yet
+        self._inflight = 0
+        self._held: dict[str, collections.deque[Due]] = {}
         self.workers = [_Worker(self, n) for n in range(outbox.concurrency)]
 
     def start(self) -> None:
@@ -653,12 +742,64 @@ class _Lane:
         for worker in self.workers:
             worker.start()
 
-    def notify(self) -> None:
+    def notify(self, *, committed: bool = False) -> None:
+        """Wake a worker: new rows. ``committed`` when they surely committed already;
+        else they may commit a moment later (an app may notify from SQLAlchemy's
+        ``commit`` event, which comes first), and hand-offs wait for a quiet
+        ``poll_s``, since a count of pending rows made meanwhile could miss them."""
         with self._lock:
+            self._generation += 1
+            self._forget()
+            if not committed:
+                self._notified_at = time.monotonic()
+            worker = self._idle.pop() if self._idle else None
+        if worker is not None:
+            worker.wake.set()
+
+    def _forget(self) -> None:
+        # Under _lock: pending rows this lane does not hold may exist now.
+        self._exact = False
+        self._unknown += 1
+
+    def hand(self, due: Due) -> bool:
+        """Take ``due``, just committed, in memory; False when the lane cannot be sure
+        it is first in line for its subject (then it is read from the database)."""
+        claims = self.claims
+        if not isinstance(claims, LocalClaims):
+            return False  # other processes claim too: only the database knows
+        with self._lock:
+            if not self._exact or self.stopping.is_set():
+                return False
+            if claims.reserve(due.subject):
+                self._ready.append(due)
+            else:  # one of its subject is queued or in flight: it goes next
+                self._held.setdefault(due.subject, collections.deque()).append(due)
             self._generation += 1
             worker = self._idle.pop() if self._idle else None
         if worker is not None:
             worker.wake.set()
+        return True
+
+    def recover(self) -> None:
+        """Idle and unsure: count the plug-in's pending deliveries; none means the lane
+        holds them all (none) again, and hand-offs may resume."""
+        if not isinstance(self.claims, LocalClaims):
+            return
+        with self._lock:
+            if self._exact or self._busy() or self.stopping.is_set():
+                return
+            if time.monotonic() - self._notified_at < self.outbox.poll_s:
+                return
+            seen = self._unknown
+        rows = self.outbox._read(
+            "counting pending deliveries", _PENDING_COUNT, {"plugin": self.plugin.name}
+        )
+        with self._lock:
+            if rows[0][0] == 0 and seen == self._unknown and not self._busy():
+                self._exact = True
+
+    def _busy(self) -> bool:
+        return bool(self._ready or self._held or self._inflight)
 
     def halt(self) -> None:
         self.stopping.set()
@@ -688,8 +829,8 @@ class _Lane:
         with self._claim_lock:
             with self._lock:
                 due = self._take()
-                if due is not None or self.stopping.is_set():
-                    return due
+                if due is not None or self.stopping.is_set() or self._exact:
+                    return due  # exact: every pending delivery is in hand, none to read
             fresh = self.claims.fetch(self.outbox.claim_batch)
             with self._lock:
                 self._ready.extend(fresh)
@@ -700,17 +841,39 @@ class _Lane:
         if not self._ready:
             return None
         due = self._ready.popleft()
+        self._inflight += 1
         if self._ready and self._idle:
             self._idle.pop().wake.set()
         return due
 
-    def release(self, due: Due) -> None:
-        self.claims.done(due)
+    def release(self, due: Due, *, settled: bool = False) -> None:
+        """``due`` ran; ``settled`` when it was recorded delivered or dead (else its row
+        stays pending, and what waited behind it in memory is read again later)."""
+        worker = None
+        with self._lock:
+            self._inflight -= 1
+            held = self._held.get(due.subject)
+            if held and settled:
+                self._ready.append(held.popleft())  # its subject stays reserved
+                if not held:
+                    del self._held[due.subject]
+                self._generation += 1
+                worker = self._idle.pop() if self._idle else None
+            else:
+                if held is not None:
+                    del self._held[due.subject]  # pending rows: the database orders them
+                if not settled:
+                    self._forget()
+                self.claims.done(due)
+        if worker is not None:
+            worker.wake.set()
 
     def release_queued(self) -> None:
         """Give back what was claimed and never started (the lane has stopped)."""
         with self._lock:
             queued, self._ready = list(self._ready), collections.deque()
+            self._held.clear()
+            self._forget()
         self.claims.release(queued)
 
     def sleep(self, worker: _Worker, seen: int, pause: float) -> None:
@@ -719,12 +882,19 @@ class _Lane:
             if self._generation != seen or self.stopping.is_set():
                 return
             self._idle.append(worker)
-        worker.wake.wait(pause)
+        woken = worker.wake.wait(pause)
         with self._lock:
             if worker in self._idle:
                 self._idle.remove(worker)
+            if not woken:
+                # A quiet spell: read the database again, for what came from
+                # elsewhere (another process's rows) before handing over more.
+                self._forget()
 
     def until_next_due(self) -> float:
+        with self._lock:
+            if self._exact:
+                return self.outbox.poll_s  # nothing pending that the lane does not hold
         now = time.time()
         args = {"plugin": self.plugin.name, "now": now}
         query = _NEXT_CLAIMABLE if self.outbox.leased else _NEXT_ATTEMPT
@@ -745,6 +915,7 @@ class _Worker(threading.Thread):
         self.index = index
         self.wake = threading.Event()
         self.delivering = False
+        self.settled = False  # the last delivery was recorded delivered or dead
 
     def _should_run(self) -> bool:
         return not self.lane.stopping.is_set() and threading.main_thread().is_alive()
@@ -758,13 +929,15 @@ class _Worker(threading.Thread):
                     self.outbox.check_lag()
                 due = self.lane.claim()
                 if due is not None:
+                    self.settled = False
                     try:
                         self._deliver(due)
                     finally:
-                        self.lane.release(due)
+                        self.lane.release(due, settled=self.settled)
                     continue
                 if self.index == 0:
                     self.outbox.prune_if_due()
+                self.lane.recover()
                 pause = self.lane.until_next_due()
             except StorageError:
                 pause = self.outbox.poll_s  # logged once per kind by the guard
@@ -796,6 +969,7 @@ class _Worker(threading.Thread):
             "owner": self.lane.claims.owner,
             "attempts": attempts,
         }
+        settles = True
         if error is None:
             mark, args["now"] = _MARK_DELIVERED, time.time()
         elif self.lane.stopping.is_set():
@@ -833,7 +1007,10 @@ class _Worker(threading.Thread):
                 log_safe(error),
             )
             mark, args["error"], args["retry_at"] = _MARK_RETRY, error, time.time() + delay
-        if self.outbox._write("recording a delivery", mark, args) == 0 and self.outbox.leased:
+            settles = False
+        recorded = self.outbox._write("recording a delivery", mark, args)
+        self.settled = settles and recorded > 0
+        if recorded == 0 and self.outbox.leased:
             log.warning(
                 "event %s for %s ran longer than its lease and was claimed by another worker, "
                 "which delivers it again; this outcome is not recorded (raise lease_s?).",

@@ -66,6 +66,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+import weakref
 from collections.abc import Awaitable, Callable, Iterable
 from contextvars import ContextVar
 from dataclasses import dataclass, field
@@ -80,6 +81,7 @@ from sqlalchemy.orm import InstanceState, Mapper, ORMExecuteState, Session, obje
 from hostwire._contract import EVENT_TYPE, event_export
 from hostwire._errors import RecordInvalid, RecordReentrant, SpecError, UntrackedChange
 from hostwire._events.bus import EventBus
+from hostwire._events.outbox import Outbox
 from hostwire._events.records import RecordShape
 from hostwire._events.webhooks import (
     ModelSchemas,
@@ -141,6 +143,10 @@ class _Model:
     shape: RecordShape
     strict: Any = None  # compiled record schema, once bound
     draft: Any = None  # compiled draft schema (new rows)
+    # Where those schemas are in the bus's own document, when they are the same
+    # schemas there (the bus then trusts this check of a record: ``record_passed``).
+    strict_uri: str | None = None
+    draft_uri: str | None = None
 
 
 @dataclass(eq=False)
@@ -194,6 +200,7 @@ class ModelTracker:
         self._lock = threading.Lock()
         self._key = f"hostwire.tracking.{id(self)}"
         self._notify_key = f"{self._key}.notify"
+        self._handoff_key = f"{self._key}.handoff"
         self._listeners: list[tuple[Any, str, Callable[..., Any]]] = []
         self._listen(Session, "before_flush", self._before_flush)
         self._listen(Session, "after_flush", self._after_flush)
@@ -319,6 +326,8 @@ class ModelTracker:
             found = names[model.name]
             model.strict = compile_schema(spec, spec.component_schema(found.record))
             model.draft = compile_schema(spec, spec.component_schema(found.draft))
+            model.strict_uri = _same_in(bus, spec, found.record)
+            model.draft_uri = _same_in(bus, spec, found.draft)
 
     def _listen(self, target: Any, identifier: str, fn: Callable[..., Any], **kw: Any) -> None:
         event.listen(target, identifier, fn, **kw)
@@ -464,9 +473,13 @@ class ModelTracker:
         if change.action == "destroy":
             bus.before(model.name, "before_destroy", change.record, previous, {})
             return
-        schema = model.draft if change.action == "create" else model.strict
+        create = change.action == "create"
+        schema = model.draft if create else model.strict
         # Checked first too: every envelope must match its webhook.
         _check(model, schema, change.record, f"The {model.name} is not valid")
+        uri = model.draft_uri if create else model.strict_uri
+        if uri is not None:
+            bus.record_passed(uri, change.record)
         record = change.record
         for step in BEFORE_STEPS[change.action]:
             replaced = bus.before(model.name, step, record, previous, diff(previous, record))
@@ -554,6 +567,9 @@ class ModelTracker:
         else:
             stored = _stored(connection, mapper, shape, pk)
         subject = f"{model.name}/{'/'.join(map(str, pk))}"
+        handoff: list[Any] | None = None
+        if isinstance(outbox, Outbox):
+            handoff = session.info.setdefault(self._handoff_key, [])
         for step in steps:
             record = stored
             if step == "after_validation":
@@ -566,15 +582,14 @@ class ModelTracker:
             envelope = bus.envelope(
                 model.name, step, record, change.previous, diff(change.previous, record)
             )
-            outbox.add(
-                connection,
-                envelope,
-                subject=subject,
-                targets=[
-                    (h.plugin.name, event_export(model.name, step))
-                    for h in bus.handlers(model.name, step)
-                ],
-            )
+            targets = [
+                (h.plugin.name, event_export(model.name, step))
+                for h in bus.handlers(model.name, step)
+            ]
+            if handoff is not None:
+                Outbox.add(connection, envelope, subject=subject, targets=targets, handoff=handoff)
+            else:
+                outbox.add(connection, envelope, subject=subject, targets=targets)
         session.info[self._notify_key] = True
 
     def _unseen(self, action: Action, model: _Model, state: InstanceState[Any]) -> _Change | None:
@@ -606,13 +621,22 @@ class ModelTracker:
 
     def _after_commit(self, session: Session) -> None:
         outbox = self._outbox
+        handoff = session.info.pop(self._handoff_key, None)
         if session.info.pop(self._notify_key, False) and outbox is not None:
-            outbox.notify()
+            if handoff and isinstance(outbox, Outbox):
+                outbox.committed(handoff)  # the committed deliveries, to the workers in memory
+            else:
+                outbox.notify()
 
     def _after_rollback(self, session: Session, previous_transaction: Any) -> None:
         session.info.pop(self._key, None)
         if previous_transaction.parent is None:  # the whole transaction, not a savepoint
             session.info.pop(self._notify_key, None)
+            session.info.pop(self._handoff_key, None)
+        else:
+            # Which deliveries the savepoint undid is unknown: none of this transaction
+            # is handed over, the workers read what committed (the notify flag stays).
+            session.info[self._handoff_key] = None
 
     def _orm_execute(self, state: ORMExecuteState) -> None:
         if not (state.is_insert or state.is_update or state.is_delete):
@@ -702,11 +726,32 @@ def _stored(
     connection: Connection, mapper: Mapper[Any], shape: RecordShape, pk: Iterable[Any]
 ) -> dict[str, Any]:
     """The row as the database holds it now (server defaults included), as a record."""
-    columns = list(shape.columns.values())
-    where = [c == v for c, v in zip(mapper.primary_key, pk, strict=True)]
-    query = sa.select(*columns).select_from(mapper.persist_selectable).where(*where)
-    row = connection.execute(query).one()
+    query = _STORED.get(mapper)
+    if query is None:
+        columns = list(shape.columns.values())
+        where = [c == sa.bindparam(f"pk{i}") for i, c in enumerate(mapper.primary_key)]
+        query = sa.select(*columns).select_from(mapper.persist_selectable).where(*where)
+        _STORED[mapper] = query
+    args = {f"pk{i}": v for i, v in enumerate(pk)}
+    row = connection.execute(query, args).one()
     return shape.record(dict(zip(shape.columns, row, strict=True)))
+
+
+# One statement per mapper (built once, compiled once by SQLAlchemy's cache).
+_STORED: weakref.WeakKeyDictionary[Mapper[Any], Any] = weakref.WeakKeyDictionary()
+
+
+def _same_in(bus: EventBus, spec: Any, name: str) -> str | None:
+    """The place of component schema ``name`` of ``spec`` when the bus's document has
+    the very same schema there, else None."""
+    if bus.spec is None:
+        return None
+    theirs = (bus.spec.document.get("components") or {}).get("schemas") or {}
+    node = spec.component_schema(name)
+    if name not in theirs or theirs[name] != node.value:
+        return None
+    uri: str = bus.spec.component_schema(name).uri
+    return uri if uri == node.uri else None
 
 
 def _check(model: _Model, schema: Any, record: dict[str, Any], message: str) -> None:
