@@ -28,7 +28,7 @@ from referencing.jsonschema import DRAFT4, DRAFT202012
 from hostwire._contract import EVENT_TYPE, HTTP_HOOKS, event_export
 from hostwire._errors import SpecError
 from hostwire._hostapi.speccache import validate_once
-from hostwire._runtime.strictjson import dumps as strict_dumps
+from hostwire._runtime import dumps as strict_dumps
 from hostwire._text import one_line, yaml_problem
 
 _FETCH_TIMEOUT_S = 30.0

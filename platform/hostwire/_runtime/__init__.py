@@ -11,7 +11,7 @@ imports only ``hostwire._errors`` and ``hostwire._text``: it knows nothing of
 OpenAPI, apps or events.
 """
 
-from hostwire._runtime.chain import CHAIN, describe, to_thread
+from hostwire._runtime.chain import CHAIN, ON_CALLER_THREAD, describe, to_thread
 from hostwire._runtime.hostfn import CallContext, HostFunction
 from hostwire._runtime.imports import (
     HOST_FUNCTION,
@@ -31,7 +31,13 @@ from hostwire._runtime.module import (
 )
 from hostwire._runtime.plugin import Plugin
 from hostwire._runtime.source import DOWNLOAD_TIMEOUT_S, fetch_url, read_path, sha256_hex
-from hostwire._runtime.strictjson import JsonProblem, loads_strict, parse_json, plugin_json
+from hostwire._runtime.strictjson import (
+    JsonProblem,
+    dumps,
+    loads_strict,
+    parse_json,
+    plugin_json,
+)
 from hostwire._runtime.threads import run_blocking
 
 __all__ = [
@@ -39,6 +45,7 @@ __all__ = [
     "DOWNLOAD_TIMEOUT_S",
     "HOST_FUNCTION",
     "KERNEL_MODULE",
+    "ON_CALLER_THREAD",
     "USER_MODULE",
     "WASI_MODULES",
     "CallContext",
@@ -49,6 +56,7 @@ __all__ = [
     "Plugin",
     "describe",
     "describe_imports",
+    "dumps",
     "fetch_url",
     "inspect_module",
     "loads_strict",

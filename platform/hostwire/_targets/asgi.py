@@ -25,8 +25,7 @@ import anyio.lowlevel
 from starlette.types import ASGIApp, Message
 
 from hostwire._errors import DispatchError
-from hostwire._runtime import CHAIN, log_safe
-from hostwire._runtime.chain import ON_CALLER_THREAD
+from hostwire._runtime import CHAIN, ON_CALLER_THREAD, log_safe
 from hostwire._targets.call import (
     MAX_RESPONSE_BYTES,
     Caller,
