@@ -122,7 +122,7 @@ class Hooks:
             reads_body = hook_input(subscriber.plugin).request_body
             context = exchange.context
             data = b'{"context":%s,"request":%s}' % (
-                encode_json(context).encode("ascii"),
+                encode_json(context),
                 exchange.request_json(reads_body),
             )
             answer = self._call(subscriber, PRE, data, context)
@@ -181,11 +181,9 @@ class Hooks:
             current = exchange.response or {}
             context = exchange.context
             data = b'{"context":%s,"request":%s,"response":%s}' % (
-                encode_json(context).encode("ascii"),
+                encode_json(context),
                 exchange.request_json(parts.request_body),
-                encode_json(current if parts.response_body else {**current, "body": ""}).encode(
-                    "ascii"
-                ),
+                encode_json(current if parts.response_body else {**current, "body": ""}),
             )
             answer = self._call(subscriber, POST, data, context)
             if answer is None:
@@ -213,7 +211,7 @@ class Hooks:
                 continue
             context = exchange.context
             data = b'{"context":%s,"request":%s,"chunk":"%s"}' % (
-                encode_json(context).encode("ascii"),
+                encode_json(context),
                 exchange.request_json(hook_input(subscriber.plugin).request_body),
                 b64(chunk).encode("ascii"),
             )

@@ -11,7 +11,6 @@ included) is buffered for the post-hooks.
 from __future__ import annotations
 
 import enum
-import json
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -22,16 +21,15 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from hostwire._errors import HookFailed
 from hostwire._events import Subscriber
 from hostwire._hooks.shapes import b64, rewritten_scope
-from hostwire._runtime import log_safe
+from hostwire._runtime import dumps, log_safe
 from hostwire._targets import header_map
 
 log = logging.getLogger("hostwire.hooks")
 
 # The chunk hooks of one exchange: a chunk in, the chunk to send (None: skip it) out.
 ChunkHooks = Callable[[bytes], Awaitable[bytes | None]]
-# Compact JSON, ASCII only (as json.dumps(..., separators=(",", ":"))), without
-# json.dumps' per-call argument handling.
-encode_json = json.JSONEncoder(separators=(",", ":")).encode
+# Compact JSON in UTF-8 (orjson where it can), as bytes.
+encode_json = dumps
 
 
 @dataclass(slots=True)
@@ -64,7 +62,7 @@ class Exchange:
         encoded = self._json.get(with_body)
         if encoded is None:
             body = b64(self.body) if with_body else ""
-            encoded = encode_json({**self.request, "body": body}).encode("ascii")
+            encoded = encode_json({**self.request, "body": body})
             self._json[with_body] = encoded
         return encoded
 
