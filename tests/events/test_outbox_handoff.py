@@ -95,7 +95,11 @@ def test_behind_a_delivery_that_failed_the_next_waits_for_its_retry(outbox: Outb
     wait_for(lambda: len(seen(gate)) >= 1 and outbox.deliveries()[-1]["attempts"] == 1, "a try")
     gate.fail = False
     wait_for(lambda: states(outbox, "gated") == ["delivered"] * 2, "both deliveries")
-    assert seen(gate) == [first, first, second]
+    # the first may be retried more than once before ``fail`` is cleared (its
+    # backoff is ~0), but the second is never tried before the first succeeds
+    order = seen(gate)
+    assert order[-1] == second and order.count(second) == 1
+    assert len(order) >= 3 and set(order[:-1]) == {first}
 
 
 def test_a_lane_unsure_of_the_database_reads_it(outbox: Outbox) -> None:
