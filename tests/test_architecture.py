@@ -61,6 +61,18 @@ LAYERS: dict[str, frozenset[str]] = {
             "hostwire._pluginset",
         }
     ),
+    # The operators' routes, served by _app in front of the app: they read its state.
+    "hostwire._admin": frozenset(
+        {
+            "hostwire._runtime",
+            "hostwire._targets",
+            "hostwire._hostapi",
+            "hostwire._events",
+            "hostwire._hooks",
+            "hostwire._config",
+            "hostwire._pluginset",
+        }
+    ),
 }
 # Layers only some top-level modules may import ("only the CLI imports" _pdk).
 IMPORTED_ONLY_BY = {"hostwire._pdk": frozenset({"hostwire.cli"})}

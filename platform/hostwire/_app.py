@@ -20,6 +20,7 @@ from __future__ import annotations
 import copy
 import inspect
 import logging
+import os
 from collections.abc import AsyncIterator, Callable, Collection, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
@@ -38,6 +39,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from hostwire._admin import AdminEntry
 from hostwire._config import HostwireConfig, load_config
 from hostwire._contract import error_body
 from hostwire._errors import (
@@ -54,12 +56,13 @@ from hostwire._events import Event, EventBus, ModelTracker, Outbox, RateLimiter,
 from hostwire._hooks import HttpHooksMiddleware
 from hostwire._hostapi import HostApi, OpenAPIDocument, load_openapi
 from hostwire._pluginset import PluginSet
-from hostwire._runtime import log_safe
+from hostwire._runtime import Plugin, log_safe
 from hostwire._targets import AsgiTarget
 
 log = logging.getLogger("hostwire")
 
 SERVED_SPEC_PATH = "/openapi.json"
+ADMIN_TOKEN_ENV = "HOSTWIRE_ADMIN_TOKEN"
 MAX_BODY_BYTES = 1024 * 1024
 Database = Engine | AsyncEngine | str | Path
 SpecSource = str | Path | Mapping[str, Any] | OpenAPIDocument
@@ -93,6 +96,7 @@ class Hostwire:
         hooks: bool = True,
         max_body_bytes: int = MAX_BODY_BYTES,
         caller_thread: Collection[str] = (),
+        admin_token: str | None = None,
     ) -> None:
         self.app = app
         if config is None:
@@ -102,6 +106,8 @@ class Hostwire:
         else:
             self.config = load_config(config)
         self.max_body_bytes = max_body_bytes
+        # The admin routes (console, plug-in API, /metrics) are off without one.
+        self.admin_token = admin_token or os.environ.get(ADMIN_TOKEN_ENV) or None
         self.target = AsgiTarget(app, caller_thread=caller_thread)
         self.tracker = ModelTracker()
         self.document: OpenAPIDocument | None = None
@@ -243,6 +249,34 @@ class Hostwire:
         """The HTTP hooks middleware, for an app that places it in its own stack."""
         return Middleware(_HooksEntry, hostwire=self)
 
+    def admin_middleware(self) -> Middleware:
+        """The admin routes (console, plug-in API, ``/metrics``), for an app that builds
+        its own stack: place it outside the app's authentication."""
+        return Middleware(AdminEntry, hostwire=self)
+
+    def loaded_plugins(self) -> list[Plugin]:
+        """The plug-ins serving now, in the configuration's order (none before start)."""
+        return list(self.plugins) if self.plugins is not None else []
+
+    def plugin_states(self) -> list[dict[str, Any]]:
+        """Every configured plug-in, loaded or not, as JSON-able data for operators."""
+        loaded = {p.name: p for p in self.loaded_plugins()}
+        states = []
+        for entry in self.config.plugins:
+            plugin = loaded.get(entry.name)
+            state: dict[str, Any] = {
+                "name": entry.name,
+                "state": "enabled" if plugin is not None else "disabled",
+                "source": entry.path or entry.url,
+                "grants": list(entry.grants),
+                "limits": entry.limits.model_dump(),
+                "sha256": plugin.sha256 if plugin is not None else entry.sha256,
+                "exports": sorted(plugin.exports) if plugin is not None else [],
+                "stats": plugin.stats.snapshot() if plugin is not None else None,
+            }
+            states.append(state)
+        return states
+
     @property
     def subscribers(self) -> list[Subscriber]:
         """The loaded plug-ins in the configuration's order (none before start)."""
@@ -343,6 +377,7 @@ class Hostwire:
     def _install(self, app: Starlette, *, hooks: bool) -> None:
         if hooks:
             app.add_middleware(_HooksEntry, hostwire=self)
+        app.add_middleware(AdminEntry, hostwire=self)  # outermost: before the app's auth
         for kind, handler in _HANDLERS.items():
             if kind not in app.exception_handlers:  # the app's own answer wins
                 app.add_exception_handler(kind, handler)

@@ -539,6 +539,8 @@ def _middleware(settings: Settings, hw: Hostwire) -> list[Middleware]:
     """The stack, outermost first."""
     return [
         Middleware(RequestIdMiddleware),
+        # hostwire's console, plug-in API and /metrics: the admin token's, not the API's.
+        hw.admin_middleware(),
         *_cors(settings),
         # The body is read before the request takes a slot: slow senders hold none.
         Middleware(

@@ -20,6 +20,7 @@ runs no Python between its input and its output.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import threading
@@ -65,6 +66,7 @@ from hostwire._runtime.module import (
     rename_imports,
     to_binary,
 )
+from hostwire._runtime.stats import PluginStats
 from hostwire._runtime.strictjson import plugin_json
 from hostwire._text import one_line
 
@@ -119,6 +121,9 @@ class Plugin:
     ) -> None:
         self.name = name
         self.limits = limits or Limits()
+        self.sha256 = hashlib.sha256(wasm).hexdigest()
+        # A reload hands the new version its predecessor's counters (``stats = old.stats``).
+        self.stats = PluginStats(name)
         self.host_functions = {f.name: f for f in host_functions}
         try:
             self.info: ModuleInfo = inspect_module(wasm)

@@ -1,0 +1,11 @@
+"""Operators' routes: the console (``/hostwire/``), the plug-in API
+(``/hostwire/plugins/...``) and ``/metrics``, behind an admin token of their own.
+
+``AdminEntry`` sits outside the app's own middleware, so the app's
+authentication never sees an admin request and the HTTP hooks never run on
+one. Off (requests pass through to the app) unless a token is configured.
+"""
+
+from hostwire._admin.app import AdminEntry
+
+__all__ = ["AdminEntry"]

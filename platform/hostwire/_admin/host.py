@@ -1,0 +1,29 @@
+"""What the admin routes need of the object that hosts the plug-ins.
+
+``Hostwire`` provides it; so can any host that keeps plug-ins (the gateway).
+A protocol, so ``_admin`` does not import ``_app``, which installs it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any, Protocol
+
+from hostwire._events import Outbox
+from hostwire._runtime import Plugin
+
+
+class AdminHost(Protocol):
+    @property
+    def admin_token(self) -> str | None:
+        """The admin token; None turns the admin routes off."""
+
+    @property
+    def outbox(self) -> Outbox | None:
+        """Where after-events wait for delivery (None: no events)."""
+
+    def loaded_plugins(self) -> Iterable[Plugin]:
+        """The plug-ins serving now (their current versions)."""
+
+    def plugin_states(self) -> list[dict[str, Any]]:
+        """Every configured plug-in, loaded or not, as JSON-able data."""
