@@ -1,6 +1,6 @@
 """Throughput of lightcontrol under uvicorn with 0 and with 2 HTTP hook plug-ins.
 
-Two ``hostwire serve`` subprocesses on free 127.0.0.1 ports, alike but for
+Three ``hostwire serve`` subprocesses on free 127.0.0.1 ports, alike but for
 their plug-ins (same token, databases of their own, both logging every
 request at INFO to a file, as ``hostwire serve`` does):
 
@@ -14,7 +14,14 @@ request at INFO to a file, as ``hostwire serve`` does):
   on the event loop (no worker-thread hop); as in ``plugins.yaml``, they
   declare the bodies they read (``hook_input``: api_guard none, redactor the
   response's). Every request makes three plug-in calls, with JSON both ways
-  and the response body in base64 for the redactor.
+  and the response body in base64 for the redactor;
+- 2 no-ops: the same two entries with a module whose hooks answer nothing at
+  once (no change): the same three calls and the same JSON, base64 and
+  capture of the answer, so its extra CPU is hostwire's hook code; the
+  difference to "2 hooks" is what the demo plug-ins themselves do (their
+  wasm, and the rewrite's check against the schema). With that part alone,
+  and hostwire's code free, the ratio could be at most
+  0 hooks CPU / (0 hooks CPU + that part): printed as the bound.
 
 The load is closed-loop and bounded: ``--connections`` keep-alive connections
 (default 8) in one asyncio thread, each sending GET /lights/default (bearer
@@ -57,14 +64,24 @@ import statistics
 import sys
 import tempfile
 import time
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "platform"))
 
 import httpx
+
+from hostwire import load_config
+from hostwire._runtime import Plugin
+from lightcontrol.app import Settings, create_app
+
+# starlette's TestClient (one request in process, below) warns that it wants httpx2.
+warnings.filterwarnings("ignore", message=".*starlette.testclient.*")
+from starlette.testclient import TestClient
 
 from _bench import (
     Check,
@@ -101,6 +118,25 @@ plugins:
     hook_input: {{request_body: false}}
     limits: {{timeout_ms: 20}}
 """
+# Two plug-ins whose hooks answer nothing (no change) at once, configured as the demo
+# pair: what hostwire's hook code costs, apart from what the demo plug-ins compute.
+NOOP_WAT = """(module
+  (memory (export "memory") 1)
+  (func (export "http_pre_hook") (result i32) (i32.const 0))
+  (func (export "http_post_hook") (result i32) (i32.const 0)))
+"""
+NOOP_CONFIG = f"""\
+openapi: {ROOT / "openapi" / "light.yaml"}
+plugins:
+  - name: noop-guard
+    path: noop.wat
+    hook_input: {{request_body: false, response_body: false}}
+    limits: {{timeout_ms: 20}}
+  - name: noop-redactor
+    path: noop.wat
+    hook_input: {{request_body: false}}
+    limits: {{timeout_ms: 20}}
+"""
 SERVED_BY = b"\r\nx-served-by: hostwire\r\n"
 REDACTED = b'"name":"[redacted]"'
 PLAIN = b'"name":'
@@ -108,6 +144,10 @@ PLAIN = b'"name":'
 
 def plain_answer(head: bytes, body: bytes) -> bool:
     return PLAIN in body and REDACTED not in body and SERVED_BY not in head
+
+
+def noop_answer(head: bytes, body: bytes) -> bool:
+    return plain_answer(head, body)
 
 
 def hooked_answer(head: bytes, body: bytes) -> bool:
@@ -208,6 +248,44 @@ def run_round(runner: asyncio.Runner, server: Server, requests: int, connections
 # -- measuring ---------------------------------------------------------------------
 
 
+def plugin_calls_alone(config: Path, tmp: Path, calls: int = 2000) -> list[tuple[str, float]]:
+    """The hooks' plug-in calls of one request, each timed alone in this process.
+
+    One request goes through lightcontrol in process (the same configuration)
+    to capture what the hooks hand each plug-in; then each call is repeated
+    ``calls`` times: (plug-in and export, process CPU µs per call, Extism's
+    timer thread included, as in the server's figure). Back to back, so caches
+    are warm: a lower bound of what the calls cost inside the server.
+    """
+    seen: list[tuple[Plugin, str, bytes]] = []
+    call = Plugin.call
+
+    def spy(plugin: Plugin, export: str, data: bytes | str = b"", **extra: Any) -> bytes:
+        seen.append((plugin, export, data if isinstance(data, bytes) else data.encode()))
+        return call(plugin, export, data, **extra)
+
+    app = create_app(
+        Settings(token=TOKEN, db_path=str(tmp / "alone.db")), plugins=load_config(config)
+    )
+    headers = {"Authorization": f"Bearer {TOKEN}", "X-API-Key": API_KEY}
+    with TestClient(app) as client:
+        Plugin.call = spy  # type: ignore[method-assign,assignment]
+        try:
+            response = client.get(PATH, headers=headers)
+        finally:
+            Plugin.call = call  # type: ignore[method-assign]
+        if response.status_code != 200 or REDACTED not in response.content:
+            raise RuntimeError(f"in process, lightcontrol answered {response.status_code}")
+        found = []
+        for plugin, export, data in seen:
+            cpu = time.process_time()  # every thread's: Extism's timer thread counts too
+            for _ in range(calls):
+                plugin.call(export, data)
+            cpu = time.process_time() - cpu
+            found.append((f"{plugin.name} {export}", cpu / calls * 1e6))
+    return found
+
+
 def print_table(servers: list[Server], width: int = 10) -> None:
     print(
         f"{'variant':<{width}} {'req/s':>8} {'min':>8} {'max':>8} {'p50 ms':>8} {'p99 ms':>8}"
@@ -222,6 +300,32 @@ def print_table(servers: list[Server], width: int = 10) -> None:
             f" {percentile(s.latencies, 0.99):>8.2f} {cpu:>18}"
             f" {statistics.median(s.client_cpu):>10.0%} {other:>11}"
         )
+
+
+def print_summary(servers: list[Server], alone: list[tuple[str, float]]) -> float:
+    """The ratios and what the hooks' CPU goes to; returns the goal's ratio."""
+    plain, hooked, noops = servers
+    ratio = statistics.median(hooked.rates) / statistics.median(plain.rates)
+    print(f"2 hooks / 0 hooks in requests per second (median): {ratio:5.2f}  (goal >= {GOAL:g})")
+    noop_ratio = statistics.median(noops.rates) / statistics.median(plain.rates)
+    print(f"2 no-op hooks / 0 hooks in requests per second:    {noop_ratio:5.2f}")
+    if plain.cpu_per_request and hooked.cpu_per_request and noops.cpu_per_request:
+        plain_cpu = statistics.median(plain.cpu_per_request)
+        hooked_cpu = statistics.median(hooked.cpu_per_request)
+        noop_cpu = statistics.median(noops.cpu_per_request)
+        print(f"0 hooks / 2 hooks in server CPU per request:       {plain_cpu / hooked_cpu:5.2f}")
+        print(f"server CPU the hooks add per request:             {hooked_cpu - plain_cpu:5.0f} µs")
+        print(f"  hostwire's hook code (2 no-op plug-ins, 3 calls): {noop_cpu - plain_cpu:5.0f} µs")
+        print(f"  what the demo plug-ins do beyond that:          {hooked_cpu - noop_cpu:5.0f} µs")
+        for label, micros in alone:
+            print(f"    their call {label} alone, warm:{micros:>{29 - len(label)}.1f} µs")
+        # What bounds the ratio: the demo plug-ins' own part, even if hostwire's hook
+        # code cost nothing.
+        print(
+            "bound if hostwire's hook code cost nothing (0 hooks CPU / (that + the demo "
+            f"plug-ins' part)): {plain_cpu / (plain_cpu + hooked_cpu - noop_cpu):5.2f}"
+        )
+    return ratio
 
 
 def main() -> int:
@@ -244,10 +348,14 @@ def main() -> int:
         tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-hooks-")))
         config = tmp / "hooks.yaml"
         config.write_text(HOOKS_CONFIG)
+        (tmp / "noop.wat").write_text(NOOP_WAT)
+        noop_config = tmp / "noop.yaml"
+        noop_config.write_text(NOOP_CONFIG)
         servers = []
         for name, config_file, check in (
             ("0 hooks", None, plain_answer),
             ("2 hooks", config, hooked_answer),
+            ("2 no-ops", noop_config, noop_answer),
         ):
             port, pid = stack.enter_context(served_app(tmp, name.replace(" ", "-"), config_file))
             servers.append(Server(name, port, pid, check))
@@ -264,21 +372,14 @@ def main() -> int:
                 run_round(runner, server, args.requests, args.connections)
             rounds += 1
 
+        alone = plugin_calls_alone(config, tmp)
+
     print(
         f"GET {PATH} on lightcontrol under uvicorn, {args.connections} keep-alive connections,"
         f" {args.requests} requests per round, {rounds} interleaved rounds"
     )
     print_table(servers)
-    plain, hooked = servers
-    ratio = statistics.median(hooked.rates) / statistics.median(plain.rates)
-    print(f"2 hooks / 0 hooks in requests per second (median): {ratio:5.2f}  (goal >= {GOAL:g})")
-    if plain.cpu_per_request and hooked.cpu_per_request:
-        plain_cpu = statistics.median(plain.cpu_per_request)
-        hooked_cpu = statistics.median(hooked.cpu_per_request)
-        print(f"0 hooks / 2 hooks in server CPU per request:       {plain_cpu / hooked_cpu:5.2f}")
-        print(
-            f"server CPU the hooks add per request:               {hooked_cpu - plain_cpu:5.0f} µs"
-        )
+    ratio = print_summary(servers, alone)
     busy = max((statistics.median(s.other_load) for s in servers if s.other_load), default=0.0)
     if busy > BUSY_CORES:
         print(
