@@ -15,7 +15,7 @@ import asyncio
 import logging
 import threading
 from collections.abc import AsyncIterator, Collection, Coroutine, Mapping
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, nullcontext
 from typing import Any
 from urllib.parse import unquote, urlencode
 
@@ -86,27 +86,50 @@ class _ThreadLoop(threading.local):
 _THREAD_LOOP = _ThreadLoop()
 
 
-def _run_here(loop: asyncio.AbstractEventLoop, request: Coroutine[Any, Any, Reply]) -> Reply:
-    """``loop.run_until_complete(request)``, a third cheaper: the loop runs only until the
-    request's task is done (no start and stop of run_forever, whose set-up is most of the
-    cost of a request that hardly waits). Loops without ``_run_once`` run as usual."""
+def _run_here(
+    loop: asyncio.AbstractEventLoop, request: Coroutine[Any, Any, Reply], limit: float
+) -> Reply:
+    """``loop.run_until_complete(request)`` within ``limit`` seconds, a third cheaper: the
+    loop runs only until the request's task is done (no start and stop of run_forever,
+    whose set-up is most of the cost of a request that hardly waits), and the deadline
+    is one timer that cancels the task (cheaper than ``asyncio.timeout``). Loops
+    without ``_run_once`` run as usual."""
     step = getattr(loop, "_run_once", None)
     if step is None or asyncio.events._get_running_loop() is not None:
-        return loop.run_until_complete(request)
+        return loop.run_until_complete(_within(request, limit))
     asyncio.events._set_running_loop(loop)
     try:
         task = loop.create_task(request)
+        expiry = loop.call_at(loop.time() + limit, task.cancel)
         while not task.done():
             step()
+        expiry.cancel()
     finally:
         asyncio.events._set_running_loop(None)
+    if task.cancelled():
+        raise _late(limit)
     return task.result()
+
+
+async def _within(request: Coroutine[Any, Any, Reply], limit: float) -> Reply:
+    try:
+        async with asyncio.timeout(limit):
+            return await request
+    except TimeoutError as exc:
+        raise _late(limit) from exc
+
+
+def _late(limit: float) -> DispatchError:
+    return DispatchError(504, "upstream_timeout", f"The app did not answer within {limit:.3g} s.")
 
 
 @asynccontextmanager
 async def _anyio_deadline(limit: float) -> AsyncIterator[None]:
     with anyio.fail_after(limit):
         yield
+
+
+_NO_DEADLINE = nullcontext()
 
 
 def _deadline(limit: float, *, on_asyncio: bool) -> AbstractAsyncContextManager[object]:
@@ -210,7 +233,8 @@ class AsgiTarget:
         loop = _THREAD_LOOP.get()
         token = ON_CALLER_THREAD.set(True)
         try:
-            return _run_here(loop, self._request(call, caller, on_asyncio=True))
+            request = self._request(call, caller, on_asyncio=True, deadline=False)
+            return _run_here(loop, request, caller.timeout(self.timeout_s))
         finally:
             ON_CALLER_THREAD.reset(token)
 
@@ -264,7 +288,7 @@ class AsgiTarget:
             "scheme": "http",
             "path": unquote(path),
             "raw_path": path.encode("ascii"),
-            "query_string": urlencode(call.query).encode("ascii"),
+            "query_string": urlencode(call.query).encode("ascii") if call.query else b"",
             "root_path": "",
             "headers": headers,
             "client": None,
@@ -273,7 +297,11 @@ class AsgiTarget:
             "extensions": {ASGI_EXTENSION: {"plugin": caller.plugin, "chain": list(caller.chain)}},
         }
 
-    async def _request(self, call: HttpCall, caller: Caller, *, on_asyncio: bool = False) -> Reply:
+    async def _request(
+        self, call: HttpCall, caller: Caller, *, on_asyncio: bool = False, deadline: bool = True
+    ) -> Reply:
+        """The app's answer to ``call``; within the caller's time unless ``deadline`` is
+        False (the one who runs it keeps the time: ``_run_here``)."""
         CHAIN.set(caller.chain)  # this task's context: nested calls see the chain
         scope = self._scope(call, caller)
         body = call.body or b""
@@ -307,12 +335,10 @@ class AsgiTarget:
 
         limit = caller.timeout(self.timeout_s)
         try:
-            async with _deadline(limit, on_asyncio=on_asyncio):
+            async with _deadline(limit, on_asyncio=on_asyncio) if deadline else _NO_DEADLINE:
                 await self.app(scope, receive, send)
         except TimeoutError as exc:
-            raise DispatchError(
-                504, "upstream_timeout", f"The app did not answer within {limit:.3g} s."
-            ) from exc
+            raise _late(limit) from exc
         except _TooLarge as exc:
             raise DispatchError(
                 502,
