@@ -132,6 +132,30 @@ async def _anyio_deadline(limit: float) -> AsyncIterator[None]:
 _NO_DEADLINE = nullcontext()
 
 
+class _Finished:
+    """Set once the app's answer is complete; an event to wait on is made only when
+    the app waits for the client to leave (streaming), which most requests never do."""
+
+    __slots__ = ("_event", "_on_asyncio", "flag")
+
+    def __init__(self, on_asyncio: bool) -> None:
+        self.flag = False
+        self._on_asyncio = on_asyncio
+        self._event: asyncio.Event | anyio.Event | None = None
+
+    def set(self) -> None:
+        self.flag = True
+        if self._event is not None:
+            self._event.set()
+
+    async def wait(self) -> None:
+        if self.flag:
+            return
+        if self._event is None:
+            self._event = asyncio.Event() if self._on_asyncio else anyio.Event()
+        await self._event.wait()
+
+
 def _deadline(limit: float, *, on_asyncio: bool) -> AbstractAsyncContextManager[object]:
     # asyncio's own timeout costs a fraction of AnyIO's cancel scope; other
     # backends (trio through AnyIO) get AnyIO's.
@@ -308,7 +332,7 @@ class AsgiTarget:
         reply = Reply(0)
         chunks: list[bytes] = []
         size = 0
-        done = asyncio.Event() if on_asyncio else anyio.Event()
+        done = _Finished(on_asyncio)
         sent_request = False
 
         async def receive() -> Message:
@@ -333,7 +357,7 @@ class AsgiTarget:
                 if not message.get("more_body", False):
                     done.set()
 
-        limit = caller.timeout(self.timeout_s)
+        limit = caller.timeout(self.timeout_s) if deadline else 0.0
         try:
             async with _deadline(limit, on_asyncio=on_asyncio) if deadline else _NO_DEADLINE:
                 await self.app(scope, receive, send)
@@ -346,7 +370,7 @@ class AsgiTarget:
                 f"The app's response is over {self.max_response_bytes} bytes.",
             ) from exc
         except Exception as exc:
-            if reply.status and done.is_set():
+            if reply.status and done.flag:
                 log.warning(
                     "the app failed after answering %s %s: %s",
                     call.method,
@@ -360,7 +384,7 @@ class AsgiTarget:
                 ) from exc
         finally:
             done.set()
-        if not reply.status or not done.is_set():
+        if not reply.status or not done.flag:
             raise DispatchError(502, "app_error", "The app returned without a whole response.")
         reply.body = b"".join(chunks)
         return reply
