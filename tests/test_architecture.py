@@ -34,6 +34,7 @@ TOP_LEVEL = frozenset(
         "hostwire.testing",
         "hostwire._app",
         "hostwire._pluginset",
+        "hostwire._reload",
         "hostwire._config",
         "hostwire._project",
     }
@@ -59,6 +60,7 @@ LAYERS: dict[str, frozenset[str]] = {
             "hostwire._hooks",
             "hostwire._config",
             "hostwire._pluginset",
+        "hostwire._reload",
         }
     ),
     # The operators' routes, served by _app in front of the app: they read its state.
@@ -71,6 +73,7 @@ LAYERS: dict[str, frozenset[str]] = {
             "hostwire._hooks",
             "hostwire._config",
             "hostwire._pluginset",
+        "hostwire._reload",
         }
     ),
 }
