@@ -60,7 +60,6 @@ LAYERS: dict[str, frozenset[str]] = {
             "hostwire._hooks",
             "hostwire._config",
             "hostwire._pluginset",
-        "hostwire._reload",
         }
     ),
     # The operators' routes, served by _app in front of the app: they read its state.
@@ -73,7 +72,6 @@ LAYERS: dict[str, frozenset[str]] = {
             "hostwire._hooks",
             "hostwire._config",
             "hostwire._pluginset",
-        "hostwire._reload",
         }
     ),
 }

@@ -91,7 +91,9 @@ class HttpHooksMiddleware:
         self.hooks = Hooks(self.contract, rate_limiter)
         self._cached: tuple[Sequence[Subscriber], list[Subscriber]] | None = None
 
-    def _hooked(self, current: Sequence[Subscriber]) -> list[Subscriber]:
+    def _hooked(self, current: Sequence[Subscriber] | None = None) -> list[Subscriber]:
+        if current is None:
+            current = self.subscribers()
         if self._cached is None or self._cached[0] is not current:
             hooked = [s for s in current if not s.plugin.exports.isdisjoint(HTTP_HOOKS)]
             self._cached = (current, hooked)  # holds the list: its identity stays valid
