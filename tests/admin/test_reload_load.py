@@ -65,6 +65,27 @@ def _rss_kib() -> int:
     return int(fields[0])
 
 
+def _every_event_delivered(hw: Hostwire, patched: int) -> None:
+    """Every event delivered, once each, by a whole plug-in: none pending, none dead,
+    no failed attempt; one delivery of the default light's per successful PATCH."""
+    outbox = hw.outbox
+    assert outbox is not None
+    deadline = time.monotonic() + 20
+
+    def follow_deliveries() -> list[dict[str, Any]]:
+        return outbox.deliveries(plugin="follow", limit=100_000)
+
+    while any(d["state"] == "pending" for d in follow_deliveries()):
+        assert time.monotonic() < deadline, "deliveries still pending"
+        time.sleep(0.02)  # polling a condition, not timing anything
+    found = follow_deliveries()
+    assert {d["state"] for d in found} == {"delivered"}
+    assert all(d["attempts"] == 1 and d["last_error"] is None for d in found)
+    of_default = [d for d in found if d["subject"] == "light/default"]
+    assert len(of_default) == patched
+    assert len({d["event_id"] for d in found}) == len(found)
+
+
 def test_fifty_reloads_under_load_fail_no_request_and_lose_no_event(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -134,24 +155,7 @@ def test_fifty_reloads_under_load_fail_no_request_and_lose_no_event(
         states = {s["name"]: s for s in hw.plugin_states()}
         assert states["follow"]["version"] == 1 + RELOADS // 2
         assert states["redactor"]["version"] == 1 + RELOADS // 2
-        # Every event delivered, once each, by a whole plug-in: none pending, none dead,
-        # no failed attempt.
-        outbox = hw.outbox
-        assert outbox is not None
-        deadline = time.monotonic() + 20
-
-        def follow_deliveries() -> list[dict[str, Any]]:
-            return outbox.deliveries(plugin="follow", limit=100_000)
-
-        while any(d["state"] == "pending" for d in follow_deliveries()):
-            assert time.monotonic() < deadline, "deliveries still pending"
-            time.sleep(0.02)  # polling a condition, not timing anything
-        found = follow_deliveries()
-        assert {d["state"] for d in found} == {"delivered"}
-        assert all(d["attempts"] == 1 and d["last_error"] is None for d in found)
-        of_default = [d for d in found if d["subject"] == "light/default"]
-        assert len(of_default) == patched[0]
-        assert len({d["event_id"] for d in found}) == len(found)
+        _every_event_delivered(hw, patched[0])
         # The replaced versions are gone: closed and collected.
         gc.collect()
         alive = [ref for ref in old if ref() is not None]
