@@ -86,6 +86,18 @@ def _every_event_delivered(hw: Hostwire, patched: int) -> None:
     assert len({d["event_id"] for d in found}) == len(found)
 
 
+def _reload(client: TestClient, hw: Hostwire, name: str) -> weakref.ref[Plugin]:
+    """PUT the plug-in's module again (a new version); a weak reference to the old one."""
+    serving = weakref.ref(next(p for p in hw.loaded_plugins() if p.name == name))
+    response = client.put(
+        f"/hostwire/plugins/{name}",
+        content=(SAMPLE / f"{name}/build/plugin.wasm").read_bytes(),
+        headers={**ADMIN, "Content-Type": "application/wasm"},
+    )
+    assert response.status_code == 200, response.text
+    return serving
+
+
 def test_fifty_reloads_under_load_fail_no_request_and_lose_no_event(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -95,10 +107,6 @@ def test_fifty_reloads_under_load_fail_no_request_and_lose_no_event(
         lamp = client.post("/lights", json={"name": "Lamp"}).json()["id"]
     app = create_app(settings, plugins=_config(tmp_path, lamp))
     hw: Hostwire = app.state.hostwire
-    modules = {
-        name: (SAMPLE / f"{folder}/build/plugin.wasm").read_bytes()
-        for name, folder in (("follow", "follow"), ("redactor", "redactor"))
-    }
     statuses: dict[int, int] = {}
     patched = [0]
     lock = threading.Lock()
@@ -125,24 +133,13 @@ def test_fifty_reloads_under_load_fail_no_request_and_lose_no_event(
         assert client.get("/lights/default").status_code == 200  # warm: every pool has one
         gc.collect()
         rss_before = _rss_kib()
-        threads = [
-            threading.Thread(target=client_loop, args=(client, i)) for i in range(CLIENTS)
-        ]
+        threads = [threading.Thread(target=client_loop, args=(client, i)) for i in range(CLIENTS)]
         started = time.monotonic()
         for thread in threads:
             thread.start()
         try:
             for n in range(RELOADS):
-                name = "follow" if n % 2 else "redactor"
-                serving = next(p for p in hw.loaded_plugins() if p.name == name)
-                old.append(weakref.ref(serving))
-                del serving
-                response = client.put(
-                    f"/hostwire/plugins/{name}",
-                    content=modules[name],
-                    headers={**ADMIN, "Content-Type": "application/wasm"},
-                )
-                assert response.status_code == 200, response.text
+                old.append(_reload(client, hw, "follow" if n % 2 else "redactor"))
                 assert time.monotonic() - started < DEADLINE_S, "the reloads took too long"
         finally:
             done.set()
