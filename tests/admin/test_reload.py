@@ -40,7 +40,8 @@ def served(tmp_path: Path) -> Iterator[tuple[TestClient, Hostwire, Notes]]:
 def version_of(client: TestClient) -> str | None:
     response = client.get("/hello")
     assert response.status_code == 200
-    return response.headers.get("x-version")
+    found: str | None = response.headers.get("x-version")
+    return found
 
 
 def state(hw: Hostwire) -> dict[str, Any]:
