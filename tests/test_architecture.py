@@ -34,6 +34,7 @@ TOP_LEVEL = frozenset(
         "hostwire.testing",
         "hostwire._app",
         "hostwire._pluginset",
+        "hostwire._reload",
         "hostwire._config",
         "hostwire._project",
     }

@@ -52,10 +52,19 @@ from hostwire._errors import (
     SpecError,
     StorageError,
 )
-from hostwire._events import Event, EventBus, ModelTracker, Outbox, RateLimiter, Subscriber
+from hostwire._events import (
+    Event,
+    EventBus,
+    ModelTracker,
+    Outbox,
+    RateLimit,
+    RateLimiter,
+    Subscriber,
+)
 from hostwire._hooks import HttpHooksMiddleware
 from hostwire._hostapi import HostApi, OpenAPIDocument, load_openapi
-from hostwire._pluginset import PluginSet
+from hostwire._pluginset import Lineup, PluginSet
+from hostwire._reload import Reloads, Watcher
 from hostwire._runtime import Plugin, log_safe
 from hostwire._targets import AsgiTarget
 
@@ -99,11 +108,14 @@ class Hostwire:
         admin_token: str | None = None,
     ) -> None:
         self.app = app
+        # The file reload_config() reads again (None: the configuration was an object).
+        self.config_path: Path | None = None
         if config is None:
             self.config = HostwireConfig()
         elif isinstance(config, HostwireConfig):
             self.config = config
         else:
+            self.config_path = Path(config)
             self.config = load_config(config)
         self.max_body_bytes = max_body_bytes
         # The admin routes (console, plug-in API, /metrics) are off without one.
@@ -121,6 +133,9 @@ class Hostwire:
         self.outbox: Outbox | None = None
         # The plug-ins' rate limits, counted in the outbox's database (made at start).
         self.rate_limiter: RateLimiter | None = None
+        # Hot reloads of the plug-ins (made at start), and the thread watching files.
+        self.reloads: Reloads | None = None
+        self._watcher: Watcher | None = None
         self._workers_started = False
         if isinstance(app, Starlette):
             self._install(app, hooks=hooks)
@@ -259,11 +274,17 @@ class Hostwire:
         return list(self.plugins) if self.plugins is not None else []
 
     def plugin_states(self) -> list[dict[str, Any]]:
-        """Every configured plug-in, loaded or not, as JSON-able data for operators."""
+        """Every configured plug-in, loaded or not, as JSON-able data for operators.
+
+        ``version`` counts the loads of the plug-in (1 at start, one more for each
+        reload or enable) and ``loaded_at`` says when the last was (None: never loaded).
+        """
         loaded = {p.name: p for p in self.loaded_plugins()}
+        config = self.plugins.config if self.plugins is not None else self.config
         states = []
-        for entry in self.config.plugins:
+        for entry in config.plugins:
             plugin = loaded.get(entry.name)
+            version = self.reloads.version(entry.name) if self.reloads is not None else None
             state: dict[str, Any] = {
                 "name": entry.name,
                 "state": "enabled" if plugin is not None else "disabled",
@@ -273,14 +294,68 @@ class Hostwire:
                 "sha256": plugin.sha256 if plugin is not None else entry.sha256,
                 "exports": sorted(plugin.exports) if plugin is not None else [],
                 "stats": plugin.stats.snapshot() if plugin is not None else None,
+                "watch": entry.watch,
+                **(version.state() if version else {"version": 0, "loaded_at": None}),
             }
             states.append(state)
         return states
 
+    def plugin_state(self, name: str) -> dict[str, Any] | None:
+        """``plugin_states()``'s entry for plug-in ``name`` (None: no such plug-in)."""
+        return next((s for s in self.plugin_states() if s["name"] == name), None)
+
+    # -- hot reload --------------------------------------------------------------
+
+    def replace_plugin(self, name: str, module: bytes, *, sha256: str | None = None) -> None:
+        """Serve ``module`` (binary WebAssembly) as configured plug-in ``name``, without
+        a restart.
+
+        The module gets every check of a start (``sha256`` first, when given) and is
+        compiled before anything changes: a bad one raises a one-line
+        ``ConfigError`` and the serving version stays. Calls in flight finish on
+        the old version, new calls get the new one, and the old one's instances
+        are freed once its last call has ended. Its after-event deliveries move
+        to the new version, none lost. A disabled plug-in keeps the module for
+        when it is enabled. Blocks (a compile): in async code run it in a thread.
+        """
+        self._reloads(f'replace_plugin("{name}")').replace(name, module, sha256)
+
+    def set_enabled(self, name: str, enabled: bool) -> None:
+        """Start or stop serving configured plug-in ``name`` (as ``replace_plugin``
+        swaps versions). A disabled plug-in's pending deliveries stay pending until
+        it is enabled again. Blocks."""
+        self._reloads(f'set_enabled("{name}")').set_enabled(name, enabled)
+
+    def reload_config(self) -> None:
+        """Read the configuration file again and serve what it says: every enabled
+        plug-in loaded anew (modules given to ``replace_plugin`` are dropped), the
+        others stopped. All of it loads, or nothing changes (``ConfigError``).
+        Changing ``openapi`` or ``events`` takes a restart. Blocks."""
+        reloads = self._reloads("reload_config()")
+        if self.config_path is None:
+            raise ConfigError(
+                "reload_config() reads the configuration file again, but this Hostwire was "
+                "given its configuration as an object: give Hostwire(config=<path>)."
+            )
+        config = load_config(self.config_path)
+        reloads.reload_config(config)
+        self.config = config
+
+    def _reloads(self, what: str) -> Reloads:
+        if self.reloads is None:
+            raise RuntimeError(f"{what} came before Hostwire started (the app's startup).")
+        return self.reloads
+
+    def _swapped(self, lineup: Lineup) -> None:
+        # A new rate_limit (or one fewer) needs a new limiter; the same ones keep theirs.
+        limits = dict(lineup.rate_limits)
+        if limits != (self.rate_limiter.limits if self.rate_limiter is not None else {}):
+            self.rate_limiter = _rate_limiter(limits, self.outbox)
+
     @property
-    def subscribers(self) -> list[Subscriber]:
-        """The loaded plug-ins in the configuration's order (none before start)."""
-        return self.plugins.subscribers if self.plugins is not None else []
+    def subscribers(self) -> Sequence[Subscriber]:
+        """The plug-ins serving now in the configuration's order (none before start)."""
+        return self.plugins.subscribers if self.plugins is not None else ()
 
     # -- starting and stopping ---------------------------------------------------
 
@@ -301,13 +376,20 @@ class Hostwire:
             if self.outbox is None and self._database is not None:
                 events = self.config.events.model_dump(exclude={"max_depth"})
                 self.outbox = Outbox(self._database, **events)
-            self.rate_limiter = _rate_limiter(plugins, self.outbox)
+            self.rate_limiter = _rate_limiter(plugins.rate_limits, self.outbox)
         except BaseException:
             plugins.close()
             raise
         self.document = document
         self.plugins = plugins
-        self.bus = EventBus(plugins.subscribers, spec=document)
+        self.reloads = Reloads(
+            plugins,
+            outbox=self.outbox,
+            delivered=self._delivered_exports(),
+            delivering=lambda: self._workers_started,
+            swapped=self._swapped,
+        )
+        self.bus = EventBus(plugins, spec=document)  # a before-event leases its plug-ins
         self.tracker.bind(self.bus, self.outbox)
 
     async def start_async(self) -> None:
@@ -317,6 +399,20 @@ class Hostwire:
         if self._needs_served_document():
             self._merged = self._with_webhooks(await self._served_document())
         await anyio.to_thread.run_sync(self.start)
+
+    def start_watching(self) -> None:
+        """Start the thread that reloads ``watch: true`` plug-ins when their files
+        change (the lifespan does). Idempotent."""
+        if self.reloads is None or self._watcher is not None:
+            return
+        self._watcher = Watcher(self.reloads)
+        self._watcher.start()
+
+    def stop_watching(self) -> None:
+        """Stop watching the plug-ins' files. Idempotent."""
+        watcher, self._watcher = self._watcher, None
+        if watcher is not None:
+            watcher.stop()
 
     def start_delivery(self) -> None:
         """Start the outbox's delivery workers for the plug-ins that handle after-events."""
@@ -365,9 +461,11 @@ class Hostwire:
         return frozenset(w.export for w in webhooks if not w.before)
 
     def _shut(self) -> None:
+        self.stop_watching()
         self.tracker.unbind()
         self.target.unbind()
         plugins, self.plugins = self.plugins, None
+        self.reloads = None
         self.bus = None
         self.rate_limiter = None
         self.document = None
@@ -397,12 +495,14 @@ class Hostwire:
             try:
                 await self.start_async()
                 self.start_delivery()
+                self.start_watching()
                 async with inner(app) as state:
                     self.target.serving = True  # the app's own startup is done
                     try:
                         yield state
                     finally:
                         self.target.serving = False
+                        await anyio.to_thread.run_sync(self.stop_watching)
                         # Before the app's own shutdown, which may close the database
                         # the deliveries use; in-flight ones still reach the app.
                         await self.stop_delivery_async()
@@ -508,22 +608,25 @@ class _HooksEntry:
         self.app = app
         self.hostwire = hostwire
         self._hooks: HttpHooksMiddleware | None = None
-        self._for: OpenAPIDocument | None = None
+        self._for: tuple[OpenAPIDocument, RateLimiter | None] | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        document = self.hostwire.document
-        if scope["type"] != "http" or document is None:
+        hostwire = self.hostwire
+        document, plugins = hostwire.document, hostwire.plugins
+        if scope["type"] != "http" or document is None or plugins is None:
             await self.app(scope, receive, send)
             return
-        if self._hooks is None or self._for is not document:
+        limiter = hostwire.rate_limiter
+        if self._hooks is None or self._for is None or self._for != (document, limiter):
             self._hooks = HttpHooksMiddleware(
                 self.app,
-                subscribers=lambda: self.hostwire.subscribers,
-                max_body_bytes=self.hostwire.max_body_bytes,
+                subscribers=lambda: plugins.subscribers,
+                max_body_bytes=hostwire.max_body_bytes,
                 spec=document,
-                rate_limiter=self.hostwire.rate_limiter,
+                rate_limiter=limiter,
+                lease=plugins.lease,  # a request runs on the plug-ins it started with
             )
-            self._for = document
+            self._for = (document, limiter)
         await self._hooks(scope, receive, send)
 
 
@@ -538,14 +641,14 @@ def _check_caller_thread(names: Collection[str], document: OpenAPIDocument) -> N
         )
 
 
-def _rate_limiter(plugins: PluginSet, outbox: Outbox | None) -> RateLimiter | None:
+def _rate_limiter(limits: Mapping[str, RateLimit], outbox: Outbox | None) -> RateLimiter | None:
     """The plug-ins' rate limits, counted in the outbox's database (in this process
     without one: ``RateLimiter.for_database`` warns)."""
-    if not plugins.rate_limits:
+    if not limits:
         return None
     if outbox is None:
-        return RateLimiter.for_database(plugins.rate_limits, None)
-    return RateLimiter.for_database(plugins.rate_limits, outbox.engine, lock=outbox.mark_lock)
+        return RateLimiter.for_database(limits, None)
+    return RateLimiter.for_database(limits, outbox.engine, lock=outbox.mark_lock)
 
 
 def type_name(value: object) -> str:

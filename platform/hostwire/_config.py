@@ -137,6 +137,8 @@ class PluginConfig(BaseModel):
     rate_limit: RateLimitConfig | None = None
     # What its HTTP hooks read: a guard that only checks headers skips the bodies.
     hook_input: HookInputConfig = Field(default_factory=HookInputConfig)
+    # Reload the plug-in when its file changes on disk (a path: plug-in only).
+    watch: bool = False
     # Bifrost's DB-backed metadata: accepted so its config.json loads, unused here.
     version: int | None = None
     placement: Literal["pre_builtin", "builtin", "post_builtin"] | None = None
@@ -172,6 +174,8 @@ class PluginConfig(BaseModel):
             raise ValueError("give either path or url, not both")
         if self.url and not self.sha256:
             raise ValueError("a url plug-in needs sha256 (the hex digest of the .wasm file)")
+        if self.watch and not self.path:
+            raise ValueError("watch needs a path: plug-in (a file on disk to watch)")
         return self
 
     @property
@@ -196,13 +200,22 @@ class PluginConfig(BaseModel):
         except PluginLoadError as exc:
             raise self._config_error(exc, field) from exc
 
-    def load(self, base_dir: Path, host_functions: Iterable[HostFunction] = ()) -> Plugin:
+    def load(
+        self,
+        base_dir: Path,
+        host_functions: Iterable[HostFunction] = (),
+        *,
+        wasm: bytes | None = None,
+    ) -> Plugin:
         """Read, verify, compile and return the plug-in.
 
-        A plug-in that cannot be loaded is a ``ConfigError`` naming the file it is
-        configured in: the configuration cannot start as written.
+        ``wasm`` is a module given instead of the configured file (a hot reload):
+        it gets the same checks. A plug-in that cannot be loaded is a
+        ``ConfigError`` naming the file it is configured in: the configuration
+        cannot start as written.
         """
-        wasm = self.read(base_dir)
+        if wasm is None:
+            wasm = self.read(base_dir)
         try:
             plugin = Plugin(
                 self.name,

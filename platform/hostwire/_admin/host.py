@@ -27,3 +27,15 @@ class AdminHost(Protocol):
 
     def plugin_states(self) -> list[dict[str, Any]]:
         """Every configured plug-in, loaded or not, as JSON-able data."""
+
+    def plugin_state(self, name: str) -> dict[str, Any] | None:
+        """``plugin_states()``'s entry for plug-in ``name`` (None: no such plug-in)."""
+
+    def replace_plugin(self, name: str, module: bytes, *, sha256: str | None = None) -> None:
+        """Serve ``module`` as plug-in ``name`` (checked first; ``ConfigError`` refuses it)."""
+
+    def set_enabled(self, name: str, enabled: bool) -> None:
+        """Start or stop serving plug-in ``name``."""
+
+    def reload_config(self) -> None:
+        """Read the configuration file again and serve what it says."""

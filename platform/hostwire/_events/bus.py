@@ -24,10 +24,11 @@ import logging
 import os
 import secrets
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol, cast
 from urllib.parse import urldefrag, urljoin
 
 try:
@@ -179,15 +180,50 @@ def handled_events(exports: frozenset[str], spec: OpenAPIDocument | None) -> lis
     return [(name, lifecycle_webhook(name)) for name in lifecycle_exports(exports)]
 
 
+class Subscribed(Protocol):
+    @property
+    def subscribers(self) -> Sequence[Subscriber]: ...
+
+
+class SubscriberSource(Protocol):
+    """Subscribers that may change (a hot reload): ``subscribers`` now, or a
+    ``lease()`` on them that keeps their plug-ins open until it ends."""
+
+    @property
+    def subscribers(self) -> Sequence[Subscriber]: ...
+
+    def lease(self) -> AbstractContextManager[Subscribed]: ...
+
+
+class _Fixed:
+    def __init__(self, subscribers: Iterable[Subscriber]) -> None:
+        self.subscribers = tuple(subscribers)
+
+    def lease(self) -> AbstractContextManager[Subscribed]:
+        return nullcontext(self)
+
+
 class EventBus:
-    """Calls the plug-ins that export an event's handler, in the configured order."""
+    """Calls the plug-ins that export an event's handler, in the configured order.
+
+    ``subscribers`` is a fixed list, or a ``SubscriberSource`` whose set may be
+    replaced while the bus runs: a before-event runs on the set it started with.
+    """
 
     def __init__(
-        self, subscribers: Iterable[Subscriber], *, spec: OpenAPIDocument | None = None
+        self,
+        subscribers: Iterable[Subscriber] | SubscriberSource,
+        *,
+        spec: OpenAPIDocument | None = None,
     ) -> None:
-        self.subscribers = list(subscribers)
+        self._source: SubscriberSource = (
+            cast(SubscriberSource, subscribers)
+            if hasattr(subscribers, "lease")
+            else _Fixed(subscribers)
+        )
         self.spec = spec
-        self._by_export: dict[str, list[Subscriber]] = {}
+        # Who handles what, for one set of subscribers (replaced whole with the set).
+        self._by_export: tuple[Sequence[Subscriber], dict[str, list[Subscriber]]] = ((), {})
         self._schemas: dict[str, Any] = {}
         self._plans: dict[str, _Plan | None] = {}
         # Part verdicts of every plan, by (what checks it, the part's JSON); bounded.
@@ -198,12 +234,25 @@ class EventBus:
         """Subscribers that export ``<model>_<step>``, in order (computed once)."""
         return self.handlers_of(event_export(model, step))
 
-    def handlers_of(self, export: str) -> list[Subscriber]:
-        """Subscribers that export ``export``, in order (computed once per export)."""
-        found = self._by_export.get(export)
+    @property
+    def subscribers(self) -> Sequence[Subscriber]:
+        """The subscribers serving now."""
+        return self._source.subscribers
+
+    def handlers_of(
+        self, export: str, subscribers: Sequence[Subscriber] | None = None
+    ) -> list[Subscriber]:
+        """Subscribers (of ``subscribers``, by default those serving now) that export
+        ``export``, in order (computed once per export and set)."""
+        current = self._source.subscribers if subscribers is None else subscribers
+        known, by_export = self._by_export
+        if known is not current:
+            by_export = {}
+            self._by_export = (current, by_export)
+        found = by_export.get(export)
         if found is None:
-            found = [s for s in self.subscribers if export in s.plugin.exports]
-            self._by_export[export] = found
+            found = [s for s in current if export in s.plugin.exports]
+            by_export[export] = found
         return found
 
     def webhook(self, name: str) -> Webhook:
@@ -329,34 +378,38 @@ class EventBus:
         Raises ``EventRejected`` when a handler rejects the change, and
         ``EventHandlerError`` when a ``fail_closed`` handler fails.
         """
-        handlers = self.handlers(model, step)
-        if not handlers:
-            return record
         export = event_export(model, step)
-        envelope = self.envelope(model, step, record, previous, changes)
-        data = encode_event(envelope)  # once per event; again only if a handler replaces the record
-        for subscriber in handlers:
-            plugin = subscriber.plugin
-            try:
-                replaced = self._call_before(plugin, export, envelope, data)
-            except EventRejected:
-                raise
-            except PluginError as exc:
-                if subscriber.on_error == "fail_open":
-                    log.warning(
-                        "%s; its policy is fail_open, so the change goes on.", log_safe(str(exc))
-                    )
-                    continue
-                raise EventHandlerError(
-                    f'{exc} (plug-in "{plugin.name}" is fail_closed, so the change was refused)',
-                    plugin=plugin.name,
-                    export=export,
-                ) from exc
-            if replaced is not None:
-                envelope["data"]["record"] = replaced
-                data = encode_event(envelope)
-        record_out: dict[str, Any] = envelope["data"]["record"]
-        return record_out
+        if not self.handlers_of(export):
+            return record
+        with self._source.lease() as leased:  # the plug-ins stay open until it ends
+            handlers = self.handlers_of(export, leased.subscribers)
+            if not handlers:
+                return record
+            envelope = self.envelope(model, step, record, previous, changes)
+            # Encoded once per event; again only if a handler replaces the record.
+            data = encode_event(envelope)
+            for subscriber in handlers:
+                plugin = subscriber.plugin
+                try:
+                    replaced = self._call_before(plugin, export, envelope, data)
+                except EventRejected:
+                    raise
+                except PluginError as exc:
+                    if subscriber.on_error == "fail_open":
+                        why = log_safe(str(exc))
+                        log.warning("%s; its policy is fail_open, so the change goes on.", why)
+                        continue
+                    refused = f'plug-in "{plugin.name}" is fail_closed, so the change was refused'
+                    raise EventHandlerError(
+                        f"{exc} ({refused})",
+                        plugin=plugin.name,
+                        export=export,
+                    ) from exc
+                if replaced is not None:
+                    envelope["data"]["record"] = replaced
+                    data = encode_event(envelope)
+            record_out: dict[str, Any] = envelope["data"]["record"]
+            return record_out
 
     def _call_before(
         self, plugin: Plugin, export: str, envelope: dict[str, Any], data: bytes

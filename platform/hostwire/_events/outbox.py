@@ -245,6 +245,7 @@ class Outbox:
         self._stopping: list[_Lane] = []
         self._jitter = jitter
         self._lanes: dict[str, _Lane] = {}
+        self._lanes_lock = threading.RLock()  # starting and stopping lanes
         self._pruned_at = time.monotonic()
         self._prune_lock = threading.Lock()
         self._lag_lock = threading.Lock()
@@ -421,15 +422,52 @@ class Outbox:
             self.prune()
         self._pruned_at = time.monotonic()
         for plugin in plugins:
-            if plugin.name not in self._lanes:
-                lane = _Lane(self, plugin)
-                self._lanes[plugin.name] = lane
-                lane.start()
-        if self.leased and self._lanes and self._listener is None:
-            self._renewer = Renewer(self._leased_claims, self.lease_s)
-            self._listener = Listener(self.engine, self.notify)
-            self._renewer.start()
-            self._listener.start()
+            self.start_lane(plugin)
+
+    def start_lane(self, plugin: Plugin) -> None:
+        """Start delivering to ``plugin`` (a lane of its own); nothing if one runs already."""
+        with self._lanes_lock:
+            if plugin.name in self._lanes:
+                return
+            lane = _Lane(self, plugin)
+            # Replaced whole: notify() and committed() read it without the lock.
+            self._lanes = {**self._lanes, plugin.name: lane}
+            lane.start()
+            if self.leased and self._listener is None:
+                self._renewer = Renewer(self._leased_claims, self.lease_s)
+                self._listener = Listener(self.engine, self.notify)
+                self._renewer.start()
+                self._listener.start()
+
+    def stop_lane(self, name: str, grace_s: float | None = None) -> Plugin | None:
+        """Stop delivering to plug-in ``name``, as ``stop()`` does for every lane; return
+        the plug-in its lane delivered to (None: it had none). Its pending deliveries
+        stay pending, for the next lane of that name (``start_lane``) or a restart."""
+        with self._lanes_lock:
+            lane = self._lanes.get(name)
+            if lane is None:
+                return None
+            self._lanes = {k: v for k, v in self._lanes.items() if k != name}
+            self._stopping = [*self._stopping, lane]
+        try:
+            lane.halt()
+            self._finish([lane], self.grace_s if grace_s is None else grace_s)
+        finally:
+            with self._lanes_lock:
+                self._stopping = [s for s in self._stopping if s is not lane]
+        return lane.plugin
+
+    def replace_lane(self, plugin: Plugin, grace_s: float | None = None) -> None:
+        """Deliver to ``plugin`` from now on, in place of the lane's plug-in of its name:
+        the old lane's deliveries in flight finish (on the old version), then a new lane
+        starts and takes over what is pending. Nothing if no lane of that name runs."""
+        if self.stop_lane(plugin.name, grace_s) is not None:
+            self.start_lane(plugin)
+
+    def lane_plugin(self, name: str) -> Plugin | None:
+        """The plug-in the lane ``name`` delivers to, if one runs."""
+        lane = self._lanes.get(name)
+        return lane.plugin if lane is not None else None
 
     def _leased_claims(self) -> list[LeasedClaims]:
         found: list[LeasedClaims] = []
@@ -446,25 +484,32 @@ class Outbox:
         pending, its attempts untouched, and is sent again after a restart.
         """
         grace = self.grace_s if grace_s is None else grace_s
-        lanes, self._lanes = list(self._lanes.values()), {}
-        self._stopping = lanes  # their leases are renewed while they finish
-        listener, self._listener = self._listener, None
+        with self._lanes_lock:
+            lanes, self._lanes = list(self._lanes.values()), {}
+            self._stopping = [*self._stopping, *lanes]  # their leases are renewed meanwhile
+            listener, self._listener = self._listener, None
         if listener is not None:
             listener.stopping.set()
         for lane in lanes:
             lane.halt()
+        self._finish(lanes, grace)
+        with self._lanes_lock:
+            renewer, self._renewer = self._renewer, None
+        if renewer is not None:
+            renewer.stop()
+        with self._lanes_lock:
+            self._stopping = [s for s in self._stopping if s not in lanes]
+        if listener is not None:
+            listener.stop()
+
+    def _finish(self, lanes: list[_Lane], grace: float) -> None:
+        """Let halted ``lanes`` finish their deliveries in flight for ``grace`` seconds."""
         deadline = time.monotonic() + grace
         for lane in lanes:
             lane.join(max(0.0, deadline - time.monotonic()))
         for lane in lanes:
             with contextlib.suppress(StorageError):  # logged by the guard; the leases run out
                 lane.release_queued()
-        renewer, self._renewer = self._renewer, None
-        if renewer is not None:
-            renewer.stop()
-        self._stopping = []
-        if listener is not None:
-            listener.stop()
         for lane in lanes:
             running = lane.running()
             if running:

@@ -38,13 +38,14 @@ from __future__ import annotations
 import base64
 import logging
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 from typing import Any
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from hostwire._contract import HTTP_HOOKS
 from hostwire._errors import HookFailed
-from hostwire._events import RateLimiter, Subscriber
+from hostwire._events import RateLimiter, Subscribed, Subscriber
 from hostwire._hooks.calls import Hooks
 from hostwire._hooks.exchange import AppCall, Exchange, failure_line
 from hostwire._hooks.parts import hook_input
@@ -77,17 +78,22 @@ class HttpHooksMiddleware:
         max_body_bytes: int = MAX_BODY_BYTES,
         spec: OpenAPIDocument | None = None,
         rate_limiter: RateLimiter | None = None,
+        lease: Callable[[], AbstractContextManager[Subscribed]] | None = None,
     ) -> None:
         self.app = app
         self.subscribers = subscribers
+        # Subscribers that a hot reload may replace: a request that runs hooks holds a
+        # lease on those it started with (their plug-ins stay open) until it is answered.
+        self.lease = lease
         self.max_body_bytes = max_body_bytes
         # Without the document a rewrite cannot be checked: it is trusted as it is.
         self.contract = ResponseContract(spec) if spec is not None else None
         self.hooks = Hooks(self.contract, rate_limiter)
         self._cached: tuple[Sequence[Subscriber], list[Subscriber]] | None = None
 
-    def _hooked(self) -> list[Subscriber]:
-        current = self.subscribers()
+    def _hooked(self, current: Sequence[Subscriber] | None = None) -> list[Subscriber]:
+        if current is None:
+            current = self.subscribers()
         if self._cached is None or self._cached[0] is not current:
             hooked = [s for s in current if not s.plugin.exports.isdisjoint(HTTP_HOOKS)]
             self._cached = (current, hooked)  # holds the list: its identity stays valid
@@ -118,8 +124,22 @@ class HttpHooksMiddleware:
         # already identified and limited by its grants: it skips them (else a
         # guard hook would refuse every plug-in that holds no API key).
         in_process = ASGI_EXTENSION in scope.get("extensions", {})
-        hooked = self._hooked() if scope["type"] == "http" and not in_process else []
+        hooked = []
+        if scope["type"] == "http" and not in_process:
+            hooked = self._hooked(self.subscribers())
         if not hooked:
+            await self.app(scope, receive, send)
+            return
+        if self.lease is None:
+            await self._hook(hooked, scope, receive, send)
+            return
+        with self.lease() as leased:
+            await self._hook(self._hooked(leased.subscribers), scope, receive, send)
+
+    async def _hook(
+        self, hooked: list[Subscriber], scope: Scope, receive: Receive, send: Send
+    ) -> None:
+        if not hooked:  # a reload in between left none
             await self.app(scope, receive, send)
             return
         try:

@@ -1,0 +1,164 @@
+"""The hot reload under load: lightcontrol with the sample plug-ins serves 8 clients
+whose requests run HTTP hooks and events while plug-ins are reloaded 50 times."""
+
+from __future__ import annotations
+
+import gc
+import threading
+import time
+import weakref
+from pathlib import Path
+from typing import Any
+
+import pytest
+from starlette.testclient import TestClient
+
+from conftest import ROOT
+from hostwire import Hostwire, Plugin, parse_config
+from lightcontrol.app import Settings, create_app
+from reload_kit import ADMIN, TOKEN
+
+API_TOKEN = "load-token"
+AUTH = {"Authorization": f"Bearer {API_TOKEN}", "X-API-Key": "key-1"}
+CLIENTS = 8
+RELOADS = 50
+DEADLINE_S = 25.0
+MAX_REQUESTS = 6000
+SAMPLE = ROOT / "sample_plugins"
+
+
+def _config(tmp_path: Path, lamp: str) -> Any:
+    plugins = [
+        {
+            "name": "guard",
+            "path": str(SAMPLE / "api_guard/build/plugin.wasm"),
+            "config": {"api_keys": "ops:key-1", "rate_limit": "1000000", "window_s": "60"},
+            "hook_input": {"request_body": False, "response_body": False},
+        },
+        {
+            "name": "redactor",
+            "path": str(SAMPLE / "redactor/build/plugin.wasm"),
+            "config": {"redact": "name", "paths": "/lights"},
+            "hook_input": {"request_body": False},
+        },
+        {
+            "name": "night-mode",
+            "path": str(SAMPLE / "night_mode/build/plugin.wasm"),
+            "config": {"quiet_from": "00:00", "quiet_to": "00:00", "mode": "red"},
+        },
+        {
+            "name": "follow",
+            "path": str(SAMPLE / "follow/build/plugin.wasm"),
+            "config": {"source": "default", "target": lamp},
+            "grants": ["updateLight"],
+        },
+    ]
+    events = {"poll_s": 0.05, "backoff_s": 0.01, "max_backoff_s": 0.05, "max_attempts": 8}
+    return parse_config(
+        {"openapi": str(ROOT / "openapi/light.yaml"), "plugins": plugins, "events": events},
+        path=tmp_path / "plugins.yaml",
+    )
+
+
+def _rss_kib() -> int:
+    fields = Path("/proc/self/status").read_text().split("VmRSS:")[1].split()
+    return int(fields[0])
+
+
+def _every_event_delivered(hw: Hostwire, patched: int) -> None:
+    """Every event delivered, once each, by a whole plug-in: none pending, none dead,
+    no failed attempt; one delivery of the default light's per successful PATCH."""
+    outbox = hw.outbox
+    assert outbox is not None
+    deadline = time.monotonic() + 20
+
+    def follow_deliveries() -> list[dict[str, Any]]:
+        return outbox.deliveries(plugin="follow", limit=100_000)
+
+    while any(d["state"] == "pending" for d in follow_deliveries()):
+        assert time.monotonic() < deadline, "deliveries still pending"
+        time.sleep(0.02)  # polling a condition, not timing anything
+    found = follow_deliveries()
+    assert {d["state"] for d in found} == {"delivered"}
+    assert all(d["attempts"] == 1 and d["last_error"] is None for d in found)
+    of_default = [d for d in found if d["subject"] == "light/default"]
+    assert len(of_default) == patched
+    assert len({d["event_id"] for d in found}) == len(found)
+
+
+def _reload(client: TestClient, hw: Hostwire, name: str) -> weakref.ref[Plugin]:
+    """PUT the plug-in's module again (a new version); a weak reference to the old one."""
+    serving = weakref.ref(next(p for p in hw.loaded_plugins() if p.name == name))
+    response = client.put(
+        f"/hostwire/plugins/{name}",
+        content=(SAMPLE / f"{name}/build/plugin.wasm").read_bytes(),
+        headers={**ADMIN, "Content-Type": "application/wasm"},
+    )
+    assert response.status_code == 200, response.text
+    return serving
+
+
+def test_fifty_reloads_under_load_fail_no_request_and_lose_no_event(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HOSTWIRE_ADMIN_TOKEN", TOKEN)
+    settings = Settings(db_path=str(tmp_path / "lights.db"), token=API_TOKEN)
+    with TestClient(create_app(settings), headers=AUTH) as client:
+        lamp = client.post("/lights", json={"name": "Lamp"}).json()["id"]
+    app = create_app(settings, plugins=_config(tmp_path, lamp))
+    hw: Hostwire = app.state.hostwire
+    statuses: dict[int, int] = {}
+    patched = [0]
+    lock = threading.Lock()
+    done = threading.Event()
+    old: list[weakref.ref[Plugin]] = []
+
+    def client_loop(client: TestClient, index: int) -> None:
+        colors = ["red", "green", "blue"]
+        n = 0
+        while not done.is_set() and sum(statuses.values()) < MAX_REQUESTS:
+            if n % 2:
+                response = client.patch(
+                    "/lights/default", json={"status": "on", "color": colors[(n + index) % 3]}
+                )
+            else:
+                response = client.get("/lights/default")
+            with lock:
+                statuses[response.status_code] = statuses.get(response.status_code, 0) + 1
+                if n % 2 and response.status_code == 200:
+                    patched[0] += 1
+            n += 1
+
+    with TestClient(app, headers=AUTH) as client:
+        assert client.get("/lights/default").status_code == 200  # warm: every pool has one
+        gc.collect()
+        rss_before = _rss_kib()
+        threads = [threading.Thread(target=client_loop, args=(client, i)) for i in range(CLIENTS)]
+        started = time.monotonic()
+        for thread in threads:
+            thread.start()
+        try:
+            for n in range(RELOADS):
+                old.append(_reload(client, hw, "follow" if n % 2 else "redactor"))
+                assert time.monotonic() - started < DEADLINE_S, "the reloads took too long"
+        finally:
+            done.set()
+            for thread in threads:
+                thread.join(30)
+        elapsed = time.monotonic() - started
+        # No failed request.
+        assert set(statuses) == {200}, statuses
+        assert patched[0] > 0
+        states = {s["name"]: s for s in hw.plugin_states()}
+        assert states["follow"]["version"] == 1 + RELOADS // 2
+        assert states["redactor"]["version"] == 1 + RELOADS // 2
+        _every_event_delivered(hw, patched[0])
+        # The replaced versions are gone: closed and collected.
+        gc.collect()
+        alive = [ref for ref in old if ref() is not None]
+        assert alive == [], f"{len(alive)} of {len(old)} replaced versions still alive"
+        rss_after = _rss_kib()
+        print(
+            f"\n{sum(statuses.values())} requests, {patched[0]} events, {RELOADS} reloads in "
+            f"{elapsed:.1f} s; RSS {rss_before} KiB before, {rss_after} KiB after"
+        )
