@@ -14,6 +14,8 @@ import hmac
 from urllib.parse import parse_qs
 
 from starlette.datastructures import Headers
+from starlette.exceptions import HTTPException
+from starlette.middleware.exceptions import ExceptionMiddleware
 from starlette.requests import Request, cookie_parser
 from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from starlette.routing import BaseRoute, Router
@@ -50,6 +52,12 @@ def _error(status: int, code: str, message: str, headers: dict[str, str] | None 
     )
 
 
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+    return _error(exc.status_code, code, f"{request.method} {request.url.path}: {exc.detail}")
+
+
 def cross_site(headers: Headers) -> bool:
     """Whether an unsafe request comes from another site (``Sec-Fetch-Site``, else
     ``Origin`` against ``Host``; a request with neither is not a browser's)."""
@@ -69,7 +77,7 @@ class AdminEntry:
     def __init__(self, app: ASGIApp, hostwire: AdminHost) -> None:
         self.app = app
         self.hostwire = hostwire
-        self._router: Router | None = None
+        self._router: ASGIApp | None = None
 
     def routes(self) -> list[BaseRoute]:
         return [
@@ -88,7 +96,10 @@ class AdminEntry:
             await response(scope, receive, send)
             return
         if self._router is None:
-            self._router = Router(self.routes())
+            # Unknown admin paths and wrong methods answer JSON, not the app's pages.
+            self._router = ExceptionMiddleware(
+                Router(self.routes()), handlers={HTTPException: _http_error}
+            )
         await self._router(scope, receive, send)
 
     async def _gate(self, token: str, scope: Scope, receive: Receive) -> Response | None:
