@@ -12,6 +12,7 @@ import httpx
 import pytest
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.chrome.webdriver import WebDriver as Chrome
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.support.ui import WebDriverWait
@@ -48,7 +49,7 @@ def server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[st
 
 
 @pytest.fixture
-def driver() -> Iterator[WebDriver]:
+def driver() -> Iterator[Chrome]:
     if shutil.which("chromium") is None or not Path(CHROMEDRIVER).exists():
         pytest.fail("the console's test needs Debian's chromium and chromium-driver (make test)")
     options = webdriver.ChromeOptions()
@@ -80,9 +81,7 @@ def delivery_states(driver: WebDriver, plugin: str) -> dict[str, str]:
     }
 
 
-def test_console_in_a_browser(
-    server: tuple[str, Hostwire], driver: WebDriver, tmp_path: Path
-) -> None:
+def test_console_in_a_browser(server: tuple[str, Hostwire], driver: Chrome, tmp_path: Path) -> None:
     url, hw = server
     driver.get(f"{url}/hostwire/")
     wait(driver, "the login page", lambda d: d.current_url == f"{url}/hostwire/login")
