@@ -140,6 +140,22 @@ def test_console_in_a_browser(server: tuple[str, Hostwire], driver: Chrome, tmp_
     assert lamp["color"] == source["color"] != "white"  # green (red in night mode's hours)
     assert driver.find_element(By.ID, "message").text == ""
 
+    # lightcontrol's own page: its lights, kept live by polling.
+    driver.find_element(By.LINK_TEXT, "Lights").click()
+    wait(driver, "the lights page", lambda d: d.current_url == f"{url}/hostwire/lights")
+    id_cells = '#rows td[data-field="id"]'
+    ids = {e.text for e in driver.find_elements(By.CSS_SELECTOR, id_cells)}
+    assert ids == {"default", "lamp"}
+    driver.execute_script("window.stillThisPage = true;")
+    answer = httpx.patch(f"{url}/lights/lamp", json={"name": "Reading lamp"}, headers=API)
+    assert answer.status_code == 200, answer.text
+    wait(
+        driver,
+        "the renamed lamp",
+        lambda d: "Reading lamp" in d.find_element(By.ID, "rows").text,
+    )
+    assert driver.execute_script("return window.stillThisPage === true;")
+
     screenshot = tmp_path / "console.png"
     assert driver.save_screenshot(str(screenshot))
     print(f"console screenshot: {screenshot}")

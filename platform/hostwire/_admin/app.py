@@ -78,6 +78,7 @@ class AdminEntry:
         self.app = app
         self.hostwire = hostwire
         self._router: ASGIApp | None = None
+        self._pages = 0  # console pages in the router (an app may add one late)
 
     def routes(self) -> list[BaseRoute]:
         return [
@@ -95,7 +96,8 @@ class AdminEntry:
         if response is not None:
             await response(scope, receive, send)
             return
-        if self._router is None:
+        if self._router is None or self._pages != len(self.hostwire.console_pages):
+            self._pages = len(self.hostwire.console_pages)
             # Unknown admin paths and wrong methods answer JSON, not the app's pages.
             self._router = ExceptionMiddleware(
                 Router(self.routes()), handlers={HTTPException: _http_error}

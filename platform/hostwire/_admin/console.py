@@ -4,7 +4,10 @@ script that polls ``/hostwire/api/overview``."""
 
 from __future__ import annotations
 
+import re
 import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +24,11 @@ STATIC_FILES = {"console.css": "text/css", "console.js": "text/javascript"}
 DELIVERY_STATES = ("pending", "delivered", "dead")
 LATEST_DELIVERIES = 50
 RECENT_FAILURES = 20
+PAGE_NAME = re.compile(r"[a-z][a-z0-9-]{0,40}")
+# Console paths of hostwire's own: an app's page may not take them.
+RESERVED_PAGES = frozenset(
+    {"api", "login", "logout", "static", "plugins", "deliveries", "metrics", "events"}
+)
 _HERE = Path(__file__).parent
 _ENV = jinja2.Environment(
     loader=jinja2.FileSystemLoader(_HERE / "templates"),
@@ -29,8 +37,28 @@ _ENV = jinja2.Environment(
 )
 
 
+Rows = Callable[[], Awaitable[list[dict[str, Any]]]]
+
+
+@dataclass(frozen=True)
+class ConsolePage:
+    """A console page an app adds: a table of ``rows()`` at ``/hostwire/<name>``."""
+
+    name: str
+    title: str
+    rows: Rows
+
+    def __post_init__(self) -> None:
+        if not PAGE_NAME.fullmatch(self.name) or self.name in RESERVED_PAGES:
+            raise ValueError(
+                f'console page "{self.name}": a name is lowercase letters, digits and "-", '
+                f"starts with a letter and is none of {', '.join(sorted(RESERVED_PAGES))}"
+            )
+
+
 def render(template: str, **values: Any) -> str:
     """A console template rendered with ``values`` (escaped)."""
+    values.setdefault("pages", ())
     return _ENV.get_template(template).render(static=STATIC_PATH, **values)
 
 
@@ -93,7 +121,14 @@ def routes(host: AdminHost) -> list[BaseRoute]:
     async def page(request: Request) -> Response:
         filters = _filters(request)
         data = await anyio.to_thread.run_sync(lambda: overview(host, **filters))
-        return HTMLResponse(render("console.html", filters=filters, states=DELIVERY_STATES, **data))
+        page = render(
+            "console.html",
+            filters=filters,
+            states=DELIVERY_STATES,
+            pages=host.console_pages,
+            **data,
+        )
+        return HTMLResponse(page)
 
     async def api_overview(request: Request) -> Response:
         filters = _filters(request)
@@ -127,9 +162,37 @@ def routes(host: AdminHost) -> list[BaseRoute]:
         return FileResponse(_HERE / "static" / name, media_type=STATIC_FILES[name])
 
     return [
+        *_app_pages(host),
         Route("/hostwire", page, methods=["GET"]),
         Route("/hostwire/", page, methods=["GET"]),
         Route("/hostwire/api/overview", api_overview, methods=["GET"]),
         Route("/hostwire/deliveries/{event_id}/replay", replay, methods=["POST"]),
         Route(STATIC_PATH + "/{name}", static, methods=["GET"]),
     ]
+
+
+def _columns(rows: list[dict[str, Any]]) -> list[str]:
+    return list(dict.fromkeys(key for row in rows for key in row))
+
+
+def _app_pages(host: AdminHost) -> list[BaseRoute]:
+    """The routes of the pages the app added: the page and its rows as JSON (polled)."""
+
+    def view(page: ConsolePage) -> tuple[Route, Route]:
+        async def html(request: Request) -> Response:
+            rows = await page.rows()
+            text = render(
+                "page.html", page=page, pages=host.console_pages, rows=rows, columns=_columns(rows)
+            )
+            return HTMLResponse(text)
+
+        async def data(request: Request) -> Response:
+            rows = await page.rows()
+            return JSONResponse({"title": page.title, "columns": _columns(rows), "rows": rows})
+
+        return (
+            Route(f"/hostwire/{page.name}", html, methods=["GET"]),
+            Route(f"/hostwire/api/pages/{page.name}", data, methods=["GET"]),
+        )
+
+    return [route for page in host.console_pages for route in view(page)]

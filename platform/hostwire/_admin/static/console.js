@@ -77,10 +77,30 @@ function updateDeliveries(data) {
     : "Nothing undelivered.";
 }
 
+function updateRows(data) {
+  const head = document.querySelector("#rows thead tr");
+  head.replaceChildren(...data.columns.map((c) => {
+    const th = document.createElement("th");
+    th.textContent = c;
+    return th;
+  }));
+  const rows = data.rows.map((row) => {
+    const tr = document.createElement("tr");
+    tr.append(...data.columns.map((c) => cell(row[c], c)));
+    return tr;
+  });
+  document.querySelector("#rows tbody").replaceChildren(
+    ...(rows.length ? rows : [emptyRow(Math.max(1, data.columns.length), "Nothing to show.")]));
+}
+
 async function poll() {
   const live = document.getElementById("live");
+  const page = document.body.dataset.page;
+  const source = page
+    ? `/hostwire/api/pages/${encodeURIComponent(page)}`
+    : `/hostwire/api/overview${location.search}`;
   try {
-    const answer = await fetch(`/hostwire/api/overview${location.search}`, {
+    const answer = await fetch(source, {
       credentials: "same-origin",
       headers: { Accept: "application/json" },
     });
@@ -89,9 +109,13 @@ async function poll() {
       return;
     }
     const data = await answer.json();
-    updatePlugins(data.plugins);
-    updateFailures(data.recent_failures);
-    updateDeliveries(data);
+    if (page) {
+      updateRows(data);
+    } else {
+      updatePlugins(data.plugins);
+      updateFailures(data.recent_failures);
+      updateDeliveries(data);
+    }
     live.textContent = `live, updated ${new Date().toLocaleTimeString()}`;
   } catch (error) {
     live.textContent = "update failed: the server did not answer";
