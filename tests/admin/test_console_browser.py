@@ -81,13 +81,36 @@ def delivery_states(driver: WebDriver, plugin: str) -> dict[str, str]:
     }
 
 
-def test_console_in_a_browser(server: tuple[str, Hostwire], driver: Chrome, tmp_path: Path) -> None:
-    url, hw = server
+def log_in(driver: Chrome, url: str) -> None:
+    """Through the form: a console page load is sent there first."""
     driver.get(f"{url}/hostwire/")
     wait(driver, "the login page", lambda d: d.current_url == f"{url}/hostwire/login")
     driver.find_element(By.ID, "token").send_keys(ADMIN_TOKEN)
     driver.find_element(By.CSS_SELECTOR, "form button[type=submit]").click()
     wait(driver, "the console", lambda d: d.current_url == f"{url}/hostwire/")
+
+
+def check_the_lights_page(driver: Chrome, url: str) -> None:
+    """lightcontrol's own page: its lights, kept live by polling."""
+    driver.find_element(By.LINK_TEXT, "Lights").click()
+    wait(driver, "the lights page", lambda d: d.current_url == f"{url}/hostwire/lights")
+    id_cells = '#rows td[data-field="id"]'
+    ids = {e.text for e in driver.find_elements(By.CSS_SELECTOR, id_cells)}
+    assert ids == {"default", "lamp"}
+    driver.execute_script("window.stillThisPage = true;")
+    answer = httpx.patch(f"{url}/lights/lamp", json={"name": "Reading lamp"}, headers=API)
+    assert answer.status_code == 200, answer.text
+    wait(
+        driver,
+        "the renamed lamp",
+        lambda d: "Reading lamp" in d.find_element(By.ID, "rows").text,
+    )
+    assert driver.execute_script("return window.stillThisPage === true;")
+
+
+def test_console_in_a_browser(server: tuple[str, Hostwire], driver: Chrome, tmp_path: Path) -> None:
+    url, hw = server
+    log_in(driver, url)
     names = {e.text for e in driver.find_elements(By.CSS_SELECTOR, "#plugins td.name")}
     assert names == {p.name for p in hw.config.plugins}
     assert "night-mode" in names
@@ -140,24 +163,18 @@ def test_console_in_a_browser(server: tuple[str, Hostwire], driver: Chrome, tmp_
     assert lamp["color"] == source["color"] != "white"  # green (red in night mode's hours)
     assert driver.find_element(By.ID, "message").text == ""
 
-    # lightcontrol's own page: its lights, kept live by polling.
-    driver.find_element(By.LINK_TEXT, "Lights").click()
-    wait(driver, "the lights page", lambda d: d.current_url == f"{url}/hostwire/lights")
-    id_cells = '#rows td[data-field="id"]'
-    ids = {e.text for e in driver.find_elements(By.CSS_SELECTOR, id_cells)}
-    assert ids == {"default", "lamp"}
-    driver.execute_script("window.stillThisPage = true;")
-    answer = httpx.patch(f"{url}/lights/lamp", json={"name": "Reading lamp"}, headers=API)
-    assert answer.status_code == 200, answer.text
-    wait(
-        driver,
-        "the renamed lamp",
-        lambda d: "Reading lamp" in d.find_element(By.ID, "rows").text,
-    )
-    assert driver.execute_script("return window.stillThisPage === true;")
-
+    driver.execute_script("window.scrollTo(0, 0);")
     screenshot = tmp_path / "console.png"
     assert driver.save_screenshot(str(screenshot))
     print(f"console screenshot: {screenshot}")
+
+    check_the_lights_page(driver, url)
+
     severe = [e for e in driver.get_log("browser") if e["level"] == "SEVERE"]
     assert not severe, severe
+
+    # Logging out ends the session: the console sends the browser to the form again.
+    driver.find_element(By.CSS_SELECTOR, 'form[action="/hostwire/logout"] button').click()
+    wait(driver, "the login page again", lambda d: d.current_url == f"{url}/hostwire/login")
+    driver.get(f"{url}/hostwire/lights")
+    wait(driver, "no way back in", lambda d: d.current_url == f"{url}/hostwire/login")
