@@ -187,3 +187,12 @@ def test_the_static_files(client: TestClient) -> None:
     assert "/hostwire/api/overview" in script.text
     assert client.get("/hostwire/static/../app.py").status_code in (401, 404)
     assert client.get("/hostwire/static/nothing.js").status_code == 404
+
+
+def test_unknown_admin_paths_and_methods_answer_json(client: TestClient) -> None:
+    missing = client.get("/hostwire/nothing-here", headers=BEARER)
+    assert missing.status_code == 404
+    assert missing.json()["error"]["code"] == "not_found"
+    wrong = client.get("/hostwire/deliveries/e1/replay", headers=BEARER)
+    assert wrong.status_code == 405
+    assert wrong.json()["error"]["code"] == "method_not_allowed"

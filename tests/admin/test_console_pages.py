@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
 from starlette.applications import Starlette
 from starlette.testclient import TestClient
 
-from hostwire import Hostwire
+from hostwire import Hostwire, StorageError
 
 TOKEN = "pages-admin-token"
 SPEC = {"openapi": "3.1.0", "info": {"title": "t", "version": "1"}, "paths": {}}
@@ -86,3 +87,26 @@ def test_the_overview_filters_deliveries() -> None:
         data = client.get("/hostwire/api/overview?state=dead", headers=BEARER).json()
         assert data["deliveries"] == []
         assert data["delivery_counts"] == []
+
+
+def test_a_database_failure_is_a_503_and_the_console_keeps_serving(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    app = Starlette()
+    hw = Hostwire(app, spec=SPEC, admin_token=TOKEN, database=tmp_path / "app.db")
+    with TestClient(app) as client:
+        assert hw.outbox is not None
+
+        def broken(**_: Any) -> list[dict[str, Any]]:
+            raise StorageError("the disk is full", kind="disk_full", retry_after_s=7)
+
+        monkeypatch.setattr(hw.outbox, "deliveries", broken)
+        answer = client.get("/hostwire/api/overview", headers=BEARER)
+        assert answer.status_code == 503
+        assert answer.headers["retry-after"] == "7"
+        assert answer.json()["error"] == {
+            "code": "storage_unavailable",
+            "message": "the disk is full",
+        }
+        monkeypatch.undo()
+        assert client.get("/hostwire/api/overview", headers=BEARER).json()["deliveries"] == []

@@ -23,6 +23,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from hostwire._admin import console, metrics, plugins
 from hostwire._admin.host import AdminHost
+from hostwire._errors import StorageError
 
 PREFIX = "/hostwire"
 METRICS_PATH = "/metrics"
@@ -56,6 +57,12 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
     code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
     return _error(exc.status_code, code, f"{request.method} {request.url.path}: {exc.detail}")
+
+
+async def _storage_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, StorageError)
+    retry = str(exc.retry_after_s)
+    return _error(503, "storage_unavailable", str(exc), {"Retry-After": retry})
 
 
 def cross_site(headers: Headers) -> bool:
@@ -100,7 +107,8 @@ class AdminEntry:
             self._pages = len(self.hostwire.console_pages)
             # Unknown admin paths and wrong methods answer JSON, not the app's pages.
             self._router = ExceptionMiddleware(
-                Router(self.routes()), handlers={HTTPException: _http_error}
+                Router(self.routes()),
+                handlers={HTTPException: _http_error, StorageError: _storage_error},
             )
         await self._router(scope, receive, send)
 
