@@ -27,7 +27,7 @@ PDK_INPUTS := openapi/light.yaml $(wildcard platform/hostwire/_pdk/*.py) platfor
 # Rust comes from Debian (rustup's toolchain has no wasm32 target here).
 CARGO := /usr/bin/cargo
 
-.PHONY: all demo test lint bench plugins postgresql clean
+.PHONY: all demo test lint bench plugins postgresql chromium clean
 
 all: plugins
 
@@ -151,11 +151,21 @@ postgresql:
 	    exit 1; \
 	  fi; }
 
+# The console's test drives Debian's headless Chromium through its chromedriver.
+chromium:
+	@{ command -v chromium && test -x /usr/bin/chromedriver; } >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver; \
+	  else \
+	    echo "The console's test needs Chromium; run: sudo apt-get install chromium chromium-driver"; \
+	    exit 1; \
+	  fi; }
+
 # The suite runs on every core (pytest-xdist), a test file per worker at a time,
 # so a file's module fixtures (a compiled PDK, a server) are made once.
 # PYTEST_ARGS="-n 0 ..." runs it in one process.
 PYTEST_ARGS ?= -n auto --dist loadfile
-test: $(STAMP) plugins postgresql
+test: $(STAMP) plugins postgresql chromium
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 # platform/ is checked with mypy --strict (pyproject.toml); tests and benchmarks with the

@@ -21,7 +21,7 @@ import copy
 import inspect
 import logging
 import os
-from collections.abc import AsyncIterator, Callable, Collection, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
 from types import TracebackType
@@ -39,7 +39,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from hostwire._admin import AdminEntry
+from hostwire._admin import AdminEntry, ConsolePage
 from hostwire._config import HostwireConfig, load_config
 from hostwire._contract import error_body
 from hostwire._errors import (
@@ -120,6 +120,7 @@ class Hostwire:
         self.max_body_bytes = max_body_bytes
         # The admin routes (console, plug-in API, /metrics) are off without one.
         self.admin_token = admin_token or os.environ.get(ADMIN_TOKEN_ENV) or None
+        self._console_pages: list[ConsolePage] = []
         self.target = AsgiTarget(app, caller_thread=caller_thread)
         self.tracker = ModelTracker()
         self.document: OpenAPIDocument | None = None
@@ -268,6 +269,21 @@ class Hostwire:
         """The admin routes (console, plug-in API, ``/metrics``), for an app that builds
         its own stack: place it outside the app's authentication."""
         return Middleware(AdminEntry, hostwire=self)
+
+    def console_page(
+        self, name: str, title: str, rows: Callable[[], Awaitable[list[dict[str, Any]]]]
+    ) -> None:
+        """Add a page to the operators' console at ``/hostwire/<name>``: a table of
+        what ``await rows()`` returns (dicts, one per row), refreshed every 2 s."""
+        page = ConsolePage(name, title, rows)
+        if any(p.name == name for p in self._console_pages):
+            raise ValueError(f'console page "{name}" is added already')
+        self._console_pages.append(page)
+
+    @property
+    def console_pages(self) -> list[ConsolePage]:
+        """The console pages the app added, in order."""
+        return list(self._console_pages)
 
     def loaded_plugins(self) -> list[Plugin]:
         """The plug-ins serving now, in the configuration's order (none before start)."""

@@ -461,6 +461,7 @@ def create_app(
             schema=_light_schema(document),
             immutable=("created_at", "revision"),
         )
+        hw.console_page("lights", "Lights", functools.partial(_console_lights, app))
         if plugins is not None:
             hw.start()  # load the plug-ins now: a bad one fails here
     except BaseException:
@@ -477,6 +478,13 @@ def create_app(
 
 
 Lifespan = Callable[[Starlette], AbstractAsyncContextManager[None]]
+CONSOLE_FIELDS = ("id", "name", "status", "color", "brightness", "revision", "updated_at")
+
+
+async def _console_lights(app: Starlette) -> list[dict[str, Any]]:
+    """The lights, for the operators' console page /hostwire/lights."""
+    lights = await _run(app.state.store.list)
+    return [{key: light[key] for key in CONSOLE_FIELDS} for light in lights]
 
 
 def _light_schema(document: OpenAPIDocument) -> str | None:

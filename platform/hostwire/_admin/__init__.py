@@ -7,5 +7,6 @@ one. Off (requests pass through to the app) unless a token is configured.
 """
 
 from hostwire._admin.app import AdminEntry
+from hostwire._admin.console import ConsolePage
 
-__all__ = ["AdminEntry"]
+__all__ = ["AdminEntry", "ConsolePage"]

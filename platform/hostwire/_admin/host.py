@@ -6,11 +6,14 @@ A protocol, so ``_admin`` does not import ``_app``, which installs it.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from typing import Any, Protocol
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Protocol
 
 from hostwire._events import Outbox
 from hostwire._runtime import Plugin
+
+if TYPE_CHECKING:  # console.py serves an AdminHost: only the type comes back here
+    from hostwire._admin.console import ConsolePage
 
 
 class AdminHost(Protocol):
@@ -39,3 +42,7 @@ class AdminHost(Protocol):
 
     def reload_config(self) -> None:
         """Read the configuration file again and serve what it says."""
+
+    @property
+    def console_pages(self) -> Sequence[ConsolePage]:
+        """The console pages the app added (``Hostwire.console_page``)."""

@@ -1,0 +1,198 @@
+"""The admin token's protection: Bearer for API clients, a login cookie for
+browsers (console paths only), cross-site refusal, off without a token."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+from starlette.testclient import TestClient
+
+from hostwire import Hostwire
+from hostwire._admin.app import COOKIE, session_value
+
+TOKEN = "s3cret-admin"
+SPEC = {"openapi": "3.1.0", "info": {"title": "t", "version": "1"}, "paths": {}}
+BEARER = {"Authorization": f"Bearer {TOKEN}"}
+HTML = {"Accept": "text/html"}
+
+
+async def app_route(request: Request) -> JSONResponse:
+    return JSONResponse({"app": request.url.path})
+
+
+def make_app(token: str | None) -> Starlette:
+    app = Starlette(
+        routes=[
+            Route("/", app_route),
+            Route("/hostwire/anything", app_route),
+            Route("/metrics", app_route),
+        ]
+    )
+    Hostwire(app, spec=SPEC, admin_token=token)
+    return app
+
+
+@pytest.fixture
+def client(monkeypatch: pytest.MonkeyPatch) -> Iterator[TestClient]:
+    monkeypatch.delenv("HOSTWIRE_ADMIN_TOKEN", raising=False)
+    with TestClient(make_app(TOKEN), base_url="http://testserver") as c:
+        yield c
+
+
+def log_in(client: TestClient) -> None:
+    answer = client.post("/hostwire/login", data={"token": TOKEN}, follow_redirects=False)
+    assert answer.status_code == 303
+    assert answer.headers["location"] == "/hostwire/"
+
+
+def test_off_without_a_token(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("HOSTWIRE_ADMIN_TOKEN", raising=False)
+    with TestClient(make_app(None)) as c:
+        assert c.get("/hostwire/anything").json() == {"app": "/hostwire/anything"}
+        assert c.get("/metrics").json() == {"app": "/metrics"}
+        assert c.get("/hostwire/").status_code == 404  # the app's 404, not a console
+
+
+def test_the_token_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HOSTWIRE_ADMIN_TOKEN", TOKEN)
+    with TestClient(make_app(None)) as c:
+        assert c.get("/hostwire/api/overview").status_code == 401
+        assert c.get("/hostwire/api/overview", headers=BEARER).status_code == 200
+
+
+def test_bearer_opens_the_api_and_the_app_is_untouched(client: TestClient) -> None:
+    assert client.get("/").json() == {"app": "/"}
+    answer = client.get("/hostwire/api/overview")
+    assert answer.status_code == 401
+    assert answer.json()["error"]["code"] == "unauthorized"
+    assert answer.headers["www-authenticate"].startswith("Bearer")
+    wrong = client.get("/hostwire/api/overview", headers={"Authorization": "Bearer nope"})
+    assert wrong.status_code == 401
+    body = client.get("/hostwire/api/overview", headers=BEARER).json()
+    assert body["plugins"] == []
+    assert body["events"] is False
+
+
+def test_a_browser_is_sent_to_the_login_page(client: TestClient) -> None:
+    answer = client.get("/hostwire/", headers=HTML, follow_redirects=False)
+    assert answer.status_code == 303
+    assert answer.headers["location"] == "/hostwire/login"
+    form = client.get("/hostwire/login")
+    assert form.status_code == 200
+    assert 'name="token"' in form.text
+    assert 'type="password"' in form.text
+
+
+def test_a_wrong_token_shows_the_form_again(client: TestClient) -> None:
+    answer = client.post("/hostwire/login", data={"token": "guess"}, follow_redirects=False)
+    assert answer.status_code == 401
+    assert "That is not the admin token." in answer.text
+    assert 'name="token"' in answer.text
+    assert COOKIE not in answer.cookies
+
+
+def test_login_sets_a_strict_cookie_holding_no_token(client: TestClient) -> None:
+    answer = client.post("/hostwire/login", data={"token": TOKEN}, follow_redirects=False)
+    assert answer.status_code == 303
+    cookie = answer.headers["set-cookie"]
+    assert cookie.startswith(f"{COOKIE}={session_value(TOKEN)};")
+    assert TOKEN not in cookie
+    lowered = cookie.lower()
+    assert "httponly" in lowered
+    assert "samesite=strict" in lowered
+    assert "path=/hostwire" in lowered
+
+
+def test_the_cookie_opens_the_console_but_not_metrics(client: TestClient) -> None:
+    log_in(client)
+    page = client.get("/hostwire/", headers=HTML)
+    assert page.status_code == 200
+    assert "hostwire console" in page.text
+    assert client.get("/hostwire/api/overview").status_code == 200
+    # Sent by hand: the client keeps the cookie for /hostwire only, as a browser would.
+    cookies = {"Cookie": f"{COOKIE}={session_value(TOKEN)}"}
+    assert client.get("/metrics", headers=cookies).status_code == 401
+
+
+def test_a_forged_cookie_is_refused(client: TestClient) -> None:
+    forged = {"Cookie": f"{COOKIE}={session_value('another token')}"}
+    assert client.get("/hostwire/api/overview", headers=forged).status_code == 401
+
+
+def test_logout_ends_the_session(client: TestClient) -> None:
+    log_in(client)
+    answer = client.post("/hostwire/logout", follow_redirects=False)
+    assert answer.status_code == 303
+    assert (
+        f'{COOKIE}=""' in answer.headers["set-cookie"]
+        or "Max-Age=0" in answer.headers["set-cookie"]
+    )
+    assert client.get("/hostwire/api/overview").status_code == 401
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        pytest.param({"Sec-Fetch-Site": "cross-site"}, id="sec-fetch-cross-site"),
+        pytest.param({"Sec-Fetch-Site": "same-site"}, id="sec-fetch-same-site"),
+        pytest.param({"Origin": "http://evil.example"}, id="foreign-origin"),
+        pytest.param({"Origin": "null"}, id="null-origin"),
+    ],
+)
+def test_cross_site_unsafe_requests_are_refused(
+    client: TestClient, headers: dict[str, str]
+) -> None:
+    log_in(client)
+    for method in ("POST", "PUT", "PATCH", "DELETE"):
+        answer = client.request(method, "/hostwire/deliveries/e1/replay", headers=headers)
+        assert answer.status_code == 403, method
+        assert answer.json()["error"]["code"] == "cross_site"
+    # Even with the token: a login from another site is refused too.
+    login = client.post("/hostwire/login", data={"token": TOKEN}, headers=headers)
+    assert login.status_code == 403
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        pytest.param({"Sec-Fetch-Site": "same-origin"}, id="sec-fetch-same-origin"),
+        pytest.param({"Sec-Fetch-Site": "none"}, id="sec-fetch-none"),
+        pytest.param({"Origin": "http://testserver"}, id="own-origin"),
+        pytest.param({}, id="no-browser-headers"),
+    ],
+)
+def test_same_site_unsafe_requests_pass(client: TestClient, headers: dict[str, str]) -> None:
+    answer = client.post("/hostwire/deliveries/e1/replay", headers={**BEARER, **headers})
+    # Past the gate: this host keeps no events, which the route itself says.
+    assert answer.status_code == 404
+    assert answer.json()["error"]["code"] == "no_events"
+
+
+def test_safe_requests_are_not_checked_for_origin(client: TestClient) -> None:
+    headers = {**BEARER, "Sec-Fetch-Site": "cross-site"}
+    assert client.get("/hostwire/api/overview", headers=headers).status_code == 200
+
+
+def test_the_static_files(client: TestClient) -> None:
+    assert client.get("/hostwire/static/console.css").status_code == 200  # the login page's
+    assert client.get("/hostwire/static/console.js").status_code == 401
+    log_in(client)
+    script = client.get("/hostwire/static/console.js")
+    assert script.status_code == 200
+    assert "/hostwire/api/overview" in script.text
+    assert client.get("/hostwire/static/../app.py").status_code in (401, 404)
+    assert client.get("/hostwire/static/nothing.js").status_code == 404
+
+
+def test_unknown_admin_paths_and_methods_answer_json(client: TestClient) -> None:
+    missing = client.get("/hostwire/nothing-here", headers=BEARER)
+    assert missing.status_code == 404
+    assert missing.json()["error"]["code"] == "not_found"
+    wrong = client.get("/hostwire/deliveries/e1/replay", headers=BEARER)
+    assert wrong.status_code == 405
+    assert wrong.json()["error"]["code"] == "method_not_allowed"
