@@ -11,6 +11,7 @@ from typing import Any
 import httpx
 import pytest
 from selenium import webdriver
+from selenium.common.exceptions import StaleElementReferenceException
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.chrome.webdriver import WebDriver as Chrome
 from selenium.webdriver.common.by import By
@@ -67,7 +68,21 @@ def driver() -> Iterator[Chrome]:
 
 
 def wait(driver: WebDriver, what: str, condition: Any) -> Any:
-    return WebDriverWait(driver, WAIT_S, poll_frequency=0.1).until(condition, message=what)
+    # The page re-renders parts of itself every poll: an element found just before
+    # may be replaced by the time it is read, so a stale one means "look again".
+    return WebDriverWait(
+        driver, WAIT_S, poll_frequency=0.1, ignored_exceptions=[StaleElementReferenceException]
+    ).until(condition, message=what)
+
+
+def click(driver: WebDriver, what: str, selector: str) -> None:
+    """Click the element at ``selector``, found again if a poll replaced it."""
+
+    def clicked(d: WebDriver) -> bool:
+        d.find_element(By.CSS_SELECTOR, selector).click()
+        return True
+
+    wait(driver, what, clicked)
 
 
 def delivery_states(driver: WebDriver, plugin: str) -> dict[str, str]:
@@ -147,9 +162,7 @@ def test_console_in_a_browser(server: tuple[str, Hostwire], driver: Chrome, tmp_
     # Deliverable now: the lamp exists. A click on Replay delivers the event.
     created = httpx.post(f"{url}/lights", json={"id": "lamp", "name": "Lamp"}, headers=API)
     assert created.status_code == 201, created.text
-    driver.find_element(
-        By.CSS_SELECTOR, f'#deliveries tr[data-event="{dead}"] button.replay'
-    ).click()
+    click(driver, "the Replay button", f'#deliveries tr[data-event="{dead}"] button.replay')
     wait(
         driver,
         "the replayed delivery",
