@@ -300,6 +300,7 @@ class Hooks:
                 log_safe(failure.plugin),
                 export,
                 log_safe(reason),
+                extra={"plugin": failure.plugin, "export": export, "outcome": "fail_open"},
             )
             return
         raise failure from cause
