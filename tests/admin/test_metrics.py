@@ -59,7 +59,7 @@ def scrape(client: TestClient) -> dict[tuple[str, tuple[tuple[str, str], ...]], 
     return samples
 
 
-def value(samples, name: str, **labels: str) -> float:
+def value(samples, name: str, **labels: str):
     return samples[name, tuple(sorted(labels.items()))]
 
 
