@@ -9,6 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from hostwire import current_request_id
 from hostwire._logformat import FORMAT_ENV, JsonFormatter
 from hostwire.cli import main
 
@@ -44,7 +45,11 @@ def test_each_line_is_json_with_the_fields_given() -> None:
             extra={"plugin": "night-mode", "export": "light_after_update", "outcome": "timeout",
                    "request_id": "req-1"},
         )  # fmt: skip
-        logger.info("plain\nwith a newline")
+        token = current_request_id.set("req-2")
+        try:
+            logger.info("plain\nwith a newline")
+        finally:
+            current_request_id.reset(token)
         try:
             raise RuntimeError("boom")
         except RuntimeError:
@@ -60,6 +65,8 @@ def test_each_line_is_json_with_the_fields_given() -> None:
     )  # fmt: skip
     assert "plugin" not in second
     assert second["message"] == "plain\nwith a newline"
+    assert second["request_id"] == "req-2"  # from the context, as lightcontrol sets it
+    assert "request_id" not in third
     assert "RuntimeError: boom" in str(third["exc"])
 
 

@@ -11,12 +11,16 @@ import json
 import logging
 import os
 import sys
+from contextvars import ContextVar
 from datetime import UTC, datetime
 
 FORMATS = ("text", "json")
 FORMAT_ENV = "HOSTWIRE_LOG_FORMAT"
 TEXT_FORMAT = "%(name)s: %(levelname)s: %(message)s"
 FIELDS = ("request_id", "plugin", "export", "outcome")
+# The id of the request being answered: an app's request-id middleware sets it, and
+# every line logged while the request runs (plug-in calls in worker threads too) has it.
+current_request_id: ContextVar[str | None] = ContextVar("hostwire_request_id", default=None)
 
 
 class JsonFormatter(logging.Formatter):
@@ -31,6 +35,8 @@ class JsonFormatter(logging.Formatter):
         }
         for field in FIELDS:
             value = getattr(record, field, None)
+            if value is None and field == "request_id":
+                value = current_request_id.get()
             if value is not None:
                 line[field] = value
         if record.exc_info:
