@@ -182,6 +182,7 @@ lint: $(STAMP)
 
 bench: $(STAMP) plugins postgresql
 	$(PY) benchmarks/bench_runtime.py
+	$(PY) benchmarks/bench_metrics.py
 	$(PY) benchmarks/bench_hostcalls.py
 	$(PY) benchmarks/bench_events.py
 	$(PY) benchmarks/bench_hooks.py

@@ -37,6 +37,7 @@ TOP_LEVEL = frozenset(
         "hostwire._reload",
         "hostwire._config",
         "hostwire._project",
+        "hostwire._logformat",
     }
 )
 # Each layer and the layers below it that it may import (besides itself and the

@@ -45,6 +45,7 @@ from hostwire._hostapi import (
     load_openapi,
     snake_case,
 )
+from hostwire._logformat import current_request_id
 from hostwire._pluginset import PluginSet
 from hostwire._runtime import (
     CallContext,
@@ -120,6 +121,7 @@ __all__ = [
     "Webhook",
     "calling_plugin",
     "compile_schema",
+    "current_request_id",
     "fetch_url",
     "load_config",
     "load_openapi",

@@ -24,7 +24,7 @@ from typing import Any, NoReturn
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
-from hostwire import _project
+from hostwire import _logformat, _project
 from hostwire._app import Hostwire, factory_arguments
 from hostwire._config import HostwireConfig, load_config
 from hostwire._contract import http_hook_exports, lifecycle_exports
@@ -391,7 +391,10 @@ def _serve(app: Any, *, host: str, port: int) -> None:
     # Imported here: other commands should not pay for importing a server.
     from hostwire._targets.server import CleanExitServer, server_config  # noqa: PLC0415
 
-    config = server_config(app, host=host, port=port)  # with a header deadline
+    # JSON logs: uvicorn's own loggers (the access log too) go to the root's formatter.
+    json_logs = _logformat.log_format(None) == "json"
+    options: dict[str, Any] = {"log_config": None} if json_logs else {}
+    config = server_config(app, host=host, port=port, **options)  # with a header deadline
     CleanExitServer(config).run()
 
 
@@ -710,6 +713,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--config", help="plug-in configuration file (YAML or JSON)")
     serve.add_argument("--workers", type=int, default=1, help=_WORKERS_HELP)
+    _add_log_format(serve)
     serve.set_defaults(handler=cmd_serve)
 
     plugin = commands.add_parser("plugin", parents=[_DEBUG], help="inspect or run one plug-in file")
@@ -802,7 +806,16 @@ def _add_gateway(commands: Any) -> None:
         help="load the file, the document and the plug-ins, say what is there, and exit",
     )
     gateway.add_argument("--workers", type=int, default=1, help=_WORKERS_HELP)
+    _add_log_format(gateway)
     gateway.set_defaults(handler=cmd_gateway)
+
+
+def _add_log_format(command: Any) -> None:
+    command.add_argument(
+        "--log-format",
+        choices=_logformat.FORMATS,
+        help=f"text (default) or json: one JSON object per line (env {_logformat.FORMAT_ENV})",
+    )
 
 
 _SPEC_HELP = (
@@ -887,11 +900,15 @@ def _add_events(commands: Any) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.debug else logging.INFO,
-        format="%(name)s: %(levelname)s: %(message)s",
-        stream=sys.stderr,
-    )
+    try:
+        fmt = _logformat.log_format(getattr(args, "log_format", None))
+    except ValueError as exc:
+        print(f"hostwire: error: {exc}", file=sys.stderr)
+        return UsageError.exit_code
+    _logformat.configure(logging.DEBUG if args.debug else logging.INFO, fmt)
+    if hasattr(args, "log_format"):
+        # The server (and its worker processes) read it from the environment.
+        os.environ[_logformat.FORMAT_ENV] = fmt
     try:
         code: int = args.handler(args)
     except HostwireError as exc:

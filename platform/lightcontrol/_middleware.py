@@ -13,7 +13,7 @@ from typing import Any
 import anyio
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from hostwire import calling_plugin, log_safe
+from hostwire import calling_plugin, current_request_id, log_safe
 
 access_log = logging.getLogger("lightcontrol.access")
 log = logging.getLogger("lightcontrol")
@@ -103,10 +103,12 @@ class RequestIdMiddleware:
                 message["headers"] = [*message.get("headers", ()), id_header]
             await send(message)
 
+        request_token = current_request_id.set(request_id)  # for the JSON log lines
         try:
             await self.app(scope, receive, send_with_id)
             failed = False
         finally:
+            current_request_id.reset(request_token)
             if access_log.isEnabledFor(logging.INFO):
                 _log_access(scope, "500" if failed and status == "-" else status, started)
 

@@ -129,13 +129,17 @@ class Hooks:
             if answer is None:
                 continue  # failed, fail_open: as if it were not there, post-hook included
             exchange.reached.append(subscriber)
+            before = exchange.request
             try:
                 self._apply_pre(exchange, answer, reads_body)
             except ValueError as exc:
                 self._fail(subscriber, PRE, f"its answer is wrong: {exc}", exc)
                 continue
+            stats = subscriber.plugin.stats
             if exchange.response is not None:
+                stats.hook("short_circuit")
                 return  # answered by the hook: later pre-hooks and the route are skipped
+            stats.hook("rewrite" if exchange.request is not before else "pass")
 
     def _count(self, subscriber: Subscriber, exchange: Exchange) -> Refusal | None:
         if self.limiter is None:
@@ -201,9 +205,12 @@ class Hooks:
                 continue
             exchange.context = answer["context"]
             if response is not None:
+                subscriber.plugin.stats.hook("rewrite")
                 exchange.response = response
                 exchange.raw_headers = None
                 exchange.sendable = (response, headers, body)
+            else:
+                subscriber.plugin.stats.hook("pass")
 
     def run_chunk(self, exchange: Exchange, chunk: bytes) -> bytes | None:
         for subscriber in reversed(exchange.reached):
@@ -293,6 +300,7 @@ class Hooks:
                 log_safe(failure.plugin),
                 export,
                 log_safe(reason),
+                extra={"plugin": failure.plugin, "export": export, "outcome": "fail_open"},
             )
             return
         raise failure from cause

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -102,12 +102,28 @@ class HostApi:
         ]
 
     def _handler(self, op: Operation, granted: bool, token: str | None) -> Any:
-        validator = self._validators[op.name]
+        answer = self._answer(op, granted, token)
+        operation = op.grant
 
         def handle(context: CallContext, data: bytes) -> bytes:
+            status, reply = answer(context, data)
+            stats = context.stats
+            if stats is not None:
+                stats.host_call(operation, status)
+            return reply
+
+        return handle
+
+    def _answer(
+        self, op: Operation, granted: bool, token: str | None
+    ) -> Callable[[CallContext, bytes], tuple[int, bytes]]:
+        """The call's answer: (the status the plug-in gets, the reply's JSON)."""
+        validator = self._validators[op.name]
+
+        def answer(context: CallContext, data: bytes) -> tuple[int, bytes]:
             if not granted:
                 context.refused.append(op.grant)
-                return error_reply(
+                return 403, error_reply(
                     403,
                     "not_granted",
                     f'Plug-in "{context.plugin}" is not granted operation "{op.grant}"; '
@@ -115,7 +131,7 @@ class HostApi:
                 )
             chain = (*CHAIN.get(), f"{context.plugin}.{context.export} → {op.name}")
             if len(chain) > self.max_depth:
-                return error_reply(
+                return 508, error_reply(
                     508,
                     "depth_exceeded",
                     f"Nested plug-in calls went deeper than {self.max_depth}: {describe(chain)}.",
@@ -123,11 +139,11 @@ class HostApi:
             try:
                 value = loads_strict(data) if data.strip() else {}
             except JsonProblem as exc:
-                return error_reply(400, "invalid_request", f"The input {exc.detail}.")
+                return 400, error_reply(400, "invalid_request", f"The input {exc.detail}.")
             try:
                 call = validator.prepare(value)
             except InvalidCall as exc:
-                return error_reply(400, "invalid_request", str(exc), exc.details)
+                return 400, error_reply(400, "invalid_request", str(exc), exc.details)
             started = time.perf_counter()
             caller = Caller(context.plugin, token, chain, context.deadline)
             try:
@@ -140,7 +156,7 @@ class HostApi:
                     log_safe(call.path),
                     log_safe(str(exc)),
                 )
-                return error_reply(exc.status, exc.code, str(exc))
+                return exc.status, error_reply(exc.status, exc.code, str(exc))
             if log.isEnabledFor(logging.DEBUG):
                 log.debug(
                     "%s: %s %s → %d in %.2f ms",
@@ -150,9 +166,9 @@ class HostApi:
                     reply.status,
                     (time.perf_counter() - started) * 1000,
                 )
-            return _reply_json(reply)
+            return reply.status, _reply_json(reply)
 
-        return handle
+        return answer
 
     def close(self) -> None:
         self.target.close()

@@ -45,6 +45,7 @@ from hostwire._runtime.module import USER_MODULE
 
 if TYPE_CHECKING:
     from hostwire._runtime.http import PluginHttp
+    from hostwire._runtime.stats import PluginStats
 
 _DEFAULTS = Limits()
 # The answer of a failed host call: the shim traps on it. Extism block
@@ -75,6 +76,7 @@ class CallContext:
         "max_output_bytes",
         "plugin",
         "refused",
+        "stats",
     )
 
     def __init__(
@@ -104,9 +106,12 @@ class CallContext:
         self.http_headers: dict[str, str] | None = None
         # Operations this call was answered 403 not_granted for (the outbox's "never succeeds").
         self.refused: list[str] = []
+        # The plug-in's counters, for host functions to count their calls (None: not counted).
+        self.stats: PluginStats | None = None
 
-    def reset(self, export: str, extra: dict[str, Any], timeout_s: float) -> None:
-        """Make the context ready for the next call of its instance."""
+    def reset(self, export: str, extra: dict[str, Any], deadline: float) -> None:
+        """Make the context ready for the next call of its instance, which must end
+        by ``deadline`` (``time.monotonic()``)."""
         self.export = export
         self.extra = extra
         self.host_calls = 0
@@ -114,7 +119,7 @@ class CallContext:
         self.http_status = 0
         self.http_headers = None
         self.refused = []
-        self.deadline = time.monotonic() + timeout_s
+        self.deadline = deadline
 
     def fail(self, exc: BaseException) -> None:
         """Remember the first failure; later host calls of this call are refused."""

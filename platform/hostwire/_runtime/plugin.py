@@ -24,10 +24,11 @@ import hashlib
 import json
 import os
 import threading
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, Self, TypeVar
 
 # Rust captures a full native backtrace for every trap when RUST_BACKTRACE is
 # set (it is on many developer machines), which makes a trap slow. hostwire
@@ -66,11 +67,13 @@ from hostwire._runtime.module import (
     rename_imports,
     to_binary,
 )
-from hostwire._runtime.stats import PluginStats
+from hostwire._runtime.stats import LATENCY_BUCKETS_S, SUM, PluginStats, bucket_of
 from hostwire._runtime.strictjson import plugin_json
 from hostwire._text import one_line
 
 _TRAP_PREFIX = "error while executing"
+_clock = time.monotonic  # the deadline's clock, so one reading serves both
+_E = TypeVar("_E", bound=BaseException)
 
 
 @dataclass(eq=False, slots=True)
@@ -118,12 +121,15 @@ class Plugin:
         host_functions: Iterable[HostFunction] = (),
         allowed_hosts: Sequence[str] = (),
         allowed_paths: Mapping[str, str] | None = None,
+        stats: PluginStats | bool = True,
     ) -> None:
         self.name = name
         self.limits = limits or Limits()
         self.sha256 = hashlib.sha256(wasm).hexdigest()
-        # A reload hands the new version its predecessor's counters (``stats = old.stats``).
-        self.stats = PluginStats(name)
+        # False turns recording off (the metrics benchmark's baseline); a PluginStats
+        # carries a predecessor's counters on (so does ``plugin.stats = old.stats``).
+        self._recording = stats is not False
+        self._stats = stats if isinstance(stats, PluginStats) else PluginStats(name)
         self.host_functions = {f.name: f for f in host_functions}
         try:
             self.info: ModuleInfo = inspect_module(wasm)
@@ -137,7 +143,8 @@ class Plugin:
             ) from exc
         self._check_imports()
         self._exports = self.info.function_exports
-        self._export_names = {name: name.encode() for name in self._exports}
+        # export -> (its name for the C API, its counters' slots): resolved once, not per call.
+        self._entries = self._resolve_entries()
         # Only plug-ins that can log need the log buffer drained after each call.
         self._logs = any(i.name.startswith("log_") for i in self.info.imports_from(KERNEL_MODULE))
         # Plug-in HTTP is hostwire's (http.py): Extism never gets allowed_hosts.
@@ -167,6 +174,7 @@ class Plugin:
         # GIL, so the common path takes no lock); the lock guards growing and shrinking
         # the pool, whose size (_alive) bounds the calls in flight (max_instances).
         self._idle: list[_Instance] = []
+        self._instances: set[_Instance] = set()  # every live one, to hand a new stats to
         self._alive = 1
         self._closed = False
         self._idle.append(self._new_instance(compiled))
@@ -175,6 +183,26 @@ class Plugin:
     def exports(self) -> frozenset[str]:
         """The names of the functions the plug-in exports."""
         return self._exports
+
+    @property
+    def stats(self) -> PluginStats:
+        """The plug-in's counters; assign a predecessor's to carry them on across a reload."""
+        return self._stats
+
+    @stats.setter
+    def stats(self, stats: PluginStats) -> None:
+        self._stats = stats
+        self._entries = self._resolve_entries()
+        with self._lock:
+            for instance in self._instances:
+                instance.context.stats = stats if self._recording else None
+
+    def _resolve_entries(self) -> dict[str, tuple[bytes, list[float] | None]]:
+        stats = self._stats
+        return {
+            name: (name.encode(), stats.export(name).slots if self._recording else None)
+            for name in sorted(self._exports)
+        }
 
     def _check_imports(self) -> None:
         for imp in self.info.imports_from(USER_MODULE):
@@ -279,6 +307,9 @@ class Plugin:
             plugin, str(plugin.id), context, plugin.plugin, _ffi.new_handle(context)
         )
         ROUTER.register(instance.uuid, self.name)
+        with self._lock:
+            context.stats = self._stats if self._recording else None
+            self._instances.add(instance)
         return instance
 
     def _acquire(self, export: str) -> _Instance:
@@ -317,6 +348,8 @@ class Plugin:
         self._free(instance)
 
     def _free(self, instance: _Instance) -> None:
+        with self._lock:
+            self._instances.discard(instance)
         ROUTER.unregister(instance.uuid)
         instance.plugin.__del__()  # the SDK's only way to free a Plugin now
 
@@ -331,24 +364,37 @@ class Plugin:
         if isinstance(data, str):
             data = data.encode()
         if len(data) > self._max_input:
-            raise PluginInputError(
-                f'Input for plug-in "{self.name}" export "{export}" is {len(data)} bytes, '
-                f"over its limit of {self.limits.max_input_bytes} (max_input_bytes).",
-                plugin=self.name,
-                export=export,
+            raise self._failed(
+                export,
+                PluginInputError(
+                    f'Input for plug-in "{self.name}" export "{export}" is {len(data)} bytes, '
+                    f"over its limit of {self.limits.max_input_bytes} (max_input_bytes).",
+                    plugin=self.name,
+                    export=export,
+                ),
             )
-        name = self._export_names.get(export)
-        if name is None:
+        entry = self._entries.get(export)
+        if entry is None:
             available = ", ".join(sorted(self.exports)) or "none"
-            raise PluginExportError(
-                f'Plug-in "{self.name}" has no export "{export}" (exports: {available}).',
-                plugin=self.name,
-                export=export,
+            raise self._failed(
+                export,
+                PluginExportError(
+                    f'Plug-in "{self.name}" has no export "{export}" (exports: {available}).',
+                    plugin=self.name,
+                    export=export,
+                ),
             )
-        instance = self._acquire(export)
+        name, slots = entry
+        try:
+            instance = self._acquire(export)
+        except PluginError as exc:
+            self._failed(export, exc)
+            raise
         # Each instance reuses one context: it runs one call at a time.
         context = instance.context
-        context.reset(export, extra, self._timeout_s)
+        # One clock reading: the deadline's start is the latency's too.
+        start = _clock()
+        context.reset(export, extra, start + self._timeout_s)
         pointer = instance.pointer
         try:
             rc = _lib.extism_plugin_call_with_host_context(
@@ -364,23 +410,38 @@ class Plugin:
             )
             self._end(instance, reuse=False)
             failure.refused = tuple(context.refused)
+            self._failed(export, failure, start)
             if context.error is not None:
                 raise failure  # noqa: B904 (its cause is the host function's error)
             raise failure from exc
-        except BaseException:
+        except BaseException as exc:
             self._end(instance, reuse=False)
+            self._failed(export, exc, start)
             raise
         if self._logs:
             ROUTER.drain()
         if context.error is not None:
             # The call "succeeded" after a host function failed: never a silent success.
             self._end(instance, reuse=False)
-            raise _host_failure(context)
+            raise self._failed(export, _host_failure(context), start)
         # The output shim has checked the length against max_output_bytes; this copies.
         length = _lib.extism_plugin_output_length(pointer)
         output = _ffi.buffer(_lib.extism_plugin_output_data(pointer), length)[:] if length else b""
+        if slots is not None:
+            # ExportStats.record, inlined: this runs on every call (see stats.py).
+            elapsed = _clock() - start
+            slots[SUM] += elapsed
+            slots[bucket_of(LATENCY_BUCKETS_S, elapsed)] += 1
         self._end(instance, reuse=True)
         return output
+
+    def _failed(self, export: str, exc: _E, start: float | None = None) -> _E:
+        """Count the failed call of ``export`` (``start``: when it ran; None: it was refused
+        before it ran); returns ``exc``, for ``raise``."""
+        if self._recording:
+            elapsed = None if start is None else _clock() - start
+            self._stats.failed(export, exc, elapsed)
+        return exc
 
     def call_json(self, export: str, value: Any = None, **extra: Any) -> Any:
         """Call ``export`` with ``value`` as JSON and parse its JSON output.
@@ -391,7 +452,12 @@ class Plugin:
         output = self.call(export, json.dumps(value).encode(), **extra)
         if not output.strip():
             return None
-        return plugin_json(output, plugin=self.name, export=export)
+        try:
+            return plugin_json(output, plugin=self.name, export=export)
+        except PluginError as exc:  # the call itself is counted: only its failure is left
+            if self._recording:
+                self._stats.failure(export, "output", one_line(str(exc)))
+            raise
 
     def _end(self, instance: _Instance, *, reuse: bool) -> None:
         if not reuse:
