@@ -32,6 +32,21 @@ class Host:
     def plugin_states(self) -> list[dict[str, Any]]:
         return []
 
+    # The rest of AdminHost: nothing these tests reach.
+    console_pages: tuple[Any, ...] = ()
+
+    def plugin_state(self, name: str) -> dict[str, Any] | None:
+        return None
+
+    def replace_plugin(self, name: str, module: bytes, *, sha256: str | None = None) -> None:
+        raise NotImplementedError
+
+    def set_enabled(self, name: str, enabled: bool) -> None:
+        raise NotImplementedError
+
+    def reload_config(self) -> None:
+        raise NotImplementedError
+
 
 async def app(scope, receive, send) -> None:
     if scope["type"] == "lifespan":
