@@ -206,3 +206,17 @@ async def http_load(
             with contextlib.suppress(OSError):
                 await writer.wait_closed()
     return len(latencies), elapsed, latencies
+
+
+# A 100-byte echo export in WebAssembly text: the plug-in call the runtime and metrics
+# benchmarks time.
+ECHO_WAT = """
+(module
+  (import "extism:host/env" "input_length" (func $input_length (result i64)))
+  (import "extism:host/env" "input_offset" (func $input_offset (result i64)))
+  (import "extism:host/env" "output_set" (func $output_set (param i64 i64)))
+  (memory (export "memory") 1)
+  (func (export "echo") (result i32)
+    (call $output_set (call $input_offset) (call $input_length))
+    (i32.const 0)))
+"""

@@ -24,20 +24,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "platform"))
 
-from _bench import print_table, summary
+from _bench import ECHO_WAT, print_table, summary
 from hostwire import Limits, Plugin
 from hostwire._runtime.module import to_binary
 
-ECHO_WAT = """
-(module
-  (import "extism:host/env" "input_length" (func $input_length (result i64)))
-  (import "extism:host/env" "input_offset" (func $input_offset (result i64)))
-  (import "extism:host/env" "output_set" (func $output_set (param i64 i64)))
-  (memory (export "memory") 1)
-  (func (export "echo") (result i32)
-    (call $output_set (call $input_offset) (call $input_length))
-    (i32.const 0)))
-"""
 GOAL = 1.02
 RECORDING = "Plugin.call, metrics recorded"
 NOT_RECORDING = "Plugin.call, stats=False"

@@ -60,6 +60,9 @@ class CallContext:
     """State of one plug-in call, visible to the host functions it calls.
 
     ``extra`` holds what the caller of ``Plugin.call`` passed as keywords.
+    An instance keeps one context for all its calls; ``Plugin.call`` resets the
+    per-call fields (export, extra, host_calls, error, http_status, http_headers,
+    refused, deadline) itself, inline, on its hot path.
     """
 
     __slots__ = (
@@ -108,18 +111,6 @@ class CallContext:
         self.refused: list[str] = []
         # The plug-in's counters, for host functions to count their calls (None: not counted).
         self.stats: PluginStats | None = None
-
-    def reset(self, export: str, extra: dict[str, Any], deadline: float) -> None:
-        """Make the context ready for the next call of its instance, which must end
-        by ``deadline`` (``time.monotonic()``)."""
-        self.export = export
-        self.extra = extra
-        self.host_calls = 0
-        self.error = None
-        self.http_status = 0
-        self.http_headers = None
-        self.refused = []
-        self.deadline = deadline
 
     def fail(self, exc: BaseException) -> None:
         """Remember the first failure; later host calls of this call are refused."""

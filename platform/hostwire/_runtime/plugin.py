@@ -357,7 +357,7 @@ class Plugin:
         if entry is None or len(data) > self._max_input:
             raise self._failed(export, self._refusal(export, data))
         name, slots = entry
-        # _acquire and CallContext.reset, inlined: a method call is a tenth of an echo.
+        # The pool take and the context reset, inlined: a method call is a tenth of an echo.
         try:
             instance = self._idle.pop()
         except IndexError:
@@ -366,7 +366,8 @@ class Plugin:
             if self._closed:
                 self._retire(instance)
                 raise self._failed(export, self._closed_error())
-        # Each instance reuses one context: it runs one call at a time.
+        # Each instance reuses one context: it runs one call at a time. Every field a
+        # call changes is reset here (CallContext's per-call fields).
         context = instance.context
         # One clock reading: the deadline's start is the latency's too.
         start = _clock()
