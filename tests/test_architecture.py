@@ -40,6 +40,18 @@ TOP_LEVEL = frozenset(
         "hostwire._logformat",
     }
 )
+# What a part that wires the layers (like _app, but not the top level) may import.
+_ABOVE_THE_LAYERS = frozenset(
+    {
+        "hostwire._runtime",
+        "hostwire._targets",
+        "hostwire._hostapi",
+        "hostwire._events",
+        "hostwire._hooks",
+        "hostwire._config",
+        "hostwire._pluginset",
+    }
+)
 # Each layer and the layers below it that it may import (besides itself and the
 # leaves), in the README's order: imports go downwards only.
 LAYERS: dict[str, frozenset[str]] = {
@@ -52,29 +64,9 @@ LAYERS: dict[str, frozenset[str]] = {
     ),
     "hostwire._pdk": frozenset({"hostwire._hostapi"}),
     # Above the layers it wires, like _app: the plug-in list and set come from the top level.
-    "hostwire._gateway": frozenset(
-        {
-            "hostwire._runtime",
-            "hostwire._targets",
-            "hostwire._hostapi",
-            "hostwire._events",
-            "hostwire._hooks",
-            "hostwire._config",
-            "hostwire._pluginset",
-        }
-    ),
+    "hostwire._gateway": _ABOVE_THE_LAYERS,
     # The operators' routes, served by _app in front of the app: they read its state.
-    "hostwire._admin": frozenset(
-        {
-            "hostwire._runtime",
-            "hostwire._targets",
-            "hostwire._hostapi",
-            "hostwire._events",
-            "hostwire._hooks",
-            "hostwire._config",
-            "hostwire._pluginset",
-        }
-    ),
+    "hostwire._admin": _ABOVE_THE_LAYERS,
 }
 # Layers only some top-level modules may import ("only the CLI imports" _pdk).
 IMPORTED_ONLY_BY = {"hostwire._pdk": frozenset({"hostwire.cli"})}
