@@ -202,3 +202,74 @@ def test_until_the_app_has_started_named_operations_hop_to_its_loop(
     finally:
         target.serving = True
     assert _json(reply)["thread"] == on_loop["thread"]
+
+
+class _CountingSelector:
+    """Counts the loop's polls of its selector (epoll) and passes them on."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.polls = 0
+        inner = loop._selector  # type: ignore[attr-defined]
+        inner_select = inner.select
+
+        def select(timeout: float | None = None) -> Any:
+            self.polls += 1
+            return inner_select(timeout)
+
+        self.restore = lambda: setattr(inner, "select", inner_select)
+        inner.select = select
+
+
+def test_running_a_request_here_polls_for_io_only_once_it_waits() -> None:
+    from hostwire._targets.asgi import _run_here
+
+    async def answers_at_once() -> Reply:
+        await asyncio.sleep(0)  # a yield, no timer: still no poll needed
+        return Reply(200)
+
+    async def waits_for_a_timer() -> Reply:
+        await asyncio.sleep(0.001)
+        return Reply(201)
+
+    loop = asyncio.new_event_loop()
+    counting = _CountingSelector(loop)
+    try:
+        assert _run_here(loop, answers_at_once(), 5.0).status == 200
+        assert counting.polls == 0
+        assert _run_here(loop, waits_for_a_timer(), 5.0).status == 201
+        assert counting.polls > 0
+        # The deadline timer is cancelled (the next full step drops it from the heap).
+        assert all(timer.cancelled() for timer in loop._scheduled)  # type: ignore[attr-defined]
+    finally:
+        counting.restore()
+        loop.close()
+
+
+def test_callbacks_that_keep_adding_callbacks_do_not_hold_up_a_waiting_request() -> None:
+    from hostwire._targets.asgi import _run_here
+
+    loop = asyncio.new_event_loop()
+    running = True
+
+    def chatty() -> None:  # someone's background work, always ready again
+        if running:
+            loop.call_soon(chatty)
+
+    async def waits_for_a_timer() -> Reply:
+        await asyncio.sleep(0.001)
+        return Reply(200)
+
+    async def never_answers() -> Reply:
+        await asyncio.Event().wait()
+        return Reply(200)
+
+    try:
+        loop.call_soon(chatty)
+        assert _run_here(loop, waits_for_a_timer(), 5.0).status == 200
+        with pytest.raises(DispatchError) as late:
+            _run_here(loop, never_answers(), 0.05)
+        assert (late.value.status, late.value.code) == (504, "upstream_timeout")
+    finally:
+        running = False
+        loop.run_until_complete(asyncio.sleep(0))
+        loop.close()

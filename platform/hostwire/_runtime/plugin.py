@@ -67,7 +67,7 @@ from hostwire._runtime.module import (
     rename_imports,
     to_binary,
 )
-from hostwire._runtime.stats import LATENCY_BUCKETS_S, SUM, PluginStats, bucket_of
+from hostwire._runtime.stats import PluginStats
 from hostwire._runtime.strictjson import plugin_json
 from hostwire._text import one_line
 
@@ -200,7 +200,7 @@ class Plugin:
     def _resolve_entries(self) -> dict[str, tuple[bytes, list[float] | None]]:
         stats = self._stats
         return {
-            name: (name.encode(), stats.export(name).slots if self._recording else None)
+            name: (name.encode(), stats.export(name).pending if self._recording else None)
             for name in sorted(self._exports)
         }
 
@@ -356,7 +356,7 @@ class Plugin:
         entry = self._entries.get(export)
         if entry is None or len(data) > self._max_input:
             raise self._failed(export, self._refusal(export, data))
-        name, slots = entry
+        name, pending = entry
         # The pool take and the context reset, inlined: a method call is a tenth of an echo.
         try:
             instance = self._idle.pop()
@@ -412,11 +412,9 @@ class Plugin:
         # The output shim has checked the length against max_output_bytes; this copies.
         length = _lib.extism_plugin_output_length(pointer)
         output = _ffi.buffer(_lib.extism_plugin_output_data(pointer), length)[:] if length else b""
-        if slots is not None:
+        if pending is not None:
             # ExportStats.record, inlined: this runs on every call (see stats.py).
-            elapsed = _clock() - start
-            slots[SUM] += elapsed
-            slots[bucket_of(LATENCY_BUCKETS_S, elapsed)] += 1
+            pending.append(_clock() - start)
         self._idle.append(instance)  # _end(reuse=True), inlined
         if self._closed:  # close() ran meanwhile: it may not have seen this instance
             self._drain()

@@ -2,13 +2,15 @@
 
 Each ``Plugin`` owns a ``PluginStats`` (``plugin.stats``); a reloaded plug-in is
 handed its predecessor's, so counters carry on across versions. Recording a
-good call is plain Python arithmetic on a preallocated list (no locks, no
-allocation beyond the numbers themselves): ``Plugin.call`` resolves an
-export's ``ExportStats`` once, at load, and adds the call's latency to its
-``slots`` inline. Concurrent calls may, rarely, lose an increment to a thread
-switch between a read and a write: counters are for operators, and a lock
-would cost more than the whole recording. ``snapshot()`` turns the counters
-into JSON-able data, and ``hostwire._admin`` exports them for Prometheus.
+good call is one clock reading and one ``list.append`` (no lock, no branch):
+``Plugin.call`` resolves an export's ``ExportStats`` once, at load, and appends
+the call's latency to its ``pending`` list inline. The histogram is built from
+those latencies when someone reads it and, every ``FOLD_EVERY_S``, by one
+thread for every plug-in (a sort and a bisect per bucket, in bulk), so the
+call itself never buckets. Failure counters are plain dict arithmetic on the
+failure path: concurrent failures may, rarely, lose an increment to a thread
+switch. ``snapshot()`` turns the counters into JSON-able data, and
+``hostwire._admin`` exports them for Prometheus.
 
 Failure kinds: ``timeout``, ``trap``, ``memory``, ``output``,
 ``host_function``, ``rejected`` (input refused before the call) and ``error``
@@ -19,7 +21,11 @@ Failure kinds: ``timeout``, ``trap``, ``memory``, ``output``,
 from __future__ import annotations
 
 import bisect
+import math
+import os
+import threading
 import time
+import weakref
 from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -62,8 +68,10 @@ _KINDS: tuple[tuple[type[BaseException], str], ...] = (
     (PluginBusyError, "rejected"),
     (PluginCallError, "error"),
 )
-# The bucket of a latency in seconds: ``slots[bucket_of(LATENCY_BUCKETS_S, s)]``.
-bucket_of = bisect.bisect_left
+# How often the folder thread counts pending latencies into the histograms, and
+# how many it sorts at once.
+FOLD_EVERY_S = 0.2
+_FOLD_CHUNK = 1024
 
 
 def failure_kind(exc: BaseException) -> str:
@@ -88,30 +96,60 @@ class Failure:
 class ExportStats:
     """Calls of one export: count, failures by kind, latency histogram.
 
-    ``slots`` holds the histogram's buckets (``BUCKETS`` of them, the last one
-    +Inf) and, at ``SUM``, the sum of the latencies in seconds: the one list a
-    call writes to. A call refused before it ran (``rejected``) has no latency:
-    it counts in ``calls`` and ``failures`` but not in the histogram.
+    A call appends its latency in seconds to ``pending`` (``Plugin.call`` does
+    it inline: one ``list.append``, atomic under the GIL, so no call is lost to
+    a thread switch, and no check of the list's length). ``fold()`` moves what
+    is pending into ``slots``: the histogram's buckets (``BUCKETS`` of them, the
+    last one +Inf) and, at ``SUM``, the sum of the latencies, in one sort and a
+    bisect per bucket. Every reader folds first, and a thread folds every
+    export's latencies each ``FOLD_EVERY_S`` so that memory stays bounded
+    without a scrape. A call refused before it ran (``rejected``) has no
+    latency: it counts in ``calls`` and ``failures`` but not in the histogram.
     """
 
-    __slots__ = ("failures", "slots")
+    __slots__ = ("__weakref__", "_lock", "failures", "pending", "slots")
 
     def __init__(self) -> None:
         self.slots: list[float] = [0] * BUCKETS + [0.0]
+        self.pending: list[float] = []
         self.failures: dict[str, int] = dict.fromkeys(FAILURE_KINDS, 0)
+        self._lock = threading.Lock()
+        _FOLDER.watch(self)
+
+    def fold(self) -> None:
+        """Count the pending latencies into the buckets and the sum."""
+        pending = self.pending
+        if not pending:
+            return
+        with self._lock:  # two folds must not both count the same latencies
+            taken = pending[:]  # one atomic copy: appends after it stay pending
+            del pending[: len(taken)]
+            slots = self.slots
+            for at in range(0, len(taken), _FOLD_CHUNK):  # the GIL may switch between chunks
+                chunk = sorted(taken[at : at + _FOLD_CHUNK])
+                slots[SUM] += math.fsum(chunk)
+                below = 0
+                for i, bound in enumerate(LATENCY_BUCKETS_S):
+                    upto = bisect.bisect_right(chunk, bound, below)  # le: at or under
+                    slots[i] += upto - below
+                    below = upto
+                slots[BUCKETS - 1] += len(chunk) - below
 
     @property
     def buckets(self) -> list[int]:
         """Calls per latency bucket (not cumulative), the last one +Inf."""
+        self.fold()
         return [int(n) for n in self.slots[:BUCKETS]]
 
     @property
     def sum_s(self) -> float:
+        self.fold()
         return float(self.slots[SUM])
 
     @property
     def timed(self) -> int:
         """Calls that ran (the histogram's count)."""
+        self.fold()
         return int(sum(self.slots[:BUCKETS]))
 
     @property
@@ -120,9 +158,7 @@ class ExportStats:
 
     def record(self, seconds: float) -> None:
         """Count one call that ran for ``seconds`` (``Plugin.call`` inlines this)."""
-        slots = self.slots
-        slots[SUM] += seconds
-        slots[bucket_of(LATENCY_BUCKETS_S, seconds)] += 1
+        self.pending.append(seconds)
 
     def cumulative(self) -> Iterator[tuple[float, int]]:
         """(upper bound, calls at or under it) per bucket, ending with +Inf: Prometheus's."""
@@ -141,6 +177,51 @@ class ExportStats:
             if seen >= wanted:
                 return bound
         return float("inf")
+
+
+class _Folder:
+    """The one thread that folds every live export's pending latencies, started with
+    the first ``ExportStats`` (and again in a forked child, which has no threads)."""
+
+    def __init__(self) -> None:
+        self._watched: weakref.WeakSet[ExportStats] = weakref.WeakSet()
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+
+    def watch(self, stats: ExportStats) -> None:
+        with self._lock:
+            self._watched.add(stats)
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._run, name="hostwire-stats", daemon=True
+                )
+                self._thread.start()
+
+    def fold_all(self) -> None:
+        with self._lock:
+            watched = list(self._watched)
+        for stats in watched:
+            stats.fold()
+
+    def _run(self) -> None:
+        tick = threading.Event()  # never set: a wait that cannot be woken early
+        while True:
+            tick.wait(FOLD_EVERY_S)
+            self.fold_all()
+
+    def forked(self) -> None:
+        self._lock = threading.Lock()
+        self._thread = None
+        if self._watched:
+            with self._lock:
+                self._thread = threading.Thread(
+                    target=self._run, name="hostwire-stats", daemon=True
+                )
+                self._thread.start()
+
+
+_FOLDER = _Folder()
+os.register_at_fork(after_in_child=_FOLDER.forked)
 
 
 class PluginStats:

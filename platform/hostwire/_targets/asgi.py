@@ -14,6 +14,7 @@ import _thread
 import asyncio
 import logging
 import threading
+from collections import deque
 from collections.abc import AsyncIterator, Collection, Coroutine, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager, nullcontext
 from typing import Any
@@ -86,24 +87,46 @@ class _ThreadLoop(threading.local):
 _THREAD_LOOP = _ThreadLoop()
 
 
+# Passes over the ready callbacks before a request that has not finished gets the
+# loop's full steps (a pass runs the callbacks that were ready when it began).
+_READY_PASSES = 16
+
+
 def _run_here(
     loop: asyncio.AbstractEventLoop, request: Coroutine[Any, Any, Reply], limit: float
 ) -> Reply:
-    """``loop.run_until_complete(request)`` within ``limit`` seconds, a third cheaper: the
-    loop runs only until the request's task is done (no start and stop of run_forever,
-    whose set-up is most of the cost of a request that hardly waits), and the deadline
-    is one timer that cancels the task (cheaper than ``asyncio.timeout``). Loops
-    without ``_run_once`` run as usual."""
+    """``loop.run_until_complete(request)`` within ``limit`` seconds, at half the cost.
+
+    The loop runs only until the request's task is done (no start and stop of
+    run_forever, whose set-up is most of the cost of a request that hardly
+    waits). First it runs only the callbacks that are ready, in their order, as
+    the loop would: a request that never waits for I/O, a timer or a thread
+    (most in-process answers) is done then, with no ``epoll`` call and no timer.
+    A request that waits gets the deadline, one timer that cancels its task
+    (cheaper than ``asyncio.timeout``), and the loop's full steps. A request
+    cannot be cut before it first waits, with a timer or without. Loops without
+    ``_run_once`` and ``_ready`` (not asyncio's own) run as usual.
+    """
     step = getattr(loop, "_run_once", None)
-    if step is None or asyncio.events._get_running_loop() is not None:
+    ready: deque[asyncio.Handle] | None = getattr(loop, "_ready", None)
+    if step is None or ready is None or asyncio.events._get_running_loop() is not None:
         return loop.run_until_complete(_within(request, limit))
+    begun = loop.time()
     asyncio.events._set_running_loop(loop)
     try:
         task = loop.create_task(request)
-        expiry = loop.call_at(loop.time() + limit, task.cancel)
-        while not task.done():
-            step()
-        expiry.cancel()
+        passes = _READY_PASSES
+        while ready and passes and not task.done():
+            passes -= 1  # callbacks that keep adding callbacks get the full steps
+            for _ in range(len(ready)):  # a pass, as one step of the loop runs it
+                handle = ready.popleft()
+                if not handle._cancelled:
+                    handle._run()
+        if not task.done():
+            expiry = loop.call_at(begun + limit, task.cancel)
+            while not task.done():
+                step()
+            expiry.cancel()
     finally:
         asyncio.events._set_running_loop(None)
     if task.cancelled():
