@@ -163,8 +163,10 @@ def test_pre_hooks_see_the_request_and_may_rewrite_it(
             "body": b64("changed"),
         },
     }
-    client = make_client(Subscriber(hook_plugin(recorder, "rewriter", http_pre_hook=rewrite)))
+    rewriter = hook_plugin(recorder, "rewriter", http_pre_hook=rewrite)
+    client = make_client(Subscriber(rewriter))
     client.post("/items?x=1&x=2", content=b"hello", headers={"X-Mixed-Case": "v"})
+    assert rewriter.stats.hooks == {"pass": 1, "rewrite": 1, "short_circuit": 0}  # pre, post
     (_, export, seen), *_ = recorder.seen
     assert export == "http_pre_hook"
     request = seen["request"]
@@ -204,6 +206,13 @@ def test_order_context_and_short_circuit(make_client: Any, recorder: Recorder) -
     ]  # fmt: skip
     post_context = recorder.seen[3][2]["context"]
     assert post_context == {"first": 1, "second": 2}
+    # What /metrics counts as hostwire_hook_decisions_total, per plug-in.
+    decisions = {p.name: p.stats.hooks for p in (first, second, third)}
+    assert decisions == {
+        "first": {"pass": 2, "rewrite": 0, "short_circuit": 0},
+        "second": {"pass": 1, "rewrite": 0, "short_circuit": 1},
+        "third": {"pass": 0, "rewrite": 0, "short_circuit": 0},
+    }
 
 
 def test_post_hooks_may_replace_the_response(make_client: Any, recorder: Recorder) -> None:
@@ -214,8 +223,10 @@ def test_post_hooks_may_replace_the_response(make_client: Any, recorder: Recorde
             "body": b64(json.dumps({"items": [1, 2], "secret": "[redacted]"})),
         }
     }
-    client = make_client(Subscriber(hook_plugin(recorder, "redact", http_post_hook=replaced)))
+    redact = hook_plugin(recorder, "redact", http_post_hook=replaced)
+    client = make_client(Subscriber(redact))
     response = client.get("/items")
+    assert redact.stats.hooks == {"pass": 1, "rewrite": 1, "short_circuit": 0}  # pre, post
     assert response.json() == {"items": [1, 2], "secret": "[redacted]"}
     assert response.headers["x-redacted"] == "1"
     assert int(response.headers["content-length"]) == len(response.content)

@@ -660,3 +660,26 @@ def test_ref_cycles_and_odd_paths_in_documents(tmp_path: Path) -> None:
     odd = tmp_path / "a folder with spaces"
     odd.mkdir()
     test_refs_to_other_local_files_resolve(odd)
+
+
+def test_every_answer_a_plugin_gets_is_counted_by_operation_and_status(
+    pet_api: HostApi,
+) -> None:
+    plugin = Plugin(
+        "counted",
+        compile_wat(wat.caller(*sorted(pet_api.operations))),
+        host_functions=pet_api.host_functions("counted", ["listPets", "createPet"]),
+        limits=Limits(timeout_ms=20_000, max_host_input_bytes=4096),
+    )
+    with plugin:
+        assert call(plugin, "list_pets")["status"] == 200
+        assert call(plugin, "list_pets")["status"] == 200
+        assert call(plugin, "create_pet", {"body": {"wrong": 1}})["status"] == 400
+        assert call(plugin, "delete_pets_pet_id", {"petId": 1})["status"] == 403
+        assert call(plugin, "create_pet", {"body": {"name": "x" * 5000}})["status"] == 413
+        assert plugin.stats.host_calls == {
+            ("listPets", 200): 2,
+            ("createPet", 400): 1,
+            ("createPet", 413): 1,
+            ("delete_pets_pet_id", 403): 1,  # no operationId: its function name
+        }

@@ -20,6 +20,7 @@ from hostwire._runtime import (
     describe,
     loads_strict,
     log_safe,
+    payload_too_large,
 )
 from hostwire._targets import Caller, DispatchError, Reply, Target
 
@@ -97,7 +98,9 @@ class HostApi:
         """
         allowed = self.resolve_grants(grants, plugin=plugin)
         return [
-            HostFunction(name, self._handler(op, name in allowed, token))
+            HostFunction(
+                name, self._handler(op, name in allowed, token), oversize=_counted_oversize(op)
+            )
             for name, op in sorted(self.operations.items())
         ]
 
@@ -172,3 +175,17 @@ class HostApi:
 
     def close(self) -> None:
         self.target.close()
+
+
+def _counted_oversize(op: Operation) -> Callable[[CallContext, str, int], bytes]:
+    """The 413 answer to a call of ``op`` whose input is over the plug-in's limit,
+    counted in ``hostwire_host_calls_total`` like every other answer."""
+    operation = op.grant
+
+    def oversize(context: CallContext, function: str, length: int) -> bytes:
+        stats = context.stats
+        if stats is not None:
+            stats.host_call(operation, 413)
+        return payload_too_large(context, function, length)
+
+    return oversize

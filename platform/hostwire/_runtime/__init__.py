@@ -12,7 +12,7 @@ OpenAPI, apps or events.
 """
 
 from hostwire._runtime.chain import CHAIN, ON_CALLER_THREAD, describe, to_thread
-from hostwire._runtime.hostfn import CallContext, HostFunction
+from hostwire._runtime.hostfn import CallContext, HostFunction, payload_too_large
 from hostwire._runtime.imports import (
     HOST_FUNCTION,
     describe_imports,
@@ -62,6 +62,7 @@ __all__ = [
     "loads_strict",
     "log_safe",
     "parse_json",
+    "payload_too_large",
     "plugin_json",
     "provider",
     "read_path",
