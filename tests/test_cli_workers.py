@@ -161,3 +161,23 @@ def test_the_shared_socket_lets_asyncio_turn_off_nagle() -> None:
     listening = _listen("127.0.0.1", 0)
     with listening:
         assert listening.proto == socket.IPPROTO_TCP
+
+
+def test_with_json_logs_every_workers_line_is_json_naming_the_worker(pg_database: str) -> None:
+    import json
+
+    with workers_server(pg_database, 2, "--log-format", "json", token=TOKEN) as (process, url):
+        with httpx.Client(base_url=url, headers=AUTH) as client:
+            assert client.get("/states").status_code == 200
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=60) == 0
+        assert process.stderr is not None
+        lines = process.stderr.read().decode().splitlines()
+    # Every line is JSON, the supervisor's and the CLI's own too; a worker's names it.
+    records = [json.loads(line) for line in lines if line.strip()]
+    from_workers = [r for r in records if "worker" in r]
+    assert {r["worker"] for r in from_workers} == {1, 2}
+    access = [r for r in from_workers if r["logger"] == "lightcontrol.access"]
+    assert any('"GET /states"' in r["message"] and r.get("request_id") for r in access)
+    assert any(r["message"].startswith("serving lightcontrol on") for r in records)
+    assert any(r["logger"].startswith("uvicorn") for r in from_workers)

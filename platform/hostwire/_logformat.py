@@ -2,7 +2,8 @@
 
 Each line has ``time`` (RFC 3339, UTC), ``level``, ``logger`` and ``message``,
 and, when the record carries them (``extra=``), ``request_id``, ``plugin``,
-``export`` and ``outcome``; ``exc`` is a logged exception as one string.
+``export`` and ``outcome``; ``exc`` is a logged exception as one string. Under
+``--workers N`` each line also has ``worker``, the process's number.
 """
 
 from __future__ import annotations
@@ -24,7 +25,12 @@ current_request_id: ContextVar[str | None] = ContextVar("hostwire_request_id", d
 
 
 class JsonFormatter(logging.Formatter):
-    """A record as one line of JSON."""
+    """A record as one line of JSON; ``static`` fields go on every line (a worker's
+    number under ``--workers``)."""
+
+    def __init__(self, static: dict[str, object] | None = None) -> None:
+        super().__init__()
+        self.static = dict(static or {})
 
     def format(self, record: logging.LogRecord) -> str:
         line: dict[str, object] = {
@@ -32,6 +38,7 @@ class JsonFormatter(logging.Formatter):
             "level": record.levelname.lower(),
             "logger": record.name,
             "message": record.getMessage(),
+            **self.static,
         }
         for field in FIELDS:
             value = getattr(record, field, None)
@@ -59,3 +66,16 @@ def configure(level: int, fmt: str) -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if fmt == "json" else logging.Formatter(TEXT_FORMAT))
     logging.basicConfig(level=level, handlers=[handler], force=fmt == "json")
+
+
+def configure_worker(number: int, *, level: int, fmt: str) -> None:
+    """A ``--workers`` process's logging: its number in each text line, or a
+    ``worker`` field in each JSON one (uvicorn's loggers included)."""
+    handler = logging.StreamHandler(sys.stderr)
+    if fmt == "json":
+        handler.setFormatter(JsonFormatter({"worker": number}))
+    else:
+        handler.setFormatter(
+            logging.Formatter(f"%(name)s: worker {number}: %(levelname)s: %(message)s")
+        )
+    logging.basicConfig(level=level, handlers=[handler], force=True)

@@ -386,6 +386,15 @@ def _events_text(events: list[dict[str, str]]) -> str:
     return ", ".join(named) or "none"
 
 
+def _announce(message: str) -> None:
+    """What a server command says as it starts: a line of the server's own log with
+    ``--log-format json``, else ``hostwire: <message>`` as always."""
+    if _logformat.log_format(None) == "json":
+        logging.getLogger("hostwire.cli").info("%s", message)
+    else:
+        print(f"hostwire: {message}", file=sys.stderr)
+
+
 def _serve(app: Any, *, host: str, port: int) -> None:
     """Serve ``app`` with uvicorn until SIGINT or SIGTERM, then shut it down gracefully."""
     # Imported here: other commands should not pay for importing a server.
@@ -403,7 +412,17 @@ def _serve_workers(args: argparse.Namespace, build: Callable[[], Any], host: str
     from hostwire._targets.server import WorkerPlan, serve_workers  # noqa: PLC0415
 
     level = logging.DEBUG if args.debug else logging.INFO
-    plan = WorkerPlan(build=build, host=host, port=port, workers=args.workers, log_level=level)
+    fmt = _logformat.log_format(None)  # main() has put --log-format in the environment
+    plan = WorkerPlan(
+        build=build,
+        host=host,
+        port=port,
+        workers=args.workers,
+        log_level=level,
+        # JSON logs: uvicorn's loggers too go to the worker's root formatter.
+        options={"log_config": None} if fmt == "json" else {},
+        configure_logs=functools.partial(_logformat.configure_worker, level=level, fmt=fmt),
+    )
     return serve_workers(plan)
 
 
@@ -443,13 +462,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
         load_config(args.config)  # a bad file fails here, before any worker starts
     where = f"http://{args.host}:{args.port}"
     if args.workers > 1:
-        print(
-            f"hostwire: serving {args.app} on {where} with {args.workers} workers", file=sys.stderr
-        )
+        _announce(f"serving {args.app} on {where} with {args.workers} workers")
         build = functools.partial(_served_app, args.app, args.db, args.config)
         return _serve_workers(args, build, args.host, args.port)
     app = _served_app(args.app, args.db, args.config)
-    print(f"hostwire: serving {args.app} on {where}", file=sys.stderr)
+    _announce(f"serving {args.app} on {where}")
     _serve(app, host=args.host, port=args.port)
     return 0
 
@@ -465,10 +482,9 @@ def cmd_gateway(args: argparse.Namespace) -> int:
     host = args.host or config.listen.host
     port = args.port if args.port is not None else config.listen.port
     if args.workers > 1 and not args.check:
-        print(
-            f"hostwire: gateway for {config.app.base_url} on http://{host}:{port} "
-            f"(webhooks at {config.webhooks.path}) with {args.workers} workers",
-            file=sys.stderr,
+        _announce(
+            f"gateway for {config.app.base_url} on http://{host}:{port} "
+            f"(webhooks at {config.webhooks.path}) with {args.workers} workers"
         )
         return _serve_workers(args, functools.partial(_gateway_app, args.config), host, port)
     gateway = Gateway(config)
@@ -478,10 +494,9 @@ def cmd_gateway(args: argparse.Namespace) -> int:
         finally:
             gateway.close()
         return 0
-    print(
-        f"hostwire: gateway for {config.app.base_url} on http://{host}:{port} "
-        f"(webhooks at {config.webhooks.path})",
-        file=sys.stderr,
+    _announce(
+        f"gateway for {config.app.base_url} on http://{host}:{port} "
+        f"(webhooks at {config.webhooks.path})"
     )
     try:
         _serve(gateway.app, host=host, port=port)
@@ -915,7 +930,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         # The exception's class decides the exit code (see _errors.py), --debug or not.
         if args.debug:
             traceback.print_exc()
-        print(f"hostwire: error: {exc}", file=sys.stderr)
+        if fmt == "json" and hasattr(args, "log_format"):  # the server's log: one more line
+            logging.getLogger("hostwire.cli").error("%s", exc)
+        else:
+            print(f"hostwire: error: {exc}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         return 130

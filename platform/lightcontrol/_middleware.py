@@ -108,9 +108,9 @@ class RequestIdMiddleware:
             await self.app(scope, receive, send_with_id)
             failed = False
         finally:
-            current_request_id.reset(request_token)
-            if access_log.isEnabledFor(logging.INFO):
+            if access_log.isEnabledFor(logging.INFO):  # its JSON line has the request_id too
                 _log_access(scope, "500" if failed and status == "-" else status, started)
+            current_request_id.reset(request_token)
 
 
 def _header(scope: Scope, name: bytes, default: bytes = b"") -> bytes:

@@ -180,6 +180,9 @@ class WorkerPlan:
     log_level: int = logging.INFO
     header_timeout_s: float | None = None
     options: dict[str, Any] = field(default_factory=dict)
+    # Sets up a worker's logging, given its number (the CLI's JSON or text format);
+    # None: text lines naming the worker.
+    configure_logs: Callable[[int], None] | None = None
 
 
 def serve_workers(plan: WorkerPlan) -> int:
@@ -451,11 +454,14 @@ def _worker_main(
     ).start()
     os.environ[WORKER_ENV] = str(number)
     os.environ[WORKERS_ENV] = str(plan.workers)
-    logging.basicConfig(
-        level=plan.log_level,
-        format=f"%(name)s: worker {number}: %(levelname)s: %(message)s",
-        stream=sys.stderr,
-    )
+    if plan.configure_logs is not None:
+        plan.configure_logs(number)
+    else:
+        logging.basicConfig(
+            level=plan.log_level,
+            format=f"%(name)s: worker {number}: %(levelname)s: %(message)s",
+            stream=sys.stderr,
+        )
     try:
         app = plan.build()
     except HostwireError as exc:
