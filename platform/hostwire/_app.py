@@ -21,6 +21,7 @@ import copy
 import inspect
 import logging
 import os
+import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
@@ -126,6 +127,8 @@ class Hostwire:
         self.document: OpenAPIDocument | None = None
         self.plugins: PluginSet | None = None
         self.bus: EventBus | None = None
+        # The HTTP hooks' entries in the app's middleware, told of hot reloads.
+        self._hook_entries: weakref.WeakSet[_HooksEntry] = weakref.WeakSet()
         self._spec = spec
         self._app_openapi: Callable[[], dict[str, Any]] | None = None
         self._merged: dict[str, Any] | None = None
@@ -367,6 +370,11 @@ class Hostwire:
         limits = dict(lineup.rate_limits)
         if limits != (self.rate_limiter.limits if self.rate_limiter is not None else {}):
             self.rate_limiter = _rate_limiter(limits, self.outbox)
+        # What was cached from the old lineup goes, so its replaced plug-ins can be freed.
+        if self.bus is not None:
+            self.bus.forget()
+        for entry in list(self._hook_entries):
+            entry.forget()
 
     @property
     def subscribers(self) -> Sequence[Subscriber]:
@@ -625,6 +633,11 @@ class _HooksEntry:
         self.hostwire = hostwire
         self._hooks: HttpHooksMiddleware | None = None
         self._for: tuple[OpenAPIDocument, RateLimiter | None] | None = None
+        hostwire._hook_entries.add(self)  # told of each hot reload (forget)
+
+    def forget(self) -> None:
+        if self._hooks is not None:
+            self._hooks.forget()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         hostwire = self.hostwire

@@ -239,6 +239,11 @@ class EventBus:
         """The subscribers serving now."""
         return self._source.subscribers
 
+    def forget(self) -> None:
+        """Drop the handlers cached from the lineup before a hot reload (see
+        ``handlers_of``): a replaced version is not kept alive until the next event."""
+        self._by_export = ((), {})
+
     def handlers_of(
         self, export: str, subscribers: Sequence[Subscriber] | None = None
     ) -> list[Subscriber]:

@@ -91,6 +91,11 @@ class HttpHooksMiddleware:
         self.hooks = Hooks(self.contract, rate_limiter)
         self._cached: tuple[Sequence[Subscriber], list[Subscriber]] | None = None
 
+    def forget(self) -> None:
+        """Drop the subscribers cached from the lineup before a hot reload: a replaced
+        version is not kept alive until the next request."""
+        self._cached = None
+
     def _hooked(self, current: Sequence[Subscriber] | None = None) -> list[Subscriber]:
         if current is None:
             current = self.subscribers()
