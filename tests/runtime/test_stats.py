@@ -78,3 +78,25 @@ def test_the_folder_thread_watches_every_export_and_empties_them() -> None:
     _FOLDER.fold_all()  # what the thread runs every FOLD_EVERY_S
     assert stats.pending == []
     assert stats.timed == 1
+
+
+def test_a_forked_child_folds_in_a_thread_of_its_own() -> None:
+    import os
+
+    ExportStats()  # the parent's folder thread runs
+    pid = os.fork()
+    if pid == 0:  # the child: threads do not survive a fork, so the folder starts again
+        try:
+            stats = ExportStats()
+            stats.record(0.002)
+            thread = _FOLDER._thread
+            ok = (
+                thread is not None
+                and thread.is_alive()
+                and thread.ident != threading.main_thread().ident
+            )
+            os._exit(0 if ok and stats.timed == 1 else 1)
+        except BaseException:
+            os._exit(2)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
