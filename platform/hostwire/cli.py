@@ -487,13 +487,10 @@ def cmd_gateway(args: argparse.Namespace) -> int:
             f"(webhooks at {config.webhooks.path}) with {args.workers} workers"
         )
         return _serve_workers(args, functools.partial(_gateway_app, args.config), host, port)
-    gateway = Gateway(config)
     if args.check:
-        try:
-            print(f"{args.config}: ok: {gateway.describe()}")
-        finally:
-            gateway.close()
+        print(f"{args.config}: ok: {Gateway.check(config)}")
         return 0
+    gateway = Gateway(config)
     _announce(
         f"gateway for {config.app.base_url} on http://{host}:{port} "
         f"(webhooks at {config.webhooks.path})"

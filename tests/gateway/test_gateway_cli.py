@@ -40,6 +40,8 @@ def test_check_loads_everything_and_says_what_is_there(
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith(f"{path}: ok: 202 operations and 61 webhooks in ")
     assert "plug-ins: on-invoice; events handled: invoice_created" in done.stdout
+    # A check writes nothing: no outbox database next to the file.
+    assert sorted(p.name for p in path.parent.iterdir() if p.suffix in {".db", ".sqlite"}) == []
 
 
 def test_check_fails_in_one_line_on_a_missing_variable(

@@ -42,6 +42,17 @@ log = logging.getLogger("hostwire.gateway")
 HEALTH_PATH = "/healthz"
 
 
+def _describe(document: OpenAPIDocument, plugins: PluginSet) -> str:
+    delivered = {w.export for w in document.webhooks.values() if not w.before}
+    handled = sorted({e for p in plugins for e in p.exports if e in delivered})
+    names = ", ".join(p.name for p in plugins) or "none"
+    return (
+        f"{len(document.operations)} operations and {len(document.webhooks)} "
+        f"webhooks in {document.source}; plug-ins: {names}; events handled: "
+        f"{', '.join(handled) or 'none'}"
+    )
+
+
 class Gateway:
     """Everything ``gateway.yaml`` describes, loaded; ``app`` is the ASGI app to serve.
 
@@ -121,15 +132,24 @@ class Gateway:
 
     def describe(self) -> str:
         """One line: what is loaded, for ``--check`` and the start-up log."""
-        handled = sorted(
-            {e for p in self.plugins for e in p.exports if e in self.delivered_exports}
-        )
-        names = ", ".join(p.name for p in self.plugins) or "none"
-        return (
-            f"{len(self.document.operations)} operations and {len(self.document.webhooks)} "
-            f"webhooks in {self.document.source}; plug-ins: {names}; events handled: "
-            f"{', '.join(handled) or 'none'}"
-        )
+        return _describe(self.document, self.plugins)
+
+    @staticmethod
+    def check(config: GatewayConfig | str | Path) -> str:
+        """Load the file, the document and the plug-ins as a gateway would and say what
+        is there (``describe``), without opening the outbox: a check writes nothing,
+        no database file and no table."""
+        config = config if isinstance(config, GatewayConfig) else load_gateway_config(config)
+        where = config.source or "the gateway configuration"
+        document = load_openapi(config.openapi_source(), name=f"{where}: openapi")
+        config.database_url()  # a database that is not one fails here, as it would at start
+        target = HttpTarget(config.app.base_url, timeout_s=config.app.timeout_s)
+        api = HostApi(document, target, max_depth=config.events.max_depth)
+        try:
+            with PluginSet(config.plugin_config(), api) as plugins:
+                return _describe(document, plugins)
+        finally:
+            api.close()
 
     # -- starting and stopping ---------------------------------------------------
 
