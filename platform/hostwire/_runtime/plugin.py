@@ -25,7 +25,7 @@ import json
 import os
 import threading
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Self, TypeVar
@@ -143,7 +143,8 @@ class Plugin:
             ) from exc
         self._check_imports()
         self._exports = self.info.function_exports
-        # export -> (its name for the C API, its counters' slots): resolved once, not per call.
+        # export -> (its name for the C API, the append of its pending latencies): resolved
+        # once, not per call.
         self._entries = self._resolve_entries()
         # Only plug-ins that can log need the log buffer drained after each call.
         self._logs = any(i.name.startswith("log_") for i in self.info.imports_from(KERNEL_MODULE))
@@ -197,10 +198,10 @@ class Plugin:
             for instance in self._instances:
                 instance.context.stats = stats if self._recording else None
 
-    def _resolve_entries(self) -> dict[str, tuple[bytes, list[float] | None]]:
+    def _resolve_entries(self) -> dict[str, tuple[bytes, Callable[[float], None] | None]]:
         stats = self._stats
         return {
-            name: (name.encode(), stats.export(name).pending if self._recording else None)
+            name: (name.encode(), stats.export(name).pending.append if self._recording else None)
             for name in sorted(self._exports)
         }
 
@@ -356,7 +357,7 @@ class Plugin:
         entry = self._entries.get(export)
         if entry is None or len(data) > self._max_input:
             raise self._failed(export, self._refusal(export, data))
-        name, pending = entry
+        name, record = entry
         # The pool take and the context reset, inlined: a method call is a tenth of an echo.
         try:
             instance = self._idle.pop()
@@ -412,9 +413,9 @@ class Plugin:
         # The output shim has checked the length against max_output_bytes; this copies.
         length = _lib.extism_plugin_output_length(pointer)
         output = _ffi.buffer(_lib.extism_plugin_output_data(pointer), length)[:] if length else b""
-        if pending is not None:
+        if record is not None:
             # ExportStats.record, inlined: this runs on every call (see stats.py).
-            pending.append(_clock() - start)
+            record(_clock() - start)
         self._idle.append(instance)  # _end(reuse=True), inlined
         if self._closed:  # close() ran meanwhile: it may not have seen this instance
             self._drain()
