@@ -81,3 +81,30 @@ def test_the_cli_option_and_the_environment_choose_the_format(
     monkeypatch.setenv(FORMAT_ENV, "xml")
     assert main(["gateway", "--config", missing]) == 64
     assert "HOSTWIRE_LOG_FORMAT='xml'" in capsys.readouterr().err
+
+
+def test_a_deliverys_lines_name_its_plugin_export_event_and_outcome(tmp_path) -> None:
+    # An operator filters the JSON log by plug-in, event id or outcome, not by message text.
+    from event_plugins import Recorder, handler, states, wait_for, write_event
+    from hostwire import Outbox
+
+    stream = io.StringIO()
+    capture = logging.StreamHandler(stream)
+    capture.setFormatter(JsonFormatter())
+    logger = logging.getLogger("hostwire.outbox")
+    logger.addHandler(capture)
+    outbox = Outbox(tmp_path / "app.db", max_attempts=3, backoff_s=0.01, max_backoff_s=0.02)
+    try:
+        with handler("broken", Recorder(fail_first=5), exports=("light_after_update",)) as broken:
+            event = write_event(outbox, "light/default", [("broken", "light_after_update")])
+            outbox.start([broken])
+            wait_for(lambda: states(outbox, "broken") == ["dead"], "the dead letter")
+            outbox.stop()
+    finally:
+        logger.removeHandler(capture)
+        outbox.close()
+    found = [json.loads(line) for line in stream.getvalue().splitlines()]
+    mine = [line for line in found if line.get("event_id") == event]
+    assert [line["outcome"] for line in mine] == ["retry", "retry", "dead"]
+    assert {(line["plugin"], line["export"]) for line in mine} == {("broken", "light_after_update")}
+    assert [line["level"] for line in mine] == ["warning", "warning", "error"]

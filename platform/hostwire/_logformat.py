@@ -2,7 +2,8 @@
 
 Each line has ``time`` (RFC 3339, UTC), ``level``, ``logger`` and ``message``,
 and, when the record carries them (``extra=``), ``request_id``, ``plugin``,
-``export`` and ``outcome``; ``exc`` is a logged exception as one string. Under
+``export``, ``outcome``, ``event_id`` (an event delivery's), ``operation`` and
+``status`` (a failed host call's); ``exc`` is a logged exception as one string. Under
 ``--workers N`` each line also has ``worker``, the process's number.
 """
 
@@ -18,7 +19,7 @@ from datetime import UTC, datetime
 FORMATS = ("text", "json")
 FORMAT_ENV = "HOSTWIRE_LOG_FORMAT"
 TEXT_FORMAT = "%(name)s: %(levelname)s: %(message)s"
-FIELDS = ("request_id", "plugin", "export", "outcome")
+FIELDS = ("request_id", "plugin", "export", "outcome", "event_id", "operation", "status")
 # The id of the request being answered: an app's request-id middleware sets it, and
 # every line logged while the request runs (plug-in calls in worker threads too) has it.
 current_request_id: ContextVar[str | None] = ContextVar("hostwire_request_id", default=None)

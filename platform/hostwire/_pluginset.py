@@ -211,6 +211,7 @@ class PluginSet:
             ", ".join(e for e, _ in handled_events(plugin.exports, spec)) or "none",
             ", ".join(http_hook_exports(plugin.exports)) or "none",
             ", ".join(calls) or "nothing",
+            extra={"plugin": plugin.name, "outcome": "loaded"},
         )
         missing = [name for name in calls if name not in granted]
         if missing:

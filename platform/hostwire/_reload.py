@@ -165,10 +165,16 @@ class Reloads:
                     "%s; the plug-in keeps serving its version %d.",
                     log_safe(str(exc).rstrip(".")),
                     self._versions[name].number,
+                    extra={"plugin": name, "outcome": "reload_refused"},
                 )
                 return False
             self._modules.pop(name, None)
-        log.info('reloaded plug-in "%s" from %s', name, entry.path)
+        log.info(
+            'reloaded plug-in "%s" from %s',
+            name,
+            entry.path,
+            extra={"plugin": name, "outcome": "reloaded"},
+        )
         return True
 
     # -- watching files ----------------------------------------------------------

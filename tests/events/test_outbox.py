@@ -256,3 +256,85 @@ def test_tables_of_a_newer_hostwire_are_refused(engine: Engine, outbox: Outbox) 
         Outbox(engine)
     assert caught.value.kind == "schema_too_new"
     assert "have schema version 3, newer than this hostwire knows (2)" in str(caught.value)
+
+
+def _bulk_deliveries(outbox: Outbox, rows: list[tuple[str, str]], created_at: float) -> None:
+    """One event and one delivery per (plugin, state), as a long-running app leaves them."""
+    from hostwire._events.tables import deliveries, events
+
+    with outbox.engine.begin() as conn:
+        first = conn.execute(text("SELECT coalesce(max(seq), 0) FROM hostwire_events")).scalar()
+        seqs = range(int(first or 0) + 1, int(first or 0) + 1 + len(rows))
+        conn.execute(
+            events.insert(),
+            [
+                {
+                    "seq": seq,
+                    "id": f"bulk-{seq}",
+                    "type": "t",
+                    "subject": f"s{seq % 7}",
+                    "payload": "{}",
+                    "chain": "[]",
+                    "created_at": created_at + seq * 1e-3,
+                }
+                for seq in seqs
+            ],
+        )
+        conn.execute(
+            deliveries.insert(),
+            [
+                {
+                    "event_seq": seq,
+                    "plugin": plugin,
+                    "export": "on",
+                    "subject": f"s{seq % 7}",
+                    "state": state,
+                    "attempts": 1,
+                    "next_attempt_at": created_at,
+                }
+                for seq, (plugin, state) in zip(seqs, rows, strict=True)
+            ],
+        )
+
+
+def test_the_summary_counts_undelivered_rows_and_never_reads_the_delivered_ones(
+    engine: Engine, outbox: Outbox
+) -> None:
+    # /metrics and every open console read the summary every few seconds, in an
+    # app whose outbox keeps a week of delivered rows: its cost must not grow with them.
+    start = time.time() - 100
+    rows = [("busy", "delivered")] * 2000 + [("done", "delivered")] * 50
+    rows += [("busy", "pending")] * 3 + [("busy", "dead")] * 2 + [("gone", "dead")]
+    _bulk_deliveries(outbox, rows, created_at=start)
+    by_plugin = {entry["plugin"]: entry for entry in outbox.summary(now=start + 100)}
+    assert sorted(by_plugin) == ["busy", "gone"]  # "done" has nothing waiting
+    busy, gone = by_plugin["busy"], by_plugin["gone"]
+    assert (busy["pending"], busy["dead"], gone["pending"], gone["dead"]) == (3, 2, 0, 1)
+    # The oldest pending is the first pending event (seq 2051), not a delivered one.
+    assert busy["oldest_pending_age_s"] == pytest.approx(100 - 2051e-3, abs=1e-3)
+    assert gone["oldest_pending_age_s"] == 0.0
+    statement = outbox._summary.text
+    with engine.connect() as conn:
+        if engine.dialect.name == "sqlite":
+            plan = [row[3] for row in conn.execute(text("EXPLAIN QUERY PLAN " + statement))]
+            scans = [step for step in plan if step.startswith("SCAN") and step != "SCAN names"]
+        else:  # every read of the deliveries is an index search, not a filtered walk
+            conn.execute(text("SET enable_seqscan = off"))
+            plan = [row[0] for row in conn.execute(text("EXPLAIN " + statement))]
+            scans = [
+                step
+                for step, then in zip(plan, [*plan[1:], ""], strict=True)
+                if " on hostwire_deliveries" in step and "Index Cond" not in then
+            ]
+    assert scans == [], plan
+
+
+def test_metrics_and_the_console_share_a_summary_read_less_than_a_second_ago(
+    outbox: Outbox,
+) -> None:
+    write_event(outbox, "light/default", [("slow", "light_after_update")])
+    first = outbox.recent_summary()
+    write_event(outbox, "light/lamp", [("slow", "light_after_update")])
+    assert outbox.recent_summary() is first  # read once for a scrape and a poll at once
+    (fresh,) = outbox.recent_summary(max_age_s=0)
+    assert fresh["pending"] == 2

@@ -576,12 +576,15 @@ def test_a_fail_closed_failure_is_logged_on_the_server_in_one_escaped_line(
     with caplog.at_level("WARNING", logger="hostwire.hooks"):
         response = client.get("/items%0Aforged", headers={"X-Request-ID": "req-42"})
     assert response.status_code == 502
-    (line,) = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
-    assert line == (
+    (record,) = [r for r in caplog.records if r.levelname == "ERROR"]
+    assert record.getMessage() == (
         'Plug-in "flaky" http_pre_hook failed on GET "/items\\nforged" (request_id=req-42): '
         "it reported an error: database down\\nFAKE ERROR line\\u202e; "
         "its policy is fail_closed, so the client got 502."
     )
+    # The fields --log-format json writes, for filtering by plug-in and outcome.
+    fields = (record.plugin, record.export, record.outcome)  # type: ignore[attr-defined]
+    assert fields == ("flaky", "http_pre_hook", "fail_closed")
 
 
 def test_a_fail_open_failure_is_logged_escaped(

@@ -108,7 +108,7 @@ def overview(host: AdminHost, plugin: str | None, state: str | None) -> dict[str
             for f in failures[:RECENT_FAILURES]
         ],
         "events": outbox is not None,
-        "delivery_counts": outbox.summary() if outbox is not None else [],
+        "delivery_counts": outbox.recent_summary() if outbox is not None else [],
         "deliveries": (
             outbox.deliveries(plugin=plugin, state=state, limit=LATEST_DELIVERIES)
             if outbox is not None

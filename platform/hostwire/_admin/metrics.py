@@ -98,7 +98,7 @@ class HostCollector(Collector):
             labels=["plugin"],
         )
         try:
-            summary = {entry["plugin"]: entry for entry in outbox.summary()}
+            summary = {entry["plugin"]: entry for entry in outbox.recent_summary()}
         except HostwireError as exc:  # the database is away: the rest still answers
             log.warning("metrics: the outbox could not be read: %s", exc)
             return

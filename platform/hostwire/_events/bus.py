@@ -402,7 +402,11 @@ class EventBus:
                 except PluginError as exc:
                     if subscriber.on_error == "fail_open":
                         why = log_safe(str(exc))
-                        log.warning("%s; its policy is fail_open, so the change goes on.", why)
+                        log.warning(
+                            "%s; its policy is fail_open, so the change goes on.",
+                            why,
+                            extra={"plugin": plugin.name, "export": export, "outcome": "fail_open"},
+                        )
                         continue
                     refused = f'plug-in "{plugin.name}" is fail_closed, so the change was refused'
                     raise EventHandlerError(

@@ -179,7 +179,11 @@ class AppCall:
             passed = await self._chunk_hooks(chunk) if chunk else b""
         except HookFailed as exc:
             # The status line is gone: all we can do is end the stream, and say why.
-            log.error("%s; the stream was cut short.", failure_line(exc, self.exchange))
+            log.error(
+                "%s; the stream was cut short.",
+                failure_line(exc, self.exchange),
+                extra={"plugin": exc.plugin, "export": exc.export, "outcome": "stream_cut"},
+            )
             await self._send({"type": "http.response.body", "body": b"", "more_body": False})
             raise _StreamCut from exc
         if passed is not None and (passed or not more):

@@ -170,6 +170,7 @@ class HttpHooksMiddleware:
             log.error(
                 "%s; its policy is fail_closed, so the client got 502.",
                 failure_line(exc, exchange),
+                extra={"plugin": exc.plugin, "export": exc.export, "outcome": "fail_closed"},
             )
             await _send_error(send, 502, "plugin_failed", str(exc), plugin=exc.plugin)
             return

@@ -158,6 +158,13 @@ class HostApi:
                     call.method,
                     log_safe(call.path),
                     log_safe(str(exc)),
+                    extra={
+                        "plugin": context.plugin,
+                        "export": context.export,
+                        "outcome": "host_call_failed",
+                        "operation": op.name,
+                        "status": exc.status,
+                    },
                 )
                 return exc.status, error_reply(exc.status, exc.code, str(exc))
             if log.isEnabledFor(logging.DEBUG):
