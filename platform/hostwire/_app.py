@@ -20,7 +20,6 @@ from __future__ import annotations
 import copy
 import inspect
 import logging
-import os
 import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
@@ -41,6 +40,8 @@ from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from hostwire._admin import AdminEntry, ConsolePage
+from hostwire._admin.token import admin_token as resolve_admin_token
+from hostwire._admin.token import check_plugins
 from hostwire._config import HostwireConfig, load_config
 from hostwire._contract import error_body
 from hostwire._errors import (
@@ -72,7 +73,6 @@ from hostwire._targets import AsgiTarget
 log = logging.getLogger("hostwire")
 
 SERVED_SPEC_PATH = "/openapi.json"
-ADMIN_TOKEN_ENV = "HOSTWIRE_ADMIN_TOKEN"
 MAX_BODY_BYTES = 1024 * 1024
 Database = Engine | AsyncEngine | str | Path
 SpecSource = str | Path | Mapping[str, Any] | OpenAPIDocument
@@ -92,6 +92,10 @@ class Hostwire:
     operations (operationIds, ``*`` for all) whose in-process host calls run on
     the calling plug-in's thread rather than hop to the app's event loop (see
     ``AsgiTarget``): the fast path, for operations that need nothing of that loop.
+    The admin token (console, plug-in API, ``/metrics``) is ``admin_token``, else
+    the configuration's ``admin.token_env`` or ``admin.token_file``, else
+    ``HOSTWIRE_ADMIN_TOKEN``; ``app_tokens`` are the app's own API credentials,
+    which it is refused as.
     Plug-ins are loaded when the app starts (or by ``start()``); ``close()``
     undoes everything.
     """
@@ -107,6 +111,7 @@ class Hostwire:
         max_body_bytes: int = MAX_BODY_BYTES,
         caller_thread: Collection[str] = (),
         admin_token: str | None = None,
+        app_tokens: Collection[str] = (),
     ) -> None:
         self.app = app
         # The file reload_config() reads again (None: the configuration was an object).
@@ -120,7 +125,7 @@ class Hostwire:
             self.config = load_config(config)
         self.max_body_bytes = max_body_bytes
         # The admin routes (console, plug-in API, /metrics) are off without one.
-        self.admin_token = admin_token or os.environ.get(ADMIN_TOKEN_ENV) or None
+        self.admin_token = resolve_admin_token(admin_token, self.config, app_tokens)
         self._console_pages: list[ConsolePage] = []
         self.target = AsgiTarget(app, caller_thread=caller_thread)
         self.tracker = ModelTracker()
@@ -357,6 +362,7 @@ class Hostwire:
                 "given its configuration as an object: give Hostwire(config=<path>)."
             )
         config = load_config(self.config_path)
+        check_plugins(self.admin_token, config)
         reloads.reload_config(config)
         self.config = config
 

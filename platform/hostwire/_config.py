@@ -267,6 +267,33 @@ class EventsConfig(BaseModel):
     warn_lag_s: float = Field(60.0, gt=0)  # warn when the oldest pending delivery is older
 
 
+class AdminConfig(BaseModel):
+    """Where the admin token is (the console, ``/metrics``, the plug-in API): an
+    environment variable or a file (a mounted secret), never the configuration
+    file itself, which is read by more people and tools than the token should be."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    token_env: str | None = Field(None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    token_file: str | None = Field(None, min_length=1)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_token_here(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "token" in data:
+            raise ValueError(
+                "the admin token does not go in the configuration file; name the "
+                "environment variable that holds it (token_env) or its file (token_file)"
+            )
+        return data
+
+    @model_validator(mode="after")
+    def _one_source(self) -> AdminConfig:
+        if self.token_env is not None and self.token_file is not None:
+            raise ValueError("give token_env or token_file, not both")
+        return self
+
+
 class HostwireConfig(BaseModel):
     """A whole configuration file. ``base_dir`` resolves relative paths."""
 
@@ -275,6 +302,7 @@ class HostwireConfig(BaseModel):
     openapi: str | None = None
     plugins: list[PluginConfig] = Field(default_factory=list)
     events: EventsConfig = Field(default_factory=EventsConfig)
+    admin: AdminConfig = Field(default_factory=AdminConfig)
     base_dir: Path = Field(default=Path("."), exclude=True)
 
     @model_validator(mode="after")

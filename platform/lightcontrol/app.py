@@ -454,6 +454,7 @@ def create_app(
             hooks=False,
             # The plug-ins' document may be another API's: only lightcontrol's own count.
             caller_thread=[n for n in CALLER_THREAD_OPERATIONS if document.operation(n)],
+            app_tokens=[settings.token, *settings.plugin_tokens.values()],
         )
         hw.track(
             Light,

@@ -4,6 +4,8 @@ browsers (console paths only), cross-site refusal, off without a token."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 
 import pytest
 from starlette.applications import Starlette
@@ -12,10 +14,13 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 from starlette.testclient import TestClient
 
-from hostwire import Hostwire
+from conftest import ROOT
+from hostwire import ConfigError, Hostwire
 from hostwire._admin.app import COOKIE, session_value
+from hostwire.cli import main
 
-TOKEN = "s3cret-admin"
+TOKEN = "s3cret-admin-token-for-tests"
+SPEC_FILE = ROOT / "openapi" / "light.yaml"
 SPEC = {"openapi": "3.1.0", "info": {"title": "t", "version": "1"}, "paths": {}}
 BEARER = {"Authorization": f"Bearer {TOKEN}"}
 HTML = {"Accept": "text/html"}
@@ -173,9 +178,22 @@ def test_same_site_unsafe_requests_pass(client: TestClient, headers: dict[str, s
     assert answer.json()["error"]["code"] == "no_events"
 
 
-def test_safe_requests_are_not_checked_for_origin(client: TestClient) -> None:
+def test_another_sites_reads_need_the_token_not_the_cookie(client: TestClient) -> None:
+    # A holder of the token may read from anywhere (a dashboard on another host).
     headers = {**BEARER, "Sec-Fetch-Site": "cross-site"}
     assert client.get("/hostwire/api/overview", headers=headers).status_code == 200
+    # A logged-in browser's cookie goes with a sibling subdomain's requests too
+    # (SameSite counts the registrable domain): its scripts and images get 403.
+    log_in(client)
+    assert client.get("/hostwire/api/overview").status_code == 200
+    for mode in ("cors", "no-cors"):
+        fetched = {"Sec-Fetch-Site": "same-site", "Sec-Fetch-Mode": mode}
+        answer = client.get("/hostwire/api/overview", headers=fetched)
+        assert answer.status_code == 403, mode
+        assert answer.json()["error"]["code"] == "cross_site"
+    # Following a link to the console from elsewhere opens it.
+    followed = {"Sec-Fetch-Site": "cross-site", "Sec-Fetch-Mode": "navigate", **HTML}
+    assert client.get("/hostwire/", headers=followed).status_code == 200
 
 
 def test_the_static_files(client: TestClient) -> None:
@@ -196,3 +214,128 @@ def test_unknown_admin_paths_and_methods_answer_json(client: TestClient) -> None
     wrong = client.get("/hostwire/deliveries/e1/replay", headers=BEARER)
     assert wrong.status_code == 405
     assert wrong.json()["error"]["code"] == "method_not_allowed"
+
+
+# -- where the token comes from, and the tokens refused ----------------------------
+
+
+def configured(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "plugins.yaml"
+    path.write_text(text)
+    return path
+
+
+def serves_with(token: str, **given: Any) -> None:
+    """The admin routes open with ``token`` (and only it)."""
+    app = Starlette()
+    Hostwire(app, spec=SPEC, **given)
+    with TestClient(app) as c:
+        assert c.get("/metrics", headers={"Authorization": f"Bearer {token}"}).status_code == 200
+        assert c.get("/metrics", headers=BEARER).status_code == (200 if token == TOKEN else 401)
+
+
+def test_the_configuration_names_the_tokens_variable_or_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HOSTWIRE_ADMIN_TOKEN", TOKEN)
+    monkeypatch.setenv("OPS_CONSOLE_TOKEN", "from-the-named-variable")
+    by_env = configured(tmp_path, "admin: {token_env: OPS_CONSOLE_TOKEN}\n")
+    serves_with("from-the-named-variable", config=by_env)
+    (tmp_path / "secrets").mkdir()
+    (tmp_path / "secrets" / "admin").write_text("from-a-mounted-secret\n")
+    by_file = configured(tmp_path, "admin: {token_file: secrets/admin}\n")  # beside the config
+    serves_with("from-a-mounted-secret", config=by_file)
+    # Hostwire(admin_token=) comes first, then the configuration, then HOSTWIRE_ADMIN_TOKEN.
+    serves_with("given-in-the-code-itself", config=by_env, admin_token="given-in-the-code-itself")
+    serves_with(TOKEN, config=configured(tmp_path, "plugins: []\n"))
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        pytest.param(
+            "admin: {token: s3cret-admin-token-for-tests}\n",
+            "admin: the admin token does not go in the configuration file",
+            id="token-in-the-file",
+        ),
+        pytest.param(
+            "admin: {token_env: NOT_SET_ANYWHERE}\n",
+            "admin.token_env names NOT_SET_ANYWHERE, which is not set",
+            id="unset-variable",
+        ),
+        pytest.param(
+            "admin: {token_file: nothing-here}\n",
+            "admin.token_file .*nothing-here cannot be read: No such file or directory",
+            id="missing-file",
+        ),
+        pytest.param(
+            "admin: {token_env: SHORT_ADMIN_TOKEN}\n",
+            r"The admin token from \$SHORT_ADMIN_TOKEN is 5 characters; .* at least 16",
+            id="too-short",
+        ),
+        pytest.param(
+            "admin: {token_env: OK, token_file: x}\n",
+            "give token_env or token_file, not both",
+            id="both",
+        ),
+        pytest.param(
+            "plugins:\n- name: leaky\n  path: leaky.wasm\n"
+            "  config: {upstream: {auth: 'Bearer s3cret-admin-token-for-tests'}}\n",
+            r'plugin "leaky" .*its config.upstream.auth holds the admin token',
+            id="in-a-plugins-config",
+        ),
+    ],
+)
+def test_a_token_from_the_wrong_place_is_refused_in_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, text: str, message: str
+) -> None:
+    monkeypatch.setenv("HOSTWIRE_ADMIN_TOKEN", TOKEN)
+    monkeypatch.delenv("NOT_SET_ANYWHERE", raising=False)
+    monkeypatch.setenv("SHORT_ADMIN_TOKEN", "short")
+    with pytest.raises(ConfigError, match=message) as refused:
+        Hostwire(Starlette(), spec=SPEC, config=configured(tmp_path, text))
+    assert "\n" not in str(refused.value)
+
+
+def test_a_reload_that_would_hand_a_plugin_the_token_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HOSTWIRE_ADMIN_TOKEN", TOKEN)
+    path = configured(tmp_path, "plugins: []\n")
+    app = Starlette()
+    hw = Hostwire(app, spec=SPEC, config=path)
+    with TestClient(app) as c:
+        path.write_text(f"plugins:\n- {{name: leaky, path: x.wasm, config: {{key: {TOKEN}}}}}\n")
+        with pytest.raises(ConfigError, match=r"its config\.key holds the admin token"):
+            hw.reload_config()
+        assert c.get("/metrics", headers=BEARER).status_code == 200  # still serving
+
+
+def test_the_cli_refuses_a_short_token_in_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("HOSTWIRE_ADMIN_TOKEN", "adm")
+    config = configured(tmp_path, "plugins: []\n")
+    code = main(["serve", "--config", str(config), "--port", "0"])
+    assert code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("hostwire: error: ")
+    assert "\n" not in err
+    assert err.endswith(
+        "The admin token from $HOSTWIRE_ADMIN_TOKEN is 3 characters; an admin "
+        "token needs at least 16 (make one: python -c 'import secrets; "
+        "print(secrets.token_urlsafe(24))')."
+    )
+
+
+def test_lightcontrol_refuses_its_api_token_as_the_admin_token(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from lightcontrol.app import Settings, create_app
+
+    monkeypatch.setenv("HOSTWIRE_ADMIN_TOKEN", TOKEN)
+    with pytest.raises(ConfigError, match="also one of the app's API tokens"):
+        create_app(Settings(db_path=str(tmp_path / "a.db"), token=TOKEN))
+    with pytest.raises(ConfigError, match="also one of the app's API tokens"):
+        create_app(Settings(db_path=str(tmp_path / "b.db"), plugin_tokens={"p": TOKEN}))
+    create_app(Settings(db_path=str(tmp_path / "c.db"), token="the-api-token-of-its-own"))

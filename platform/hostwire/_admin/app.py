@@ -4,7 +4,8 @@ API clients and Prometheus send ``Authorization: Bearer <token>``. Browsers log
 in at ``/hostwire/login``: the right token sets an HttpOnly, SameSite=Strict
 cookie (an HMAC of the token, never the token itself) that opens the
 ``/hostwire/`` paths only, not ``/metrics``. Unsafe methods from another site
-are refused whatever their credentials.
+are refused whatever their credentials; another site's other requests need the
+token itself (the cookie opens only a page opened by following a link).
 """
 
 from __future__ import annotations
@@ -78,6 +79,12 @@ def cross_site(headers: Headers) -> bool:
     return not rest or rest != headers.get("host", "") or scheme not in ("http", "https")
 
 
+def _navigation(headers: Headers) -> bool:
+    """A browser opening a page (a link followed from another site gets the login
+    page: the SameSite=Strict cookie stays home), not a script or an image reading one."""
+    return headers.get("sec-fetch-mode") == "navigate"
+
+
 class AdminEntry:
     """Answers the admin paths when an admin token is configured; passes the rest on."""
 
@@ -117,7 +124,8 @@ class AdminEntry:
         headers = Headers(scope=scope)
         method = scope["method"]
         path = scope["path"]
-        if method in UNSAFE_METHODS and cross_site(headers):
+        foreign = cross_site(headers)
+        if foreign and method in UNSAFE_METHODS:
             return _error(403, "cross_site", "cross-site requests to the admin routes are refused")
         if path == LOGIN_PATH:
             return await self._login(token, Request(scope, receive))
@@ -129,6 +137,10 @@ class AdminEntry:
             return None
         if self._authenticated(token, headers, path):
             return None
+        # Another site's page may load ours (a sibling subdomain's even with the
+        # cookie): only following a link to one passes, to the login if need be.
+        if foreign and not _navigation(headers):
+            return _error(403, "cross_site", "cross-site requests to the admin routes are refused")
         if method == "GET" and path != METRICS_PATH and "text/html" in headers.get("accept", ""):
             return RedirectResponse(LOGIN_PATH, status_code=303)
         return _error(
@@ -141,9 +153,11 @@ class AdminEntry:
     def _authenticated(self, token: str, headers: Headers, path: str) -> bool:
         given = headers.get("authorization", "").encode()
         if hmac.compare_digest(given, b"Bearer " + token.encode()):
-            return True
+            return True  # whoever holds the token, from whichever site
         if path == METRICS_PATH:
             return False  # a browser session opens the console, not the scrape endpoint
+        if cross_site(headers) and not _navigation(headers):
+            return False  # the cookie opens pages, not another site's reads of them
         cookie = cookie_parser(headers.get("cookie", "")).get(COOKIE, "")
         return hmac.compare_digest(cookie.encode(), session_value(token).encode())
 
