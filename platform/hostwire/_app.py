@@ -39,9 +39,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from hostwire._admin import AdminEntry, ConsolePage
-from hostwire._admin.token import admin_token as resolve_admin_token
-from hostwire._admin.token import check_plugins
+from hostwire._admin import AdminEntry, ConsolePage, check_plugins
+from hostwire._admin import admin_token as resolve_admin_token
 from hostwire._config import HostwireConfig, load_config
 from hostwire._contract import error_body
 from hostwire._errors import (

@@ -8,5 +8,6 @@ one. Off (requests pass through to the app) unless a token is configured.
 
 from hostwire._admin.app import AdminEntry
 from hostwire._admin.console import ConsolePage
+from hostwire._admin.token import admin_token, check_plugins
 
-__all__ = ["AdminEntry", "ConsolePage"]
+__all__ = ["AdminEntry", "ConsolePage", "admin_token", "check_plugins"]
