@@ -1,5 +1,6 @@
 """The hot reload under load: lightcontrol with the sample plug-ins serves 8 clients
-whose requests run HTTP hooks and events while plug-ins are reloaded 50 times."""
+whose requests run HTTP hooks and events while plug-ins are reloaded 50 times, on
+SQLite and on PostgreSQL."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import gc
 import threading
 import time
 import weakref
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +18,7 @@ from starlette.testclient import TestClient
 from conftest import ROOT
 from hostwire import Hostwire, Plugin, parse_config
 from lightcontrol.app import Settings, create_app
+from postgres import PostgresServer
 from reload_kit import ADMIN, TOKEN
 
 API_TOKEN = "load-token"
@@ -152,11 +155,24 @@ def _collected(old: list[weakref.ref[Plugin]]) -> list[weakref.ref[Plugin]]:
         time.sleep(0.02)  # polling a condition, not timing anything
 
 
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """SQLite's lanes hand deliveries over in memory; PostgreSQL's claim them with
+    leases: a reload hands a lane over to the new version either way."""
+    if request.param == "sqlite":
+        yield str(tmp_path / "lights.db")
+        return
+    server: PostgresServer = request.getfixturevalue("postgres_server")
+    url = server.create_database()
+    yield url
+    server.drop_database(url)
+
+
 def test_fifty_reloads_under_load_fail_no_request_and_lose_no_event(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    database: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("HOSTWIRE_ADMIN_TOKEN", TOKEN)
-    settings = Settings(db_path=str(tmp_path / "lights.db"), token=API_TOKEN)
+    settings = Settings(db_path=database, token=API_TOKEN)
     with TestClient(create_app(settings), headers=AUTH) as client:
         lamp = client.post("/lights", json={"name": "Lamp"}).json()["id"]
     app = create_app(settings, plugins=_config(tmp_path, lamp))
