@@ -120,6 +120,11 @@ plugins:
 """
 # Two plug-ins whose hooks answer nothing (no change) at once, configured as the demo
 # pair: what hostwire's hook code costs, apart from what the demo plug-ins compute.
+# api_guard exports only http_pre_hook, redactor both: three calls a request, as theirs.
+NOOP_PRE_WAT = """(module
+  (memory (export "memory") 1)
+  (func (export "http_pre_hook") (result i32) (i32.const 0)))
+"""
 NOOP_WAT = """(module
   (memory (export "memory") 1)
   (func (export "http_pre_hook") (result i32) (i32.const 0))
@@ -129,7 +134,7 @@ NOOP_CONFIG = f"""\
 openapi: {ROOT / "openapi" / "light.yaml"}
 plugins:
   - name: noop-guard
-    path: noop.wat
+    path: noop-pre.wat
     hook_input: {{request_body: false, response_body: false}}
     limits: {{timeout_ms: 20}}
   - name: noop-redactor
@@ -349,6 +354,7 @@ def main() -> int:
         config = tmp / "hooks.yaml"
         config.write_text(HOOKS_CONFIG)
         (tmp / "noop.wat").write_text(NOOP_WAT)
+        (tmp / "noop-pre.wat").write_text(NOOP_PRE_WAT)
         noop_config = tmp / "noop.yaml"
         noop_config.write_text(NOOP_CONFIG)
         servers = []
