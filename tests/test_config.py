@@ -265,7 +265,7 @@ def test_a_yaml_date_in_a_plugin_config_must_be_quoted(tmp_path: Path) -> None:
         ),
         pytest.param(
             "openapi: x.yaml\nplugins: []\nsettings: {}\n",
-            'unknown top-level key "settings"; the keys are events, openapi, plugins.',
+            'unknown top-level key "settings"; the keys are admin, events, openapi, plugins.',
             id="no-close-key",
         ),
         pytest.param(

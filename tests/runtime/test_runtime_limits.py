@@ -81,7 +81,7 @@ _RSS_SCRIPT = textwrap.dedent(
         for t in threads: t.start()
         for t in threads: t.join()
     for export in ("huge_host_input", "huge_output"):
-        call(export)  # one instance warmed up: the pool, not the payload, is the baseline
+        wave(export)  # the pool grown as the waves grow it, not the payload, is the baseline
     start = rss()
     tracemalloc.start()
     for _ in range(8):
