@@ -36,6 +36,8 @@ step .venv/bin/python scripts/demo_gateway.py
 
 PORT="${PORT:-8000}"
 export LIGHTCONTROL_TOKEN="${LIGHTCONTROL_TOKEN:-demo-token}"
+# The console, /metrics and the plug-in API: a token of their own, new each run.
+export HOSTWIRE_ADMIN_TOKEN="${HOSTWIRE_ADMIN_TOKEN:-$(.venv/bin/python -c 'import secrets; print(secrets.token_urlsafe(24))')}"
 URL="http://127.0.0.1:$PORT"
 DB=".demo/lightcontrol.db"
 rm -rf .demo && mkdir -p .demo   # a fresh store each run: the walkthrough creates "lamp"
@@ -66,5 +68,11 @@ lightcontrol keeps running on $URL (Ctrl-C stops it). From another terminal:
   curl -H "Authorization: Bearer $LIGHTCONTROL_TOKEN" -H "X-API-Key: demo-key" "$URL/events/deliveries?limit=5"
   curl -N -H "Authorization: Bearer $LIGHTCONTROL_TOKEN" -H "X-API-Key: demo-key" $URL/events/stream
   .venv/bin/hostwire events list --db $DB
+
+The operators' console: open $URL/hostwire/ and log in with the admin token
+  $HOSTWIRE_ADMIN_TOKEN
+(plug-ins, live calls and failures, deliveries with replay, and the lights page), or:
+  curl -H "Authorization: Bearer $HOSTWIRE_ADMIN_TOKEN" $URL/metrics
+  curl -H "Authorization: Bearer $HOSTWIRE_ADMIN_TOKEN" $URL/hostwire/plugins
 MSG
 wait $SERVER

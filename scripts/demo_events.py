@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 import sys
 import time
+from pathlib import Path
 
 import httpx
 
@@ -42,3 +45,32 @@ print(
     f"{response.headers.get('x-served-by')}, name: {response.json()['name']}"
     "  (redactor's post-hook; the spec at /openapi.json is left as it is)"
 )
+
+admin_token = os.environ.get("HOSTWIRE_ADMIN_TOKEN")
+if admin_token:
+    admin = httpx.Client(
+        base_url=url, headers={"Authorization": f"Bearer {admin_token}"}, timeout=30
+    )
+    print("\nOperators: Prometheus metrics at /metrics (the admin token, not the API's):")
+    scrape = admin.get("/metrics")
+    calls = [line for line in scrape.text.splitlines() if line.startswith("hostwire_plugin_calls")]
+    print(f"  GET /metrics -> {scrape.status_code}; the plug-ins' calls so far:")
+    for line in calls[:6]:
+        print(f"    {line}")
+    refused = httpx.get(f"{url}/metrics", headers=headers)
+    print(f"  GET /metrics with the API's token -> {refused.status_code}")
+    module = Path("sample_plugins/night_mode/build/plugin.wasm").read_bytes()
+    print("\nHot reload: a new night-mode module, checked before it replaces the old one:")
+    for label, digest in (
+        ("a wrong sha256", "0" * 64),
+        ("its sha256", hashlib.sha256(module).hexdigest()),
+    ):
+        answer = admin.put(
+            "/hostwire/plugins/night-mode",
+            content=module,
+            headers={"Content-Type": "application/wasm", "X-Hostwire-Sha256": digest},
+        )
+        body = answer.json()
+        said = body["error"]["message"] if "error" in body else f"version {body['version']}"
+        print(f"  PUT /hostwire/plugins/night-mode with {label} -> {answer.status_code}: {said}")
+    show("POST", "/light_color", {"action": "ToBlue"})  # served by the new version
