@@ -63,8 +63,9 @@ LAYERS: dict[str, frozenset[str]] = {
         {"hostwire._runtime", "hostwire._targets", "hostwire._hostapi", "hostwire._events"}
     ),
     "hostwire._pdk": frozenset({"hostwire._hostapi"}),
-    # Above the layers it wires, like _app: the plug-in list and set come from the top level.
-    "hostwire._gateway": _ABOVE_THE_LAYERS,
+    # Above the layers it wires, like _app: the plug-in list and set come from the top
+    # level, and so do hot reloads; it serves the operators' routes as _app does.
+    "hostwire._gateway": _ABOVE_THE_LAYERS | {"hostwire._reload", "hostwire._admin"},
     # The operators' routes, served by _app in front of the app: they read its state.
     "hostwire._admin": _ABOVE_THE_LAYERS,
 }

@@ -65,7 +65,7 @@ from hostwire._events import (
 from hostwire._hooks import HttpHooksMiddleware
 from hostwire._hostapi import HostApi, OpenAPIDocument, load_openapi
 from hostwire._pluginset import Lineup, PluginSet
-from hostwire._reload import Reloads, Watcher
+from hostwire._reload import Reloads, Watcher, plugin_states
 from hostwire._runtime import Plugin, log_safe
 from hostwire._targets import AsgiTarget
 
@@ -302,26 +302,8 @@ class Hostwire:
         ``version`` counts the loads of the plug-in (1 at start, one more for each
         reload or enable) and ``loaded_at`` says when the last was (None: never loaded).
         """
-        loaded = {p.name: p for p in self.loaded_plugins()}
         config = self.plugins.config if self.plugins is not None else self.config
-        states = []
-        for entry in config.plugins:
-            plugin = loaded.get(entry.name)
-            version = self.reloads.version(entry.name) if self.reloads is not None else None
-            state: dict[str, Any] = {
-                "name": entry.name,
-                "state": "enabled" if plugin is not None else "disabled",
-                "source": entry.path or entry.url,
-                "grants": list(entry.grants),
-                "limits": entry.limits.model_dump(),
-                "sha256": plugin.sha256 if plugin is not None else entry.sha256,
-                "exports": sorted(plugin.exports) if plugin is not None else [],
-                "stats": plugin.stats.snapshot() if plugin is not None else None,
-                "watch": entry.watch,
-                **(version.state() if version else {"version": 0, "loaded_at": None}),
-            }
-            states.append(state)
-        return states
+        return plugin_states(config, self.loaded_plugins(), self.reloads)
 
     def plugin_state(self, name: str) -> dict[str, Any] | None:
         """``plugin_states()``'s entry for plug-in ``name`` (None: no such plug-in)."""

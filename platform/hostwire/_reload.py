@@ -20,7 +20,7 @@ import hashlib
 import logging
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -54,6 +54,35 @@ class Version:
     def state(self) -> dict[str, Any]:
         stamp = datetime.fromtimestamp(self.loaded_at, UTC).isoformat(timespec="milliseconds")
         return {"version": self.number, "loaded_at": stamp.replace("+00:00", "Z")}
+
+
+def plugin_states(
+    config: HostwireConfig, loaded: Iterable[Plugin], reloads: Reloads | None
+) -> list[dict[str, Any]]:
+    """Every plug-in ``config`` names, loaded or not, as JSON-able data for operators.
+
+    ``version`` counts the loads of the plug-in (1 at start, one more for each
+    reload or enable) and ``loaded_at`` says when the last was (None: never loaded).
+    """
+    serving = {p.name: p for p in loaded}
+    states = []
+    for entry in config.plugins:
+        plugin = serving.get(entry.name)
+        version = reloads.version(entry.name) if reloads is not None else None
+        state: dict[str, Any] = {
+            "name": entry.name,
+            "state": "enabled" if plugin is not None else "disabled",
+            "source": entry.path or entry.url,
+            "grants": list(entry.grants),
+            "limits": entry.limits.model_dump(),
+            "sha256": plugin.sha256 if plugin is not None else entry.sha256,
+            "exports": sorted(plugin.exports) if plugin is not None else [],
+            "stats": plugin.stats.snapshot() if plugin is not None else None,
+            "watch": entry.watch,
+            **(version.state() if version else {"version": 0, "loaded_at": None}),
+        }
+        states.append(state)
+    return states
 
 
 class Reloads:

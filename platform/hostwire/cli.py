@@ -386,6 +386,11 @@ def _events_text(events: list[dict[str, str]]) -> str:
     return ", ".join(named) or "none"
 
 
+def _console_note(admin_token: str | None, where: str) -> str:
+    """What the start-up line adds when the admin routes are on."""
+    return f"; console at {where}/hostwire/, metrics at {where}/metrics" if admin_token else ""
+
+
 def _announce(message: str) -> None:
     """What a server command says as it starts: a line of the server's own log with
     ``--log-format json``, else ``hostwire: <message>`` as always."""
@@ -466,7 +471,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         build = functools.partial(_served_app, args.app, args.db, args.config)
         return _serve_workers(args, build, args.host, args.port)
     app = _served_app(args.app, args.db, args.config)
-    _announce(f"serving {args.app} on {where}")
+    hostwire = getattr(getattr(app, "state", None), "hostwire", None)
+    token = hostwire.admin_token if isinstance(hostwire, Hostwire) else None
+    _announce(f"serving {args.app} on {where}{_console_note(token, where)}")
     _serve(app, host=args.host, port=args.port)
     return 0
 
@@ -491,9 +498,10 @@ def cmd_gateway(args: argparse.Namespace) -> int:
         print(f"{args.config}: ok: {Gateway.check(config)}")
         return 0
     gateway = Gateway(config)
+    where = f"http://{host}:{port}"
     _announce(
-        f"gateway for {config.app.base_url} on http://{host}:{port} "
-        f"(webhooks at {config.webhooks.path})"
+        f"gateway for {config.app.base_url} on {where} "
+        f"(webhooks at {config.webhooks.path}){_console_note(gateway.admin_token, where)}"
     )
     try:
         _serve(gateway.app, host=host, port=port)

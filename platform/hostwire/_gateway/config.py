@@ -4,8 +4,8 @@ Keys are strict at every level (an unknown one is an error suggesting the
 closest); ``${NAME}`` in any string is replaced by the environment variable
 ``NAME`` (an unset one is an error naming it; ``$${`` writes a literal ``${``),
 so secrets stay out of the file. Relative paths (the document, plug-ins, an
-SQLite database) are relative to the file. ``plugins`` and ``events`` are
-exactly ``plugins.yaml``'s.
+SQLite database) are relative to the file. ``plugins``, ``events`` and
+``admin`` are exactly ``plugins.yaml``'s.
 """
 
 from __future__ import annotations
@@ -22,7 +22,13 @@ from typing import Any
 import httpx
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from hostwire._config import EventsConfig, HostwireConfig, PluginConfig, read_config_document
+from hostwire._config import (
+    AdminConfig,
+    EventsConfig,
+    HostwireConfig,
+    PluginConfig,
+    read_config_document,
+)
 from hostwire._document import dotted
 from hostwire._errors import ConfigError
 from hostwire._events import is_url
@@ -135,6 +141,7 @@ class GatewayConfig(BaseModel):
     listen: ListenConfig = Field(default_factory=ListenConfig)
     plugins: list[PluginConfig] = Field(default_factory=list)
     events: EventsConfig = Field(default_factory=EventsConfig)
+    admin: AdminConfig = Field(default_factory=AdminConfig)
     base_dir: Path = Field(default=Path("."), exclude=True)
     source: Path | None = Field(default=None, exclude=True)
 
@@ -161,7 +168,11 @@ class GatewayConfig(BaseModel):
     def plugin_config(self) -> HostwireConfig:
         """The plug-ins and events part, as ``plugins.yaml`` would give them."""
         config = HostwireConfig(
-            openapi=self.openapi, plugins=self.plugins, events=self.events, base_dir=self.base_dir
+            openapi=self.openapi,
+            plugins=self.plugins,
+            events=self.events,
+            admin=self.admin,
+            base_dir=self.base_dir,
         )
         for index, plugin in enumerate(config.plugins):
             plugin._file = self.source

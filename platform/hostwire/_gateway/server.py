@@ -8,16 +8,19 @@ configuration fails before anything listens. Its ``app`` serves:
 - ``GET /healthz``: 200 while the gateway runs;
 - with ``proxy: true``, ``/api/...``: the app's API (``proxy``), the plug-ins'
   HTTP hooks in front;
+- with an admin token (``admin`` in the file, or ``HOSTWIRE_ADMIN_TOKEN``), the
+  operators' routes as ``Hostwire`` serves them: the console at ``/hostwire/``,
+  the plug-in API (hot reload, enable, disable) and ``/metrics``;
 
-and its lifespan starts the delivery workers and, at shutdown, stops them the
-way ``Hostwire`` does (deliveries in flight get ``events.grace_s``), then
-closes the plug-ins and the outbox.
+and its lifespan starts the delivery workers (and the watch of ``watch: true``
+plug-ins) and, at shutdown, stops them the way ``Hostwire`` does (deliveries in
+flight get ``events.grace_s``), then closes the plug-ins and the outbox.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from types import TracebackType
@@ -27,15 +30,19 @@ import httpx
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from hostwire._admin import AdminEntry, ConsolePage, admin_token, check_plugins
 from hostwire._contract import error_body
-from hostwire._events import Outbox, RateLimiter, Subscriber
+from hostwire._errors import ConfigError
+from hostwire._events import Outbox, RateLimit, RateLimiter, Subscriber
 from hostwire._gateway.config import GatewayConfig, load_gateway_config
 from hostwire._gateway.proxy import PREFIX, UpstreamProxy
 from hostwire._gateway.receiver import WebhookReceiver
 from hostwire._gateway.signature import Verifier
 from hostwire._hooks import HttpHooksMiddleware
 from hostwire._hostapi import HostApi, OpenAPIDocument, load_openapi
-from hostwire._pluginset import PluginSet
+from hostwire._pluginset import Lineup, PluginSet
+from hostwire._reload import Reloads, Watcher, plugin_states
+from hostwire._runtime import Plugin
 from hostwire._targets import HttpTarget
 
 log = logging.getLogger("hostwire.gateway")
@@ -51,6 +58,19 @@ def _describe(document: OpenAPIDocument, plugins: PluginSet) -> str:
         f"webhooks in {document.source}; plug-ins: {names}; events handled: "
         f"{', '.join(handled) or 'none'}"
     )
+
+
+def _admin_token(config: GatewayConfig) -> str | None:
+    """The admin token (``admin`` in the file, else ``HOSTWIRE_ADMIN_TOKEN``), refused
+    if it is one of the app's credentials the gateway sends (a header's value, or a
+    bearer token's token) or the webhook secret."""
+    credentials = [config.webhooks.secret]
+    for value in config.app.headers.values():
+        credentials.append(value)
+        scheme, _, token = value.partition(" ")
+        if scheme.lower() == "bearer" and token:
+            credentials.append(token.strip())
+    return admin_token(None, config.plugin_config(), credentials)
 
 
 class Gateway:
@@ -86,7 +106,9 @@ class Gateway:
             raise
         self.outbox: Outbox | None = None
         self._delivering = False
+        self._watcher: Watcher | None = None
         try:
+            self.admin_token = _admin_token(self.config)
             events = self.config.events.model_dump(exclude={"max_depth"})
             self.outbox = Outbox(self.config.database_url(), **events)
             hooks = self.config.webhooks
@@ -105,22 +127,45 @@ class Gateway:
                 self.proxy = UpstreamProxy(
                     app.base_url, timeout_s=app.timeout_s, transport=proxy_transport
                 )
-                limits = self.plugins.rate_limits
-                limiter = (
-                    RateLimiter.for_database(limits, self.outbox.engine, lock=self.outbox.mark_lock)
-                    if limits
-                    else None
-                )
-                self._hooks = HttpHooksMiddleware(
-                    self.proxy,
-                    subscribers=self._subscribers,
-                    spec=self.document,
-                    rate_limiter=limiter,
-                )
+                self._hooks = self._hooks_for(self.plugins.rate_limits)
+            self.reloads = Reloads(
+                self.plugins,
+                outbox=self.outbox,
+                delivered=self.delivered_exports,
+                delivering=lambda: self._delivering,
+                swapped=self._swapped,
+            )
         except BaseException:
             self.close()
             raise
-        self.app = _GatewayApp(self)
+        self.app: ASGIApp = AdminEntry(_GatewayApp(self), self)
+
+    def _hooks_for(self, limits: Mapping[str, RateLimit]) -> HttpHooksMiddleware:
+        assert self.proxy is not None
+        assert self.outbox is not None
+        limiter = (
+            RateLimiter.for_database(limits, self.outbox.engine, lock=self.outbox.mark_lock)
+            if limits
+            else None
+        )
+        return HttpHooksMiddleware(
+            self.proxy,
+            subscribers=self._subscribers,
+            spec=self.document,
+            rate_limiter=limiter,
+            lease=self.plugins.lease,  # a request runs on the plug-ins it started with
+        )
+
+    def _swapped(self, lineup: Lineup) -> None:
+        hooks = self._hooks
+        if not isinstance(hooks, HttpHooksMiddleware):
+            return
+        limits = dict(lineup.rate_limits)
+        limiter = hooks.hooks.limiter
+        if limits != (limiter.limits if limiter is not None else {}):
+            self._hooks = self._hooks_for(limits)  # a new rate_limit, or one fewer
+        else:
+            hooks.forget()  # the replaced versions' subscribers, cached, can go
 
     def _subscribers(self) -> Sequence[Subscriber]:
         return self.plugins.subscribers
@@ -143,6 +188,7 @@ class Gateway:
         where = config.source or "the gateway configuration"
         document = load_openapi(config.openapi_source(), name=f"{where}: openapi")
         config.database_url()  # a database that is not one fails here, as it would at start
+        _admin_token(config)  # and so does a refused admin token
         target = HttpTarget(config.app.base_url, timeout_s=config.app.timeout_s)
         api = HostApi(document, target, max_depth=config.events.max_depth)
         try:
@@ -150,6 +196,43 @@ class Gateway:
                 return _describe(document, plugins)
         finally:
             api.close()
+
+    # -- what the operators' routes ask (AdminEntry) ------------------------------
+
+    @property
+    def console_pages(self) -> Sequence[ConsolePage]:
+        return ()  # the app's own pages are the app's to serve
+
+    def loaded_plugins(self) -> list[Plugin]:
+        """The plug-ins serving now, in the configuration's order."""
+        return list(self.plugins)
+
+    def plugin_states(self) -> list[dict[str, Any]]:
+        """Every configured plug-in, loaded or not (as ``Hostwire.plugin_states``)."""
+        return plugin_states(self.plugins.config, self.plugins, self.reloads)
+
+    def plugin_state(self, name: str) -> dict[str, Any] | None:
+        return next((s for s in self.plugin_states() if s["name"] == name), None)
+
+    def replace_plugin(self, name: str, module: bytes, *, sha256: str | None = None) -> None:
+        """Serve ``module`` as plug-in ``name`` without a restart (as ``Hostwire``)."""
+        self.reloads.replace(name, module, sha256)
+
+    def set_enabled(self, name: str, enabled: bool) -> None:
+        self.reloads.set_enabled(name, enabled)
+
+    def reload_config(self) -> None:
+        """Read the file's ``plugins`` again and serve what they say; all of it loads,
+        or nothing changes. The rest of the file takes a restart."""
+        if self.config.source is None:
+            raise ConfigError(
+                "reload_config() reads gateway.yaml again, but this gateway was given its "
+                "configuration as an object."
+            )
+        config = load_gateway_config(self.config.source)
+        plugins = config.plugin_config()
+        check_plugins(self.admin_token, plugins)
+        self.reloads.reload_config(plugins)
 
     # -- starting and stopping ---------------------------------------------------
 
@@ -167,7 +250,19 @@ class Gateway:
             await self.outbox.stop_async()
         self._delivering = False
 
+    def start_watching(self) -> None:
+        """Reload ``watch: true`` plug-ins when their files change. Idempotent."""
+        if self._watcher is None:
+            self._watcher = Watcher(self.reloads)
+            self._watcher.start()
+
+    def stop_watching(self) -> None:
+        watcher, self._watcher = self._watcher, None
+        if watcher is not None:
+            watcher.stop()
+
     async def aclose(self) -> None:
+        self.stop_watching()
         await self.stop_delivery_async()
         if self.proxy is not None:
             await self.proxy.aclose()
@@ -175,6 +270,7 @@ class Gateway:
 
     def close(self) -> None:
         """Stop delivery, close the plug-ins, the outbox and the app client. Idempotent."""
+        self.stop_watching()
         if self.outbox is not None:
             self.outbox.close()
         self._delivering = False
@@ -245,6 +341,7 @@ class _GatewayApp:
             log.error("the gateway cannot start delivering events: %s", exc)
             yield str(exc)
             return
+        gateway.start_watching()
         log.info("gateway: %s", gateway.describe())
         try:
             yield None
