@@ -85,6 +85,9 @@ def test_a_handed_delivery_waits_behind_one_of_its_subject_in_flight(outbox: Out
 
 
 def test_behind_a_delivery_that_failed_the_next_waits_for_its_retry(outbox: Outbox) -> None:
+    # Retried every few ms while it fails: never dead before the test lets it pass,
+    # however slowly this thread gets to look (a loaded machine took 8 attempts).
+    outbox.max_attempts = 1000
     gate = Gate()
     gate.fail = True
     started(outbox, gate)
@@ -92,7 +95,7 @@ def test_behind_a_delivery_that_failed_the_next_waits_for_its_retry(outbox: Outb
     assert gate.entered.wait(10)
     second = commit(outbox, "light/default", brightness=2)  # held behind the first
     gate.release.set()  # the first fails: it stays pending, so the second must wait
-    wait_for(lambda: len(seen(gate)) >= 1 and outbox.deliveries()[-1]["attempts"] == 1, "a try")
+    wait_for(lambda: len(seen(gate)) >= 1 and outbox.deliveries()[-1]["attempts"] >= 1, "a try")
     gate.fail = False
     wait_for(lambda: states(outbox, "gated") == ["delivered"] * 2, "both deliveries")
     # the first may be retried more than once before ``fail`` is cleared (its
