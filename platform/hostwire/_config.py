@@ -400,7 +400,7 @@ def parse_config(raw: Any, *, path: Path) -> HostwireConfig:
         raise ConfigError(
             f"{_describe(path, raw, tuple(first['loc']))}: {_message(first)}{extra}",
             path=str(path),
-        ) from exc
+        ) from None  # pydantic's error quotes the input, secrets included: the line says all
     config.base_dir = path.parent
     for index, plugin in enumerate(config.plugins):
         plugin._file = path

@@ -191,9 +191,25 @@ def test_another_sites_reads_need_the_token_not_the_cookie(client: TestClient) -
         answer = client.get("/hostwire/api/overview", headers=fetched)
         assert answer.status_code == 403, mode
         assert answer.json()["error"]["code"] == "cross_site"
-    # Following a link to the console from elsewhere opens it.
-    followed = {"Sec-Fetch-Site": "cross-site", "Sec-Fetch-Mode": "navigate", **HTML}
+    # Following a link to the console from elsewhere opens it, but not in a frame
+    # of that site's page (clickjacking: the frame's buttons would be same-origin).
+    followed = {"Sec-Fetch-Site": "same-site", "Sec-Fetch-Mode": "navigate", **HTML}
     assert client.get("/hostwire/", headers=followed).status_code == 200
+    framed = {**followed, "Sec-Fetch-Dest": "iframe"}
+    assert client.get("/hostwire/", headers=framed).status_code == 403
+
+
+def test_every_admin_answer_forbids_framing(client: TestClient) -> None:
+    for answer in (
+        client.get("/hostwire/login"),
+        client.get("/hostwire/api/overview"),  # 401
+        client.get("/hostwire/", headers=BEARER),
+        client.get("/metrics", headers=BEARER),
+    ):
+        assert answer.headers["x-frame-options"] == "DENY"
+        assert answer.headers["content-security-policy"] == "frame-ancestors 'none'"
+        assert answer.headers["x-content-type-options"] == "nosniff"
+    assert "x-frame-options" not in client.get("/").headers  # the app's own answers: its own
 
 
 def test_the_static_files(client: TestClient) -> None:
@@ -250,6 +266,16 @@ def test_the_configuration_names_the_tokens_variable_or_file(
     serves_with(TOKEN, config=configured(tmp_path, "plugins: []\n"))
 
 
+def test_a_token_written_in_the_file_is_not_in_the_errors_traceback(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = configured(tmp_path, f"admin: {{token: {TOKEN}}}\n")
+    with pytest.raises(ConfigError) as refused:
+        Hostwire(Starlette(), spec=SPEC, config=path)
+    assert refused.value.__cause__ is None  # pydantic's error quotes the input
+    assert TOKEN not in str(refused.value)
+
+
 @pytest.mark.parametrize(
     ("text", "message"),
     [
@@ -284,6 +310,12 @@ def test_the_configuration_names_the_tokens_variable_or_file(
             r'plugin "leaky" .*its config.upstream.auth holds the admin token',
             id="in-a-plugins-config",
         ),
+        pytest.param(
+            "admin: {token_file: data/secrets/admin}\n"
+            "plugins:\n- name: reader\n  path: reader.wasm\n  allowed_paths: {data: /data}\n",
+            r'plugin "reader" .*allowed_paths give it data, which holds the admin token',
+            id="its-file-in-a-plugins-folder",
+        ),
     ],
 )
 def test_a_token_from_the_wrong_place_is_refused_in_one_line(
@@ -292,6 +324,9 @@ def test_a_token_from_the_wrong_place_is_refused_in_one_line(
     monkeypatch.setenv("HOSTWIRE_ADMIN_TOKEN", TOKEN)
     monkeypatch.delenv("NOT_SET_ANYWHERE", raising=False)
     monkeypatch.setenv("SHORT_ADMIN_TOKEN", "short")
+    (tmp_path / "data" / "secrets").mkdir(parents=True)
+    (tmp_path / "data" / "secrets" / "admin").write_text(TOKEN)
+    monkeypatch.chdir(tmp_path)  # allowed_paths are the process's paths
     with pytest.raises(ConfigError, match=message) as refused:
         Hostwire(Starlette(), spec=SPEC, config=configured(tmp_path, text))
     assert "\n" not in str(refused.value)

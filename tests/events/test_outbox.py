@@ -338,3 +338,23 @@ def test_metrics_and_the_console_share_a_summary_read_less_than_a_second_ago(
     assert outbox.recent_summary() is first  # read once for a scrape and a poll at once
     (fresh,) = outbox.recent_summary(max_age_s=0)
     assert fresh["pending"] == 2
+
+
+def test_a_pending_delivery_whose_event_is_gone_is_counted_without_an_age(
+    tmp_path: Path,
+) -> None:
+    # Only on SQLite, which does not enforce foreign keys by default (PostgreSQL does).
+    from hostwire._events.tables import deliveries
+
+    outbox = Outbox(tmp_path / "app.db")
+    try:
+        with outbox.engine.begin() as conn:
+            conn.execute(
+                deliveries.insert(),
+                {"event_seq": 999, "plugin": "orphan", "export": "on", "subject": "s",
+                 "state": "pending", "attempts": 0, "next_attempt_at": 0.0},
+            )  # fmt: skip
+        (entry,) = outbox.summary()
+    finally:
+        outbox.close()
+    assert (entry["plugin"], entry["pending"], entry["oldest_pending_age_s"]) == ("orphan", 1, 0.0)

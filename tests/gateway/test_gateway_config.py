@@ -99,6 +99,15 @@ def test_environment_variables_fill_in_secrets(tmp_path: Path) -> None:
             "gateway.yaml: app.base_url: must be http(s)://host[:port][/prefix]",
             id="bad-base-url",
         ),
+        *(
+            pytest.param(
+                {**MINIMAL, "webhooks": {"secret": SECRET, "path": path}},
+                "gateway.yaml: webhooks.path: must be a path such as /webhooks, outside /api, "
+                "/healthz, /metrics and /hostwire",
+                id=f"webhooks-at-{path.strip('/').replace('/', '-')}",
+            )
+            for path in ("/metrics", "/hostwire/in", "/api", "/healthz")
+        ),
     ],
 )
 def test_a_wrong_file_is_one_line_naming_the_key(tmp_path: Path, raw: Any, message: str) -> None:

@@ -20,7 +20,7 @@ from starlette.middleware.exceptions import ExceptionMiddleware
 from starlette.requests import Request, cookie_parser
 from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from starlette.routing import BaseRoute, Router
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from hostwire._admin import console, metrics, plugins
 from hostwire._admin.host import AdminHost
@@ -80,9 +80,23 @@ def cross_site(headers: Headers) -> bool:
 
 
 def _navigation(headers: Headers) -> bool:
-    """A browser opening a page (a link followed from another site gets the login
-    page: the SameSite=Strict cookie stays home), not a script or an image reading one."""
-    return headers.get("sec-fetch-mode") == "navigate"
+    """A browser opening a page at the top (a link followed from another site gets
+    the login page: the SameSite=Strict cookie stays home), not a script, an image
+    or a frame reading one."""
+    return (
+        headers.get("sec-fetch-mode") == "navigate"
+        and headers.get("sec-fetch-dest", "document") == "document"
+    )
+
+
+# On every admin answer: no other page may frame the console (clickjacking), and a
+# browser takes each answer as the type it says.
+_GUARD_HEADERS = [
+    (b"x-frame-options", b"DENY"),
+    (b"content-security-policy", b"frame-ancestors 'none'"),
+    (b"x-content-type-options", b"nosniff"),
+    (b"referrer-policy", b"same-origin"),
+]
 
 
 class AdminEntry:
@@ -106,6 +120,15 @@ class AdminEntry:
         if token is None or scope["type"] != "http" or not _is_admin_path(scope["path"]):
             await self.app(scope, receive, send)
             return
+
+        async def guarded(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", ()), *_GUARD_HEADERS]
+            await send(message)
+
+        await self._answer(token, scope, receive, guarded)
+
+    async def _answer(self, token: str, scope: Scope, receive: Receive, send: Send) -> None:
         response = await self._gate(token, scope, receive)
         if response is not None:
             await response(scope, receive, send)

@@ -5,8 +5,9 @@ In order: ``Hostwire(admin_token=)``; the configuration's ``admin.token_env``
 such as a mounted secret); else ``HOSTWIRE_ADMIN_TOKEN``. None anywhere: the
 admin routes are off. A token is refused (``ConfigError``, one line) when it is
 shorter than ``MIN_LENGTH``, when it is one of the app's own API tokens (the app
-names them), or when a plug-in's ``config`` holds it: plug-ins read their config,
-and a sandboxed plug-in must never hold the operator's key.
+names them), or when a plug-in can read it (its ``config`` holds it, or its
+``allowed_paths`` hold the token's file): a sandboxed plug-in must never hold
+the operator's key.
 """
 
 from __future__ import annotations
@@ -48,15 +49,34 @@ def admin_token(
 
 
 def check_plugins(token: str | None, config: HostwireConfig, source: str = "the admin") -> None:
-    """Refuse a configuration whose plug-ins' ``config`` holds the admin token."""
+    """Refuse a configuration whose plug-ins can read the admin token: in their
+    ``config``, or as ``admin.token_file`` inside a folder of their ``allowed_paths``."""
     if token is None:
         return
+    secret = _token_file(config)
     for plugin in config.plugins:
         for where in _holding(plugin.config, token, "config"):
             raise plugin.error(
                 f"its {where} holds the admin token (from {source}): plug-ins read their "
                 "config, so give it a credential of its own."
             )
+        if secret is None:
+            continue
+        for host in plugin.allowed_paths:
+            folder = Path(host).resolve()
+            if secret == folder or folder in secret.parents:
+                raise plugin.error(
+                    f"its allowed_paths give it {host}, which holds the admin token's file "
+                    f"({secret}): keep the token outside every plug-in's folders."
+                )
+
+
+def _token_file(config: HostwireConfig) -> Path | None:
+    name = config.admin.token_file
+    if name is None:
+        return None
+    path = Path(name)
+    return (path if path.is_absolute() else config.base_dir / path).resolve()
 
 
 def _find(given: str | None, config: HostwireConfig) -> tuple[str | None, str]:
@@ -71,9 +91,8 @@ def _find(given: str | None, config: HostwireConfig) -> tuple[str | None, str]:
                 "set it to the admin token, or take admin out of the configuration."
             )
         return value, f"${admin.token_env}"
-    if admin.token_file is not None:
-        path = Path(admin.token_file)
-        path = path if path.is_absolute() else config.base_dir / path
+    path = _token_file(config)
+    if path is not None:
         try:
             value = path.read_text(encoding="utf-8").strip()
         except (OSError, UnicodeDecodeError) as exc:

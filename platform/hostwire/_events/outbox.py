@@ -621,7 +621,9 @@ class Outbox:
         for name, pending, dead, oldest in self._read("summarising deliveries", self._summary):
             if not pending and not dead:
                 continue
-            age = round(max(0.0, now - oldest), 3) if pending else 0.0
+            # No oldest with pending rows: their events are gone (a foreign key SQLite
+            # does not enforce); counted, but of no known age.
+            age = round(max(0.0, now - oldest), 3) if pending and oldest is not None else 0.0
             found.append(
                 {
                     "plugin": name,
@@ -636,13 +638,17 @@ class Outbox:
     def recent_summary(self, max_age_s: float = SUMMARY_MAX_AGE_S) -> list[dict[str, Any]]:
         """``summary()``, or the one read less than ``max_age_s`` ago: a scrape and
         a console poll at once, or many consoles, read the database once."""
+        moment = time.monotonic()
         with self._summary_lock:
             read_at, found = self._summary_cache
-            moment = time.monotonic()
-            if found is None or moment - read_at >= max_age_s:
-                found = self.summary()
-                self._summary_cache = (moment, found)
+        if found is not None and moment - read_at < max_age_s:
             return found
+        # Read outside the lock: with the database away, each caller fails on its own
+        # guard's terms rather than queueing behind the others' timeouts.
+        found = self.summary()
+        with self._summary_lock:
+            self._summary_cache = (moment, found)
+        return found
 
     def check_lag(self, now: float | None = None) -> None:
         """Log a warning (at most once a minute per plug-in) for plug-ins that lag."""

@@ -98,9 +98,12 @@ class WebhooksConfig(BaseModel):
     @field_validator("path")
     @classmethod
     def _path(cls, value: str) -> str:
-        if not value.startswith("/") or value == "/" or value.startswith(("/api/", "/healthz")):
+        taken = ("/api", "/healthz", "/metrics", "/hostwire")  # the gateway's own paths
+        under = any(value == t or value.startswith(t + "/") for t in taken)
+        if not value.startswith("/") or value.rstrip("/") in ("", *taken) or under:
             raise ValueError(
-                f"must be a path such as /webhooks, outside /api and /healthz: {value!r}"
+                "must be a path such as /webhooks, outside /api, /healthz, /metrics and "
+                f"/hostwire: {value!r}"
             )
         return value.rstrip("/")
 

@@ -26,6 +26,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
+import anyio.to_thread
 import httpx
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -107,6 +108,7 @@ class Gateway:
         self.outbox: Outbox | None = None
         self._delivering = False
         self._watcher: Watcher | None = None
+        self._closed = False
         try:
             self.admin_token = _admin_token(self.config)
             events = self.config.events.model_dump(exclude={"max_depth"})
@@ -216,10 +218,15 @@ class Gateway:
 
     def replace_plugin(self, name: str, module: bytes, *, sha256: str | None = None) -> None:
         """Serve ``module`` as plug-in ``name`` without a restart (as ``Hostwire``)."""
-        self.reloads.replace(name, module, sha256)
+        self._open_reloads().replace(name, module, sha256)
 
     def set_enabled(self, name: str, enabled: bool) -> None:
-        self.reloads.set_enabled(name, enabled)
+        self._open_reloads().set_enabled(name, enabled)
+
+    def _open_reloads(self) -> Reloads:
+        if self._closed:
+            raise RuntimeError("the gateway is closed: its plug-ins can no longer be reloaded")
+        return self.reloads
 
     def reload_config(self) -> None:
         """Read the file's ``plugins`` again and serve what they say; all of it loads,
@@ -232,7 +239,7 @@ class Gateway:
         config = load_gateway_config(self.config.source)
         plugins = config.plugin_config()
         check_plugins(self.admin_token, plugins)
-        self.reloads.reload_config(plugins)
+        self._open_reloads().reload_config(plugins)
 
     # -- starting and stopping ---------------------------------------------------
 
@@ -262,7 +269,7 @@ class Gateway:
             watcher.stop()
 
     async def aclose(self) -> None:
-        self.stop_watching()
+        await anyio.to_thread.run_sync(self.stop_watching)  # it joins the watch thread
         await self.stop_delivery_async()
         if self.proxy is not None:
             await self.proxy.aclose()
@@ -270,6 +277,7 @@ class Gateway:
 
     def close(self) -> None:
         """Stop delivery, close the plug-ins, the outbox and the app client. Idempotent."""
+        self._closed = True
         self.stop_watching()
         if self.outbox is not None:
             self.outbox.close()
