@@ -61,11 +61,12 @@ from hostwire._events import (
     RateLimit,
     RateLimiter,
     Subscriber,
+    limiter_for,
 )
 from hostwire._hooks import HttpHooksMiddleware
 from hostwire._hostapi import HostApi, OpenAPIDocument, load_openapi
 from hostwire._pluginset import Lineup, PluginSet
-from hostwire._reload import Reloads, Watcher, plugin_states
+from hostwire._reload import Reloads, plugin_states
 from hostwire._runtime import Plugin, log_safe
 from hostwire._targets import AsgiTarget
 
@@ -141,9 +142,8 @@ class Hostwire:
         self.outbox: Outbox | None = None
         # The plug-ins' rate limits, counted in the outbox's database (made at start).
         self.rate_limiter: RateLimiter | None = None
-        # Hot reloads of the plug-ins (made at start), and the thread watching files.
+        # Hot reloads of the plug-ins (made at start), with the thread watching files.
         self.reloads: Reloads | None = None
-        self._watcher: Watcher | None = None
         self._workers_started = False
         if isinstance(app, Starlette):
             self._install(app, hooks=hooks)
@@ -354,9 +354,7 @@ class Hostwire:
 
     def _swapped(self, lineup: Lineup) -> None:
         # A new rate_limit (or one fewer) needs a new limiter; the same ones keep theirs.
-        limits = dict(lineup.rate_limits)
-        if limits != (self.rate_limiter.limits if self.rate_limiter is not None else {}):
-            self.rate_limiter = _rate_limiter(limits, self.outbox)
+        self.rate_limiter = _rate_limiter(lineup.rate_limits, self.outbox, self.rate_limiter)
         # What was cached from the old lineup goes, so its replaced plug-ins can be freed.
         if self.bus is not None:
             self.bus.forget()
@@ -414,16 +412,13 @@ class Hostwire:
     def start_watching(self) -> None:
         """Start the thread that reloads ``watch: true`` plug-ins when their files
         change (the lifespan does). Idempotent."""
-        if self.reloads is None or self._watcher is not None:
-            return
-        self._watcher = Watcher(self.reloads)
-        self._watcher.start()
+        if self.reloads is not None:
+            self.reloads.start_watching()
 
     def stop_watching(self) -> None:
         """Stop watching the plug-ins' files. Idempotent."""
-        watcher, self._watcher = self._watcher, None
-        if watcher is not None:
-            watcher.stop()
+        if self.reloads is not None:
+            self.reloads.stop_watching()
 
     def start_delivery(self) -> None:
         """Start the outbox's delivery workers for the plug-ins that handle after-events."""
@@ -657,14 +652,14 @@ def _check_caller_thread(names: Collection[str], document: OpenAPIDocument) -> N
         )
 
 
-def _rate_limiter(limits: Mapping[str, RateLimit], outbox: Outbox | None) -> RateLimiter | None:
+def _rate_limiter(
+    limits: Mapping[str, RateLimit], outbox: Outbox | None, current: RateLimiter | None = None
+) -> RateLimiter | None:
     """The plug-ins' rate limits, counted in the outbox's database (in this process
     without one: ``RateLimiter.for_database`` warns)."""
-    if not limits:
-        return None
     if outbox is None:
-        return RateLimiter.for_database(limits, None)
-    return RateLimiter.for_database(limits, outbox.engine, lock=outbox.mark_lock)
+        return limiter_for(limits, None, current=current)
+    return limiter_for(limits, outbox.engine, lock=outbox.mark_lock, current=current)
 
 
 def type_name(value: object) -> str:

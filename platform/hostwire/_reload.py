@@ -116,6 +116,7 @@ class Reloads:
         self._stats: dict[str, Any] = {}  # PluginStats
         # Set whenever the watched files may have changed (or at shutdown).
         self.rewatch = threading.Event()
+        self._watcher: Watcher | None = None  # the thread running watch(), while it runs
 
     # -- what operators ask ------------------------------------------------------
 
@@ -207,6 +208,19 @@ class Reloads:
         return True
 
     # -- watching files ----------------------------------------------------------
+
+    def start_watching(self) -> None:
+        """Reload ``watch: true`` plug-ins when their files change, from a thread of
+        its own (the app's startup starts it). Idempotent."""
+        if self._watcher is None:
+            self._watcher = Watcher(self)
+            self._watcher.start()
+
+    def stop_watching(self) -> None:
+        """Stop that thread (it joins it: off the event loop). Idempotent."""
+        watcher, self._watcher = self._watcher, None
+        if watcher is not None:
+            watcher.stop()
 
     def watched(self) -> dict[Path, str]:
         """The files of the ``watch: true`` plug-ins, and whose they are."""

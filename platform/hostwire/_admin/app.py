@@ -148,6 +148,9 @@ class AdminEntry:
         method = scope["method"]
         path = scope["path"]
         foreign = cross_site(headers)
+        # Another site's page may load ours (a sibling subdomain's even with the
+        # cookie): only following a link to one passes, to the login if need be.
+        read_elsewhere = foreign and not _navigation(headers)
         if foreign and method in UNSAFE_METHODS:
             return _error(403, "cross_site", "cross-site requests to the admin routes are refused")
         if path == LOGIN_PATH:
@@ -158,11 +161,9 @@ class AdminEntry:
             return response
         if path in PUBLIC_PATHS and method == "GET":
             return None
-        if self._authenticated(token, headers, path):
+        if self._authenticated(token, headers, path, session=not read_elsewhere):
             return None
-        # Another site's page may load ours (a sibling subdomain's even with the
-        # cookie): only following a link to one passes, to the login if need be.
-        if foreign and not _navigation(headers):
+        if read_elsewhere:
             return _error(403, "cross_site", "cross-site requests to the admin routes are refused")
         if method == "GET" and path != METRICS_PATH and "text/html" in headers.get("accept", ""):
             return RedirectResponse(LOGIN_PATH, status_code=303)
@@ -173,14 +174,14 @@ class AdminEntry:
             {"WWW-Authenticate": 'Bearer realm="hostwire admin"'},
         )
 
-    def _authenticated(self, token: str, headers: Headers, path: str) -> bool:
+    def _authenticated(self, token: str, headers: Headers, path: str, *, session: bool) -> bool:
+        """Whether the bearer token, or where ``session`` allows the session cookie, is
+        the admin's (the cookie opens pages, not another site's reads of them)."""
         given = headers.get("authorization", "").encode()
         if hmac.compare_digest(given, b"Bearer " + token.encode()):
             return True  # whoever holds the token, from whichever site
-        if path == METRICS_PATH:
+        if path == METRICS_PATH or not session:
             return False  # a browser session opens the console, not the scrape endpoint
-        if cross_site(headers) and not _navigation(headers):
-            return False  # the cookie opens pages, not another site's reads of them
         cookie = cookie_parser(headers.get("cookie", "")).get(COOKIE, "")
         return hmac.compare_digest(cookie.encode(), session_value(token).encode())
 

@@ -31,6 +31,7 @@ from hostwire._events.ratelimit import (
     RateLimiter,
     Refusal,
     check_rate_limit_key,
+    limiter_for,
 )
 from hostwire._events.storage import StorageGuard
 from hostwire._events.tracking import CHANGING, EventSink, ModelTracker
@@ -56,6 +57,7 @@ __all__ = [
     "event_envelope",
     "handled_events",
     "is_url",
+    "limiter_for",
     "new_envelope",
     "new_event_id",
     "sync_engine",

@@ -363,3 +363,18 @@ class RateLimiter:
         }
         with contextlib.suppress(StorageError):  # logged by the guard; tried next window
             self.counter.prune(plugin, start)
+
+
+def limiter_for(
+    limits: Mapping[str, RateLimit],
+    engine: Engine | None,
+    *,
+    lock: threading.Lock | None = None,
+    current: RateLimiter | None = None,
+) -> RateLimiter | None:
+    """The limiter of ``limits`` counted in ``engine``'s database (None: no limits);
+    ``current`` itself when it counts exactly these (a hot reload that kept them)."""
+    wanted = dict(limits)
+    if wanted == (current.limits if current is not None else {}):
+        return current
+    return RateLimiter.for_database(wanted, engine, lock=lock) if wanted else None

@@ -34,7 +34,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from hostwire._admin import AdminEntry, ConsolePage, admin_token, check_plugins
 from hostwire._contract import error_body
 from hostwire._errors import ConfigError
-from hostwire._events import Outbox, RateLimit, RateLimiter, Subscriber
+from hostwire._events import Outbox, RateLimit, RateLimiter, Subscriber, limiter_for
 from hostwire._gateway.config import GatewayConfig, load_gateway_config
 from hostwire._gateway.proxy import PREFIX, UpstreamProxy
 from hostwire._gateway.receiver import WebhookReceiver
@@ -42,7 +42,7 @@ from hostwire._gateway.signature import Verifier
 from hostwire._hooks import HttpHooksMiddleware
 from hostwire._hostapi import HostApi, OpenAPIDocument, load_openapi
 from hostwire._pluginset import Lineup, PluginSet
-from hostwire._reload import Reloads, Watcher, plugin_states
+from hostwire._reload import Reloads, plugin_states
 from hostwire._runtime import Plugin
 from hostwire._targets import HttpTarget
 
@@ -107,7 +107,7 @@ class Gateway:
             raise
         self.outbox: Outbox | None = None
         self._delivering = False
-        self._watcher: Watcher | None = None
+        self.reloads: Reloads | None = None  # made once all of it loaded
         self._closed = False
         try:
             self.admin_token = _admin_token(self.config)
@@ -129,7 +129,7 @@ class Gateway:
                 self.proxy = UpstreamProxy(
                     app.base_url, timeout_s=app.timeout_s, transport=proxy_transport
                 )
-                self._hooks = self._hooks_for(self.plugins.rate_limits)
+                self._hooks = self._hooks_for(self._limiter(self.plugins.rate_limits))
             self.reloads = Reloads(
                 self.plugins,
                 outbox=self.outbox,
@@ -142,14 +142,15 @@ class Gateway:
             raise
         self.app: ASGIApp = AdminEntry(_GatewayApp(self), self)
 
-    def _hooks_for(self, limits: Mapping[str, RateLimit]) -> HttpHooksMiddleware:
-        assert self.proxy is not None
+    def _limiter(
+        self, limits: Mapping[str, RateLimit], current: RateLimiter | None = None
+    ) -> RateLimiter | None:
         assert self.outbox is not None
-        limiter = (
-            RateLimiter.for_database(limits, self.outbox.engine, lock=self.outbox.mark_lock)
-            if limits
-            else None
-        )
+        outbox = self.outbox
+        return limiter_for(limits, outbox.engine, lock=outbox.mark_lock, current=current)
+
+    def _hooks_for(self, limiter: RateLimiter | None) -> HttpHooksMiddleware:
+        assert self.proxy is not None
         return HttpHooksMiddleware(
             self.proxy,
             subscribers=self._subscribers,
@@ -162,12 +163,13 @@ class Gateway:
         hooks = self._hooks
         if not isinstance(hooks, HttpHooksMiddleware):
             return
-        limits = dict(lineup.rate_limits)
-        limiter = hooks.hooks.limiter
-        if limits != (limiter.limits if limiter is not None else {}):
-            self._hooks = self._hooks_for(limits)  # a new rate_limit, or one fewer
+        # A new rate_limit (or one fewer) needs new hooks; else the replaced versions'
+        # subscribers, cached, can go.
+        limiter = self._limiter(lineup.rate_limits, hooks.hooks.limiter)
+        if limiter is hooks.hooks.limiter:
+            hooks.forget()
         else:
-            hooks.forget()  # the replaced versions' subscribers, cached, can go
+            self._hooks = self._hooks_for(limiter)
 
     def _subscribers(self) -> Sequence[Subscriber]:
         return self.plugins.subscribers
@@ -224,7 +226,7 @@ class Gateway:
         self._open_reloads().set_enabled(name, enabled)
 
     def _open_reloads(self) -> Reloads:
-        if self._closed:
+        if self._closed or self.reloads is None:
             raise RuntimeError("the gateway is closed: its plug-ins can no longer be reloaded")
         return self.reloads
 
@@ -259,14 +261,11 @@ class Gateway:
 
     def start_watching(self) -> None:
         """Reload ``watch: true`` plug-ins when their files change. Idempotent."""
-        if self._watcher is None:
-            self._watcher = Watcher(self.reloads)
-            self._watcher.start()
+        self._open_reloads().start_watching()
 
     def stop_watching(self) -> None:
-        watcher, self._watcher = self._watcher, None
-        if watcher is not None:
-            watcher.stop()
+        if self.reloads is not None:
+            self.reloads.stop_watching()
 
     async def aclose(self) -> None:
         await anyio.to_thread.run_sync(self.stop_watching)  # it joins the watch thread
